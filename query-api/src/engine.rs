@@ -1,0 +1,80 @@
+//! The DataFusion session: one listing table per dataset over the hot tier.
+//!
+//! Tables list their directory on every query (DataFusion's list-files cache is turned off),
+//! so files written by the workers are visible without a restart. The `date` and `hour`
+//! Hive partitions are columns too, which lets time filters skip whole directories.
+
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use callscope_schemas::Dataset;
+use callscope_schemas::arrow_schema::schema;
+use callscope_storage::Tier;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::Result;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+/// A DataFusion session with the callscope tables registered.
+#[derive(Clone)]
+pub struct QueryEngine {
+    ctx: SessionContext,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine").finish_non_exhaustive()
+    }
+}
+
+/// Options of the session.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// Memory a query may use before it fails, in bytes.
+    pub memory_limit: usize,
+    pub target_partitions: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { memory_limit: 2 << 30, target_partitions: 2 }
+    }
+}
+
+impl QueryEngine {
+    pub fn new(hot: &Tier, options: EngineOptions) -> Result<QueryEngine> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+            .with_memory_limit(options.memory_limit, 1.0)
+            .build_arc()?;
+        let config = SessionConfig::new()
+            .with_target_partitions(options.target_partitions)
+            .with_information_schema(true);
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let store_url = url::Url::parse(hot.store_url().as_str())
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        ctx.register_object_store(&store_url, hot.store().clone());
+        for dataset in Dataset::ALL {
+            hot.ensure_dir(dataset.name())
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            let url = ListingTableUrl::parse(hot.dir_url(dataset.name()))?;
+            let listing = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet")
+                .with_table_partition_cols(vec![
+                    ("date".to_string(), DataType::Utf8),
+                    ("hour".to_string(), DataType::Utf8),
+                ]);
+            let config = ListingTableConfig::new(url)
+                .with_listing_options(listing)
+                .with_schema(schema(dataset));
+            ctx.register_table(dataset.name(), Arc::new(ListingTable::try_new(config)?))?;
+        }
+        Ok(QueryEngine { ctx })
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+}

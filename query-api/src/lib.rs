@@ -1,0 +1,101 @@
+//! The query API: an axum router over a DataFusion session whose tables are the Parquet
+//! datasets of the storage tiers.
+//!
+//! * [`engine`]: the DataFusion session and table registration.
+//! * [`sql`]: the read-only SQL endpoint and its guard.
+//! * [`metrics_query`]: time-series queries over the `metrics` table.
+//! * [`traces`]: trace lookup.
+//! * [`ingest`]: HTTP producers of metric and span events.
+//! * [`schema_registry`]: the read side of the Confluent Schema Registry API.
+//! * [`health`]: liveness and component health.
+//! * [`json_rows`]: Arrow values as JSON.
+
+pub mod engine;
+pub mod error;
+pub mod health;
+pub mod ingest;
+pub mod json_rows;
+pub mod metrics_query;
+pub mod schema_registry;
+pub mod sql;
+pub mod traces;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::{get, post};
+use callscope_schemas::Dataset;
+use callscope_storage::Tier;
+use rdkafka::producer::FutureProducer;
+
+pub use engine::QueryEngine;
+pub use error::ApiError;
+pub use health::KafkaProbe;
+
+/// Limits of ad-hoc SQL.
+#[derive(Debug, Clone, Copy)]
+pub struct SqlLimits {
+    pub max_rows: usize,
+    pub timeout: Duration,
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        SqlLimits { max_rows: 10_000, timeout: Duration::from_secs(30) }
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: QueryEngine,
+    pub hot: Tier,
+    /// Producer for the ingest endpoints; `None` when no Kafka cluster is configured.
+    pub producer: Option<FutureProducer>,
+    pub kafka_probe: Option<Arc<KafkaProbe>>,
+    /// Dataset → topic events of that dataset are produced to.
+    pub topics: BTreeMap<Dataset, String>,
+    pub sql_limits: SqlLimits,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub fn topic(&self, dataset: Dataset) -> String {
+        self.topics.get(&dataset).cloned().unwrap_or_else(|| dataset.default_topic().to_string())
+    }
+}
+
+/// The router with every endpoint.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health::liveness))
+        .route("/metrics", get(health::prometheus_text))
+        .route("/monitoring/health", get(health::component_health))
+        .route("/monitoring/metrics", get(metrics_query::get_series).post(ingest::post_metrics))
+        .route("/monitoring/tracing/traces", post(ingest::post_spans))
+        .route("/monitoring/tracing/traces/{trace_id}", get(traces::get_trace))
+        .route("/monitoring/sql", post(sql::post_sql))
+        .route("/subjects", get(schema_registry::subjects))
+        .route("/subjects/{subject}", post(schema_registry::lookup_schema))
+        .route("/subjects/{subject}/versions", get(schema_registry::versions).post(schema_registry::register_schema))
+        .route("/subjects/{subject}/versions/{version}", get(schema_registry::subject_version))
+        .route("/schemas/ids/{id}", get(schema_registry::schema_by_id))
+        .route("/schemas/ids/{id}/schema", get(schema_registry::raw_schema_by_id))
+        .fallback(error::not_found)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(addr = ?addr, "query API listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,110 @@
+//! The Confluent Schema Registry REST API for the built-in schemas, so that standard
+//! Confluent Avro serializers pointed at the query API's URL learn the schema ids.
+//! Read side: `GET /subjects`, `GET /subjects/{s}/versions[/{v|latest}]`,
+//! `GET /schemas/ids/{id}[/schema]`. Lookup and (idempotent) registration of a built-in
+//! schema: `POST /subjects/{s}` and `POST /subjects/{s}/versions` answer with its id;
+//! any other schema is refused with 409, as a registry with compatibility checks would.
+
+use axum::Json;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use callscope_schemas::avro::{RegisteredSchema, SchemaRegistry};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+
+fn reply(status: StatusCode, body: Value) -> Response {
+    (status, [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
+}
+
+/// Confluent-style error (`error_code`, `message`) plus callscope's `error` field.
+fn error(status: StatusCode, code: u32, message: &str) -> Response {
+    reply(status, json!({ "error_code": code, "message": message, "error": message }))
+}
+
+fn compact(registered: &RegisteredSchema) -> String {
+    serde_json::from_str::<Value>(registered.text)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| registered.text.to_string())
+}
+
+fn subject_not_found(subject: &str) -> Response {
+    error(StatusCode::NOT_FOUND, 40401, &format!("Subject '{subject}' not found."))
+}
+
+fn version_body(registered: &RegisteredSchema) -> Value {
+    json!({ "subject": registered.subject, "version": 1, "id": registered.id, "schemaType": "AVRO", "schema": compact(registered) })
+}
+
+pub async fn subjects() -> Response {
+    let subjects: Vec<&str> = SchemaRegistry::builtin().all().iter().map(|s| s.subject).collect();
+    reply(StatusCode::OK, json!(subjects))
+}
+
+pub async fn versions(Path(subject): Path<String>) -> Response {
+    match SchemaRegistry::builtin().by_subject(&subject) {
+        Some(_) => reply(StatusCode::OK, json!([1])),
+        None => subject_not_found(&subject),
+    }
+}
+
+pub async fn subject_version(Path((subject, version)): Path<(String, String)>) -> Response {
+    let Some(registered) = SchemaRegistry::builtin().by_subject(&subject) else { return subject_not_found(&subject) };
+    match version.as_str() {
+        "latest" | "1" | "-1" => reply(StatusCode::OK, version_body(registered)),
+        other => error(StatusCode::NOT_FOUND, 40402, &format!("Version {other} not found.")),
+    }
+}
+
+pub async fn schema_by_id(Path(id): Path<String>) -> Response {
+    match id.parse::<i32>().ok().and_then(|id| SchemaRegistry::builtin().by_id(id)) {
+        Some(registered) => reply(StatusCode::OK, json!({ "schema": compact(registered), "schemaType": "AVRO" })),
+        None => error(StatusCode::NOT_FOUND, 40403, &format!("Schema {id} not found")),
+    }
+}
+
+pub async fn raw_schema_by_id(Path(id): Path<String>) -> Response {
+    match id.parse::<i32>().ok().and_then(|id| SchemaRegistry::builtin().by_id(id)) {
+        Some(registered) => reply(StatusCode::OK, serde_json::from_str(registered.text).unwrap_or(Value::Null)),
+        None => error(StatusCode::NOT_FOUND, 40403, &format!("Schema {id} not found")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SchemaBody {
+    schema: String,
+}
+
+fn lookup(subject: &str, body: &[u8]) -> Result<&'static RegisteredSchema, Response> {
+    let registry = SchemaRegistry::builtin();
+    if registry.by_subject(subject).is_none() {
+        return Err(subject_not_found(subject));
+    }
+    let body: SchemaBody = serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, 42201, &format!("Invalid schema request: {e}")))?;
+    registry.lookup(subject, &body.schema).ok_or_else(|| {
+        error(
+            StatusCode::CONFLICT,
+            409,
+            &format!("callscope serves fixed built-in schemas; this schema is not the one of '{subject}' (GET /subjects/{subject}/versions/latest shows it)"),
+        )
+    })
+}
+
+/// `POST /subjects/{subject}`: is this schema registered under the subject?
+pub async fn lookup_schema(Path(subject): Path<String>, body: axum::body::Bytes) -> Response {
+    match lookup(&subject, &body) {
+        Ok(registered) => reply(StatusCode::OK, version_body(registered)),
+        Err(response) => response,
+    }
+}
+
+/// `POST /subjects/{subject}/versions`: registering the built-in schema again is idempotent.
+pub async fn register_schema(Path(subject): Path<String>, body: axum::body::Bytes) -> Response {
+    match lookup(&subject, &body) {
+        Ok(registered) => reply(StatusCode::OK, json!({ "id": registered.id })),
+        Err(response) => response,
+    }
+}

@@ -1,0 +1,19 @@
+//! The contract between the phone platform and callscope.
+//!
+//! * [`events`]: the Rust event types (metric, span, alert) and their validation rules.
+//! * [`avro`]: the Avro schemas in `schemas/avro/*.avsc`, their registry ids, and the
+//!   Confluent wire format / single-object encodings.
+//! * [`json`]: JSON encoding with the same field names.
+//! * [`decode`]: tells the encodings apart per message and validates the result.
+//! * [`arrow_schema`]: the Arrow schema of every dataset and record-batch builders.
+
+pub mod arrow_schema;
+pub mod avro;
+pub mod decode;
+pub mod events;
+pub mod json;
+
+pub use decode::{DecodeError, DecodeOptions, Encoding, decode_event};
+pub use events::{
+    Alert, AlertStatus, DLQ_TOPIC, Dataset, Event, Metric, MetricKind, Severity, Span, SpanKind, SpanStatus,
+};

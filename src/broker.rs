@@ -1,0 +1,71 @@
+//! The embedded Kafka-compatible broker: Tansu, in-process, on a task of our runtime.
+//! Storage is SQLite in the data directory by default (acknowledged events survive a
+//! restart) or memory. Tansu does not create topics on first use; callers create them with
+//! the admin API once [`EmbeddedBroker::start`] returns.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tansu_broker::broker::Broker;
+use url::Url;
+
+/// A running embedded broker; stopping it aborts its task.
+pub struct EmbeddedBroker {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EmbeddedBroker {
+    /// Starts the broker and waits until it accepts connections.
+    pub async fn start(addr: SocketAddr, data_dir: &Path, storage: &str) -> anyhow::Result<EmbeddedBroker> {
+        let storage_url = match storage {
+            "memory" => Url::parse("memory://tansu/")?,
+            _ => {
+                std::fs::create_dir_all(data_dir)
+                    .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+                let abs = std::fs::canonicalize(data_dir)?;
+                // Tansu joins the URL path to the working directory: an absolute path needs
+                // the extra slash (sqlite:////abs/dir/broker.db).
+                Url::parse(&format!("sqlite:///{}/broker.db", abs.display()))?
+            }
+        };
+        let listener = Url::parse(&format!("tcp://{addr}"))?;
+        if std::net::TcpListener::bind(addr).is_err() {
+            bail!("cannot listen on {addr} for the embedded broker: the address is in use (choose another with --kafka-addr)");
+        }
+        let mut broker = Broker::builder()
+            .node_id(1)
+            .cluster_id("callscope")
+            .incarnation_id(uuid::Uuid::new_v4())
+            .advertised_listener(listener.clone())
+            .storage(storage_url.clone())
+            .listener(listener)
+            .silent(true)
+            .build()
+            .await
+            .map_err(|e| anyhow::anyhow!("embedded broker (storage {storage_url}): {e}"))?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = broker.serve(tokio::time::Instant::now()).await {
+                tracing::error!(error = %e, "embedded broker stopped");
+            }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            if task.is_finished() || tokio::time::Instant::now() > deadline {
+                bail!("embedded broker did not start listening on {addr}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::info!(%addr, storage = %storage_url, "embedded Kafka broker (Tansu) listening");
+        Ok(EmbeddedBroker { addr, task })
+    }
+
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,102 @@
+//! Typed object keys. Data files live at
+//! `<dataset>/date=YYYY-MM-DD/hour=HH/<topic>-p<partition>-<first offset>-<last offset>.parquet`
+//! (Hive-style partitions that DuckDB and Spark read as columns); the offsets are the Kafka
+//! range of the batch that wrote the file, zero-padded so that names sort by offset.
+
+use callscope_schemas::Dataset;
+use chrono::{DateTime, Datelike, Timelike, Utc};
+
+/// The `date=…/hour=…` partition of an event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HourPartition {
+    pub year: i32,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+}
+
+impl HourPartition {
+    /// The partition of a unix-millisecond time (UTC). Times outside chrono's range fall
+    /// back to the epoch rather than failing: validation rejects them before this point.
+    pub fn of_unix_ms(ms: i64) -> HourPartition {
+        let t = DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
+        HourPartition { year: t.year(), month: t.month(), day: t.day(), hour: t.hour() }
+    }
+
+    pub fn date(&self) -> String {
+        format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+
+    /// `date=YYYY-MM-DD/hour=HH`
+    pub fn dir(&self) -> String {
+        format!("date={}/hour={:02}", self.date(), self.hour)
+    }
+}
+
+/// The key of one data file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFileKey {
+    pub dataset: Dataset,
+    pub hour: HourPartition,
+    pub topic: String,
+    pub partition: i32,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+impl DataFileKey {
+    pub fn path(&self) -> String {
+        format!(
+            "{}/{}/{}-p{}-{:020}-{:020}.parquet",
+            self.dataset.name(),
+            self.hour.dir(),
+            sanitize(&self.topic),
+            self.partition,
+            self.first_offset,
+            self.last_offset
+        )
+    }
+}
+
+/// Keeps a topic name safe as part of an object name.
+pub fn sanitize(topic: &str) -> String {
+    topic
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hour_partition_of_time() {
+        // 2026-11-29T01:53:40Z
+        let p = HourPartition::of_unix_ms(1_795_917_220_000);
+        assert_eq!(p.dir(), "date=2026-11-29/hour=01");
+        assert_eq!(HourPartition::of_unix_ms(0).dir(), "date=1970-01-01/hour=00");
+    }
+
+    #[test]
+    fn data_file_names_sort_by_offset() {
+        let key = |first, last| DataFileKey {
+            dataset: Dataset::Metrics,
+            hour: HourPartition::of_unix_ms(0),
+            topic: "callscope.metrics".into(),
+            partition: 3,
+            first_offset: first,
+            last_offset: last,
+        };
+        assert_eq!(
+            key(5, 99).path(),
+            "metrics/date=1970-01-01/hour=00/callscope.metrics-p3-00000000000000000005-00000000000000000099.parquet"
+        );
+        assert!(key(100, 200).path() > key(5, 99).path());
+    }
+
+    #[test]
+    fn topic_names_are_sanitized() {
+        assert_eq!(sanitize("a/b c"), "a_b_c");
+    }
+}

@@ -1,0 +1,51 @@
+//! Storage of callscope: object-store tiers, the Parquet object layout, and the batch
+//! commit log that gives the pipeline its exactly-once effect.
+//!
+//! * [`tier`]: a tier is an object_store URL (`file://`, `memory://`, `s3://`); opening one.
+//! * [`layout`]: typed object keys (`<dataset>/date=YYYY-MM-DD/hour=HH/<name>.parquet`).
+//! * [`parquet_file`]: encoding record batches as Parquet.
+//! * [`commit_log`]: per-partition batch records, crash recovery and pruning.
+//! * [`workers`]: worker heartbeat objects.
+
+pub mod commit_log;
+pub mod layout;
+pub mod parquet_file;
+pub mod tier;
+pub mod workers;
+
+pub use commit_log::{BatchRecord, CommitLog, Recovery};
+pub use layout::{DataFileKey, HourPartition};
+pub use tier::{Tier, TierConfig};
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("invalid object store URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("commit record {path}: {reason}")]
+    CorruptRecord { path: String, reason: String },
+    #[error("batch starting at offset {first_offset} of {topic}/{partition} was already committed by another writer")]
+    Fenced { topic: String, partition: i32, first_offset: i64 },
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StorageError {
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StorageError::ObjectStore(
+                object_store::Error::Generic { .. } | object_store::Error::NotModified { .. }
+            ) | StorageError::Io(_)
+        )
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

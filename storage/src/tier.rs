@@ -1,0 +1,227 @@
+//! A storage tier: one object_store URL, opened once and shared.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use url::Url;
+
+use crate::{Result, StorageError};
+
+/// How to open a tier: its URL plus options for remote stores
+/// (for S3: `aws_endpoint`, `aws_access_key_id`, `aws_secret_access_key`, `aws_region`,
+/// `aws_allow_http`, … as accepted by object_store's `AmazonS3Builder`).
+#[derive(Debug, Clone)]
+pub struct TierConfig {
+    pub url: String,
+    pub options: BTreeMap<String, String>,
+}
+
+impl TierConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        TierConfig { url: url.into(), options: BTreeMap::new() }
+    }
+
+    /// A tier in a local directory (created if missing).
+    pub fn local_dir(dir: &std::path::Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let abs = std::fs::canonicalize(dir)?;
+        let url = Url::from_directory_path(&abs).map_err(|_| StorageError::InvalidUrl {
+            url: abs.display().to_string(),
+            reason: "not an absolute directory path".into(),
+        })?;
+        Ok(TierConfig::new(url.to_string()))
+    }
+}
+
+/// An opened tier. Object keys are relative to the tier's base path.
+#[derive(Debug, Clone)]
+pub struct Tier {
+    store: Arc<dyn ObjectStore>,
+    /// Scheme and authority only (`file:///`, `s3://bucket/`, `memory:///`): where the
+    /// store is registered for DataFusion.
+    store_url: Url,
+    /// Path inside the store that holds this tier.
+    base: Path,
+    /// Local directory for `file://` tiers (files are fsynced before they count as durable).
+    local_root: Option<std::path::PathBuf>,
+}
+
+impl Tier {
+    pub fn open(config: &TierConfig) -> Result<Tier> {
+        let invalid = |reason: String| StorageError::InvalidUrl { url: config.url.clone(), reason };
+        let mut url = Url::parse(&config.url).map_err(|e| invalid(e.to_string()))?;
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        let local_root = if url.scheme() == "file" {
+            let dir = url.to_file_path().map_err(|_| invalid("not a local path".into()))?;
+            std::fs::create_dir_all(&dir)?;
+            Some(dir)
+        } else {
+            None
+        };
+        let (store, base) = object_store::parse_url_opts(&url, config.options.clone())
+            .map_err(|e| invalid(e.to_string()))?;
+        let mut store_url = url.clone();
+        store_url.set_path("/");
+        store_url.set_query(None);
+        Ok(Tier { store: Arc::from(store), store_url, base, local_root })
+    }
+
+    /// A tier over a given store (tests, benchmarks).
+    pub fn from_store(store: Arc<dyn ObjectStore>, store_url: Url) -> Tier {
+        Tier { store, store_url, base: Path::default(), local_root: None }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn store_url(&self) -> &Url {
+        &self.store_url
+    }
+
+    /// Full URL of a directory under this tier, ending in `/` (for DataFusion tables).
+    pub fn dir_url(&self, relative: &str) -> String {
+        let mut s = self.store_url.to_string();
+        for part in self.base.parts() {
+            s.push_str(part.as_ref());
+            s.push('/');
+        }
+        s.push_str(relative.trim_matches('/'));
+        s.push('/');
+        s
+    }
+
+    /// The object path of a key relative to the tier.
+    pub fn path(&self, relative: &str) -> Path {
+        let mut parts: Vec<String> = self.base.parts().map(|p| p.as_ref().to_string()).collect();
+        parts.extend(relative.split('/').filter(|s| !s.is_empty()).map(str::to_string));
+        Path::from_iter(parts)
+    }
+
+    /// The key relative to the tier of an object path inside it.
+    pub fn relative(&self, path: &Path) -> String {
+        let base: Vec<_> = self.base.parts().collect();
+        path.parts().skip(base.len()).map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/")
+    }
+
+    /// Writes an object atomically and makes it durable before returning.
+    pub async fn put_durable(&self, relative: &str, bytes: Bytes, create_only: bool) -> Result<()> {
+        let path = self.path(relative);
+        let mode = if create_only { PutMode::Create } else { PutMode::Overwrite };
+        self.store
+            .put_opts(&path, PutPayload::from_bytes(bytes), PutOptions { mode, ..Default::default() })
+            .await?;
+        self.sync(&path).await
+    }
+
+    /// fsyncs a local file and its directory; a no-op for remote stores, whose PUT is
+    /// durable when it returns.
+    async fn sync(&self, path: &Path) -> Result<()> {
+        let Some(root) = &self.local_root else { return Ok(()) };
+        let mut file = root.clone();
+        for part in path.parts().skip(self.base.parts().count()) {
+            file.push(part.as_ref());
+        }
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::File::open(&file)?.sync_all()?;
+            if let Some(dir) = file.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+        Ok(())
+    }
+
+    /// Creates a directory under a local tier (so that listing an empty dataset works
+    /// everywhere); remote stores have no directories and need nothing.
+    pub fn ensure_dir(&self, relative: &str) -> Result<()> {
+        if let Some(root) = &self.local_root {
+            std::fs::create_dir_all(root.join(relative))?;
+        }
+        Ok(())
+    }
+
+    pub async fn get(&self, relative: &str) -> Result<Bytes> {
+        Ok(self.store.get(&self.path(relative)).await?.bytes().await?)
+    }
+
+    pub async fn exists(&self, relative: &str) -> Result<bool> {
+        match self.store.head(&self.path(relative)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes an object; a missing object is not an error.
+    pub async fn delete(&self, relative: &str) -> Result<()> {
+        match self.store.delete(&self.path(relative)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Lists keys (relative to the tier) under a prefix, sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        use futures::TryStreamExt;
+        let prefix_path = self.path(prefix);
+        let metas: Vec<_> = self.store.list(Some(&prefix_path)).try_collect().await?;
+        let mut keys: Vec<String> = metas.iter().map(|m| self.relative(&m.location)).collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Checks that the store answers (used by health endpoints).
+    pub async fn probe(&self) -> Result<()> {
+        use futures::StreamExt;
+        let prefix = self.path("_catalog");
+        let mut listing = self.store.list(Some(&prefix));
+        match listing.next().await {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_tier_round_trip_and_urls() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = TierConfig::local_dir(&dir.path().join("hot")).expect("config");
+        let tier = Tier::open(&config).expect("open");
+        tier.put_durable("metrics/date=2026-01-01/hour=05/a.parquet", Bytes::from_static(b"x"), true)
+            .await
+            .expect("put");
+        assert!(dir.path().join("hot/metrics/date=2026-01-01/hour=05/a.parquet").exists());
+        let err = tier
+            .put_durable("metrics/date=2026-01-01/hour=05/a.parquet", Bytes::from_static(b"y"), true)
+            .await
+            .expect_err("create-only must refuse to overwrite");
+        assert!(matches!(err, StorageError::ObjectStore(object_store::Error::AlreadyExists { .. })));
+        assert_eq!(tier.list("metrics").await.expect("list"), vec![
+            "metrics/date=2026-01-01/hour=05/a.parquet".to_string()
+        ]);
+        assert!(tier.dir_url("metrics").starts_with("file:///"));
+        assert!(tier.dir_url("metrics").ends_with("/hot/metrics/"));
+        tier.delete("metrics/date=2026-01-01/hour=05/a.parquet").await.expect("delete");
+        tier.delete("metrics/none").await.expect("deleting a missing object is fine");
+        assert!(!tier.exists("metrics/date=2026-01-01/hour=05/a.parquet").await.expect("head"));
+    }
+
+    #[test]
+    fn invalid_urls_are_reported() {
+        assert!(Tier::open(&TierConfig::new("not a url")).is_err());
+        assert!(Tier::open(&TierConfig::new("ftp://x/y")).is_err());
+    }
+}

@@ -1,0 +1,45 @@
+//! Worker heartbeats: each stream worker publishes its status as
+//! `_catalog/workers/<worker id>.json` in the hot tier every few seconds, so any query-API
+//! replica can report every worker's health without talking to it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::tier::Tier;
+
+pub const HEARTBEAT_DIR: &str = "_catalog/workers";
+
+/// What one worker reports about itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub worker_id: String,
+    pub group_id: String,
+    pub host: String,
+    pub pid: u32,
+    pub state: String,
+    pub started_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// `topic/partition` currently assigned.
+    pub assigned: Vec<String>,
+    pub consumed: u64,
+    pub stored: u64,
+    pub dead_lettered: u64,
+    pub last_commit_at_ms: Option<i64>,
+    /// Consumer lag in messages by `topic/partition` (from librdkafka statistics).
+    pub lag: BTreeMap<String, i64>,
+    pub last_error: Option<String>,
+}
+
+/// Reads every worker's last heartbeat from a tier.
+pub async fn read_all(tier: &Tier) -> crate::Result<Vec<WorkerStatus>> {
+    let mut out = Vec::new();
+    for key in tier.list(HEARTBEAT_DIR).await? {
+        if let Ok(bytes) = tier.get(&key).await
+            && let Ok(status) = serde_json::from_slice::<WorkerStatus>(&bytes)
+        {
+            out.push(status);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests of the `callscope` binary: a real Tansu broker (embedded in the binary,
+//! on a free loopback port), real Kafka clients (rdkafka), real HTTP, real Parquet files in
+//! a temporary directory.
+
+mod support;
+
+mod api;
+mod consumer_group;
+mod crash_safety;
+mod ingest;

@@ -1,0 +1,302 @@
+//! Test harness: processes of the real binary, Kafka clients and HTTP helpers.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use callscope_schemas::avro::encode_confluent;
+use callscope_schemas::{Alert, AlertStatus, Event, Metric, MetricKind, Severity, Span, SpanKind, SpanStatus};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_callscope");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A child process of the binary; killed (SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, dir: &Path, args: &[&str]) -> Proc {
+        let log = dir.join(format!("{name}-{}.log", std::process::id() ^ rand_u32()));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(BIN)
+            .args(args)
+            .env("CALLSCOPE_LOG", "info,librdkafka=warn,rdkafka=warn,tansu=error,tansu_broker=error,tansu_storage=error,tansu_sans_io=error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        Proc { child, log, name: name.to_string() }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// SIGKILL: no flush, no commit, no goodbye.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for an orderly exit.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+    }
+
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited early with {status}:\n{}", self.name, self.log_tail());
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- last log lines of {} ----\n{}", self.name, self.log_tail());
+        }
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now()) as u32
+}
+
+/// A standalone process (embedded broker + workers + API) on free ports.
+pub struct Standalone {
+    pub proc: Proc,
+    pub brokers: String,
+    pub http: String,
+    pub data_dir: PathBuf,
+}
+
+impl Standalone {
+    pub fn start(dir: &Path, extra: &[&str]) -> Standalone {
+        Self::start_on(dir, free_port(), free_port(), extra)
+    }
+
+    pub fn start_on(dir: &Path, kafka_port: u16, http_port: u16, extra: &[&str]) -> Standalone {
+        let data_dir = dir.join("data");
+        let kafka_addr = format!("127.0.0.1:{kafka_port}");
+        let http_addr = format!("127.0.0.1:{http_port}");
+        let mut args = vec![
+            "standalone",
+            "--data-dir",
+            data_dir.to_str().expect("utf-8 path"),
+            "--kafka-addr",
+            &kafka_addr,
+            "--http-addr",
+            &http_addr,
+        ];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::spawn("standalone", dir, &args);
+        let http = format!("http://{http_addr}");
+        wait_for_http(&mut proc, &format!("{http}/health"), Duration::from_secs(120));
+        Standalone { proc, brokers: kafka_addr, http, data_dir }
+    }
+}
+
+pub fn wait_for_http(proc: &mut Proc, url: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let client = http();
+    loop {
+        proc.assert_running();
+        if client.try_call("GET", url, None).is_some_and(|r| r.status == 200) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} did not answer within {timeout:?}:\n{}", proc.log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A blocking HTTP client (reqwest on a private single-thread runtime).
+pub struct Http {
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+impl Http {
+    pub fn try_call(&self, method: &str, url: &str, body: Option<&Value>) -> Option<Reply> {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.client.request(method, url);
+        if let Some(b) = body {
+            request = request.header("content-type", "application/json").body(b.to_string());
+        }
+        self.runtime.block_on(async move {
+            let r = request.send().await.ok()?;
+            let status = r.status().as_u16();
+            let body = r.text().await.ok()?;
+            Some(Reply { status, body })
+        })
+    }
+
+    pub fn call(&self, method: &str, url: &str, body: Option<&Value>) -> Reply {
+        self.try_call(method, url, body).unwrap_or_else(|| panic!("{method} {url}: no answer"))
+    }
+}
+
+pub fn http() -> Http {
+    Http {
+        runtime: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"),
+        client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client"),
+    }
+}
+
+/// Runs SQL through the API and returns the rows.
+pub fn sql(client: &Http, base: &str, query: &str) -> Vec<Vec<Value>> {
+    let reply = client.call("POST", &format!("{base}/monitoring/sql"), Some(&json!({ "sql": query })));
+    assert_eq!(reply.status, 200, "{query}: {}", reply.body);
+    let v = reply.json();
+    serde_json::from_value(v["rows"].clone()).expect("rows")
+}
+
+/// Polls a single-value SQL query until it returns `expected` (or times out).
+pub fn wait_for_count(client: &Http, base: &str, query: &str, expected: i64, timeout: Duration) -> i64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let rows = sql(client, base, query);
+        let n = rows.first().and_then(|r| r.first()).and_then(Value::as_i64).unwrap_or(0);
+        if n >= expected || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+}
+
+pub fn metric(i: usize) -> Event {
+    Event::Metric(Metric {
+        name: "ai_response_time_ms".into(),
+        kind: MetricKind::Histogram,
+        value: i as f64 + 0.5,
+        timestamp_ms: now_ms() - (i % 1000) as i64,
+        service: ["ai-engine", "asr", "tts"][i % 3].into(),
+        labels: BTreeMap::from([("seq".to_string(), i.to_string()), ("region".to_string(), "cn-east".to_string())]),
+        unit: Some("milliseconds".into()),
+    })
+}
+
+pub fn span(i: usize) -> Event {
+    Event::Span(Span {
+        trace_id: format!("{:032x}", 0xabc0_0000u64 + (i / 4) as u64),
+        span_id: format!("{:016x}", 0x5000_0000u64 + i as u64),
+        parent_span_id: if i % 4 == 0 { None } else { Some(format!("{:016x}", 0x5000_0000u64 + (i - i % 4) as u64)) },
+        service: ["call-gateway", "asr", "ai-engine", "tts"][i % 4].into(),
+        operation: "step".into(),
+        kind: SpanKind::Server,
+        start_time_us: now_ms() * 1000 + i as i64,
+        duration_us: 1000 + i as i64,
+        status: if i % 10 == 0 { SpanStatus::Error } else { SpanStatus::Ok },
+        attributes: BTreeMap::from([("seq".to_string(), i.to_string())]),
+    })
+}
+
+pub fn alert(i: usize) -> Event {
+    Event::Alert(Alert {
+        alert_name: "ASRLatencyHigh".into(),
+        severity: Severity::Warning,
+        status: if i % 2 == 0 { AlertStatus::Firing } else { AlertStatus::Resolved },
+        service: "asr".into(),
+        labels: BTreeMap::from([("seq".to_string(), i.to_string())]),
+        annotations: BTreeMap::new(),
+        starts_at_ms: now_ms(),
+        ends_at_ms: if i % 2 == 1 { Some(now_ms() + 1) } else { None },
+        value: Some(i as f64),
+        source: "test".into(),
+    })
+}
+
+/// Avro for even `i`, JSON for odd.
+pub fn encode_mixed(i: usize, event: &Event) -> Vec<u8> {
+    if i % 2 == 0 { encode_confluent(event).expect("avro") } else { callscope_schemas::json::encode(event) }
+}
+
+pub fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("producer")
+}
+
+/// Produces and waits for every acknowledgement; returns how many were acknowledged.
+pub async fn produce_all(producer: &FutureProducer, topic: &str, payloads: &[(String, Vec<u8>)]) -> usize {
+    let sends = payloads.iter().map(|(key, p)| producer.send(FutureRecord::to(topic).key(key).payload(p), Duration::from_secs(60)));
+    futures::future::join_all(sends).await.into_iter().filter(Result::is_ok).count()
+}
+
+/// Reads every message of a topic (from the beginning) until `expected` or the timeout.
+pub async fn read_topic(brokers: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<(Vec<u8>, BTreeMap<String, String>)> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-reader-{}", rand_u32()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while out.len() < expected {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|hs| hs.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                    .unwrap_or_default();
+                out.push((m.payload().unwrap_or_default().to_vec(), headers));
+            }
+            Ok(Err(e)) => panic!("consume {topic}: {e}"),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
