@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tansu_broker::broker::Broker;
+use tansu_broker::coordinator::group::administrator::Controller;
+use tansu_storage::StorageContainer;
 use url::Url;
 
 /// A running embedded broker; stopping it aborts its task.
@@ -35,7 +37,7 @@ impl EmbeddedBroker {
         if std::net::TcpListener::bind(addr).is_err() {
             bail!("cannot listen on {addr} for the embedded broker: the address is in use (choose another with --kafka-addr)");
         }
-        let mut broker = Broker::builder()
+        let mut broker = Broker::<Controller<StorageContainer>, StorageContainer>::builder()
             .node_id(1)
             .cluster_id("callscope")
             .incarnation_id(uuid::Uuid::new_v4())

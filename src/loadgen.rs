@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use callscope_schemas::avro::encode_confluent;
 use callscope_schemas::{
-    Alert, AlertStatus, Dataset, Event, Metric, MetricKind, Severity, Span, SpanKind, SpanStatus,
+    Alert, AlertStatus, Event, Metric, MetricKind, Severity, Span, SpanKind, SpanStatus,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -103,12 +103,7 @@ impl EventSink {
 
     pub async fn send(&mut self, event: &Event) -> anyhow::Result<()> {
         let payload = self.encode(event)?;
-        let key = match event {
-            Event::Span(s) => s.trace_id.clone(),
-            Event::Metric(m) => m.service.clone(),
-            Event::Alert(a) => a.service.clone(),
-        };
-        self.send_bytes(event.dataset().default_topic(), &key, &payload).await
+        self.send_bytes(event.dataset().default_topic(), &event.partition_key(), &payload).await
     }
 
     /// Waits for every acknowledgement; returns the counts.
@@ -417,7 +412,7 @@ mod tests {
             for e in &events {
                 callscope_schemas::decode::check(e, &options).expect("valid event");
             }
-            assert!(events.iter().any(|e| e.dataset() == Dataset::Metrics));
+            assert!(events.iter().any(|e| e.dataset() == callscope_schemas::Dataset::Metrics));
         }
     }
 }

@@ -35,12 +35,7 @@ pub async fn run(config: ProduceConfig) -> anyhow::Result<()> {
         match event {
             Ok(event) => {
                 let payload = sink.encode(&event)?;
-                let key = match &event {
-                    callscope_schemas::Event::Span(s) => s.trace_id.clone(),
-                    callscope_schemas::Event::Metric(m) => m.service.clone(),
-                    callscope_schemas::Event::Alert(a) => a.service.clone(),
-                };
-                sink.send_bytes(&topic, &key, &payload).await?;
+                sink.send_bytes(&topic, &event.partition_key(), &payload).await?;
             }
             Err(e) => {
                 bad += 1;

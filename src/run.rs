@@ -29,9 +29,14 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// The topics the stream workers consume.
+pub fn input_topics() -> Vec<String> {
+    Dataset::ALL.iter().map(|d| d.default_topic().to_string()).collect()
+}
+
 /// Every topic callscope reads or writes.
 pub fn all_topics() -> Vec<String> {
-    let mut topics: Vec<String> = Dataset::ALL.iter().map(|d| d.default_topic().to_string()).collect();
+    let mut topics = input_topics();
     topics.push(DLQ_TOPIC.to_string());
     topics
 }
@@ -102,7 +107,7 @@ fn api_state(hot: &Tier, kafka: Option<(&KafkaConnection, &str)>, query: &QueryA
     let (producer, kafka_probe) = match kafka {
         Some((connection, group)) => (
             Some(connection.producer()?),
-            Some(Arc::new(KafkaProbe::new(connection.client_config(), group, all_topics())?)),
+            Some(Arc::new(KafkaProbe::new(connection.client_config(), group, input_topics())?)),
         ),
         None => (None, None),
     };

@@ -156,6 +156,7 @@ impl Worker {
             pid: std::process::id(),
             state: "starting".into(),
             started_at_ms: crate::now_ms(),
+            last_rebalance_at_ms: Some(crate::now_ms()),
             ..Default::default()
         });
         let committed = Arc::new(Mutex::new(BTreeMap::new()));
@@ -204,6 +205,15 @@ impl Worker {
             self.config.heartbeat_interval,
             heartbeat_cancel.clone(),
         ));
+        let rejoin = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = tokio::spawn(watch_for_orphaned_partitions(
+            self.consumer.clone(),
+            self.tier.clone(),
+            self.config.clone(),
+            self.status.clone(),
+            rejoin.clone(),
+            heartbeat_cancel.clone(),
+        ));
         self.status.update(|s| s.state = "running".into());
         tracing::info!(worker = %self.config.worker_id, group = %self.config.group_id, topics = ?self.config.topics.keys().collect::<Vec<_>>(), "worker started");
 
@@ -220,6 +230,9 @@ impl Worker {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {
+                    if rejoin.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                        self.rejoin_group();
+                    }
                     self.apply_rebalances(&mut buffers, &mut writers, &mut buffered).await;
                     let due: Vec<(String, i32)> = buffers
                         .iter()
@@ -283,9 +296,20 @@ impl Worker {
         self.consumer.unsubscribe();
         heartbeat_cancel.cancel();
         let _ = heartbeat.await;
+        let _ = watchdog.await;
         metrics.buffered_events.set(0);
         tracing::info!(worker = %self.config.worker_id, "worker stopped");
         result
+    }
+
+    /// Leaves and rejoins the consumer group, which forces a new generation and a fresh
+    /// assignment computed by a live leader.
+    fn rejoin_group(&self) {
+        let topics: Vec<&str> = self.config.topics.keys().map(String::as_str).collect();
+        self.consumer.unsubscribe();
+        if let Err(e) = self.consumer.subscribe(&topics) {
+            tracing::error!(error = %e, "could not rejoin the consumer group");
+        }
     }
 
     async fn apply_rebalances(
@@ -338,6 +362,7 @@ impl Worker {
                 }
             }
         }
+        self.status.update(|s| s.last_rebalance_at_ms = Some(crate::now_ms()));
         let assigned = self.status.snapshot().assigned.len();
         PipelineMetrics::global().assigned_partitions.set(assigned as i64);
     }
@@ -394,6 +419,75 @@ fn append(batch: &mut PendingBatch, dataset: Dataset, m: &BorrowedMessage<'_>, c
                 reason: e.to_string(),
                 kind: e.kind(),
             });
+        }
+    }
+}
+
+/// Watches for input partitions that no live worker owns, and asks the loop to rejoin the
+/// group when that lasts.
+///
+/// Why: a group coordinator can hand a dead member's partitions to nobody. Tansu 0.6.0 does
+/// so when the group's leader dies (`kill -9`): after the session timeout it drops the
+/// member, but the survivors' next assignment still leaves its partitions unowned, and a
+/// restarted worker is assigned nothing. Workers publish their assignments in heartbeat
+/// objects, so any worker can see that a partition has had no live owner for three checks
+/// in a row (15 s); rejoining starts a new generation whose leader is alive and assigns
+/// every partition. On a healthy cluster this never fires.
+async fn watch_for_orphaned_partitions(
+    consumer: Arc<WorkerConsumer>,
+    tier: Tier,
+    config: WorkerConfig,
+    status: StatusHandle,
+    rejoin: Arc<std::sync::atomic::AtomicBool>,
+    cancel: CancellationToken,
+) {
+    const EVERY: Duration = Duration::from_secs(5);
+    let mut strikes = 0;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+        let c = consumer.clone();
+        let metadata = tokio::task::spawn_blocking(move || {
+            c.fetch_metadata(None, Duration::from_secs(5)).map(|m| {
+                m.topics()
+                    .iter()
+                    .flat_map(|t| t.partitions().iter().map(|p| format!("{}/{}", t.name(), p.id())).collect::<Vec<_>>())
+                    .collect::<Vec<String>>()
+            })
+        })
+        .await;
+        let Ok(Ok(all)) = metadata else { continue };
+        let inputs: Vec<String> = all
+            .into_iter()
+            .filter(|p| config.topics.keys().any(|t| p.rsplit_once('/').is_some_and(|(topic, _)| topic == t)))
+            .collect();
+        let Ok(heartbeats) = callscope_storage::workers::read_all(&tier).await else { continue };
+        let now = crate::now_ms();
+        let own = status.snapshot();
+        let settle_ms = 3 * EVERY.as_millis() as i64;
+        if own.last_rebalance_at_ms.is_some_and(|t| now - t < settle_ms) {
+            // Assignments are still settling (and others' heartbeats may lag behind).
+            strikes = 0;
+            continue;
+        }
+        let mut owned: std::collections::BTreeSet<String> = heartbeats
+            .into_iter()
+            .filter(|h| h.worker_id != own.worker_id && h.group_id == config.group_id && now - h.updated_at_ms < settle_ms && h.state == "running")
+            .flat_map(|h| h.assigned)
+            .collect();
+        owned.extend(own.assigned);
+        let orphaned: Vec<&String> = inputs.iter().filter(|p| !owned.contains(*p)).collect();
+        if orphaned.is_empty() {
+            strikes = 0;
+            continue;
+        }
+        strikes += 1;
+        if strikes >= 3 {
+            tracing::warn!(orphaned = ?orphaned, "partitions have had no live owner for 15 s; rejoining the consumer group");
+            rejoin.store(true, std::sync::atomic::Ordering::Relaxed);
+            strikes = 0;
         }
     }
 }

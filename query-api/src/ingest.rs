@@ -75,14 +75,6 @@ pub fn parse_body(dataset: Dataset, body: &[u8], max_skew_ms: i64) -> ApiResult<
     Ok(events)
 }
 
-fn key_of(event: &Event) -> String {
-    match event {
-        Event::Metric(m) => m.service.clone(),
-        Event::Span(s) => s.trace_id.clone(),
-        Event::Alert(a) => a.service.clone(),
-    }
-}
-
 async fn produce(state: &AppState, dataset: Dataset, events: Vec<Event>) -> ApiResult<(StatusCode, Json<Value>)> {
     let producer = state
         .producer
@@ -92,7 +84,7 @@ async fn produce(state: &AppState, dataset: Dataset, events: Vec<Event>) -> ApiR
     let mut payloads = Vec::with_capacity(events.len());
     for event in &events {
         let bytes = encode_confluent(event).map_err(|e| ApiError::Internal(e.to_string()))?;
-        payloads.push((key_of(event), bytes));
+        payloads.push((event.partition_key(), bytes));
     }
     let sends = payloads.iter().map(|(key, bytes)| {
         producer.send(FutureRecord::to(&topic).key(key).payload(bytes), Duration::from_secs(10))

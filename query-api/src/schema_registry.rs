@@ -5,7 +5,6 @@
 //! schema: `POST /subjects/{s}` and `POST /subjects/{s}/versions` answer with its id;
 //! any other schema is refused with 409, as a registry with compatibility checks would.
 
-use axum::Json;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -104,7 +103,7 @@ pub async fn lookup_schema(Path(subject): Path<String>, body: axum::body::Bytes)
 /// `POST /subjects/{subject}/versions`: registering the built-in schema again is idempotent.
 pub async fn register_schema(Path(subject): Path<String>, body: axum::body::Bytes) -> Response {
     match lookup(&subject, &body) {
-        Ok(registered) => reply(StatusCode::OK, json!({ "id": registered.id })),
+        Ok(registered) => reply(StatusCode::OK, version_body(registered)),
         Err(response) => response,
     }
 }

@@ -169,6 +169,16 @@ impl Event {
         }
     }
 
+    /// The Kafka message key callscope's producers use: a metric's series (service and
+    /// name) or a span's trace stays in one partition, in order.
+    pub fn partition_key(&self) -> String {
+        match self {
+            Event::Metric(m) => format!("{}/{}", m.service, m.name),
+            Event::Span(s) => s.trace_id.clone(),
+            Event::Alert(a) => format!("{}/{}", a.service, a.alert_name),
+        }
+    }
+
     /// Checks the rules that the schema alone cannot express.
     /// Returns the name of the offending field and why.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {

@@ -92,8 +92,11 @@ impl Tier {
             s.push_str(part.as_ref());
             s.push('/');
         }
-        s.push_str(relative.trim_matches('/'));
-        s.push('/');
+        let relative = relative.trim_matches('/');
+        if !relative.is_empty() {
+            s.push_str(relative);
+            s.push('/');
+        }
         s
     }
 

@@ -26,6 +26,9 @@ pub struct WorkerStatus {
     pub stored: u64,
     pub dead_lettered: u64,
     pub last_commit_at_ms: Option<i64>,
+    /// When the worker's assignment last changed (its start time before the first change).
+    #[serde(default)]
+    pub last_rebalance_at_ms: Option<i64>,
     /// Consumer lag in messages by `topic/partition` (from librdkafka statistics).
     pub lag: BTreeMap<String, i64>,
     pub last_error: Option<String>,

@@ -71,11 +71,13 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
     let stored: Vec<u64> = heartbeats["workers"].as_array().expect("workers").iter().map(|w| w["stored"].as_u64().unwrap_or(0)).collect();
     assert!(writers.len() == 2 || stored.iter().filter(|n| **n > 0).count() == 2, "both workers stored events: writers {writers:?}, heartbeats {heartbeats}");
 
-    // One worker dies; the survivor takes over its partitions after the session timeout.
+    // One worker dies; the survivor takes over its partitions (after the session timeout,
+    // and if the coordinator leaves them unowned, after the worker's orphan watchdog
+    // rejoins the group).
     b.kill9();
     let second: Vec<(String, Vec<u8>)> = (4000..6000).map(|i| (format!("key-{i}"), encode_mixed(i, &metric(i)))).collect();
     assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &second)), 2000);
-    assert_eq!(wait_for_count(&client, &base, "SELECT COUNT(*) FROM metrics", 6000, Duration::from_secs(90)), 6000);
+    assert_eq!(wait_for_count(&client, &base, "SELECT COUNT(*) FROM metrics", 6000, Duration::from_secs(120)), 6000);
     std::thread::sleep(Duration::from_secs(1));
     let rows = sql(&client, &base, "SELECT COUNT(*), COUNT(DISTINCT labels['seq']) FROM metrics");
     assert_eq!(rows[0], vec![json!(6000), json!(6000)], "every event stored exactly once");

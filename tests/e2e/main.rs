@@ -8,3 +8,4 @@ mod api;
 mod consumer_group;
 mod crash_safety;
 mod ingest;
+mod python_client;

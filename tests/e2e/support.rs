@@ -177,7 +177,11 @@ impl Http {
 pub fn http() -> Http {
     Http {
         runtime: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"),
-        client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client"),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            // Tests restart servers on the same port: never reuse a connection to a dead one.
+            .pool_max_idle_per_host(0)
+            .build().expect("client"),
     }
 }
 
