@@ -50,9 +50,12 @@ fn bench_metric(rng: &mut StdRng, now_ms: i64) -> Event {
         value: rng.random_range(1.0..1500.0),
         timestamp_ms: now_ms - rng.random_range(0..5000),
         service: service.into(),
-        labels: [("region".to_string(), region.to_string()), ("pod".to_string(), format!("{service}-{}", rng.random_range(0..8)))]
-            .into_iter()
-            .collect(),
+        labels: [
+            ("region".to_string(), region.to_string()),
+            ("pod".to_string(), format!("{service}-{}", rng.random_range(0..8))),
+        ]
+        .into_iter()
+        .collect(),
         unit: None,
     })
 }
@@ -82,10 +85,16 @@ async fn bare_consumer(connection: &KafkaConnection, topic: &str, events: usize)
     Ok(elapsed)
 }
 
-async fn pipeline(connection: &KafkaConnection, topic: &str, events: usize, config: &BenchIngestConfig) -> anyhow::Result<Duration> {
+async fn pipeline(
+    connection: &KafkaConnection,
+    topic: &str,
+    events: usize,
+    config: &BenchIngestConfig,
+) -> anyhow::Result<Duration> {
     let dir = tempfile_dir()?;
     let hot = callscope_storage::Tier::open(&callscope_storage::TierConfig::local_dir(&dir)?)?;
-    let mut worker_config = WorkerConfig::new(connection.clone(), format!("bench-pipeline-{}", uuid::Uuid::new_v4().simple()));
+    let mut worker_config =
+        WorkerConfig::new(connection.clone(), format!("bench-pipeline-{}", uuid::Uuid::new_v4().simple()));
     worker_config.topics = BTreeMap::from([(topic.to_string(), Dataset::Metrics)]);
     worker_config.flush_rows = config.flush_rows;
     worker_config.flush_interval = Duration::from_millis(200);
@@ -104,7 +113,11 @@ async fn pipeline(connection: &KafkaConnection, topic: &str, events: usize, conf
         if status.snapshot().stored as usize >= events {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "pipeline stored only {} of {events} events in 10 minutes", status.snapshot().stored);
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "pipeline stored only {} of {events} events in 10 minutes",
+            status.snapshot().stored
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = started.map(|s| s.elapsed()).unwrap_or_default();
@@ -142,7 +155,8 @@ async fn ingest(config: BenchIngestConfig) -> anyhow::Result<()> {
     };
     let connection = KafkaConnection::new(&brokers);
     let topic = format!("bench.metrics.{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    ensure_topics(&connection, &[topic.clone(), DLQ_TOPIC.to_string()], config.partitions, Duration::from_secs(60)).await?;
+    ensure_topics(&connection, &[topic.clone(), DLQ_TOPIC.to_string()], config.partitions, Duration::from_secs(60))
+        .await?;
 
     println!(
         "bench ingest: {} metric events ({:?}), topic {topic} with {} partitions, broker: {broker_desc}, {} cores",
@@ -189,12 +203,7 @@ async fn ingest(config: BenchIngestConfig) -> anyhow::Result<()> {
         pipe_rates.push(pipe_rate);
         ratios.push(pipe_rate / bare_rate);
     }
-    println!(
-        "median {:>13.0} {:>16.0} {:>8.3}",
-        median(&mut bare_rates),
-        median(&mut pipe_rates),
-        median(&mut ratios)
-    );
+    println!("median {:>13.0} {:>16.0} {:>8.3}", median(&mut bare_rates), median(&mut pipe_rates), median(&mut ratios));
     #[cfg(feature = "embedded-broker")]
     if let Some(b) = embedded {
         b.stop();

@@ -35,7 +35,9 @@ impl EmbeddedBroker {
         };
         let listener = Url::parse(&format!("tcp://{addr}"))?;
         if std::net::TcpListener::bind(addr).is_err() {
-            bail!("cannot listen on {addr} for the embedded broker: the address is in use (choose another with --kafka-addr)");
+            bail!(
+                "cannot listen on {addr} for the embedded broker: the address is in use (choose another with --kafka-addr)"
+            );
         }
         let mut broker = Broker::<Controller<StorageContainer>, StorageContainer>::builder()
             .node_id(1)

@@ -13,7 +13,11 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "callscope", version, about = "Observability pipeline for an AI phone-answering platform: Kafka → stream workers → Parquet tiers → DataFusion query API")]
+#[command(
+    name = "callscope",
+    version,
+    about = "Observability pipeline for an AI phone-answering platform: Kafka → stream workers → Parquet tiers → DataFusion query API"
+)]
 pub struct Cli {
     /// TOML file with defaults for any flag (keys are long flag names).
     #[arg(long, global = true, env = "CALLSCOPE_CONFIG")]
@@ -226,17 +230,17 @@ pub struct ProduceConfig {
     #[arg(long, env = "CALLSCOPE_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
     /// Dataset of the events: metrics, spans or alerts.
-    #[arg(long, value_parser = ["metrics", "spans", "alerts"])]
+    #[arg(long, env = "CALLSCOPE_DATASET", value_parser = ["metrics", "spans", "alerts"])]
     pub dataset: String,
     /// Topic (default: the dataset's callscope topic).
-    #[arg(long)]
+    #[arg(long, env = "CALLSCOPE_TOPIC")]
     pub topic: Option<String>,
-    #[arg(long, value_enum, default_value = "avro")]
+    #[arg(long, value_enum, default_value = "avro", env = "CALLSCOPE_ENCODING")]
     pub encoding: EncodingArg,
     /// JSON-lines file; `-` for stdin.
-    #[arg(long, default_value = "-")]
+    #[arg(long, default_value = "-", env = "CALLSCOPE_FILE")]
     pub file: String,
-    #[arg(long = "kafka-property", short = 'X', value_parser = parse_key_value)]
+    #[arg(long = "kafka-property", short = 'X', value_delimiter = ',', value_parser = parse_key_value, env = "CALLSCOPE_KAFKA_PROPERTIES")]
     pub kafka_properties: Vec<(String, String)>,
 }
 
@@ -245,17 +249,17 @@ pub struct LoadgenConfig {
     #[arg(long, env = "CALLSCOPE_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
     /// Simulated calls per second (each call is about 20 events).
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 20.0, env = "CALLSCOPE_RATE")]
     pub rate: f64,
     /// Stop after this long (default: until Ctrl-C).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration, env = "CALLSCOPE_DURATION")]
     pub duration: Option<Duration>,
-    #[arg(long, value_enum, default_value = "mixed")]
+    #[arg(long, value_enum, default_value = "mixed", env = "CALLSCOPE_ENCODING")]
     pub encoding: EncodingArg,
     /// Random seed (default: from the clock).
-    #[arg(long)]
+    #[arg(long, env = "CALLSCOPE_SEED")]
     pub seed: Option<u64>,
-    #[arg(long = "kafka-property", short = 'X', value_parser = parse_key_value)]
+    #[arg(long = "kafka-property", short = 'X', value_delimiter = ',', value_parser = parse_key_value, env = "CALLSCOPE_KAFKA_PROPERTIES")]
     pub kafka_properties: Vec<(String, String)>,
 }
 
@@ -266,7 +270,7 @@ pub struct SqlConfig {
     #[command(flatten)]
     pub storage: StorageArgs,
     /// Output format.
-    #[arg(long, default_value = "table", value_parser = ["table", "json", "csv"])]
+    #[arg(long, env = "CALLSCOPE_FORMAT", default_value = "table", value_parser = ["table", "json", "csv"])]
     pub format: String,
 }
 
@@ -279,23 +283,23 @@ pub enum BenchCommand {
 #[derive(Debug, Args)]
 pub struct BenchIngestConfig {
     /// Events to preload and read.
-    #[arg(long, default_value_t = 500_000)]
+    #[arg(long, default_value_t = 500_000, env = "CALLSCOPE_BENCH_EVENTS")]
     pub events: usize,
     /// Repetitions; medians are reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, env = "CALLSCOPE_BENCH_RUNS")]
     pub runs: usize,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, env = "CALLSCOPE_PARTITIONS")]
     pub partitions: i32,
-    #[arg(long, value_enum, default_value = "avro")]
+    #[arg(long, value_enum, default_value = "avro", env = "CALLSCOPE_ENCODING")]
     pub encoding: EncodingArg,
     /// Use this cluster instead of an in-process broker.
     #[arg(long, env = "CALLSCOPE_BROKERS")]
     pub brokers: Option<String>,
     /// Embedded broker storage when --brokers is not given.
-    #[arg(long, default_value = "memory", value_parser = ["sqlite", "memory"])]
+    #[arg(long, env = "CALLSCOPE_BROKER_STORAGE", default_value = "memory", value_parser = ["sqlite", "memory"])]
     pub broker_storage: String,
     /// Flush size of the pipeline under test.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = 50_000, env = "CALLSCOPE_FLUSH_ROWS")]
     pub flush_rows: usize,
 }
 

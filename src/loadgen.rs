@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use callscope_schemas::avro::encode_confluent;
-use callscope_schemas::{
-    Alert, AlertStatus, Event, Metric, MetricKind, Severity, Span, SpanKind, SpanStatus,
-};
+use callscope_schemas::{Alert, AlertStatus, Event, Metric, MetricKind, Severity, Span, SpanKind, SpanStatus};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -141,7 +139,15 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-fn metric(name: &str, kind: MetricKind, value: f64, ts: i64, service: &str, l: &[(&str, &str)], unit: Option<&str>) -> Event {
+fn metric(
+    name: &str,
+    kind: MetricKind,
+    value: f64,
+    ts: i64,
+    service: &str,
+    l: &[(&str, &str)],
+    unit: Option<&str>,
+) -> Event {
     Event::Metric(Metric {
         name: name.into(),
         kind,
@@ -157,9 +163,19 @@ const REGIONS: [&str; 3] = ["cn-east", "cn-north", "cn-south"];
 const MODELS: [&str; 2] = ["dialogue-large", "dialogue-fast"];
 
 impl LoadGenerator {
-    pub fn new(brokers: &str, properties: &[(String, String)], encoding: EncodingArg, seed: Option<u64>) -> anyhow::Result<Self> {
+    pub fn new(
+        brokers: &str,
+        properties: &[(String, String)],
+        encoding: EncodingArg,
+        seed: Option<u64>,
+    ) -> anyhow::Result<Self> {
         let seed = seed.unwrap_or_else(|| callscope_pipeline::now_ms() as u64);
-        Ok(LoadGenerator { sink: EventSink::new(brokers, properties, encoding)?, rng: StdRng::seed_from_u64(seed), calls: 0, open_alert: None })
+        Ok(LoadGenerator {
+            sink: EventSink::new(brokers, properties, encoding)?,
+            rng: StdRng::seed_from_u64(seed),
+            calls: 0,
+            open_alert: None,
+        })
     }
 
     /// The events of one simulated call ending now.
@@ -176,8 +192,9 @@ impl LoadGenerator {
         let whitelist_ms = rng.random_range(2.0..12.0) + if rng.random::<f64>() < 0.01 { 80.0 } else { 0.0 };
         let spam_ms = rng.random_range(5.0..35.0);
         let asr_ms = rng.random_range(80.0..320.0);
-        let ai_ms = if model == "dialogue-large" { rng.random_range(350.0..1400.0) } else { rng.random_range(150.0..600.0) }
-            * if rng.random::<f64>() < 0.03 { 3.0 } else { 1.0 };
+        let ai_ms =
+            if model == "dialogue-large" { rng.random_range(350.0..1400.0) } else { rng.random_range(150.0..600.0) }
+                * if rng.random::<f64>() < 0.03 { 3.0 } else { 1.0 };
         let tts_ms = rng.random_range(60.0..220.0);
         let billing_ms = rng.random_range(4.0..25.0);
         let talk_s = if spam { 0.0 } else { rng.random_range(20.0..240.0) };
@@ -199,7 +216,13 @@ impl LoadGenerator {
         }
         let total_ms: f64 = steps.iter().map(|s| s.3).sum::<f64>() + 3.0;
         let root_start_us = (now_ms as f64 * 1000.0 - total_ms * 1000.0) as i64;
-        let outcome = if spam { "spam_blocked" } else if ai_failed { "failed" } else { "answered" };
+        let outcome = if spam {
+            "spam_blocked"
+        } else if ai_failed {
+            "failed"
+        } else {
+            "answered"
+        };
         let mut events = Vec::with_capacity(24);
         events.push(Event::Span(Span {
             trace_id: trace_id.clone(),
@@ -211,7 +234,12 @@ impl LoadGenerator {
             start_time_us: root_start_us,
             duration_us: (total_ms * 1000.0) as i64,
             status: if ai_failed { SpanStatus::Error } else { SpanStatus::Ok },
-            attributes: labels(&[("call.id", &call_id), ("call.outcome", outcome), ("region", region), ("caller.whitelisted", if whitelisted { "true" } else { "false" })]),
+            attributes: labels(&[
+                ("call.id", &call_id),
+                ("call.outcome", outcome),
+                ("region", region),
+                ("caller.whitelisted", if whitelisted { "true" } else { "false" }),
+            ]),
         }));
         let mut cursor_us = root_start_us + 1000;
         for (service, operation, kind, ms, failed) in &steps {
@@ -255,31 +283,159 @@ impl LoadGenerator {
 
         // Metrics.
         let t = now_ms;
-        events.push(metric("calls_total", MetricKind::Counter, 1.0, t, "call-gateway", &[("outcome", outcome), ("region", region)], None));
-        events.push(metric("whitelist_checks_total", MetricKind::Counter, 1.0, t, "whitelist-service", &[("result", if whitelisted { "hit" } else { "miss" })], None));
-        events.push(metric("whitelist_check_latency_ms", MetricKind::Histogram, whitelist_ms, t, "whitelist-service", &[], Some("milliseconds")));
-        events.push(metric("spam_check_latency_ms", MetricKind::Histogram, spam_ms, t, "spam-detector", &[], Some("milliseconds")));
+        events.push(metric(
+            "calls_total",
+            MetricKind::Counter,
+            1.0,
+            t,
+            "call-gateway",
+            &[("outcome", outcome), ("region", region)],
+            None,
+        ));
+        events.push(metric(
+            "whitelist_checks_total",
+            MetricKind::Counter,
+            1.0,
+            t,
+            "whitelist-service",
+            &[("result", if whitelisted { "hit" } else { "miss" })],
+            None,
+        ));
+        events.push(metric(
+            "whitelist_check_latency_ms",
+            MetricKind::Histogram,
+            whitelist_ms,
+            t,
+            "whitelist-service",
+            &[],
+            Some("milliseconds"),
+        ));
+        events.push(metric(
+            "spam_check_latency_ms",
+            MetricKind::Histogram,
+            spam_ms,
+            t,
+            "spam-detector",
+            &[],
+            Some("milliseconds"),
+        ));
         if spam {
-            events.push(metric("spam_detections_total", MetricKind::Counter, 1.0, t, "spam-detector", &[("region", region)], None));
+            events.push(metric(
+                "spam_detections_total",
+                MetricKind::Counter,
+                1.0,
+                t,
+                "spam-detector",
+                &[("region", region)],
+                None,
+            ));
         } else {
-            events.push(metric("asr_latency_ms", MetricKind::Histogram, asr_ms, t, "asr", &[("region", region)], Some("milliseconds")));
-            events.push(metric("ai_response_time_ms", MetricKind::Histogram, ai_ms, t, "ai-engine", &[("model", model)], Some("milliseconds")));
-            events.push(metric("ai_confidence", MetricKind::Gauge, confidence, t, "ai-engine", &[("model", model)], Some("ratio")));
+            events.push(metric(
+                "asr_latency_ms",
+                MetricKind::Histogram,
+                asr_ms,
+                t,
+                "asr",
+                &[("region", region)],
+                Some("milliseconds"),
+            ));
+            events.push(metric(
+                "ai_response_time_ms",
+                MetricKind::Histogram,
+                ai_ms,
+                t,
+                "ai-engine",
+                &[("model", model)],
+                Some("milliseconds"),
+            ));
+            events.push(metric(
+                "ai_confidence",
+                MetricKind::Gauge,
+                confidence,
+                t,
+                "ai-engine",
+                &[("model", model)],
+                Some("ratio"),
+            ));
             if ai_failed {
-                events.push(metric("ai_errors_total", MetricKind::Counter, 1.0, t, "ai-engine", &[("model", model), ("reason", "timeout")], None));
+                events.push(metric(
+                    "ai_errors_total",
+                    MetricKind::Counter,
+                    1.0,
+                    t,
+                    "ai-engine",
+                    &[("model", model), ("reason", "timeout")],
+                    None,
+                ));
             } else {
-                events.push(metric("tts_latency_ms", MetricKind::Histogram, tts_ms, t, "tts", &[], Some("milliseconds")));
-                events.push(metric("calls_answered_total", MetricKind::Counter, 1.0, t, "call-gateway", &[("region", region)], None));
-                events.push(metric("call_duration_seconds", MetricKind::Histogram, talk_s, t, "call-gateway", &[("region", region)], Some("seconds")));
+                events.push(metric(
+                    "tts_latency_ms",
+                    MetricKind::Histogram,
+                    tts_ms,
+                    t,
+                    "tts",
+                    &[],
+                    Some("milliseconds"),
+                ));
+                events.push(metric(
+                    "calls_answered_total",
+                    MetricKind::Counter,
+                    1.0,
+                    t,
+                    "call-gateway",
+                    &[("region", region)],
+                    None,
+                ));
+                events.push(metric(
+                    "call_duration_seconds",
+                    MetricKind::Histogram,
+                    talk_s,
+                    t,
+                    "call-gateway",
+                    &[("region", region)],
+                    Some("seconds"),
+                ));
                 let revenue = (talk_s / 60.0).ceil() * 0.12;
-                events.push(metric("billing_revenue_cny_total", MetricKind::Counter, revenue, t, "billing", &[("region", region)], Some("cny")));
-                events.push(metric("call_cost_cny_total", MetricKind::Counter, revenue * 0.35, t, "billing", &[("region", region)], Some("cny")));
+                events.push(metric(
+                    "billing_revenue_cny_total",
+                    MetricKind::Counter,
+                    revenue,
+                    t,
+                    "billing",
+                    &[("region", region)],
+                    Some("cny"),
+                ));
+                events.push(metric(
+                    "call_cost_cny_total",
+                    MetricKind::Counter,
+                    revenue * 0.35,
+                    t,
+                    "billing",
+                    &[("region", region)],
+                    Some("cny"),
+                ));
                 if rng.random::<f64>() < 0.2 {
                     let score = rng.random_range(2.0..5.0_f64).round();
-                    events.push(metric("user_satisfaction_score", MetricKind::Gauge, score, t, "ai-engine", &[("model", model)], None));
+                    events.push(metric(
+                        "user_satisfaction_score",
+                        MetricKind::Gauge,
+                        score,
+                        t,
+                        "ai-engine",
+                        &[("model", model)],
+                        None,
+                    ));
                 }
                 if rng.random::<f64>() < 0.1 {
-                    events.push(metric("conversions_total", MetricKind::Counter, 1.0, t, "billing", &[("region", region)], None));
+                    events.push(metric(
+                        "conversions_total",
+                        MetricKind::Counter,
+                        1.0,
+                        t,
+                        "billing",
+                        &[("region", region)],
+                        None,
+                    ));
                 }
             }
         }
@@ -291,7 +447,15 @@ impl LoadGenerator {
         let rng = &mut self.rng;
         let mut events = vec![
             metric("active_calls", MetricKind::Gauge, active_calls, now_ms, "call-gateway", &[], None),
-            metric("call_queue_length", MetricKind::Gauge, (active_calls * rng.random_range(0.0..0.1)).round(), now_ms, "call-gateway", &[], None),
+            metric(
+                "call_queue_length",
+                MetricKind::Gauge,
+                (active_calls * rng.random_range(0.0..0.1)).round(),
+                now_ms,
+                "call-gateway",
+                &[],
+                None,
+            ),
         ];
         match self.open_alert.take() {
             Some((mut alert, until)) if self.calls >= until => {
@@ -364,7 +528,12 @@ impl LoadGenerator {
         }
         let calls = self.calls;
         let counts = self.sink.finish().await;
-        tracing::info!(calls, sent = counts.sent.load(std::sync::atomic::Ordering::Relaxed), acked = counts.acked.load(std::sync::atomic::Ordering::Relaxed), "traffic generator stopped");
+        tracing::info!(
+            calls,
+            sent = counts.sent.load(std::sync::atomic::Ordering::Relaxed),
+            acked = counts.acked.load(std::sync::atomic::Ordering::Relaxed),
+            "traffic generator stopped"
+        );
         Ok(())
     }
 }
@@ -401,7 +570,8 @@ mod tests {
         let options = callscope_schemas::DecodeOptions { max_time_skew_ms: 60_000, now_ms: now };
         for _ in 0..200 {
             let events = generator.call_events(now);
-            let spans: Vec<&Span> = events.iter().filter_map(|e| if let Event::Span(s) = e { Some(s) } else { None }).collect();
+            let spans: Vec<&Span> =
+                events.iter().filter_map(|e| if let Event::Span(s) = e { Some(s) } else { None }).collect();
             let roots = spans.iter().filter(|s| s.parent_span_id.is_none()).count();
             assert_eq!(roots, 1, "one root span per call");
             for s in &spans {

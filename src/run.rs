@@ -100,10 +100,8 @@ fn spawn_workers(
 }
 
 fn api_state(hot: &Tier, kafka: Option<(&KafkaConnection, &str)>, query: &QueryArgs) -> anyhow::Result<AppState> {
-    let engine = QueryEngine::new(
-        hot,
-        EngineOptions { memory_limit: query.query_memory_mb << 20, ..Default::default() },
-    )?;
+    let engine =
+        QueryEngine::new(hot, EngineOptions { memory_limit: query.query_memory_mb << 20, ..Default::default() })?;
     let (producer, kafka_probe) = match kafka {
         Some((connection, group)) => (
             Some(connection.producer()?),
@@ -214,11 +212,8 @@ async fn standalone(config: crate::cli::StandaloneConfig) -> anyhow::Result<()> 
 }
 
 async fn pipeline(config: crate::cli::PipelineConfig) -> anyhow::Result<()> {
-    let brokers = config
-        .kafka
-        .brokers
-        .clone()
-        .context("--brokers (or CALLSCOPE_BROKERS) is required for `pipeline`")?;
+    let brokers =
+        config.kafka.brokers.clone().context("--brokers (or CALLSCOPE_BROKERS) is required for `pipeline`")?;
     let hot = config.storage.hot_tier()?;
     let connection = config.kafka.connection(&brokers);
     ensure_topics(&connection, &all_topics(), config.kafka.partitions, Duration::from_secs(60)).await?;
@@ -227,7 +222,8 @@ async fn pipeline(config: crate::cli::PipelineConfig) -> anyhow::Result<()> {
     let http_cancel = CancellationToken::new();
     let http = match config.metrics_addr {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
             tracing::info!(addr = %listener.local_addr()?, "pipeline metrics endpoint listening");
             let router = axum::Router::new()
                 .route("/metrics", axum::routing::get(callscope_query_api::health::prometheus_text))
@@ -239,7 +235,11 @@ async fn pipeline(config: crate::cli::PipelineConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
-    println!("callscope pipeline is running: brokers {brokers}, group {}, hot tier {}", config.ingest.group_id, hot.dir_url(""));
+    println!(
+        "callscope pipeline is running: brokers {brokers}, group {}, hot tier {}",
+        config.ingest.group_id,
+        hot.dir_url("")
+    );
     stop_signal().await;
     cancel.cancel();
     for w in workers {
@@ -267,7 +267,8 @@ async fn query_api(config: crate::cli::QueryApiConfig) -> anyhow::Result<()> {
 
 #[cfg(feature = "embedded-broker")]
 async fn broker(config: crate::cli::BrokerConfig) -> anyhow::Result<()> {
-    let broker = crate::broker::EmbeddedBroker::start(config.kafka_addr, &config.data_dir, &config.broker_storage).await?;
+    let broker =
+        crate::broker::EmbeddedBroker::start(config.kafka_addr, &config.data_dir, &config.broker_storage).await?;
     let connection = KafkaConnection::new(broker.addr.to_string());
     ensure_topics(&connection, &all_topics(), config.partitions, Duration::from_secs(60)).await?;
     println!("callscope broker (Tansu) listening on {}", broker.addr);

@@ -9,11 +9,7 @@ use crate::cli::SqlConfig;
 pub async fn run(config: SqlConfig) -> anyhow::Result<()> {
     let hot = config.storage.hot_tier()?;
     let engine = QueryEngine::new(&hot, EngineOptions::default())?;
-    let df = engine
-        .context()
-        .sql_with_options(&config.query, read_only())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let df = engine.context().sql_with_options(&config.query, read_only()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let batches = df.collect().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     match config.format.as_str() {
         "json" => {
@@ -36,7 +32,9 @@ pub async fn run(config: SqlConfig) -> anyhow::Result<()> {
                     .into_iter()
                     .map(|v| match v {
                         serde_json::Value::Null => String::new(),
-                        serde_json::Value::String(s) if s.contains([',', '"', '\n']) => format!("\"{}\"", s.replace('"', "\"\"")),
+                        serde_json::Value::String(s) if s.contains([',', '"', '\n']) => {
+                            format!("\"{}\"", s.replace('"', "\"\""))
+                        }
                         serde_json::Value::String(s) => s,
                         other => other.to_string(),
                     })

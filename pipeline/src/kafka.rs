@@ -40,12 +40,7 @@ impl KafkaConnection {
 
     /// A producer that waits for all in-sync replicas.
     pub fn producer(&self) -> Result<FutureProducer> {
-        Ok(self
-            .client_config()
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000")
-            .create()?)
+        Ok(self.client_config().set("acks", "all").set("linger.ms", "5").set("message.timeout.ms", "30000").create()?)
     }
 }
 
@@ -57,10 +52,8 @@ pub async fn ensure_topics(
     timeout: Duration,
 ) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = connection.client_config().create()?;
-    let new_topics: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
-        .collect();
+    let new_topics: Vec<NewTopic<'_>> =
+        topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -78,10 +71,7 @@ pub async fn ensure_topics(
                     return Ok(());
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(PipelineError::Config(format!(
-                        "could not create topics: {}",
-                        failures.join(", ")
-                    )));
+                    return Err(PipelineError::Config(format!("could not create topics: {}", failures.join(", "))));
                 }
                 tracing::warn!(failures = ?failures, "topic creation failed; retrying");
             }

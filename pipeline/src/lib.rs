@@ -47,9 +47,7 @@ impl PipelineError {
             PipelineError::Kafka(_) | PipelineError::Fenced => RetryHint::Retry,
             PipelineError::Storage(e) if e.is_transient() => RetryHint::Retry,
             PipelineError::Storage(callscope_storage::StorageError::ObjectStore(_)) => RetryHint::Retry,
-            PipelineError::Storage(_) | PipelineError::Config(_) | PipelineError::Other(_) => {
-                RetryHint::Stop
-            }
+            PipelineError::Storage(_) | PipelineError::Config(_) | PipelineError::Other(_) => RetryHint::Stop,
         }
     }
 }
@@ -58,8 +56,5 @@ pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -2,9 +2,7 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{
-    Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Counters and gauges of the stream workers.
 #[derive(Debug)]
@@ -66,14 +64,54 @@ impl PipelineMetrics {
         .unwrap_or_else(|e| panic!("gauge: {e}"));
         let _ = registry.register(Box::new(buffered_events.clone()));
         PipelineMetrics {
-            consumed: counter(registry, "callscope_pipeline_events_consumed_total", "Messages read from Kafka", &["topic"]),
-            stored: counter(registry, "callscope_pipeline_events_stored_total", "Events durably written to Parquet", &["dataset"]),
-            dead_lettered: counter(registry, "callscope_pipeline_events_dead_lettered_total", "Messages sent to the dead-letter topic, by reason", &["topic", "reason"]),
-            replay_skipped: counter(registry, "callscope_pipeline_replay_skipped_total", "Messages re-read after a restart or rebalance that were already stored", &["topic"]),
-            batches: counter(registry, "callscope_pipeline_batches_committed_total", "Batches durably committed", &["dataset"]),
-            rollbacks: counter(registry, "callscope_pipeline_batch_rollbacks_total", "Incomplete batches rolled back during recovery", &["topic"]),
-            fenced: counter(registry, "callscope_pipeline_batches_fenced_total", "Batches refused because another writer committed the same range", &["topic"]),
-            write_retries: counter(registry, "callscope_pipeline_write_retries_total", "Batch writes retried after a transient storage or Kafka error", &["topic"]),
+            consumed: counter(
+                registry,
+                "callscope_pipeline_events_consumed_total",
+                "Messages read from Kafka",
+                &["topic"],
+            ),
+            stored: counter(
+                registry,
+                "callscope_pipeline_events_stored_total",
+                "Events durably written to Parquet",
+                &["dataset"],
+            ),
+            dead_lettered: counter(
+                registry,
+                "callscope_pipeline_events_dead_lettered_total",
+                "Messages sent to the dead-letter topic, by reason",
+                &["topic", "reason"],
+            ),
+            replay_skipped: counter(
+                registry,
+                "callscope_pipeline_replay_skipped_total",
+                "Messages re-read after a restart or rebalance that were already stored",
+                &["topic"],
+            ),
+            batches: counter(
+                registry,
+                "callscope_pipeline_batches_committed_total",
+                "Batches durably committed",
+                &["dataset"],
+            ),
+            rollbacks: counter(
+                registry,
+                "callscope_pipeline_batch_rollbacks_total",
+                "Incomplete batches rolled back during recovery",
+                &["topic"],
+            ),
+            fenced: counter(
+                registry,
+                "callscope_pipeline_batches_fenced_total",
+                "Batches refused because another writer committed the same range",
+                &["topic"],
+            ),
+            write_retries: counter(
+                registry,
+                "callscope_pipeline_write_retries_total",
+                "Batch writes retried after a transient storage or Kafka error",
+                &["topic"],
+            ),
             write_seconds,
             consumer_lag,
             assigned_partitions,

@@ -204,7 +204,14 @@ impl WriterState {
                 .map(|(hour, rows)| {
                     let record_batch = to_record_batch(dataset, &rows).map_err(StorageError::from)?;
                     let bytes = parquet_file::encode(&[record_batch])?;
-                    let key = DataFileKey { dataset, hour, topic: topic.clone(), partition, first_offset: first, last_offset: last };
+                    let key = DataFileKey {
+                        dataset,
+                        hour,
+                        topic: topic.clone(),
+                        partition,
+                        first_offset: first,
+                        last_offset: last,
+                    };
                     Ok((key.path(), bytes))
                 })
                 .collect()
@@ -302,12 +309,8 @@ impl WriterState {
 
     /// Deletes batch records that the group's committed offset has passed.
     async fn prune(&mut self) {
-        let committed = self
-            .ctx
-            .committed
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&(self.topic.clone(), self.partition)).copied());
+        let committed =
+            self.ctx.committed.lock().ok().and_then(|m| m.get(&(self.topic.clone(), self.partition)).copied());
         let Some(committed) = committed else { return };
         // Keep the newest record: it carries the durable high-water mark.
         let keep_from = self.ranges.len().saturating_sub(1);
@@ -333,9 +336,24 @@ mod tests {
         let mut b = PendingBatch { first_offset: *offsets.start(), last_offset: *offsets.end(), ..Default::default() };
         for offset in offsets {
             if bad.contains(&offset) {
-                b.dead_letters.push(DeadLetter { offset, key: None, payload: vec![], headers: vec![], reason: "x".into(), kind: "json" });
+                b.dead_letters.push(DeadLetter {
+                    offset,
+                    key: None,
+                    payload: vec![],
+                    headers: vec![],
+                    reason: "x".into(),
+                    kind: "json",
+                });
             } else {
-                let event = Event::Metric(Metric { name: "m".into(), kind: MetricKind::Gauge, value: 1.0, timestamp_ms: 0, service: "s".into(), labels: Default::default(), unit: None });
+                let event = Event::Metric(Metric {
+                    name: "m".into(),
+                    kind: MetricKind::Gauge,
+                    value: 1.0,
+                    timestamp_ms: 0,
+                    service: "s".into(),
+                    labels: Default::default(),
+                    unit: None,
+                });
                 b.events.push(SourcedEvent { partition: 0, offset, event });
             }
         }

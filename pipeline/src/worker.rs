@@ -160,11 +160,8 @@ impl Worker {
             ..Default::default()
         });
         let committed = Arc::new(Mutex::new(BTreeMap::new()));
-        let context = WorkerContext {
-            rebalances: Mutex::new(Vec::new()),
-            committed: committed.clone(),
-            status: status.clone(),
-        };
+        let context =
+            WorkerContext { rebalances: Mutex::new(Vec::new()), committed: committed.clone(), status: status.clone() };
         let consumer: WorkerConsumer = config
             .kafka
             .client_config()
@@ -278,13 +275,15 @@ impl Worker {
             self.flush(&key, &mut buffers, &mut writers, &mut buffered).await;
         }
         let mut final_offsets = TopicPartitionList::new();
+        let assigned = self.status.snapshot().assigned;
         for ((topic, partition), writer) in writers {
             drop(writer.sender);
             match writer.task.await {
-                Ok(Some(last)) => {
+                // Only partitions this worker still owns: another member may own the rest.
+                Ok(Some(last)) if assigned.contains(&format!("{topic}/{partition}")) => {
                     let _ = final_offsets.add_partition_offset(&topic, partition, Offset::Offset(last + 1));
                 }
-                Ok(None) => {}
+                Ok(_) => {}
                 Err(e) => result = Err(PipelineError::Other(format!("writer task failed: {e}"))),
             }
         }
@@ -345,7 +344,10 @@ impl Worker {
                                 let _ = w.sender.send(WriterJob::Assigned).await;
                             }
                             (None, Some(dataset)) => {
-                                writers.insert(key.clone(), PartitionWriter::spawn(self.writer_ctx.clone(), key.0.clone(), key.1, dataset));
+                                writers.insert(
+                                    key.clone(),
+                                    PartitionWriter::spawn(self.writer_ctx.clone(), key.0.clone(), key.1, dataset),
+                                );
                             }
                             (None, None) => {}
                         }
@@ -398,10 +400,7 @@ fn append(batch: &mut PendingBatch, dataset: Dataset, m: &BorrowedMessage<'_>, c
         batch.first_offset = offset;
     }
     batch.last_offset = offset;
-    let options = DecodeOptions {
-        max_time_skew_ms: config.max_time_skew.as_millis() as i64,
-        now_ms: crate::now_ms(),
-    };
+    let options = DecodeOptions { max_time_skew_ms: config.max_time_skew.as_millis() as i64, now_ms: crate::now_ms() };
     let payload = m.payload().unwrap_or_default();
     match decode_event(dataset, payload, &options) {
         Ok((event, _encoding)) => batch.events.push(SourcedEvent { partition: m.partition(), offset, event }),
@@ -474,7 +473,12 @@ async fn watch_for_orphaned_partitions(
         }
         let mut owned: std::collections::BTreeSet<String> = heartbeats
             .into_iter()
-            .filter(|h| h.worker_id != own.worker_id && h.group_id == config.group_id && now - h.updated_at_ms < settle_ms && h.state == "running")
+            .filter(|h| {
+                h.worker_id != own.worker_id
+                    && h.group_id == config.group_id
+                    && now - h.updated_at_ms < settle_ms
+                    && h.state == "running"
+            })
             .flat_map(|h| h.assigned)
             .collect();
         owned.extend(own.assigned);

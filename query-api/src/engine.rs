@@ -49,16 +49,14 @@ impl QueryEngine {
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .with_memory_limit(options.memory_limit, 1.0)
             .build_arc()?;
-        let config = SessionConfig::new()
-            .with_target_partitions(options.target_partitions)
-            .with_information_schema(true);
+        let config =
+            SessionConfig::new().with_target_partitions(options.target_partitions).with_information_schema(true);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let store_url = url::Url::parse(hot.store_url().as_str())
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         ctx.register_object_store(&store_url, hot.store().clone());
         for dataset in Dataset::ALL {
-            hot.ensure_dir(dataset.name())
-                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            hot.ensure_dir(dataset.name()).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
             let url = ListingTableUrl::parse(hot.dir_url(dataset.name()))?;
             let listing = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet")
@@ -66,9 +64,7 @@ impl QueryEngine {
                     ("date".to_string(), DataType::Utf8),
                     ("hour".to_string(), DataType::Utf8),
                 ]);
-            let config = ListingTableConfig::new(url)
-                .with_listing_options(listing)
-                .with_schema(schema(dataset));
+            let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(schema(dataset));
             ctx.register_table(dataset.name(), Arc::new(ListingTable::try_new(config)?))?;
         }
         Ok(QueryEngine { ctx })

@@ -27,12 +27,13 @@ pub struct KafkaProbe {
 
 impl KafkaProbe {
     /// `config` must name the brokers; `group_id` is the pipeline's consumer group.
-    pub fn new(mut config: ClientConfig, group_id: &str, topics: Vec<String>) -> Result<KafkaProbe, rdkafka::error::KafkaError> {
+    pub fn new(
+        mut config: ClientConfig,
+        group_id: &str,
+        topics: Vec<String>,
+    ) -> Result<KafkaProbe, rdkafka::error::KafkaError> {
         let brokers = config.get("bootstrap.servers").unwrap_or_default().to_string();
-        let consumer: BaseConsumer = config
-            .set("group.id", group_id)
-            .set("enable.auto.commit", "false")
-            .create()?;
+        let consumer: BaseConsumer = config.set("group.id", group_id).set("enable.auto.commit", "false").create()?;
         Ok(KafkaProbe { consumer, group_id: group_id.to_string(), topics, brokers })
     }
 
@@ -55,10 +56,8 @@ impl KafkaProbe {
         let mut partitions = Vec::new();
         let mut total_lag = 0i64;
         for element in tpl.elements() {
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(element.topic(), element.partition(), timeout)
-                .unwrap_or((-1, -1));
+            let (low, high) =
+                self.consumer.fetch_watermarks(element.topic(), element.partition(), timeout).unwrap_or((-1, -1));
             let committed_offset = committed
                 .as_ref()
                 .and_then(|c| c.find_partition(element.topic(), element.partition()))
@@ -106,7 +105,9 @@ pub async fn component_health(State(state): State<AppState>) -> Json<Value> {
     };
     let started = Instant::now();
     let storage = match state.hot.probe().await {
-        Ok(()) => json!({ "reachable": true, "url": state.hot.dir_url(""), "latency_ms": started.elapsed().as_millis() as u64 }),
+        Ok(()) => {
+            json!({ "reachable": true, "url": state.hot.dir_url(""), "latency_ms": started.elapsed().as_millis() as u64 })
+        }
         Err(e) => json!({ "reachable": false, "url": state.hot.dir_url(""), "error": e.to_string() }),
     };
     let now = chrono::Utc::now().timestamp_millis();

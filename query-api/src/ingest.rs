@@ -28,7 +28,11 @@ pub fn parse_event(dataset: Dataset, value: Value) -> Result<Event, (String, Str
             // "missing field `x`" errors sit at the parent; name the field itself.
             let field = match inner.split('`').nth(1) {
                 Some(f) if inner.starts_with("missing field") => {
-                    if path == "." { f.to_string() } else { format!("{path}.{f}") }
+                    if path == "." {
+                        f.to_string()
+                    } else {
+                        format!("{path}.{f}")
+                    }
                 }
                 _ => path,
             };
@@ -44,8 +48,8 @@ pub fn parse_event(dataset: Dataset, value: Value) -> Result<Event, (String, Str
 
 /// Validates a body of one event or an array of events.
 pub fn parse_body(dataset: Dataset, body: &[u8], max_skew_ms: i64) -> ApiResult<Vec<Event>> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
     let (items, single) = match value {
         Value::Array(items) => (items, false),
         Value::Object(_) => (vec![value], true),
@@ -58,7 +62,8 @@ pub fn parse_body(dataset: Dataset, body: &[u8], max_skew_ms: i64) -> ApiResult<
     let mut events = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
         let name = |field: &str| if single { field.to_string() } else { format!("[{index}].{field}") };
-        let event = parse_event(dataset, item).map_err(|(field, message)| ApiError::bad_field(name(&field), message))?;
+        let event =
+            parse_event(dataset, item).map_err(|(field, message)| ApiError::bad_field(name(&field), message))?;
         check(&event, &options).map_err(|e| {
             let field = match &e {
                 callscope_schemas::DecodeError::Invalid { field, .. } => (*field).to_string(),
@@ -86,9 +91,9 @@ async fn produce(state: &AppState, dataset: Dataset, events: Vec<Event>) -> ApiR
         let bytes = encode_confluent(event).map_err(|e| ApiError::Internal(e.to_string()))?;
         payloads.push((event.partition_key(), bytes));
     }
-    let sends = payloads.iter().map(|(key, bytes)| {
-        producer.send(FutureRecord::to(&topic).key(key).payload(bytes), Duration::from_secs(10))
-    });
+    let sends = payloads
+        .iter()
+        .map(|(key, bytes)| producer.send(FutureRecord::to(&topic).key(key).payload(bytes), Duration::from_secs(10)));
     let mut partitions = std::collections::BTreeSet::new();
     for result in futures::future::join_all(sends).await {
         match result {
@@ -101,12 +106,18 @@ async fn produce(state: &AppState, dataset: Dataset, events: Vec<Event>) -> ApiR
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": events.len(), "topic": topic, "partitions": partitions }))))
 }
 
-pub async fn post_metrics(State(state): State<AppState>, body: axum::body::Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn post_metrics(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let events = parse_body(Dataset::Metrics, &body, DecodeOptions::DEFAULT_MAX_SKEW_MS)?;
     produce(&state, Dataset::Metrics, events).await
 }
 
-pub async fn post_spans(State(state): State<AppState>, body: axum::body::Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn post_spans(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let events = parse_body(Dataset::Spans, &body, DecodeOptions::DEFAULT_MAX_SKEW_MS)?;
     produce(&state, Dataset::Spans, events).await
 }

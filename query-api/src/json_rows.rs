@@ -2,7 +2,10 @@
 //! string maps become objects, anything else its Arrow display text.
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type};
+use arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type,
+    UInt64Type,
+};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_json::{Map, Value, json};
 
@@ -10,8 +13,19 @@ use serde_json::{Map, Value, json};
 pub fn type_name(data_type: &DataType) -> String {
     match data_type {
         DataType::Boolean => "boolean".into(),
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => "integer".into(),
-        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) | DataType::Decimal256(..) => "number".into(),
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => "integer".into(),
+        DataType::Float16
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => "number".into(),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
         DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => "time".into(),
         DataType::Map(..) => "map".into(),
@@ -86,9 +100,9 @@ pub fn column_values(array: &dyn Array) -> Vec<Value> {
         _ => {
             let options = FormatOptions::default().with_null("");
             match ArrayFormatter::try_new(array, &options) {
-                Ok(formatter) => (0..n)
-                    .map(|i| if nulls(i) { Value::Null } else { json!(formatter.value(i).to_string()) })
-                    .collect(),
+                Ok(formatter) => {
+                    (0..n).map(|i| if nulls(i) { Value::Null } else { json!(formatter.value(i).to_string()) }).collect()
+                }
                 Err(_) => vec![Value::Null; n],
             }
         }

@@ -54,8 +54,7 @@ pub fn parse_step(text: &str) -> ApiResult<i64> {
         }
         return Ok(ms);
     }
-    let d = humantime::parse_duration(text)
-        .map_err(|e| ApiError::bad_field("step", format!("step={text:?}: {e}")))?;
+    let d = humantime::parse_duration(text).map_err(|e| ApiError::bad_field("step", format!("step={text:?}: {e}")))?;
     let ms = d.as_millis() as i64;
     if ms <= 0 {
         return Err(ApiError::bad_field("step", "step must be at least 1ms"));
@@ -118,7 +117,10 @@ pub async fn get_series(
     }
     let step = step.unwrap_or(60_000);
     if (end - start) / step > MAX_POINTS {
-        return Err(ApiError::bad_field("step", format!("too many points: (end-start)/step must be at most {MAX_POINTS}")));
+        return Err(ApiError::bad_field(
+            "step",
+            format!("too many points: (end-start)/step must be at most {MAX_POINTS}"),
+        ));
     }
     let agg_expr = aggregate(&agg)?;
 
@@ -145,7 +147,11 @@ pub async fn get_series(
             vec![col("service"), col("labels_key"), bucket.alias("bucket")],
             vec![datafusion::prelude::cast(agg_expr, arrow::datatypes::DataType::Float64).alias("value")],
         )?
-        .sort(vec![col("service").sort(true, false), col("labels_key").sort(true, false), col("bucket").sort(true, false)])?;
+        .sort(vec![
+            col("service").sort(true, false),
+            col("labels_key").sort(true, false),
+            col("bucket").sort(true, false),
+        ])?;
     let batches = df.collect().await?;
 
     let mut series: BTreeMap<(String, String), Series> = BTreeMap::new();

@@ -41,20 +41,18 @@ pub fn read_only() -> SQLOptions {
 }
 
 /// Runs one read-only query with limits.
-pub async fn run_query(ctx: &datafusion::prelude::SessionContext, sql: &str, limits: SqlLimits) -> ApiResult<SqlResult> {
+pub async fn run_query(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+    limits: SqlLimits,
+) -> ApiResult<SqlResult> {
     let started = std::time::Instant::now();
     let work = async {
-        let df = ctx
-            .sql_with_options(sql, read_only())
-            .await
-            .map_err(|e| ApiError::bad_field("sql", e.to_string()))?;
+        let df = ctx.sql_with_options(sql, read_only()).await.map_err(|e| ApiError::bad_field("sql", e.to_string()))?;
         let schema = df.schema().as_arrow().clone();
         let mut stream = df.execute_stream().await.map_err(|e| ApiError::bad_field("sql", e.to_string()))?;
-        let columns: Vec<Value> = schema
-            .fields()
-            .iter()
-            .map(|f| json!({ "name": f.name(), "type": type_name(f.data_type()) }))
-            .collect();
+        let columns: Vec<Value> =
+            schema.fields().iter().map(|f| json!({ "name": f.name(), "type": type_name(f.data_type()) })).collect();
         let mut rows: Vec<Vec<Value>> = Vec::new();
         let mut truncated = false;
         while let Some(batch) = stream.next().await {
@@ -73,9 +71,8 @@ pub async fn run_query(ctx: &datafusion::prelude::SessionContext, sql: &str, lim
         }
         Ok::<_, ApiError>((columns, rows, truncated))
     };
-    let (columns, rows, truncated) = tokio::time::timeout(limits.timeout, work)
-        .await
-        .map_err(|_| ApiError::Timeout(limits.timeout))??;
+    let (columns, rows, truncated) =
+        tokio::time::timeout(limits.timeout, work).await.map_err(|_| ApiError::Timeout(limits.timeout))??;
     Ok(SqlResult { columns, row_count: rows.len(), rows, truncated, elapsed_ms: started.elapsed().as_millis() })
 }
 
@@ -98,7 +95,12 @@ mod tests {
 
     async fn ctx() -> datafusion::prelude::SessionContext {
         let ctx = datafusion::prelude::SessionContext::new();
-        ctx.sql("CREATE TABLE t AS VALUES (1, 'a'), (2, 'b'), (3, 'c')").await.expect("create").collect().await.expect("run");
+        ctx.sql("CREATE TABLE t AS VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+            .await
+            .expect("create")
+            .collect()
+            .await
+            .expect("run");
         ctx
     }
 
@@ -109,7 +111,8 @@ mod tests {
         assert_eq!(r.row_count, 3);
         assert_eq!(r.columns[0]["name"], "n");
         assert_eq!(r.rows[2][0], json!(3));
-        let r = run_query(&ctx, "SELECT * FROM t", SqlLimits { max_rows: 2, ..Default::default() }).await.expect("query");
+        let r =
+            run_query(&ctx, "SELECT * FROM t", SqlLimits { max_rows: 2, ..Default::default() }).await.expect("query");
         assert_eq!(r.row_count, 2);
         assert!(r.truncated);
     }

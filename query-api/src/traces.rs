@@ -21,10 +21,21 @@ pub async fn get_trace(State(state): State<AppState>, Path(trace_id): Path<Strin
         .await?
         .filter(col("trace_id").eq(lit(trace_id.clone())))?
         .select(
-            ["trace_id", "span_id", "parent_span_id", "service", "operation", "kind", "start_time_us", "duration_us", "status", "attributes"]
-                .into_iter()
-                .map(col)
-                .collect::<Vec<_>>(),
+            [
+                "trace_id",
+                "span_id",
+                "parent_span_id",
+                "service",
+                "operation",
+                "kind",
+                "start_time_us",
+                "duration_us",
+                "status",
+                "attributes",
+            ]
+            .into_iter()
+            .map(col)
+            .collect::<Vec<_>>(),
         )?
         .sort(vec![col("start_time_us").sort(true, false), col("span_id").sort(true, false)])?;
     let batches = df.collect().await?;

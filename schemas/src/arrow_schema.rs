@@ -81,9 +81,8 @@ fn build_schema(dataset: Dataset) -> SchemaRef {
 /// The Arrow schema of a dataset's Parquet files and query table.
 pub fn schema(dataset: Dataset) -> SchemaRef {
     static SCHEMAS: OnceLock<[SchemaRef; 3]> = OnceLock::new();
-    let all = SCHEMAS.get_or_init(|| {
-        [build_schema(Dataset::Metrics), build_schema(Dataset::Spans), build_schema(Dataset::Alerts)]
-    });
+    let all = SCHEMAS
+        .get_or_init(|| [build_schema(Dataset::Metrics), build_schema(Dataset::Spans), build_schema(Dataset::Alerts)]);
     match dataset {
         Dataset::Metrics => all[0].clone(),
         Dataset::Spans => all[1].clone(),
@@ -95,10 +94,7 @@ fn new_map() -> MapBuilder<StringBuilder, StringBuilder> {
     MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
 }
 
-fn append_map(
-    builder: &mut MapBuilder<StringBuilder, StringBuilder>,
-    labels: &Labels,
-) -> Result<(), ArrowError> {
+fn append_map(builder: &mut MapBuilder<StringBuilder, StringBuilder>, labels: &Labels) -> Result<(), ArrowError> {
     for (k, v) in labels {
         builder.keys().append_value(k);
         builder.values().append_value(v);
@@ -247,8 +243,5 @@ pub fn to_record_batch<'a>(
 }
 
 fn mismatch(dataset: Dataset, event: &Event) -> ArrowError {
-    ArrowError::InvalidArgumentError(format!(
-        "a {} event cannot go into the {dataset} dataset",
-        event.dataset()
-    ))
+    ArrowError::InvalidArgumentError(format!("a {} event cannot go into the {dataset} dataset", event.dataset()))
 }

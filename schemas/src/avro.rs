@@ -10,8 +10,7 @@ use apache_avro::types::Value;
 use apache_avro::{Schema, from_avro_datum, to_avro_datum};
 
 use crate::events::{
-    Alert, AlertStatus, Dataset, Event, Labels, Metric, MetricKind, Severity, Span, SpanKind,
-    SpanStatus,
+    Alert, AlertStatus, Dataset, Event, Labels, Metric, MetricKind, Severity, Span, SpanKind, SpanStatus,
 };
 
 pub const METRIC_AVSC: &str = include_str!("../avro/metric.avsc");
@@ -85,8 +84,7 @@ impl SchemaRegistry {
                     RegisteredSchema { id, dataset, subject, text, schema, fingerprint }
                 })
                 .collect();
-            let by_fingerprint =
-                schemas.iter().enumerate().map(|(i, s)| (s.fingerprint, i)).collect();
+            let by_fingerprint = schemas.iter().enumerate().map(|(i, s)| (s.fingerprint, i)).collect();
             SchemaRegistry { schemas, by_fingerprint }
         })
     }
@@ -133,8 +131,7 @@ pub fn decode_confluent(bytes: &[u8]) -> Result<Event> {
         return Err(AvroError::Truncated("confluent"));
     }
     let id = i32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-    let registered =
-        SchemaRegistry::builtin().by_id(id).ok_or(AvroError::UnknownSchemaId(id))?;
+    let registered = SchemaRegistry::builtin().by_id(id).ok_or(AvroError::UnknownSchemaId(id))?;
     decode_datum(registered, &bytes[5..])
 }
 
@@ -146,17 +143,15 @@ pub fn decode_single_object(bytes: &[u8]) -> Result<Event> {
     let mut fp = [0u8; 8];
     fp.copy_from_slice(&bytes[2..10]);
     let fingerprint = u64::from_le_bytes(fp);
-    let registered = SchemaRegistry::builtin()
-        .by_fingerprint(fingerprint)
-        .ok_or(AvroError::UnknownFingerprint(fingerprint))?;
+    let registered =
+        SchemaRegistry::builtin().by_fingerprint(fingerprint).ok_or(AvroError::UnknownFingerprint(fingerprint))?;
     decode_datum(registered, &bytes[10..])
 }
 
 fn decode_datum(registered: &RegisteredSchema, datum: &[u8]) -> Result<Event> {
     let mut reader = datum;
-    let value = from_avro_datum(&registered.schema, &mut reader, None).map_err(|e| {
-        AvroError::Datum { subject: registered.subject, source: Box::new(e) }
-    })?;
+    let value = from_avro_datum(&registered.schema, &mut reader, None)
+        .map_err(|e| AvroError::Datum { subject: registered.subject, source: Box::new(e) })?;
     if !reader.is_empty() {
         return Err(AvroError::TrailingBytes(reader.len()));
     }
@@ -212,9 +207,7 @@ impl Record {
     }
 
     fn take(&mut self, field: &'static str) -> Result<Value> {
-        self.fields
-            .remove(field)
-            .ok_or(AvroError::Field { field, message: "missing".into() })
+        self.fields.remove(field).ok_or(AvroError::Field { field, message: "missing".into() })
     }
 
     fn unwrap_union(value: Value) -> Value {
@@ -275,9 +268,9 @@ impl Record {
 
     fn symbol<T>(&mut self, field: &'static str, parse: fn(&str) -> Option<T>) -> Result<T> {
         match Self::unwrap_union(self.take(field)?) {
-            Value::Enum(_, symbol) | Value::String(symbol) => parse(&symbol).ok_or_else(|| {
-                AvroError::Field { field, message: format!("unknown symbol {symbol:?}") }
-            }),
+            Value::Enum(_, symbol) | Value::String(symbol) => {
+                parse(&symbol).ok_or_else(|| AvroError::Field { field, message: format!("unknown symbol {symbol:?}") })
+            }
             other => Err(wrong_type(field, "enum", &other)),
         }
     }

@@ -29,7 +29,9 @@ impl Encoding {
 pub enum DecodeError {
     #[error("empty message")]
     Empty,
-    #[error("unrecognised encoding: expected Avro (0x00 + schema id, or C3 01 + fingerprint) or a JSON object, first byte is {0:#04x}")]
+    #[error(
+        "unrecognised encoding: expected Avro (0x00 + schema id, or C3 01 + fingerprint) or a JSON object, first byte is {0:#04x}"
+    )]
     UnknownEncoding(u8),
     #[error("avro: {0}")]
     Avro(#[from] AvroError),
@@ -47,9 +49,7 @@ impl DecodeError {
     pub fn kind(&self) -> &'static str {
         match self {
             DecodeError::Empty | DecodeError::UnknownEncoding(_) => "encoding",
-            DecodeError::Avro(AvroError::UnknownSchemaId(_) | AvroError::UnknownFingerprint(_)) => {
-                "unknown_schema"
-            }
+            DecodeError::Avro(AvroError::UnknownSchemaId(_) | AvroError::UnknownFingerprint(_)) => "unknown_schema",
             DecodeError::Avro(_) => "avro",
             DecodeError::Json(_) => "json",
             DecodeError::WrongDataset { .. } => "wrong_dataset",
@@ -90,11 +90,7 @@ pub fn detect(bytes: &[u8]) -> Result<Encoding, DecodeError> {
 }
 
 /// Decodes and validates one message from the topic that carries `dataset`.
-pub fn decode_event(
-    dataset: Dataset,
-    bytes: &[u8],
-    options: &DecodeOptions,
-) -> Result<(Event, Encoding), DecodeError> {
+pub fn decode_event(dataset: Dataset, bytes: &[u8], options: &DecodeOptions) -> Result<(Event, Encoding), DecodeError> {
     let encoding = detect(bytes)?;
     let event = match encoding {
         Encoding::AvroConfluent => avro::decode_confluent(bytes)?,
@@ -110,9 +106,7 @@ pub fn decode_event(
 
 /// Validates a decoded event (fields and time skew).
 pub fn check(event: &Event, options: &DecodeOptions) -> Result<(), DecodeError> {
-    event
-        .validate()
-        .map_err(|(field, message)| DecodeError::Invalid { field, message })?;
+    event.validate().map_err(|(field, message)| DecodeError::Invalid { field, message })?;
     let event_ms = event.event_time_ms();
     let distance = event_ms.saturating_sub(options.now_ms).saturating_abs();
     if distance > options.max_time_skew_ms {

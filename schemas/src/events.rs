@@ -191,11 +191,7 @@ impl Event {
 }
 
 fn non_empty(field: &'static str, value: &str) -> Result<(), (&'static str, String)> {
-    if value.trim().is_empty() {
-        Err((field, "must not be empty".to_string()))
-    } else {
-        Ok(())
-    }
+    if value.trim().is_empty() { Err((field, "must not be empty".to_string())) } else { Ok(()) }
 }
 
 fn lower_hex(field: &'static str, value: &str, len: usize) -> Result<(), (&'static str, String)> {

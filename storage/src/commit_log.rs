@@ -83,10 +83,8 @@ impl CommitLog {
     /// first offset.
     pub async fn commit_batch(&self, record: &BatchRecord, files: Vec<(String, Bytes)>) -> Result<()> {
         let key = record_key(&record.topic, record.partition, record.first_offset);
-        let body = serde_json::to_vec(record).map_err(|e| StorageError::CorruptRecord {
-            path: key.clone(),
-            reason: e.to_string(),
-        })?;
+        let body = serde_json::to_vec(record)
+            .map_err(|e| StorageError::CorruptRecord { path: key.clone(), reason: e.to_string() })?;
         match self.tier.put_durable(&key, Bytes::from(body), true).await {
             Ok(()) => {}
             Err(StorageError::ObjectStore(object_store::Error::AlreadyExists { .. })) => {
@@ -152,7 +150,10 @@ impl CommitLog {
             // Roll back: files first, then the record, so a crash here leaves a record whose
             // files are missing, which the next recovery rolls back again.
             tracing::warn!(
-                topic, partition, first_offset = record.first_offset, last_offset = record.last_offset,
+                topic,
+                partition,
+                first_offset = record.first_offset,
+                last_offset = record.last_offset,
                 "rolling back incomplete batch left by a crash"
             );
             for file in &record.files {
@@ -166,7 +167,13 @@ impl CommitLog {
 
     /// Deletes the records of batches that lie wholly below `committed_offset` (the next
     /// offset the consumer group will read), which recovery never needs again.
-    pub async fn prune(&self, topic: &str, partition: i32, ranges: &[(i64, i64)], committed_offset: i64) -> Result<usize> {
+    pub async fn prune(
+        &self,
+        topic: &str,
+        partition: i32,
+        ranges: &[(i64, i64)],
+        committed_offset: i64,
+    ) -> Result<usize> {
         let mut deleted = 0;
         for &(first, last) in ranges {
             if last < committed_offset {

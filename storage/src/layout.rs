@@ -60,10 +60,7 @@ impl DataFileKey {
 
 /// Keeps a topic name safe as part of an object name.
 pub fn sanitize(topic: &str) -> String {
-    topic
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
-        .collect()
+    topic.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect()
 }
 
 #[cfg(test)]

@@ -41,9 +41,8 @@ impl StorageError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            StorageError::ObjectStore(
-                object_store::Error::Generic { .. } | object_store::Error::NotModified { .. }
-            ) | StorageError::Io(_)
+            StorageError::ObjectStore(object_store::Error::Generic { .. } | object_store::Error::NotModified { .. })
+                | StorageError::Io(_)
         )
     }
 }

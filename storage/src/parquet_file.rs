@@ -29,7 +29,6 @@ pub fn encode(batches: &[RecordBatch]) -> Result<Bytes> {
 
 /// Decodes a Parquet file held in memory (tests, tools).
 pub fn decode(bytes: Bytes) -> Result<Vec<RecordBatch>> {
-    let reader =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }

@@ -64,8 +64,8 @@ impl Tier {
         } else {
             None
         };
-        let (store, base) = object_store::parse_url_opts(&url, config.options.clone())
-            .map_err(|e| invalid(e.to_string()))?;
+        let (store, base) =
+            object_store::parse_url_opts(&url, config.options.clone()).map_err(|e| invalid(e.to_string()))?;
         let mut store_url = url.clone();
         store_url.set_path("/");
         store_url.set_query(None);
@@ -117,9 +117,7 @@ impl Tier {
     pub async fn put_durable(&self, relative: &str, bytes: Bytes, create_only: bool) -> Result<()> {
         let path = self.path(relative);
         let mode = if create_only { PutMode::Create } else { PutMode::Overwrite };
-        self.store
-            .put_opts(&path, PutPayload::from_bytes(bytes), PutOptions { mode, ..Default::default() })
-            .await?;
+        self.store.put_opts(&path, PutPayload::from_bytes(bytes), PutOptions { mode, ..Default::default() }).await?;
         self.sync(&path).await
     }
 
@@ -212,9 +210,10 @@ mod tests {
             .await
             .expect_err("create-only must refuse to overwrite");
         assert!(matches!(err, StorageError::ObjectStore(object_store::Error::AlreadyExists { .. })));
-        assert_eq!(tier.list("metrics").await.expect("list"), vec![
-            "metrics/date=2026-01-01/hour=05/a.parquet".to_string()
-        ]);
+        assert_eq!(
+            tier.list("metrics").await.expect("list"),
+            vec!["metrics/date=2026-01-01/hour=05/a.parquet".to_string()]
+        );
         assert!(tier.dir_url("metrics").starts_with("file:///"));
         assert!(tier.dir_url("metrics").ends_with("/hot/metrics/"));
         tier.delete("metrics/date=2026-01-01/hour=05/a.parquet").await.expect("delete");

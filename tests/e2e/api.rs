@@ -23,10 +23,18 @@ fn http_api_contracts() {
     let by_id = client.call("GET", &format!("{base}/schemas/ids/2"), None).json();
     assert_eq!(by_id["schema"], json!(schema_text));
     // Registering the same schema again (what serializers with auto-register do) returns its id.
-    let registered = client.call("POST", &format!("{base}/subjects/callscope.spans-value/versions"), Some(&json!({ "schema": schema_text })));
+    let registered = client.call(
+        "POST",
+        &format!("{base}/subjects/callscope.spans-value/versions"),
+        Some(&json!({ "schema": schema_text })),
+    );
     assert_eq!(registered.status, 200, "{}", registered.body);
     assert_eq!(registered.json()["id"], 2);
-    let other = client.call("POST", &format!("{base}/subjects/callscope.spans-value/versions"), Some(&json!({ "schema": "\"string\"" })));
+    let other = client.call(
+        "POST",
+        &format!("{base}/subjects/callscope.spans-value/versions"),
+        Some(&json!({ "schema": "\"string\"" })),
+    );
     assert_eq!(other.status, 409);
     let missing = client.call("GET", &format!("{base}/subjects/nope-value/versions/latest"), None);
     assert_eq!(missing.status, 404);
@@ -80,7 +88,11 @@ fn http_api_contracts() {
         assert_eq!(reply.status, 400, "{forbidden}: {}", reply.body);
         assert!(reply.json()["error"].as_str().is_some_and(|e| !e.is_empty()));
     }
-    let reply = client.call("POST", &format!("{base}/monitoring/sql"), Some(&json!({"sql": "SELECT * FROM metrics", "max_rows": 1})));
+    let reply = client.call(
+        "POST",
+        &format!("{base}/monitoring/sql"),
+        Some(&json!({"sql": "SELECT * FROM metrics", "max_rows": 1})),
+    );
     assert_eq!(reply.json()["row_count"], 1);
     assert_eq!(reply.json()["truncated"], true);
 
@@ -90,7 +102,13 @@ fn http_api_contracts() {
     assert_eq!(reply.json()["field"], "step");
     let reply = client.call("GET", &format!("{base}/monitoring/metrics?name=calls_total&agg=mode"), None);
     assert_eq!(reply.json()["field"], "agg");
-    let reply = client.call("GET", &format!("{base}/monitoring/metrics?name=calls_total&start=2026-01-01T00:00:00Z&end=2026-01-01T01:00:00Z&step=1m"), None);
+    let reply = client.call(
+        "GET",
+        &format!(
+            "{base}/monitoring/metrics?name=calls_total&start=2026-01-01T00:00:00Z&end=2026-01-01T01:00:00Z&step=1m"
+        ),
+        None,
+    );
     assert_eq!(reply.status, 200, "{}", reply.body);
     let reply = client.call("GET", &format!("{base}/no/such/endpoint"), None);
     assert_eq!(reply.status, 404);

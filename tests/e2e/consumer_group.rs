@@ -16,7 +16,11 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
     let broker_dir = dir.path().join("broker");
     let shared = dir.path().join("shared");
     let shared_s = shared.to_str().expect("path");
-    let mut broker = Proc::spawn("broker", dir.path(), &["broker", "--kafka-addr", &kafka_addr, "--data-dir", broker_dir.to_str().expect("path"), "--partitions", "4"]);
+    let mut broker = Proc::spawn(
+        "broker",
+        dir.path(),
+        &["broker", "--kafka-addr", &kafka_addr, "--data-dir", broker_dir.to_str().expect("path"), "--partitions", "4"],
+    );
     // The broker is ready when its topics exist; the pipelines create them too, idempotently.
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(&kafka_addr).is_err() {
@@ -25,14 +29,41 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let pipeline = |name: &str| {
-        Proc::spawn(name, dir.path(), &[
-            "pipeline", "--brokers", &kafka_addr, "--data-dir", shared_s, "--group-id", "shared-group",
-            "--flush-interval", "200ms", "--worker-id", name,
-        ])
+        Proc::spawn(
+            name,
+            dir.path(),
+            &[
+                "pipeline",
+                "--brokers",
+                &kafka_addr,
+                "--data-dir",
+                shared_s,
+                "--group-id",
+                "shared-group",
+                "--flush-interval",
+                "200ms",
+                "--worker-id",
+                name,
+            ],
+        )
     };
     let _a = pipeline("pipeline-a");
     let mut b = pipeline("pipeline-b");
-    let mut api = Proc::spawn("query-api", dir.path(), &["query-api", "--brokers", &kafka_addr, "--data-dir", shared_s, "--http-addr", &http_addr, "--group-id", "shared-group"]);
+    let mut api = Proc::spawn(
+        "query-api",
+        dir.path(),
+        &[
+            "query-api",
+            "--brokers",
+            &kafka_addr,
+            "--data-dir",
+            shared_s,
+            "--http-addr",
+            &http_addr,
+            "--group-id",
+            "shared-group",
+        ],
+    );
     let base = format!("http://{http_addr}");
     wait_for_http(&mut api, &format!("{base}/health"), Duration::from_secs(60));
 
@@ -41,9 +72,19 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let health = client.call("GET", &format!("{base}/monitoring/health"), None).json();
-        let assigned: Vec<usize> = health["workers"].as_array().map(|ws| ws.iter().map(|w| w["assigned"].as_array().map_or(0, Vec::len)).collect()).unwrap_or_default();
+        let assigned: Vec<usize> = health["workers"]
+            .as_array()
+            .map(|ws| ws.iter().map(|w| w["assigned"].as_array().map_or(0, Vec::len)).collect())
+            .unwrap_or_default();
         if assigned.len() == 2 && assigned.iter().all(|n| *n > 0) {
-            let all: Vec<String> = health["workers"].as_array().expect("workers").iter().flat_map(|w| w["assigned"].as_array().expect("assigned").iter().map(|p| p.as_str().expect("name").to_string())).collect();
+            let all: Vec<String> = health["workers"]
+                .as_array()
+                .expect("workers")
+                .iter()
+                .flat_map(|w| {
+                    w["assigned"].as_array().expect("assigned").iter().map(|p| p.as_str().expect("name").to_string())
+                })
+                .collect();
             let unique: BTreeSet<&String> = all.iter().collect();
             assert_eq!(unique.len(), all.len(), "a partition is assigned to one worker only: {all:?}");
             break;
@@ -68,14 +109,19 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
         .filter_map(|v| v["writer"].as_str().map(str::to_string))
         .collect();
     let heartbeats = client.call("GET", &format!("{base}/monitoring/health"), None).json();
-    let stored: Vec<u64> = heartbeats["workers"].as_array().expect("workers").iter().map(|w| w["stored"].as_u64().unwrap_or(0)).collect();
-    assert!(writers.len() == 2 || stored.iter().filter(|n| **n > 0).count() == 2, "both workers stored events: writers {writers:?}, heartbeats {heartbeats}");
+    let stored: Vec<u64> =
+        heartbeats["workers"].as_array().expect("workers").iter().map(|w| w["stored"].as_u64().unwrap_or(0)).collect();
+    assert!(
+        writers.len() == 2 || stored.iter().filter(|n| **n > 0).count() == 2,
+        "both workers stored events: writers {writers:?}, heartbeats {heartbeats}"
+    );
 
     // One worker dies; the survivor takes over its partitions (after the session timeout,
     // and if the coordinator leaves them unowned, after the worker's orphan watchdog
     // rejoins the group).
     b.kill9();
-    let second: Vec<(String, Vec<u8>)> = (4000..6000).map(|i| (format!("key-{i}"), encode_mixed(i, &metric(i)))).collect();
+    let second: Vec<(String, Vec<u8>)> =
+        (4000..6000).map(|i| (format!("key-{i}"), encode_mixed(i, &metric(i)))).collect();
     assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &second)), 2000);
     assert_eq!(wait_for_count(&client, &base, "SELECT COUNT(*) FROM metrics", 6000, Duration::from_secs(120)), 6000);
     std::thread::sleep(Duration::from_secs(1));

@@ -18,7 +18,8 @@ fn kill_9_during_ingestion_loses_and_duplicates_nothing() {
     let mut node = Standalone::start_on(dir.path(), kafka_port, http_port, &flags);
     let rt = runtime();
     let producer = rt.block_on(async { producer(&node.brokers) });
-    let payloads: Vec<(String, Vec<u8>)> = (0..EVENTS).map(|i| (format!("k{i}"), encode_mixed(i, &metric(i)))).collect();
+    let payloads: Vec<(String, Vec<u8>)> =
+        (0..EVENTS).map(|i| (format!("k{i}"), encode_mixed(i, &metric(i)))).collect();
     let acked = rt.block_on(produce_all(&producer, "callscope.metrics", &payloads));
     assert_eq!(acked, EVENTS, "every event is acknowledged before the crash");
     drop(producer);
@@ -41,7 +42,8 @@ fn kill_9_during_ingestion_loses_and_duplicates_nothing() {
         node = Standalone::start_on(dir.path(), kafka_port, http_port, &flags);
     }
 
-    let n = wait_for_count(&client, &node.http, "SELECT COUNT(*) FROM metrics", EVENTS as i64, Duration::from_secs(120));
+    let n =
+        wait_for_count(&client, &node.http, "SELECT COUNT(*) FROM metrics", EVENTS as i64, Duration::from_secs(120));
     assert_eq!(n, EVENTS as i64, "no event lost");
     // Let any late duplicate show up before checking for one.
     std::thread::sleep(Duration::from_secs(2));
@@ -50,15 +52,26 @@ fn kill_9_during_ingestion_loses_and_duplicates_nothing() {
     assert_eq!(rows[0][0], json!(EVENTS), "no duplicate rows");
     assert_eq!(rows[0][1], json!(EVENTS));
     assert!((rows[0][2].as_f64().expect("sum") - expected_sum).abs() < 1e-3);
-    let dupes = sql(&client, &node.http, "SELECT COUNT(*) FROM (SELECT kafka_partition, kafka_offset FROM metrics GROUP BY 1, 2 HAVING COUNT(*) > 1)");
+    let dupes = sql(
+        &client,
+        &node.http,
+        "SELECT COUNT(*) FROM (SELECT kafka_partition, kafka_offset FROM metrics GROUP BY 1, 2 HAVING COUNT(*) > 1)",
+    );
     assert_eq!(dupes[0][0], json!(0));
-    node.proc.terminate();
+    assert!(node.proc.terminate().is_some_and(|s| s.success()), "clean exit on SIGTERM");
 }
 
 /// Rows stored in the data directory, counted by the `sql` subcommand (no server).
 fn sql_direct(data_dir: &std::path::Path) -> i64 {
     let out = std::process::Command::new(BIN)
-        .args(["sql", "--data-dir", data_dir.to_str().expect("path"), "--format", "csv", "SELECT COUNT(*) AS n FROM metrics"])
+        .args([
+            "sql",
+            "--data-dir",
+            data_dir.to_str().expect("path"),
+            "--format",
+            "csv",
+            "SELECT COUNT(*) AS n FROM metrics",
+        ])
         .output()
         .expect("run callscope sql");
     assert!(out.status.success(), "callscope sql failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -18,8 +18,10 @@ fn valid_events_are_stored_with_their_values_and_malformed_ones_are_dead_lettere
     let rt = runtime();
     let producer = rt.block_on(async { producer(&node.brokers) });
 
-    let metrics: Vec<(String, Vec<u8>)> = (0..METRICS).map(|i| (format!("k{i}"), encode_mixed(i, &metric(i)))).collect();
-    let spans: Vec<(String, Vec<u8>)> = (0..SPANS).map(|i| (format!("t{}", i / 4), encode_mixed(i, &span(i)))).collect();
+    let metrics: Vec<(String, Vec<u8>)> =
+        (0..METRICS).map(|i| (format!("k{i}"), encode_mixed(i, &metric(i)))).collect();
+    let spans: Vec<(String, Vec<u8>)> =
+        (0..SPANS).map(|i| (format!("t{}", i / 4), encode_mixed(i, &span(i)))).collect();
     let alerts: Vec<(String, Vec<u8>)> = (0..ALERTS).map(|i| (format!("a{i}"), encode_mixed(i, &alert(i)))).collect();
 
     let mut nan = metric(0);
@@ -57,39 +59,72 @@ fn valid_events_are_stored_with_their_values_and_malformed_ones_are_dead_lettere
 
     let client = http();
     let wait = Duration::from_secs(60);
-    assert_eq!(wait_for_count(&client, &node.http, "SELECT COUNT(*) FROM metrics", METRICS as i64, wait), METRICS as i64);
+    assert_eq!(
+        wait_for_count(&client, &node.http, "SELECT COUNT(*) FROM metrics", METRICS as i64, wait),
+        METRICS as i64
+    );
     assert_eq!(wait_for_count(&client, &node.http, "SELECT COUNT(*) FROM spans", SPANS as i64, wait), SPANS as i64);
     assert_eq!(wait_for_count(&client, &node.http, "SELECT COUNT(*) FROM alerts", ALERTS as i64, wait), ALERTS as i64);
 
     // Values: every sequence number once, with the value it was sent with.
-    let rows = sql(&client, &node.http, "SELECT COUNT(DISTINCT labels['seq']), SUM(value), MIN(value), MAX(value) FROM metrics");
+    let rows = sql(
+        &client,
+        &node.http,
+        "SELECT COUNT(DISTINCT labels['seq']), SUM(value), MIN(value), MAX(value) FROM metrics",
+    );
     let expected_sum: f64 = (0..METRICS).map(|i| i as f64 + 0.5).sum();
     assert_eq!(rows[0][0], json!(METRICS));
     assert!((rows[0][1].as_f64().expect("sum") - expected_sum).abs() < 1e-6, "{rows:?}");
     assert_eq!(rows[0][2], json!(0.5));
-    let rows = sql(&client, &node.http, "SELECT service, value, unit, labels['region'], kind FROM metrics WHERE labels['seq'] = '1234'");
-    assert_eq!(rows, vec![vec![json!("asr"), json!(1234.5), json!("milliseconds"), json!("cn-east"), json!("histogram")]]);
-    let dupes = sql(&client, &node.http, "SELECT COUNT(*) FROM (SELECT kafka_partition, kafka_offset FROM metrics GROUP BY 1, 2 HAVING COUNT(*) > 1)");
+    let rows = sql(
+        &client,
+        &node.http,
+        "SELECT service, value, unit, labels['region'], kind FROM metrics WHERE labels['seq'] = '1234'",
+    );
+    assert_eq!(
+        rows,
+        vec![vec![json!("asr"), json!(1234.5), json!("milliseconds"), json!("cn-east"), json!("histogram")]]
+    );
+    let dupes = sql(
+        &client,
+        &node.http,
+        "SELECT COUNT(*) FROM (SELECT kafka_partition, kafka_offset FROM metrics GROUP BY 1, 2 HAVING COUNT(*) > 1)",
+    );
     assert_eq!(dupes[0][0], json!(0));
 
     // Alerts keep nullable fields.
-    let rows = sql(&client, &node.http, "SELECT status, ends_at_ms IS NULL, value FROM alerts WHERE labels['seq'] = '7'");
+    let rows =
+        sql(&client, &node.http, "SELECT status, ends_at_ms IS NULL, value FROM alerts WHERE labels['seq'] = '7'");
     assert_eq!(rows, vec![vec![json!("resolved"), json!(false), json!(7.0)]]);
 
     // The time-series endpoint agrees with SQL.
     let now = now_ms();
     let reply = client.call(
         "GET",
-        &format!("{}/monitoring/metrics?name=ai_response_time_ms&agg=count&step=1h&start={}&end={}", node.http, now - 3 * 3_600_000, now + 60_000),
+        &format!(
+            "{}/monitoring/metrics?name=ai_response_time_ms&agg=count&step=1h&start={}&end={}",
+            node.http,
+            now - 3 * 3_600_000,
+            now + 60_000
+        ),
         None,
     );
     assert_eq!(reply.status, 200, "{}", reply.body);
     let series = reply.json();
-    let total: f64 = series.as_array().expect("array").iter().flat_map(|s| s["points"].as_array().expect("points").iter().map(|p| p[1].as_f64().expect("v"))).sum();
+    let total: f64 = series
+        .as_array()
+        .expect("array")
+        .iter()
+        .flat_map(|s| s["points"].as_array().expect("points").iter().map(|p| p[1].as_f64().expect("v")))
+        .sum();
     assert_eq!(total as usize, METRICS);
     let reply = client.call(
         "GET",
-        &format!("{}/monitoring/metrics?name=ai_response_time_ms&service=tts&label.seq=2&agg=max&step=1h&start={}", node.http, now - 3 * 3_600_000),
+        &format!(
+            "{}/monitoring/metrics?name=ai_response_time_ms&service=tts&label.seq=2&agg=max&step=1h&start={}",
+            node.http,
+            now - 3 * 3_600_000
+        ),
         None,
     );
     let series = reply.json();
@@ -127,5 +162,15 @@ fn valid_events_are_stored_with_their_values_and_malformed_ones_are_dead_lettere
     // The pipeline's own counters saw it all.
     let metrics_text = client.call("GET", &format!("{}/metrics", node.http), None).body;
     assert!(metrics_text.contains("callscope_pipeline_events_dead_lettered_total"), "{metrics_text}");
-    assert!(metrics_text.contains("callscope_pipeline_events_stored_total{dataset=\"metrics\"} 3000"), "{metrics_text}");
+    assert!(
+        metrics_text.contains("callscope_pipeline_events_stored_total{dataset=\"metrics\"} 3000"),
+        "{metrics_text}"
+    );
+
+    // Ordered shutdown on SIGTERM: flush, commit, remove the heartbeat, exit 0.
+    let mut node = node;
+    let status = node.proc.terminate();
+    assert!(status.is_some_and(|s| s.success()), "clean exit on SIGTERM: {status:?}\n{}", node.proc.log_tail());
+    let heartbeats = std::fs::read_dir(node.data_dir.join("hot/_catalog/workers")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(heartbeats, 0, "the worker removes its heartbeat when it stops");
 }

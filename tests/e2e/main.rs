@@ -5,7 +5,9 @@
 mod support;
 
 mod api;
+mod cli;
 mod consumer_group;
 mod crash_safety;
 mod ingest;
 mod python_client;
+mod s3_tier;

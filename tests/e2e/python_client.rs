@@ -10,49 +10,32 @@ use crate::support::*;
 #[test]
 fn python_confluent_kafka_producer_with_the_avro_serializer() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/python_producer.py");
-    let python = python_with_confluent_kafka();
+    let python = python_with("from confluent_kafka.schema_registry.avro import AvroSerializer");
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Standalone::start(dir.path(), &["--flush-interval", "200ms"]);
     let out = std::process::Command::new(&python)
         .args([script, &node.brokers, &node.http, "400"])
         .output()
         .expect("run python producer");
-    assert!(out.status.success(), "python producer failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python producer failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let client = http();
     let q = "SELECT COUNT(*) FROM metrics WHERE labels['client'] = 'python'";
     assert_eq!(wait_for_count(&client, &node.http, q, 400, Duration::from_secs(60)), 400);
-    let rows = sql(&client, &node.http, "SELECT labels['encoding'], COUNT(*), SUM(value) FROM metrics WHERE labels['client'] = 'python' GROUP BY 1 ORDER BY 1");
+    let rows = sql(
+        &client,
+        &node.http,
+        "SELECT labels['encoding'], COUNT(*), SUM(value) FROM metrics WHERE labels['client'] = 'python' GROUP BY 1 ORDER BY 1",
+    );
     let avro_sum: f64 = (0..400).filter(|i| i % 2 == 0).map(f64::from).sum();
     let json_sum: f64 = (0..400).filter(|i| i % 2 == 1).map(f64::from).sum();
-    assert_eq!(rows, vec![vec![json!("avro"), json!(200), json!(avro_sum)], vec![json!("json"), json!(200), json!(json_sum)]]);
-}
-
-const IMPORT_CHECK: &str = "from confluent_kafka.schema_registry.avro import AvroSerializer";
-
-fn importable(python: &std::path::Path) -> bool {
-    std::process::Command::new(python).args(["-c", IMPORT_CHECK]).output().is_ok_and(|o| o.status.success())
-}
-
-/// A Python interpreter that has confluent-kafka with Avro support: the system's if it has
-/// it, else a virtualenv under the target directory, created once from
-/// `tests/e2e/requirements.txt`.
-fn python_with_confluent_kafka() -> std::path::PathBuf {
-    let system = std::path::PathBuf::from("python3");
-    if importable(&system) {
-        return system;
-    }
-    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-confluent-kafka");
-    let python = venv.join("bin/python");
-    if !importable(&python) {
-        let requirements = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/requirements.txt");
-        let created = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status();
-        assert!(created.is_ok_and(|s| s.success()), "this test needs Python 3 with venv (apt-get install python3-venv), or: pip install -r {requirements}");
-        let installed = std::process::Command::new(&python).args(["-m", "pip", "install", "--quiet", "-r", requirements]).status();
-        assert!(
-            installed.is_ok_and(|s| s.success()) && importable(&python),
-            "could not install the Python Kafka client; install it yourself with: pip install -r {requirements}"
-        );
-    }
-    python
+    assert_eq!(
+        rows,
+        vec![vec![json!("avro"), json!(200), json!(avro_sum)], vec![json!("json"), json!(200), json!(json_sum)]]
+    );
 }

@@ -55,17 +55,18 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM and wait for an orderly exit.
-    pub fn terminate(&mut self) {
+    /// SIGTERM and wait for the exit; `None` if it had to be killed after 30 s.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         self.kill9();
+        None
     }
 
     pub fn assert_running(&mut self) {
@@ -181,7 +182,8 @@ pub fn http() -> Http {
             .timeout(Duration::from_secs(60))
             // Tests restart servers on the same port: never reuse a connection to a dead one.
             .pool_max_idle_per_host(0)
-            .build().expect("client"),
+            .build()
+            .expect("client"),
     }
 }
 
@@ -269,12 +271,19 @@ pub fn producer(brokers: &str) -> FutureProducer {
 
 /// Produces and waits for every acknowledgement; returns how many were acknowledged.
 pub async fn produce_all(producer: &FutureProducer, topic: &str, payloads: &[(String, Vec<u8>)]) -> usize {
-    let sends = payloads.iter().map(|(key, p)| producer.send(FutureRecord::to(topic).key(key).payload(p), Duration::from_secs(60)));
+    let sends = payloads
+        .iter()
+        .map(|(key, p)| producer.send(FutureRecord::to(topic).key(key).payload(p), Duration::from_secs(60)));
     futures::future::join_all(sends).await.into_iter().filter(Result::is_ok).count()
 }
 
 /// Reads every message of a topic (from the beginning) until `expected` or the timeout.
-pub async fn read_topic(brokers: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<(Vec<u8>, BTreeMap<String, String>)> {
+pub async fn read_topic(
+    brokers: &str,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<(Vec<u8>, BTreeMap<String, String>)> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("test-reader-{}", rand_u32()))
@@ -290,7 +299,13 @@ pub async fn read_topic(brokers: &str, topic: &str, expected: usize, timeout: Du
             Ok(Ok(m)) => {
                 let headers = m
                     .headers()
-                    .map(|hs| hs.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| {
+                                (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                            })
+                            .collect()
+                    })
                     .unwrap_or_default();
                 out.push((m.payload().unwrap_or_default().to_vec(), headers));
             }
@@ -303,4 +318,36 @@ pub async fn read_topic(brokers: &str, topic: &str, expected: usize, timeout: Du
 
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+fn importable(python: &Path, import: &str) -> bool {
+    Command::new(python).args(["-c", import]).output().is_ok_and(|o| o.status.success())
+}
+
+/// A Python interpreter where `import` works: the system's if it can, else a virtualenv
+/// under the target directory, created once from `tests/e2e/requirements.txt` (the
+/// Python Kafka client and an S3-compatible server used as real peers by some tests).
+pub fn python_with(import: &str) -> PathBuf {
+    let system = PathBuf::from("python3");
+    if importable(&system, import) {
+        return system;
+    }
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-e2e");
+    let python = venv.join("bin/python");
+    let requirements = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/requirements.txt");
+    if !importable(&python, import) {
+        if !python.exists() {
+            let created = Command::new("python3").args(["-m", "venv"]).arg(&venv).status();
+            assert!(
+                created.is_ok_and(|s| s.success()),
+                "this test needs Python 3 with venv (apt-get install python3-venv), or: pip install -r {requirements}"
+            );
+        }
+        let installed = Command::new(&python).args(["-m", "pip", "install", "--quiet", "-r", requirements]).status();
+        assert!(
+            installed.is_ok_and(|s| s.success()) && importable(&python, import),
+            "could not install the Python test peers; install them yourself with: pip install -r {requirements}"
+        );
+    }
+    python
 }

@@ -18,9 +18,7 @@ fn metric() -> Event {
         value: 231.5,
         timestamp_ms: NOW - 1000,
         service: "ai-engine".into(),
-        labels: [("model".to_string(), "qwen".to_string()), ("region".into(), "cn-east".into())]
-            .into_iter()
-            .collect(),
+        labels: [("model".to_string(), "qwen".to_string()), ("region".into(), "cn-east".into())].into_iter().collect(),
         unit: Some("milliseconds".into()),
     })
 }
@@ -47,9 +45,7 @@ fn alert() -> Event {
         status: AlertStatus::Firing,
         service: "call-gateway".into(),
         labels: [("team".to_string(), "voice".to_string())].into_iter().collect(),
-        annotations: [("summary".to_string(), "failures above 5%".to_string())]
-            .into_iter()
-            .collect(),
+        annotations: [("summary".to_string(), "failures above 5%".to_string())].into_iter().collect(),
         starts_at_ms: NOW - 60_000,
         ends_at_ms: None,
         value: Some(0.072),
@@ -99,12 +95,9 @@ fn json_round_trip_every_dataset() {
 
 #[test]
 fn json_missing_field_names_it() {
-    let err = decode_event(
-        Dataset::Metrics,
-        br#"{"name":"x","kind":"gauge","timestamp_ms":1,"service":"s"}"#,
-        &options(),
-    )
-    .expect_err("value is missing");
+    let err =
+        decode_event(Dataset::Metrics, br#"{"name":"x","kind":"gauge","timestamp_ms":1,"service":"s"}"#, &options())
+            .expect_err("value is missing");
     assert_eq!(err.kind(), "json");
     assert!(err.to_string().contains("value"), "{err}");
 }
@@ -146,8 +139,8 @@ fn unknown_schema_id_and_wrong_dataset() {
 fn bad_ids_are_rejected() {
     let Event::Span(mut s) = span() else { unreachable!() };
     s.trace_id = "XYZ".into();
-    let err = decode_event(Dataset::Spans, &crate::json::encode(&Event::Span(s)), &options())
-        .expect_err("bad trace id");
+    let err =
+        decode_event(Dataset::Spans, &crate::json::encode(&Event::Span(s)), &options()).expect_err("bad trace id");
     assert!(err.to_string().contains("trace_id"), "{err}");
 }
 
