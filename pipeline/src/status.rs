@@ -34,8 +34,18 @@ impl StatusHandle {
 pub async fn publish_heartbeats(status: StatusHandle, tier: Tier, every: Duration, cancel: CancellationToken) {
     let id = status.snapshot().worker_id;
     let key = format!("{HEARTBEAT_DIR}/{id}.json");
+    let mut last_progress = std::time::Instant::now();
     loop {
         status.update(|s| s.updated_at_ms = crate::now_ms());
+        if last_progress.elapsed() >= Duration::from_secs(30) {
+            last_progress = std::time::Instant::now();
+            let s = status.snapshot();
+            let lag: i64 = s.lag.values().sum();
+            tracing::info!(
+                worker = %s.worker_id, partitions = s.assigned.len(), consumed = s.consumed, stored = s.stored,
+                dead_lettered = s.dead_lettered, lag, "worker progress"
+            );
+        }
         match serde_json::to_vec(&status.snapshot()) {
             Ok(body) => {
                 if let Err(e) = tier.put_durable(&key, Bytes::from(body), false).await {

@@ -220,6 +220,7 @@ impl Worker {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let metrics = PipelineMetrics::global();
         let mut buffered: i64 = 0;
+        let mut consumed: HashMap<String, prometheus::IntCounter> = HashMap::new();
         let mut result = Ok(());
 
         loop {
@@ -251,7 +252,14 @@ impl Worker {
                             append(&mut buffer.batch, dataset, &m, &self.config);
                             buffer.opened.get_or_insert_with(Instant::now);
                             buffered += 1;
-                            metrics.consumed.with_label_values(&[m.topic()]).inc();
+                            match consumed.get(m.topic()) {
+                                Some(counter) => counter.inc(),
+                                None => {
+                                    let counter = metrics.consumed.with_label_values(&[m.topic()]);
+                                    counter.inc();
+                                    consumed.insert(m.topic().to_string(), counter);
+                                }
+                            }
                             if buffer.batch.len() >= self.config.flush_rows {
                                 self.flush(&key, &mut buffers, &mut writers, &mut buffered).await;
                             }
