@@ -104,6 +104,7 @@ impl PartitionWriter {
             partition,
             dataset,
             needs_recovery: true,
+            stopped: false,
             durable_last: None,
             ranges: VecDeque::new(),
         };
@@ -118,6 +119,8 @@ struct WriterState {
     partition: i32,
     dataset: Dataset,
     needs_recovery: bool,
+    /// Set after a permanent failure: later batches are not written (see `run`).
+    stopped: bool,
     durable_last: Option<i64>,
     /// Committed batch ranges whose records may still be needed by recovery.
     ranges: VecDeque<(i64, i64)>,
@@ -125,12 +128,37 @@ struct WriterState {
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Encodes a batch's events as one Parquet file per `date/hour` partition.
+fn encode_files(
+    dataset: Dataset,
+    topic: &str,
+    partition: i32,
+    first_offset: i64,
+    last_offset: i64,
+    events: &[SourcedEvent],
+) -> Result<Vec<(String, Bytes)>> {
+    let mut by_hour: BTreeMap<HourPartition, Vec<&SourcedEvent>> = BTreeMap::new();
+    for e in events {
+        by_hour.entry(HourPartition::of_unix_ms(e.event.event_time_ms())).or_default().push(e);
+    }
+    by_hour
+        .into_iter()
+        .map(|(hour, rows)| {
+            let record_batch = to_record_batch(dataset, rows).map_err(StorageError::from)?;
+            let bytes = parquet_file::encode(&[record_batch])?;
+            let key = DataFileKey { dataset, hour, topic: topic.to_string(), partition, first_offset, last_offset };
+            Ok((key.path(), bytes))
+        })
+        .collect()
+}
+
 impl WriterState {
     /// Runs until the channel closes; returns the highest durable offset.
     async fn run(mut self, mut jobs: mpsc::Receiver<WriterJob>) -> Option<i64> {
         while let Some(job) = jobs.recv().await {
             match job {
                 WriterJob::Assigned => self.needs_recovery = true,
+                WriterJob::Batch(_) if self.stopped => {}
                 WriterJob::Batch(batch) => {
                     let mut backoff = Duration::from_millis(100);
                     let mut batch = batch;
@@ -147,8 +175,14 @@ impl WriterState {
                                 self.needs_recovery = true;
                             }
                             Err(e) => {
-                                tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "batch write failed permanently; the batch will be re-read after a restart");
-                                self.ctx.status.update(|s| s.last_error = Some(e.to_string()));
+                                // Writing later batches would leave a hole behind the durable
+                                // high-water mark: stop this partition instead. Nothing after
+                                // the last committed batch is committed, so a restart re-reads it.
+                                tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "batch write failed permanently; this partition stops until the worker restarts");
+                                self.ctx.status.update(|s| {
+                                    s.last_error = Some(format!("{}/{} stopped: {e}", self.topic, self.partition))
+                                });
+                                self.stopped = true;
                                 break;
                             }
                         }
@@ -188,36 +222,22 @@ impl WriterState {
         let started = Instant::now();
         self.send_dead_letters(&batch.dead_letters).await?;
 
-        // Group rows by the hour of their event time and encode one file per hour.
-        let mut by_hour: BTreeMap<HourPartition, Vec<&SourcedEvent>> = BTreeMap::new();
-        for e in &batch.events {
-            by_hour.entry(HourPartition::of_unix_ms(e.event.event_time_ms())).or_default().push(e);
-        }
+        // Group rows by the hour of their event time and encode one file per hour, off the
+        // async threads. The events travel to the encoder and back, so that a retry after a
+        // failure still has them.
+        let rows = batch.events.len() as u64;
         let dataset = self.dataset;
         let topic = self.topic.clone();
         let (partition, first, last) = (self.partition, batch.first_offset, batch.last_offset);
-        let groups: Vec<(HourPartition, Vec<SourcedEvent>)> =
-            by_hour.into_iter().map(|(h, rows)| (h, rows.into_iter().cloned().collect())).collect();
-        let files = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Bytes)>> {
-            groups
-                .into_iter()
-                .map(|(hour, rows)| {
-                    let record_batch = to_record_batch(dataset, &rows).map_err(StorageError::from)?;
-                    let bytes = parquet_file::encode(&[record_batch])?;
-                    let key = DataFileKey {
-                        dataset,
-                        hour,
-                        topic: topic.clone(),
-                        partition,
-                        first_offset: first,
-                        last_offset: last,
-                    };
-                    Ok((key.path(), bytes))
-                })
-                .collect()
+        let events = std::mem::take(&mut batch.events);
+        let (events, files) = tokio::task::spawn_blocking(move || {
+            let files = encode_files(dataset, &topic, partition, first, last, &events);
+            (events, files)
         })
         .await
-        .map_err(|e| PipelineError::Other(format!("encoder task failed: {e}")))??;
+        .map_err(|e| PipelineError::Other(format!("encoder task failed: {e}")))?;
+        batch.events = events;
+        let files = files?;
 
         let record = BatchRecord {
             topic: self.topic.clone(),
@@ -225,7 +245,7 @@ impl WriterState {
             first_offset: first,
             last_offset: last,
             files: files.iter().map(|(p, _)| p.clone()).collect(),
-            rows: batch.events.len() as u64,
+            rows,
             dead_letters: batch.dead_letters.len() as u64,
             writer: self.ctx.worker_id.clone(),
             created_at_ms: crate::now_ms(),
@@ -244,11 +264,10 @@ impl WriterState {
         }
         let metrics = PipelineMetrics::global();
         metrics.write_seconds.observe(started.elapsed().as_secs_f64());
-        metrics.stored.with_label_values(&[dataset.name()]).inc_by(batch.events.len() as u64);
+        metrics.stored.with_label_values(&[dataset.name()]).inc_by(rows);
         metrics.batches.with_label_values(&[dataset.name()]).inc();
-        let stored = batch.events.len() as u64;
         self.ctx.status.update(|s| {
-            s.stored += stored;
+            s.stored += rows;
             s.last_commit_at_ms = Some(crate::now_ms());
         });
         self.durable_last = Some(last);
