@@ -3,7 +3,6 @@
 //! and `GET /metrics` (this process's own metrics in the Prometheus text format).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -151,6 +150,3 @@ pub async fn prometheus_text() -> impl IntoResponse {
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
-
-/// Shared probe handle type used by the binary.
-pub type SharedProbe = Arc<KafkaProbe>;
