@@ -3,7 +3,8 @@
 //! Parameters: `name` (required), `service`, `label.<key>=<value>` (any number), `start` and
 //! `end` (unix ms or RFC 3339; default the last hour), `step` (`15s`, `1m`, `1h`, or ms;
 //! default 60 s), `agg` (`avg|sum|min|max|count|p50|p90|p95|p99`; default `avg`).
-//! One series per (service, label set); each point is `[bucket start unix ms, value]`.
+//! One series per (service, label set); each point is `[bucket start unix ms, value]`, buckets
+//! aligned to multiples of `step` since the epoch.
 
 use std::collections::BTreeMap;
 
@@ -136,7 +137,9 @@ pub async fn get_series(
     for (k, v) in &labels {
         filter = filter.and(get_field(col("labels"), k.as_str()).eq(lit(v.clone())));
     }
-    let bucket = ((col("timestamp_ms") - lit(start)) / lit(step)) * lit(step) + lit(start);
+    // Buckets are aligned to multiples of `step` since the epoch (as Prometheus and Grafana
+    // align steps), so the same question gives the same buckets whatever its start.
+    let bucket = (col("timestamp_ms") / lit(step)) * lit(step);
     let df = state
         .engine
         .context()
