@@ -455,30 +455,28 @@ async fn watch_for_orphaned_partitions(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(EVERY) => {}
         }
+        let own = status.snapshot();
+        let settle_ms = 3 * EVERY.as_millis() as i64;
+        if own.last_rebalance_at_ms.is_some_and(|t| crate::now_ms() - t < settle_ms) {
+            // Assignments are still settling (and others' heartbeats may lag behind).
+            strikes = 0;
+            continue;
+        }
         let c = consumer.clone();
+        let topics = config.topics.clone();
         let metadata = tokio::task::spawn_blocking(move || {
             c.fetch_metadata(None, Duration::from_secs(5)).map(|m| {
                 m.topics()
                     .iter()
+                    .filter(|t| topics.contains_key(t.name()))
                     .flat_map(|t| t.partitions().iter().map(|p| format!("{}/{}", t.name(), p.id())).collect::<Vec<_>>())
                     .collect::<Vec<String>>()
             })
         })
         .await;
-        let Ok(Ok(all)) = metadata else { continue };
-        let inputs: Vec<String> = all
-            .into_iter()
-            .filter(|p| config.topics.keys().any(|t| p.rsplit_once('/').is_some_and(|(topic, _)| topic == t)))
-            .collect();
+        let Ok(Ok(inputs)) = metadata else { continue };
         let Ok(heartbeats) = callscope_storage::workers::read_all(&tier).await else { continue };
         let now = crate::now_ms();
-        let own = status.snapshot();
-        let settle_ms = 3 * EVERY.as_millis() as i64;
-        if own.last_rebalance_at_ms.is_some_and(|t| now - t < settle_ms) {
-            // Assignments are still settling (and others' heartbeats may lag behind).
-            strikes = 0;
-            continue;
-        }
         let mut owned: std::collections::BTreeSet<String> = heartbeats
             .into_iter()
             .filter(|h| {
