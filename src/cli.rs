@@ -132,6 +132,58 @@ pub struct IngestArgs {
     pub worker_id: Option<String>,
 }
 
+/// Event-time windows of the stream workers (and the resolutions the query API reads).
+#[derive(Debug, Clone, Args)]
+pub struct WindowArgs {
+    /// Window lengths of the metric roll-ups, comma separated.
+    #[arg(long, env = "CALLSCOPE_WINDOW_RESOLUTIONS", default_value = "10s,1m,1h", value_delimiter = ',', value_parser = humantime::parse_duration)]
+    pub window_resolutions: Vec<Duration>,
+    /// How far behind the newest event time of a partition its windows stay open.
+    #[arg(long, env = "CALLSCOPE_ALLOWED_LATENESS", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub allowed_lateness: Duration,
+    /// A partition without events for this long stops holding its windows open.
+    #[arg(long, env = "CALLSCOPE_IDLE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Write correction rows for events that arrive after their window closed
+    /// (they are stored raw and counted either way).
+    #[arg(long, env = "CALLSCOPE_LATE_CORRECTIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub late_corrections: bool,
+    /// Most active series per metric name and partition; samples of further series are
+    /// dead-lettered (and stored raw).
+    #[arg(long, env = "CALLSCOPE_MAX_SERIES_PER_METRIC", default_value_t = 10_000)]
+    pub max_series_per_metric: usize,
+    /// Checkpoint window state at most this often while data flows.
+    #[arg(long, env = "CALLSCOPE_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub checkpoint_interval: Duration,
+    /// Store raw events only, without windows.
+    #[arg(long, env = "CALLSCOPE_NO_AGGREGATION")]
+    pub no_aggregation: bool,
+}
+
+impl WindowArgs {
+    pub fn aggregation(&self) -> anyhow::Result<Option<callscope_pipeline::AggregationConfig>> {
+        if self.no_aggregation {
+            return Ok(None);
+        }
+        let config = callscope_pipeline::AggregationConfig {
+            resolutions_ms: self.resolutions_ms(),
+            allowed_lateness_ms: self.allowed_lateness.as_millis() as i64,
+            idle_timeout: self.idle_timeout,
+            late_corrections: self.late_corrections,
+            max_series_per_metric: self.max_series_per_metric,
+            checkpoint_interval: self.checkpoint_interval,
+        };
+        config.validated().map(Some).map_err(|e| anyhow::anyhow!("window settings: {e}"))
+    }
+
+    pub fn resolutions_ms(&self) -> Vec<i64> {
+        let mut r: Vec<i64> = self.window_resolutions.iter().map(|d| d.as_millis() as i64).collect();
+        r.sort_unstable();
+        r.dedup();
+        r
+    }
+}
+
 /// The query API's own settings.
 #[derive(Debug, Clone, Args)]
 pub struct QueryArgs {
@@ -170,6 +222,8 @@ pub struct StandaloneConfig {
     #[command(flatten)]
     pub ingest: IngestArgs,
     #[command(flatten)]
+    pub windows: WindowArgs,
+    #[command(flatten)]
     pub query: QueryArgs,
 }
 
@@ -181,6 +235,8 @@ pub struct PipelineConfig {
     pub storage: StorageArgs,
     #[command(flatten)]
     pub ingest: IngestArgs,
+    #[command(flatten)]
+    pub windows: WindowArgs,
     /// Serve this process's /metrics and /health here (optional).
     #[arg(long, env = "CALLSCOPE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
@@ -196,6 +252,8 @@ pub struct QueryApiConfig {
     pub storage: StorageArgs,
     #[command(flatten)]
     pub query: QueryArgs,
+    #[command(flatten)]
+    pub windows: WindowArgs,
     /// Consumer group whose lag /monitoring/health reports.
     #[arg(long, env = "CALLSCOPE_GROUP_ID", default_value = "callscope-pipeline")]
     pub group_id: String,

@@ -13,7 +13,7 @@ use callscope_schemas::{DLQ_TOPIC, Dataset};
 use callscope_storage::Tier;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Command, IngestArgs, QueryArgs};
+use crate::cli::{Command, IngestArgs, QueryArgs, WindowArgs};
 
 pub async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
@@ -62,21 +62,27 @@ pub async fn stop_signal() {
     let _ = ctrl_c.await;
 }
 
-fn worker_configs(connection: &KafkaConnection, ingest: &IngestArgs) -> Vec<WorkerConfig> {
+fn worker_configs(
+    connection: &KafkaConnection,
+    ingest: &IngestArgs,
+    windows: &WindowArgs,
+) -> anyhow::Result<Vec<WorkerConfig>> {
+    let aggregation = windows.aggregation()?;
     let prefix = ingest
         .worker_id
         .clone()
         .unwrap_or_else(|| format!("worker-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
-    (0..ingest.workers.max(1))
+    Ok((0..ingest.workers.max(1))
         .map(|i| {
             let mut c = WorkerConfig::new(connection.clone(), ingest.group_id.clone());
             c.flush_rows = ingest.flush_rows.max(1);
             c.flush_interval = ingest.flush_interval;
             c.max_time_skew = ingest.max_time_skew;
             c.worker_id = if ingest.workers > 1 { format!("{prefix}-{i}") } else { prefix.clone() };
+            c.aggregation = aggregation.clone();
             c
         })
-        .collect()
+        .collect())
 }
 
 /// Starts the workers; each stops when `cancel` is cancelled.
@@ -99,7 +105,12 @@ fn spawn_workers(
     Ok(handles)
 }
 
-fn api_state(hot: &Tier, kafka: Option<(&KafkaConnection, &str)>, query: &QueryArgs) -> anyhow::Result<AppState> {
+fn api_state(
+    hot: &Tier,
+    kafka: Option<(&KafkaConnection, &str)>,
+    query: &QueryArgs,
+    windows: &WindowArgs,
+) -> anyhow::Result<AppState> {
     let engine =
         QueryEngine::new(hot, EngineOptions { memory_limit: query.query_memory_mb << 20, ..Default::default() })?;
     let (producer, kafka_probe) = match kafka {
@@ -117,6 +128,7 @@ fn api_state(hot: &Tier, kafka: Option<(&KafkaConnection, &str)>, query: &QueryA
         topics: Dataset::ALL.iter().map(|d| (*d, d.default_topic().to_string())).collect::<BTreeMap<_, _>>(),
         sql_limits: SqlLimits { max_rows: query.sql_max_rows, timeout: query.sql_timeout },
         started: Instant::now(),
+        resolutions_ms: if windows.no_aggregation { Vec::new() } else { windows.resolutions_ms() },
     })
 }
 
@@ -164,8 +176,8 @@ async fn standalone(config: crate::cli::StandaloneConfig) -> anyhow::Result<()> 
     ensure_topics(&connection, &all_topics(), config.kafka.partitions, Duration::from_secs(60)).await?;
 
     let workers_cancel = CancellationToken::new();
-    let workers = spawn_workers(worker_configs(&connection, &config.ingest), &hot, &workers_cancel)?;
-    let state = api_state(&hot, Some((&connection, &config.ingest.group_id)), &config.query)?;
+    let workers = spawn_workers(worker_configs(&connection, &config.ingest, &config.windows)?, &hot, &workers_cancel)?;
+    let state = api_state(&hot, Some((&connection, &config.ingest.group_id)), &config.query, &config.windows)?;
     let http_cancel = CancellationToken::new();
     let (http_addr, http) = serve_api(config.http_addr, state, http_cancel.clone()).await?;
 
@@ -218,7 +230,7 @@ async fn pipeline(config: crate::cli::PipelineConfig) -> anyhow::Result<()> {
     let connection = config.kafka.connection(&brokers);
     ensure_topics(&connection, &all_topics(), config.kafka.partitions, Duration::from_secs(60)).await?;
     let cancel = CancellationToken::new();
-    let workers = spawn_workers(worker_configs(&connection, &config.ingest), &hot, &cancel)?;
+    let workers = spawn_workers(worker_configs(&connection, &config.ingest, &config.windows)?, &hot, &cancel)?;
     let http_cancel = CancellationToken::new();
     let http = match config.metrics_addr {
         Some(addr) => {
@@ -255,7 +267,7 @@ async fn pipeline(config: crate::cli::PipelineConfig) -> anyhow::Result<()> {
 async fn query_api(config: crate::cli::QueryApiConfig) -> anyhow::Result<()> {
     let hot = config.storage.hot_tier()?;
     let connection = config.kafka.brokers.as_ref().map(|b| config.kafka.connection(b));
-    let state = api_state(&hot, connection.as_ref().map(|c| (c, config.group_id.as_str())), &config.query)?;
+    let state = api_state(&hot, connection.as_ref().map(|c| (c, config.group_id.as_str())), &config.query, &config.windows)?;
     let cancel = CancellationToken::new();
     let (addr, handle) = serve_api(config.http_addr, state, cancel.clone()).await?;
     println!("callscope query API listening on http://{addr} over {}", hot.dir_url(""));

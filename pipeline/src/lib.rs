@@ -1,18 +1,23 @@
 //! The stream workers: a Kafka consumer group that decodes events, dead-letters bad input,
 //! batches valid events per topic partition and commits them to Parquet exactly once.
 //!
+//! * [`aggregate`]: event-time windows per partition (watermarks, late data, roll-ups).
+//! * [`watermarks`]: the combined watermark of a process's partitions.
 //! * [`kafka`]: client configuration, topic creation, the dead-letter producer.
 //! * [`worker`]: the consume loop (decode, buffer, flush, rebalance handling, shutdown).
 //! * [`partition_writer`]: one task per topic partition that writes batches and commits offsets.
 //! * [`metrics`]: the pipeline's own Prometheus metrics.
 //! * [`status`]: worker status, published as heartbeat objects for the query API.
 
+pub mod aggregate;
 pub mod kafka;
 pub mod metrics;
 pub mod partition_writer;
 pub mod status;
+pub mod watermarks;
 pub mod worker;
 
+pub use aggregate::AggregationConfig;
 pub use worker::{Worker, WorkerConfig};
 
 /// Errors that cross the Kafka loop, each with what to do about it.

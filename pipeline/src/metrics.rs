@@ -19,6 +19,22 @@ pub struct PipelineMetrics {
     pub consumer_lag: IntGaugeVec,
     pub assigned_partitions: IntGauge,
     pub buffered_events: IntGauge,
+    pub late_events: IntCounterVec,
+    pub windows_closed: IntCounterVec,
+    pub rollup_rows: IntCounterVec,
+    pub series_over_limit: IntCounterVec,
+    pub checkpoints: IntCounterVec,
+    pub checkpoint_seconds: Histogram,
+    pub windows_open: IntGaugeVec,
+    pub active_series: IntGaugeVec,
+    pub window_state_bytes: IntGaugeVec,
+    pub watermark_delay_seconds: IntGaugeVec,
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let _ = registry.register(Box::new(g.clone()));
+    g
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -63,6 +79,16 @@ impl PipelineMetrics {
         )
         .unwrap_or_else(|e| panic!("gauge: {e}"));
         let _ = registry.register(Box::new(buffered_events.clone()));
+        let checkpoint_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "callscope_pipeline_window_checkpoint_seconds",
+                "Time to encode and durably write one window-state checkpoint",
+            )
+            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )
+        .unwrap_or_else(|e| panic!("histogram: {e}"));
+        let _ = registry.register(Box::new(checkpoint_seconds.clone()));
+        let partition = &["topic", "partition"];
         PipelineMetrics {
             consumed: counter(
                 registry,
@@ -116,6 +142,56 @@ impl PipelineMetrics {
             consumer_lag,
             assigned_partitions,
             buffered_events,
+            late_events: counter(
+                registry,
+                "callscope_pipeline_late_events_total",
+                "Events that arrived after the watermark had passed their (finest) window; stored raw, never dropped",
+                &["dataset"],
+            ),
+            windows_closed: counter(
+                registry,
+                "callscope_pipeline_windows_closed_total",
+                "Aggregation windows closed by the watermark (per partition)",
+                &["resolution"],
+            ),
+            rollup_rows: counter(
+                registry,
+                "callscope_pipeline_rollup_rows_total",
+                "Roll-up rows durably written, by resolution and whether they are late corrections",
+                &["resolution", "late"],
+            ),
+            series_over_limit: counter(
+                registry,
+                "callscope_pipeline_series_over_limit_total",
+                "Samples not aggregated because their series exceeded the cardinality limit of its metric name (dead-lettered, stored raw)",
+                &["topic"],
+            ),
+            checkpoints: counter(
+                registry,
+                "callscope_pipeline_window_checkpoints_total",
+                "Window-state checkpoints written",
+                &["topic"],
+            ),
+            checkpoint_seconds,
+            windows_open: gauge_vec(registry, "callscope_pipeline_windows_open", "Aggregation windows open", partition),
+            active_series: gauge_vec(
+                registry,
+                "callscope_pipeline_active_series",
+                "Series with at least one open window",
+                partition,
+            ),
+            window_state_bytes: gauge_vec(
+                registry,
+                "callscope_pipeline_window_state_bytes",
+                "Approximate memory held by open windows and their series",
+                partition,
+            ),
+            watermark_delay_seconds: gauge_vec(
+                registry,
+                "callscope_pipeline_watermark_delay_seconds",
+                "Wall clock minus the partition's event-time watermark",
+                partition,
+            ),
         }
     }
 }

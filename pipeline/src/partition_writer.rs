@@ -11,8 +11,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use callscope_schemas::arrow_schema::{SourcedEvent, to_record_batch};
-use callscope_schemas::{DLQ_TOPIC, Dataset};
-use callscope_storage::{BatchRecord, CommitLog, DataFileKey, HourPartition, StorageError, parquet_file};
+use callscope_schemas::rollup::{RollupRow, resolution_label, rollups_to_record_batch};
+use callscope_schemas::{DLQ_TOPIC, Dataset, Event, Metric};
+use callscope_storage::{
+    BatchRecord, CheckpointStore, CommitLog, DataFileKey, HourPartition, RollupFileKey, RollupSource, StorageError,
+    parquet_file,
+};
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -20,7 +24,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::mpsc;
 
+use crate::aggregate::{AggregationConfig, Outcome, PartitionAggregator};
 use crate::metrics::PipelineMetrics;
+use crate::watermarks::WatermarkBoard;
 use crate::status::StatusHandle;
 use crate::worker::WorkerConsumer;
 use crate::{PipelineError, Result, RetryHint};
@@ -75,7 +81,17 @@ impl PendingBatch {
 pub enum WriterJob {
     /// The partition was (re)assigned: recover before writing the next batch.
     Assigned,
+    /// The partition was revoked: forget in-memory window state (the next owner restores
+    /// the newest checkpoint) and write nothing until it is assigned again.
+    Revoked,
     Batch(PendingBatch),
+}
+
+/// What the writers of one process share when they aggregate metrics in windows.
+pub struct AggregationShared {
+    pub config: Arc<AggregationConfig>,
+    pub board: WatermarkBoard,
+    pub checkpoints: CheckpointStore,
 }
 
 /// Shared context of all partition writers of a worker.
@@ -87,17 +103,22 @@ pub struct WriterContext {
     pub worker_id: String,
     pub status: StatusHandle,
     pub committed: Arc<std::sync::Mutex<BTreeMap<(String, i32), i64>>>,
+    /// Windowed aggregation of the metrics dataset; `None` turns it off.
+    pub aggregation: Option<Arc<AggregationShared>>,
 }
 
 /// Handle to a running partition writer.
 pub struct PartitionWriter {
     pub sender: mpsc::Sender<WriterJob>,
+    /// Resolves to the last offset the group may commit for this partition (everything up
+    /// to it is durable, and so is the window state that reflects it).
     pub task: tokio::task::JoinHandle<Option<i64>>,
 }
 
 impl PartitionWriter {
     pub fn spawn(ctx: WriterContext, topic: String, partition: i32, dataset: Dataset) -> PartitionWriter {
         let (sender, receiver) = mpsc::channel(4);
+        let aggregation = if dataset == Dataset::Metrics { ctx.aggregation.clone() } else { None };
         let state = WriterState {
             ctx,
             topic,
@@ -105,8 +126,16 @@ impl PartitionWriter {
             dataset,
             needs_recovery: true,
             stopped: false,
+            owned: true,
             durable_last: None,
             ranges: VecDeque::new(),
+            aggregation,
+            aggregator: None,
+            checkpointed: None,
+            last_checkpoint_at: Instant::now(),
+            pending_idle: None,
+            last_event_at: Instant::now(),
+            max_event_ms: None,
         };
         let task = tokio::spawn(state.run(receiver));
         PartitionWriter { sender, task }
@@ -119,23 +148,50 @@ struct WriterState {
     partition: i32,
     dataset: Dataset,
     needs_recovery: bool,
-    /// Set after a permanent failure: later batches are not written (see `run`).
+    /// Set after a permanent failure: later batches are not written (see `handle_batch`).
     stopped: bool,
+    /// Cleared between a revoke and the next assignment.
+    owned: bool,
     durable_last: Option<i64>,
     /// Committed batch ranges whose records may still be needed by recovery.
     ranges: VecDeque<(i64, i64)>,
+    /// Set when this partition's events are aggregated in windows.
+    aggregation: Option<Arc<AggregationShared>>,
+    aggregator: Option<Box<PartitionAggregator>>,
+    /// Offset of the newest window-state checkpoint written or restored.
+    checkpointed: Option<i64>,
+    last_checkpoint_at: Instant,
+    /// Windows closed because the partition went idle, with the offset the close followed;
+    /// listed in every checkpoint until their files are written.
+    pending_idle: Option<(i64, Vec<RollupRow>)>,
+    last_event_at: Instant,
+    /// Largest event time seen (lateness of datasets that are not aggregated).
+    max_event_ms: Option<i64>,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A writer that received nothing for this long looks after idle windows and checkpoints.
+const QUIET_TICK: Duration = Duration::from_secs(1);
+const META_PENDING_AFTER: &str = "callscope.pending_after_offset";
 
-/// Encodes a batch's events as one Parquet file per `date/hour` partition.
-fn encode_files(
+/// A batch encoded and ready to commit.
+struct Prepared {
+    first: i64,
+    last: i64,
+    raw_rows: u64,
+    files: Vec<(String, Bytes)>,
+    rollup_rows: Vec<RollupRow>,
+    late: u64,
+}
+
+/// Encodes events as one Parquet file per `date/hour` partition.
+fn encode_files<'a>(
     dataset: Dataset,
     topic: &str,
     partition: i32,
     first_offset: i64,
     last_offset: i64,
-    events: &[SourcedEvent],
+    events: impl IntoIterator<Item = &'a SourcedEvent>,
 ) -> Result<Vec<(String, Bytes)>> {
     let mut by_hour: BTreeMap<HourPartition, Vec<&SourcedEvent>> = BTreeMap::new();
     for e in events {
@@ -152,129 +208,514 @@ fn encode_files(
         .collect()
 }
 
+/// Encodes roll-up rows as one Parquet file per resolution and `date/hour` of the window.
+fn encode_rollups(topic: &str, partition: i32, source: RollupSource, rows: &[RollupRow]) -> Result<Vec<(String, Bytes)>> {
+    let mut groups: BTreeMap<(i64, HourPartition), Vec<&RollupRow>> = BTreeMap::new();
+    for row in rows {
+        groups.entry((row.resolution_ms, HourPartition::of_unix_ms(row.window_start_ms))).or_default().push(row);
+    }
+    groups
+        .into_iter()
+        .map(|((resolution_ms, hour), rows)| {
+            let batch = rollups_to_record_batch(rows).map_err(StorageError::from)?;
+            let bytes = parquet_file::encode(&[batch])?;
+            let key = RollupFileKey { resolution_ms, hour, topic: topic.to_string(), partition, source };
+            Ok((key.path(), bytes))
+        })
+        .collect()
+}
+
+/// What aggregating one batch produced.
+#[derive(Default)]
+struct AggregateOutput {
+    rows: Vec<RollupRow>,
+    late: u64,
+    over_limit: Vec<(i64, Metric)>,
+    closed: Vec<u64>,
+}
+
+/// Feeds a batch to the aggregator. Events at or below `durable` were stored by an earlier
+/// batch (a replay after restoring an older checkpoint): they rebuild state, and what they
+/// emit is dropped, because those batches already hold it.
+fn aggregate_batch(
+    agg: &mut PartitionAggregator,
+    events: &[SourcedEvent],
+    durable: Option<i64>,
+    last_offset: i64,
+) -> AggregateOutput {
+    let mut out = AggregateOutput::default();
+    let mut replay_emissions_dropped = false;
+    for e in events {
+        let replay = durable.is_some_and(|d| e.offset <= d);
+        if !replay && !replay_emissions_dropped {
+            agg.take_emitted();
+            replay_emissions_dropped = true;
+        }
+        let Event::Metric(m) = &e.event else { continue };
+        match agg.process(e.offset, m) {
+            Outcome::Late if !replay => out.late += 1,
+            Outcome::OverLimit if !replay => out.over_limit.push((e.offset, m.clone())),
+            _ => {}
+        }
+    }
+    let emitted = agg.take_emitted();
+    if replay_emissions_dropped {
+        out.rows = emitted;
+    }
+    agg.advance_offset(last_offset);
+    out.closed = agg.take_closed_counts();
+    out
+}
+
 impl WriterState {
-    /// Runs until the channel closes; returns the highest durable offset.
+    /// Runs until the channel closes; returns the last offset the group may commit.
     async fn run(mut self, mut jobs: mpsc::Receiver<WriterJob>) -> Option<i64> {
-        while let Some(job) = jobs.recv().await {
+        loop {
+            let job = match tokio::time::timeout(QUIET_TICK, jobs.recv()).await {
+                Ok(Some(job)) => job,
+                Ok(None) => break,
+                Err(_) => {
+                    self.on_quiet().await;
+                    continue;
+                }
+            };
             match job {
-                WriterJob::Assigned => self.needs_recovery = true,
+                WriterJob::Assigned => {
+                    self.needs_recovery = true;
+                    self.owned = true;
+                }
+                WriterJob::Revoked => {
+                    self.owned = false;
+                    self.needs_recovery = true;
+                    self.aggregator = None;
+                    self.pending_idle = None;
+                    if let Some(shared) = &self.aggregation {
+                        shared.board.remove(&self.topic, self.partition);
+                    }
+                }
                 WriterJob::Batch(_) if self.stopped => {}
-                WriterJob::Batch(batch) => {
-                    let mut backoff = Duration::from_millis(100);
-                    let mut batch = batch;
-                    loop {
-                        match self.write(&mut batch).await {
-                            Ok(()) => break,
-                            Err(e) if e.retry_hint() == RetryHint::Retry => {
-                                PipelineMetrics::global().write_retries.with_label_values(&[&self.topic]).inc();
-                                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, ?backoff, "batch write failed; retrying");
-                                self.ctx.status.update(|s| s.last_error = Some(e.to_string()));
-                                tokio::time::sleep(backoff).await;
-                                backoff = (backoff * 2).min(MAX_BACKOFF);
-                                // The failed attempt may have left a record: recover first.
-                                self.needs_recovery = true;
-                            }
-                            Err(e) => {
-                                // Writing later batches would leave a hole behind the durable
-                                // high-water mark: stop this partition instead. Nothing after
-                                // the last committed batch is committed, so a restart re-reads it.
-                                tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "batch write failed permanently; this partition stops until the worker restarts");
-                                self.ctx.status.update(|s| {
-                                    s.last_error = Some(format!("{}/{} stopped: {e}", self.topic, self.partition))
-                                });
-                                self.stopped = true;
-                                break;
-                            }
-                        }
+                WriterJob::Batch(batch) => self.handle_batch(batch).await,
+            }
+        }
+        // Shutdown: leave a checkpoint of the newest state, so that a restart replays nothing.
+        if self.owned && !self.stopped && !self.needs_recovery && self.aggregation.is_some() {
+            if let Err(e) = self.checkpoint().await {
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "final window checkpoint failed; the next owner replays from the previous one");
+            }
+        }
+        self.commit_target()
+    }
+
+    /// The last offset whose effects are all durable: with window state, the newest
+    /// checkpoint (a restart replays from the one after it); without, the newest batch.
+    fn commit_target(&self) -> Option<i64> {
+        if self.aggregation.is_some() { self.checkpointed } else { self.durable_last }
+    }
+
+    /// Sleeps before a retry, or stops the partition when `e` is not transient. Returns
+    /// whether to retry.
+    async fn backoff_or_stop(&mut self, e: &PipelineError, backoff: &mut Duration) -> bool {
+        if e.retry_hint() != RetryHint::Retry {
+            self.stop(e);
+            return false;
+        }
+        PipelineMetrics::global().write_retries.with_label_values(&[&self.topic]).inc();
+        tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, backoff = ?*backoff, "batch write failed; retrying");
+        self.ctx.status.update(|s| s.last_error = Some(e.to_string()));
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        true
+    }
+
+    /// Writing later batches would leave a hole behind the durable high-water mark: stop
+    /// this partition instead. Nothing after the last checkpoint or batch is committed to
+    /// Kafka, so a restart re-reads it.
+    fn stop(&mut self, e: &dyn std::fmt::Display) {
+        tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "batch write failed permanently; this partition stops until the worker restarts");
+        self.ctx.status.update(|s| s.last_error = Some(format!("{}/{} stopped: {e}", self.topic, self.partition)));
+        self.stopped = true;
+    }
+
+    async fn handle_batch(&mut self, mut batch: PendingBatch) {
+        let mut backoff = Duration::from_millis(100);
+        // Recover (after an assignment) and prepare: aggregate and encode, once.
+        let prepared = loop {
+            let recovered = if self.needs_recovery { self.recover().await } else { Ok(()) };
+            let result = match recovered {
+                Ok(()) => self.prepare(&mut batch).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(prepared) => break prepared,
+                Err(e) => {
+                    if !self.backoff_or_stop(&e, &mut backoff).await {
+                        return;
                     }
                 }
             }
+        };
+        let Some(prepared) = prepared else {
+            self.publish_progress(false);
+            return;
+        };
+        // Commit, retrying the same files: the window state has already moved past them.
+        loop {
+            let e = match self.commit(&batch, &prepared).await {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            if !self.backoff_or_stop(&e, &mut backoff).await {
+                return;
+            }
+            // The failed attempt may have left a record, or another writer may have
+            // committed the range (a rebalance raced with us).
+            if let Err(e) = self.recover_log().await {
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "recovery before retry failed");
+                continue;
+            }
+            match self.durable_last {
+                Some(d) if d >= prepared.last => return,
+                Some(d) if d >= prepared.first => {
+                    self.stop(&format!("offsets {}..={d} were committed by another writer", prepared.first));
+                    return;
+                }
+                _ => {}
+            }
         }
-        self.durable_last
+        self.after_commit(prepared).await;
     }
 
-    async fn recover(&mut self, from_offset: i64) -> Result<()> {
-        let recovery = self.ctx.log.recover(&self.topic, self.partition, from_offset).await?;
+    /// Reads the partition's durable state: the commit log, then the window state.
+    async fn recover(&mut self) -> Result<()> {
+        self.recover_log().await?;
+        if let Some(shared) = self.aggregation.clone() {
+            let mut aggregator = PartitionAggregator::new(shared.config.clone(), self.partition);
+            self.checkpointed = None;
+            self.pending_idle = None;
+            let stored = match self.durable_last {
+                Some(durable) => shared.checkpoints.load_latest(&self.topic, self.partition, durable).await?,
+                None => None,
+            };
+            if let Some((offset, bytes)) = stored {
+                let config = shared.config.clone();
+                let partition = self.partition;
+                let restored = tokio::task::spawn_blocking(move || {
+                    let (batches, metadata) = parquet_file::decode_with_metadata(bytes)?;
+                    let restored = PartitionAggregator::restore(config, partition, &batches, &metadata)
+                        .map_err(StorageError::from)?;
+                    let pending_after = metadata
+                        .iter()
+                        .find(|(k, _)| k == META_PENDING_AFTER)
+                        .and_then(|(_, v)| v.parse::<i64>().ok());
+                    Ok::<_, StorageError>((restored, pending_after))
+                })
+                .await
+                .map_err(|e| PipelineError::Other(format!("checkpoint decoder failed: {e}")))?;
+                let (restored, pending_after) = restored?;
+                aggregator = restored.aggregator;
+                if let (Some(after), false) = (pending_after, restored.pending.is_empty()) {
+                    self.pending_idle = Some((after, restored.pending));
+                }
+                self.checkpointed = Some(offset);
+                self.last_checkpoint_at = Instant::now();
+                tracing::info!(topic = %self.topic, partition = self.partition, checkpoint = offset, open_windows = aggregator.open_windows(), "restored window state; replaying from the checkpoint");
+                self.commit_offset(offset + 1);
+            }
+            self.aggregator = Some(Box::new(aggregator));
+        } else if let Some(last) = self.durable_last {
+            self.commit_offset(last + 1);
+        }
+        self.needs_recovery = false;
+        self.last_event_at = Instant::now();
+        Ok(())
+    }
+
+    async fn recover_log(&mut self) -> Result<()> {
+        let recovery = self.ctx.log.recover(&self.topic, self.partition, 0).await?;
         if recovery.rolled_back > 0 {
             PipelineMetrics::global().rollbacks.with_label_values(&[&self.topic]).inc_by(recovery.rolled_back as u64);
         }
         self.durable_last = recovery.durable_last;
         self.ranges = recovery.complete.into_iter().collect();
-        self.needs_recovery = false;
         if let Some(last) = self.durable_last {
             tracing::info!(topic = %self.topic, partition = self.partition, durable_last = last, "recovered partition; already stored offsets will be skipped");
-            self.commit_offset(last + 1);
         }
         Ok(())
     }
 
-    async fn write(&mut self, batch: &mut PendingBatch) -> Result<()> {
-        if self.needs_recovery {
-            self.recover(batch.first_offset).await?;
-        }
-        let skipped = self.durable_last.map_or(0, |durable| batch.skip_through(durable));
-        if skipped > 0 {
-            PipelineMetrics::global().replay_skipped.with_label_values(&[&self.topic]).inc_by(skipped as u64);
-        }
-        if batch.is_spent() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        self.send_dead_letters(&batch.dead_letters).await?;
-
-        // Group rows by the hour of their event time and encode one file per hour, off the
-        // async threads. The events travel to the encoder and back, so that a retry after a
-        // failure still has them.
-        let rows = batch.events.len() as u64;
+    /// Aggregates the batch and encodes its files. `None`: every offset of the batch was
+    /// already stored.
+    async fn prepare(&mut self, batch: &mut PendingBatch) -> Result<Option<Prepared>> {
+        let durable = self.durable_last;
         let dataset = self.dataset;
         let topic = self.topic.clone();
-        let (partition, first, last) = (self.partition, batch.first_offset, batch.last_offset);
+        let partition = self.partition;
+        let (batch_first, last) = (batch.first_offset, batch.last_offset);
+        let first = durable.map_or(batch_first, |d| batch_first.max(d + 1));
         let events = std::mem::take(&mut batch.events);
-        let (events, files) = tokio::task::spawn_blocking(move || {
-            let files = encode_files(dataset, &topic, partition, first, last, &events);
-            (events, files)
+        let aggregator = self.aggregator.take();
+        // Aggregation and encoding run off the async threads; the events and the window
+        // state travel there and back.
+        let (events, aggregator, output, files) = tokio::task::spawn_blocking(move || {
+            let mut aggregator = aggregator;
+            let output = aggregator.as_mut().map(|agg| aggregate_batch(agg, &events, durable, last));
+            let files = if first > last {
+                Ok(Vec::new())
+            } else {
+                let fresh = events.iter().filter(|e| durable.is_none_or(|d| e.offset > d));
+                let mut files = encode_files(dataset, &topic, partition, first, last, fresh);
+                if let (Ok(written), Some(out)) = (&mut files, &output) {
+                    let source = RollupSource::Batch { first_offset: first, last_offset: last };
+                    match encode_rollups(&topic, partition, source, &out.rows) {
+                        Ok(more) => written.extend(more),
+                        Err(e) => files = Err(e),
+                    }
+                }
+                files
+            };
+            (events, aggregator, output, files)
         })
         .await
         .map_err(|e| PipelineError::Other(format!("encoder task failed: {e}")))?;
+        self.aggregator = aggregator;
         batch.events = events;
-        let files = files?;
+        let skipped = durable.map_or(0, |d| batch.skip_through(d));
+        if skipped > 0 {
+            PipelineMetrics::global().replay_skipped.with_label_values(&[&self.topic]).inc_by(skipped as u64);
+        }
+        let metrics = PipelineMetrics::global();
+        let mut late = 0;
+        let mut rollup_rows = Vec::new();
+        if let Some(output) = output {
+            late = output.late;
+            for (resolution, closed) in self.aggregation.iter().flat_map(|s| s.config.resolutions_ms.clone()).zip(output.closed) {
+                if closed > 0 {
+                    metrics.windows_closed.with_label_values(&[&resolution_label(resolution)]).inc_by(closed);
+                }
+            }
+            if !output.over_limit.is_empty() {
+                metrics.series_over_limit.with_label_values(&[&self.topic]).inc_by(output.over_limit.len() as u64);
+            }
+            let limit = self.aggregation.as_ref().map_or(0, |s| s.config.max_series_per_metric);
+            for (offset, metric) in output.over_limit {
+                batch.dead_letters.push(DeadLetter {
+                    offset,
+                    key: Some(format!("{}/{}", metric.service, metric.name).into_bytes()),
+                    payload: serde_json::to_vec(&metric).unwrap_or_default(),
+                    headers: vec![],
+                    reason: format!(
+                        "metric {:?} already has {limit} active series in this partition (the cardinality limit); the sample is stored raw but not aggregated",
+                        metric.name
+                    ),
+                    kind: "cardinality_limit",
+                });
+            }
+            batch.dead_letters.sort_by_key(|d| d.offset);
+            rollup_rows = output.rows;
+        } else if let Some(shared) = &self.aggregation.clone().or_else(|| self.ctx.aggregation.clone()) {
+            // Datasets without windows still report late events against their watermark.
+            let lateness = shared.config.allowed_lateness_ms;
+            for e in &batch.events {
+                let t = e.event.event_time_ms();
+                if self.max_event_ms.is_some_and(|max| t < max - lateness) {
+                    late += 1;
+                }
+                self.max_event_ms = Some(self.max_event_ms.map_or(t, |max| max.max(t)));
+            }
+        }
+        if batch.is_spent() {
+            return Ok(None);
+        }
+        Ok(Some(Prepared { first, last, raw_rows: batch.events.len() as u64, files: files?, rollup_rows, late }))
+    }
 
+    async fn commit(&self, batch: &PendingBatch, prepared: &Prepared) -> Result<()> {
+        self.send_dead_letters(&batch.dead_letters).await?;
         let record = BatchRecord {
             topic: self.topic.clone(),
-            partition,
-            first_offset: first,
-            last_offset: last,
-            files: files.iter().map(|(p, _)| p.clone()).collect(),
-            rows,
+            partition: self.partition,
+            first_offset: prepared.first,
+            last_offset: prepared.last,
+            files: prepared.files.iter().map(|(p, _)| p.clone()).collect(),
+            rows: prepared.raw_rows,
             dead_letters: batch.dead_letters.len() as u64,
             writer: self.ctx.worker_id.clone(),
             created_at_ms: crate::now_ms(),
         };
-        match self.ctx.log.commit_batch(&record, files).await {
-            Ok(()) => {}
+        match self.ctx.log.commit_batch(&record, prepared.files.clone()).await {
+            Ok(()) => Ok(()),
             Err(StorageError::Fenced { .. }) => {
-                // Another writer committed this range (a rebalance raced with us). Recover,
-                // which reads its record, then write whatever part of ours is still missing.
                 PipelineMetrics::global().fenced.with_label_values(&[&self.topic]).inc();
-                tracing::warn!(topic = %self.topic, partition, first, "batch range already committed by another writer");
-                self.needs_recovery = true;
-                return Err(PipelineError::Fenced);
+                tracing::warn!(topic = %self.topic, partition = self.partition, first = prepared.first, "batch range already committed by another writer");
+                Err(PipelineError::Fenced)
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => Err(e.into()),
         }
+    }
+
+    async fn after_commit(&mut self, prepared: Prepared) {
         let metrics = PipelineMetrics::global();
-        metrics.write_seconds.observe(started.elapsed().as_secs_f64());
-        metrics.stored.with_label_values(&[dataset.name()]).inc_by(rows);
-        metrics.batches.with_label_values(&[dataset.name()]).inc();
+        let dataset = self.dataset.name();
+        metrics.stored.with_label_values(&[dataset]).inc_by(prepared.raw_rows);
+        metrics.batches.with_label_values(&[dataset]).inc();
+        if prepared.late > 0 {
+            metrics.late_events.with_label_values(&[dataset]).inc_by(prepared.late);
+        }
+        count_rollup_rows(&prepared.rollup_rows);
+        let rows = prepared.raw_rows;
         self.ctx.status.update(|s| {
             s.stored += rows;
             s.last_commit_at_ms = Some(crate::now_ms());
         });
-        self.durable_last = Some(last);
-        self.ranges.push_back((first, last));
-        self.commit_offset(last + 1);
+        self.durable_last = Some(prepared.last);
+        self.ranges.push_back((prepared.first, prepared.last));
+        self.publish_progress(rows > 0);
+        if let Some(shared) = self.aggregation.clone() {
+            let due = self.checkpointed.is_none() || self.last_checkpoint_at.elapsed() >= shared.config.checkpoint_interval;
+            if due && let Err(e) = self.checkpoint().await {
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "window checkpoint failed; will retry");
+            }
+        } else {
+            self.commit_offset(prepared.last + 1);
+        }
         self.prune().await;
+    }
+
+    /// Publishes the partition's watermark and state gauges.
+    fn publish_progress(&mut self, had_events: bool) {
+        if had_events {
+            self.last_event_at = Instant::now();
+        }
+        let (Some(shared), Some(agg)) = (&self.aggregation, &self.aggregator) else { return };
+        shared.board.update(&self.topic, self.partition, agg.watermark_ms(), had_events);
+        let metrics = PipelineMetrics::global();
+        let labels = [self.topic.as_str(), &self.partition.to_string()];
+        metrics.windows_open.with_label_values(&labels).set(agg.open_windows() as i64);
+        metrics.active_series.with_label_values(&labels).set(agg.active_series() as i64);
+        if let Some(w) = agg.watermark_ms() {
+            metrics.watermark_delay_seconds.with_label_values(&labels).set((crate::now_ms() - w) / 1000);
+        }
+    }
+
+    /// Writes a checkpoint of the window state at the offset it reflects, then lets the
+    /// group commit up to it.
+    async fn checkpoint(&mut self) -> Result<()> {
+        let Some(shared) = self.aggregation.clone() else { return Ok(()) };
+        let Some(agg) = self.aggregator.take() else { return Ok(()) };
+        let offset = match (agg.offset(), self.durable_last) {
+            // The state may only be saved when everything it reflects is durable.
+            (Some(o), Some(d)) if o <= d => o,
+            _ => {
+                self.aggregator = Some(agg);
+                return Ok(());
+            }
+        };
+        if self.checkpointed == Some(offset) && self.pending_idle.is_none() {
+            self.aggregator = Some(agg);
+            return Ok(());
+        }
+        let started = Instant::now();
+        let pending = self.pending_idle.clone();
+        let (agg, encoded) = tokio::task::spawn_blocking(move || {
+            let encoded = agg.checkpoint(pending.as_ref().map_or(&[][..], |(_, rows)| rows)).map_err(StorageError::from).and_then(
+                |(batch, mut metadata)| {
+                    if let Some((after, _)) = &pending {
+                        metadata.push((META_PENDING_AFTER.to_string(), after.to_string()));
+                    }
+                    parquet_file::encode_with_metadata(&[batch], metadata)
+                },
+            );
+            (agg, encoded)
+        })
+        .await
+        .map_err(|e| PipelineError::Other(format!("checkpoint encoder failed: {e}")))?;
+        let bytes = encoded?;
+        let state_bytes = agg.state_bytes();
+        self.aggregator = Some(agg);
+        shared.checkpoints.save(&self.topic, self.partition, offset, bytes).await?;
+        let metrics = PipelineMetrics::global();
+        metrics.checkpoints.with_label_values(&[&self.topic]).inc();
+        metrics.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
+        metrics
+            .window_state_bytes
+            .with_label_values(&[self.topic.as_str(), &self.partition.to_string()])
+            .set(state_bytes as i64);
+        self.checkpointed = Some(offset);
+        self.last_checkpoint_at = Instant::now();
+        self.commit_offset(offset + 1);
+        if let Err(e) = shared.checkpoints.prune(&self.topic, self.partition, 2).await {
+            tracing::debug!(error = %e, "could not prune window checkpoints");
+        }
         Ok(())
+    }
+
+    /// Called when no job arrived for a while: closes the windows of an idle partition,
+    /// checkpoints changed state, and writes the files of idle-closed windows.
+    async fn on_quiet(&mut self) {
+        let Some(shared) = self.aggregation.clone() else { return };
+        if self.stopped || !self.owned {
+            return;
+        }
+        if self.needs_recovery
+            && let Err(e) = self.recover().await
+        {
+            tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "recovery failed; will retry");
+            return;
+        }
+        let idle_timeout = shared.config.idle_timeout;
+        let idle = self.last_event_at.elapsed() >= idle_timeout;
+        if let Some(agg) = self.aggregator.as_mut()
+            && idle
+            && agg.has_open_windows()
+        {
+            let combined = shared.board.combined_active(&self.topic, self.partition, idle_timeout);
+            if agg.close_idle(combined) {
+                let rows = agg.take_emitted();
+                let closed = agg.take_closed_counts();
+                let after = agg.offset().unwrap_or(-1);
+                for (resolution, n) in shared.config.resolutions_ms.iter().zip(closed) {
+                    PipelineMetrics::global().windows_closed.with_label_values(&[&resolution_label(*resolution)]).inc_by(n);
+                }
+                tracing::debug!(topic = %self.topic, partition = self.partition, rows = rows.len(), ?combined, "idle partition closed its windows");
+                match &mut self.pending_idle {
+                    Some((_, pending)) => pending.extend(rows),
+                    None => self.pending_idle = Some((after, rows)),
+                }
+            }
+        }
+        self.publish_progress(false);
+        // The checkpoint lists the idle-closed rows first, so that a crash between it and
+        // their files re-writes the same files rather than re-opening the windows.
+        if let Err(e) = self.checkpoint().await {
+            tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "window checkpoint failed; will retry");
+            return;
+        }
+        if let Some((after, rows)) = &self.pending_idle {
+            let source = RollupSource::Idle { after_offset: *after };
+            let written = match encode_rollups(&self.topic, self.partition, source, rows) {
+                Ok(files) => {
+                    let tier = self.ctx.log.tier().clone();
+                    let writes = files.into_iter().map(|(path, bytes)| {
+                        let tier = tier.clone();
+                        async move { tier.put_durable(&path, bytes, false).await }
+                    });
+                    futures::future::try_join_all(writes)
+                        .await
+                        .map(|_| ())
+                        .map_err(PipelineError::from)
+                }
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(()) => {
+                    count_rollup_rows(rows);
+                    self.pending_idle = None;
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "writing idle-closed windows failed; will retry")
+                }
+            }
+        }
     }
 
     async fn send_dead_letters(&self, dead: &[DeadLetter]) -> Result<()> {
@@ -345,9 +786,22 @@ impl WriterState {
     }
 }
 
+fn count_rollup_rows(rows: &[RollupRow]) {
+    let mut counts: BTreeMap<(i64, bool), u64> = BTreeMap::new();
+    for row in rows {
+        *counts.entry((row.resolution_ms, row.late)).or_default() += 1;
+    }
+    for ((resolution, late), n) in counts {
+        PipelineMetrics::global()
+            .rollup_rows
+            .with_label_values(&[resolution_label(resolution).as_str(), if late { "true" } else { "false" }])
+            .inc_by(n);
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use callscope_schemas::{Event, Metric, MetricKind};
+    use callscope_schemas::MetricKind;
 
     use super::*;
 

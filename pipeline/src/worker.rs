@@ -11,7 +11,11 @@
 //! partition's durable state from the commit log before it writes again, so replayed
 //! offsets that are already stored are skipped.
 //!
-//! Shutdown: stop consuming, flush every buffer, let the writers finish, commit offsets.
+//! Metric topics are also aggregated in event-time windows by the writers (see
+//! [`crate::aggregate`]); their offsets are committed up to the newest window checkpoint.
+//!
+//! Shutdown: stop consuming, flush every buffer, let the writers finish (they checkpoint
+//! their windows), commit offsets.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -20,7 +24,7 @@ use std::time::{Duration, Instant};
 use callscope_schemas::arrow_schema::SourcedEvent;
 use callscope_schemas::{Dataset, DecodeOptions, decode_event};
 use callscope_storage::workers::WorkerStatus;
-use callscope_storage::{CommitLog, Tier};
+use callscope_storage::{CheckpointStore, CommitLog, Tier};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -30,7 +34,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::kafka::KafkaConnection;
 use crate::metrics::PipelineMetrics;
-use crate::partition_writer::{DeadLetter, PartitionWriter, PendingBatch, WriterContext, WriterJob};
+use crate::aggregate::AggregationConfig;
+use crate::partition_writer::{AggregationShared, DeadLetter, PartitionWriter, PendingBatch, WriterContext, WriterJob};
+use crate::watermarks::WatermarkBoard;
 use crate::status::{StatusHandle, publish_heartbeats};
 use crate::{PipelineError, Result};
 
@@ -49,6 +55,8 @@ pub struct WorkerConfig {
     pub max_time_skew: Duration,
     pub worker_id: String,
     pub heartbeat_interval: Duration,
+    /// Windowed aggregation of metric topics; `None` stores raw events only.
+    pub aggregation: Option<AggregationConfig>,
 }
 
 impl WorkerConfig {
@@ -62,6 +70,7 @@ impl WorkerConfig {
             max_time_skew: Duration::from_secs(7 * 24 * 3600),
             worker_id: format!("worker-{}", uuid::Uuid::new_v4().simple()),
             heartbeat_interval: Duration::from_secs(5),
+            aggregation: Some(AggregationConfig::default()),
         }
     }
 }
@@ -185,6 +194,13 @@ impl Worker {
             worker_id: config.worker_id.clone(),
             status: status.clone(),
             committed,
+            aggregation: config.aggregation.clone().map(|c| {
+                Arc::new(AggregationShared {
+                    config: Arc::new(c),
+                    board: WatermarkBoard::default(),
+                    checkpoints: CheckpointStore::new(hot.clone()),
+                })
+            }),
         };
         Ok(Worker { config, consumer, writer_ctx, status, tier: hot })
     }
@@ -336,6 +352,9 @@ impl Worker {
                     for key in &list {
                         if let Some(b) = buffers.remove(key) {
                             *buffered -= b.batch.len() as i64;
+                        }
+                        if let Some(w) = writers.get(key) {
+                            let _ = w.sender.send(WriterJob::Revoked).await;
                         }
                     }
                     self.status.update(|s| s.assigned.retain(|a| !list.iter().any(|(t, p)| *a == format!("{t}/{p}"))));

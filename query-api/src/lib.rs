@@ -60,6 +60,9 @@ pub struct AppState {
     pub topics: BTreeMap<Dataset, String>,
     pub sql_limits: SqlLimits,
     pub started: Instant,
+    /// Window lengths of the `metric_rollups` the workers write (ascending); empty when
+    /// aggregation is off.
+    pub resolutions_ms: Vec<i64>,
 }
 
 impl AppState {

@@ -6,12 +6,14 @@
 //! * [`json`]: JSON encoding with the same field names.
 //! * [`decode`]: tells the encodings apart per message and validates the result.
 //! * [`arrow_schema`]: the Arrow schema of every dataset and record-batch builders.
+//! * [`rollup`]: mergeable per-window aggregates (`metric_rollups`) and their sketches.
 
 pub mod arrow_schema;
 pub mod avro;
 pub mod decode;
 pub mod events;
 pub mod json;
+pub mod rollup;
 
 pub use decode::{DecodeError, DecodeOptions, Encoding, decode_event};
 pub use events::{

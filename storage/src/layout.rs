@@ -58,6 +58,43 @@ impl DataFileKey {
     }
 }
 
+/// The key of one roll-up file:
+/// `metric_rollups/resolution=<10s|1m|1h>/date=…/hour=…/<topic>-p<partition>-<first>-<last>.parquet`
+/// for windows emitted by a batch, or `…-p<partition>-idle-<offset>.parquet` for windows an
+/// idle partition closed after `offset` (see the pipeline's window state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupFileKey {
+    pub resolution_ms: i64,
+    pub hour: HourPartition,
+    pub topic: String,
+    pub partition: i32,
+    pub source: RollupSource,
+}
+
+/// What emitted a roll-up file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollupSource {
+    Batch { first_offset: i64, last_offset: i64 },
+    Idle { after_offset: i64 },
+}
+
+impl RollupFileKey {
+    pub fn path(&self) -> String {
+        let name = match self.source {
+            RollupSource::Batch { first_offset, last_offset } => format!("{first_offset:020}-{last_offset:020}"),
+            RollupSource::Idle { after_offset } => format!("idle-{after_offset:020}"),
+        };
+        format!(
+            "{}/resolution={}/{}/{}-p{}-{name}.parquet",
+            callscope_schemas::rollup::ROLLUP_TABLE,
+            callscope_schemas::rollup::resolution_label(self.resolution_ms),
+            self.hour.dir(),
+            sanitize(&self.topic),
+            self.partition,
+        )
+    }
+}
+
 /// Keeps a topic name safe as part of an object name.
 pub fn sanitize(topic: &str) -> String {
     topic.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect()
@@ -90,6 +127,23 @@ mod tests {
             "metrics/date=1970-01-01/hour=00/callscope.metrics-p3-00000000000000000005-00000000000000000099.parquet"
         );
         assert!(key(100, 200).path() > key(5, 99).path());
+    }
+
+    #[test]
+    fn rollup_file_names() {
+        let key = RollupFileKey {
+            resolution_ms: 60_000,
+            hour: HourPartition::of_unix_ms(0),
+            topic: "callscope.metrics".into(),
+            partition: 1,
+            source: RollupSource::Batch { first_offset: 7, last_offset: 9 },
+        };
+        assert_eq!(
+            key.path(),
+            "metric_rollups/resolution=1m/date=1970-01-01/hour=00/callscope.metrics-p1-00000000000000000007-00000000000000000009.parquet"
+        );
+        let idle = RollupFileKey { source: RollupSource::Idle { after_offset: 9 }, ..key };
+        assert!(idle.path().ends_with("-p1-idle-00000000000000000009.parquet"));
     }
 
     #[test]

@@ -5,16 +5,19 @@
 //! * [`layout`]: typed object keys (`<dataset>/date=YYYY-MM-DD/hour=HH/<name>.parquet`).
 //! * [`parquet_file`]: encoding record batches as Parquet.
 //! * [`commit_log`]: per-partition batch records, crash recovery and pruning.
+//! * [`window_state`]: checkpoints of the stream aggregator's window state.
 //! * [`workers`]: worker heartbeat objects.
 
 pub mod commit_log;
 pub mod layout;
 pub mod parquet_file;
 pub mod tier;
+pub mod window_state;
 pub mod workers;
 
 pub use commit_log::{BatchRecord, CommitLog, Recovery};
-pub use layout::{DataFileKey, HourPartition};
+pub use layout::{DataFileKey, HourPartition, RollupFileKey, RollupSource};
+pub use window_state::CheckpointStore;
 pub use tier::{Tier, TierConfig};
 
 /// Errors of the storage layer.
