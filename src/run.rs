@@ -129,6 +129,7 @@ fn api_state(
         sql_limits: SqlLimits { max_rows: query.sql_max_rows, timeout: query.sql_timeout },
         started: Instant::now(),
         resolutions_ms: if windows.no_aggregation { Vec::new() } else { windows.resolutions_ms() },
+        rollups_settled_after_ms: (windows.allowed_lateness + windows.idle_timeout).as_millis() as i64 + 5_000,
     })
 }
 
@@ -267,7 +268,8 @@ async fn pipeline(config: crate::cli::PipelineConfig) -> anyhow::Result<()> {
 async fn query_api(config: crate::cli::QueryApiConfig) -> anyhow::Result<()> {
     let hot = config.storage.hot_tier()?;
     let connection = config.kafka.brokers.as_ref().map(|b| config.kafka.connection(b));
-    let state = api_state(&hot, connection.as_ref().map(|c| (c, config.group_id.as_str())), &config.query, &config.windows)?;
+    let state =
+        api_state(&hot, connection.as_ref().map(|c| (c, config.group_id.as_str())), &config.query, &config.windows)?;
     let cancel = CancellationToken::new();
     let (addr, handle) = serve_api(config.http_addr, state, cancel.clone()).await?;
     println!("callscope query API listening on http://{addr} over {}", hot.dir_url(""));

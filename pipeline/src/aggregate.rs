@@ -215,7 +215,8 @@ impl PartitionAggregator {
     /// Approximate bytes of window state (series keys, open partials, map overhead).
     pub fn state_bytes(&self) -> usize {
         let keys: usize = self.series.values().map(|s| s.key.size_bytes() + 48).sum();
-        let cells: usize = self.windows.iter().flat_map(|w| w.values()).flat_map(|w| w.values()).map(|p| p.size_bytes() + 16).sum();
+        let cells: usize =
+            self.windows.iter().flat_map(|w| w.values()).flat_map(|w| w.values()).map(|p| p.size_bytes() + 16).sum();
         keys + cells
     }
 
@@ -378,7 +379,12 @@ impl PartitionAggregator {
             late: true,
         }));
         rows.sort_by(|a, b| {
-            (a.resolution_ms, a.window_start_ms, a.late, &a.series).cmp(&(b.resolution_ms, b.window_start_ms, b.late, &b.series))
+            (a.resolution_ms, a.window_start_ms, a.late, &a.series).cmp(&(
+                b.resolution_ms,
+                b.window_start_ms,
+                b.late,
+                &b.series,
+            ))
         });
         rows
     }

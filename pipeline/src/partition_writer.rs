@@ -26,8 +26,8 @@ use tokio::sync::mpsc;
 
 use crate::aggregate::{AggregationConfig, Outcome, PartitionAggregator};
 use crate::metrics::PipelineMetrics;
-use crate::watermarks::WatermarkBoard;
 use crate::status::StatusHandle;
+use crate::watermarks::WatermarkBoard;
 use crate::worker::WorkerConsumer;
 use crate::{PipelineError, Result, RetryHint};
 
@@ -134,6 +134,7 @@ impl PartitionWriter {
             checkpointed: None,
             last_checkpoint_at: Instant::now(),
             pending_idle: None,
+            idle_close_unsaved: false,
             last_event_at: Instant::now(),
             max_event_ms: None,
         };
@@ -161,9 +162,12 @@ struct WriterState {
     /// Offset of the newest window-state checkpoint written or restored.
     checkpointed: Option<i64>,
     last_checkpoint_at: Instant,
-    /// Windows closed because the partition went idle, with the offset the close followed;
-    /// listed in every checkpoint until their files are written.
-    pending_idle: Option<(i64, Vec<RollupRow>)>,
+    /// Windows closed because the partition went idle, with the offset the close followed
+    /// and the watermark it reached (together they name the files); listed in every
+    /// checkpoint until their files are written.
+    pending_idle: Option<(RollupSource, Vec<RollupRow>)>,
+    /// An idle close happened that no checkpoint holds yet.
+    idle_close_unsaved: bool,
     last_event_at: Instant,
     /// Largest event time seen (lateness of datasets that are not aggregated).
     max_event_ms: Option<i64>,
@@ -173,6 +177,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A writer that received nothing for this long looks after idle windows and checkpoints.
 const QUIET_TICK: Duration = Duration::from_secs(1);
 const META_PENDING_AFTER: &str = "callscope.pending_after_offset";
+const META_PENDING_WATERMARK: &str = "callscope.pending_watermark_ms";
 
 /// A batch encoded and ready to commit.
 struct Prepared {
@@ -209,7 +214,12 @@ fn encode_files<'a>(
 }
 
 /// Encodes roll-up rows as one Parquet file per resolution and `date/hour` of the window.
-fn encode_rollups(topic: &str, partition: i32, source: RollupSource, rows: &[RollupRow]) -> Result<Vec<(String, Bytes)>> {
+fn encode_rollups(
+    topic: &str,
+    partition: i32,
+    source: RollupSource,
+    rows: &[RollupRow],
+) -> Result<Vec<(String, Bytes)>> {
     let mut groups: BTreeMap<(i64, HourPartition), Vec<&RollupRow>> = BTreeMap::new();
     for row in rows {
         groups.entry((row.resolution_ms, HourPartition::of_unix_ms(row.window_start_ms))).or_default().push(row);
@@ -289,6 +299,7 @@ impl WriterState {
                     self.needs_recovery = true;
                     self.aggregator = None;
                     self.pending_idle = None;
+                    self.idle_close_unsaved = false;
                     if let Some(shared) = &self.aggregation {
                         shared.board.remove(&self.topic, self.partition);
                     }
@@ -338,6 +349,20 @@ impl WriterState {
 
     async fn handle_batch(&mut self, mut batch: PendingBatch) {
         let mut backoff = Duration::from_millis(100);
+        // Windows an idle close emitted must be in a checkpoint before later batches are
+        // committed: otherwise a restart from an older checkpoint would replay those batches
+        // without the close and drop what they emitted as already stored.
+        while self.idle_close_unsaved {
+            match self.checkpoint().await {
+                Ok(()) => self.idle_close_unsaved = false,
+                Err(e) => {
+                    if !self.backoff_or_stop(&e, &mut backoff).await {
+                        return;
+                    }
+                }
+            }
+        }
+        let had_events = !batch.events.is_empty();
         // Recover (after an assignment) and prepare: aggregate and encode, once.
         let prepared = loop {
             let recovered = if self.needs_recovery { self.recover().await } else { Ok(()) };
@@ -355,7 +380,7 @@ impl WriterState {
             }
         };
         let Some(prepared) = prepared else {
-            self.publish_progress(false);
+            self.publish_progress(had_events);
             return;
         };
         // Commit, retrying the same files: the window state has already moved past them.
@@ -382,7 +407,7 @@ impl WriterState {
                 _ => {}
             }
         }
-        self.after_commit(prepared).await;
+        self.after_commit(prepared, had_events).await;
     }
 
     /// Reads the partition's durable state: the commit log, then the window state.
@@ -392,6 +417,7 @@ impl WriterState {
             let mut aggregator = PartitionAggregator::new(shared.config.clone(), self.partition);
             self.checkpointed = None;
             self.pending_idle = None;
+            self.idle_close_unsaved = false;
             let stored = match self.durable_last {
                 Some(durable) => shared.checkpoints.load_latest(&self.topic, self.partition, durable).await?,
                 None => None,
@@ -403,18 +429,19 @@ impl WriterState {
                     let (batches, metadata) = parquet_file::decode_with_metadata(bytes)?;
                     let restored = PartitionAggregator::restore(config, partition, &batches, &metadata)
                         .map_err(StorageError::from)?;
-                    let pending_after = metadata
-                        .iter()
-                        .find(|(k, _)| k == META_PENDING_AFTER)
-                        .and_then(|(_, v)| v.parse::<i64>().ok());
-                    Ok::<_, StorageError>((restored, pending_after))
+                    let meta =
+                        |key: &str| metadata.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.parse::<i64>().ok());
+                    let pending_source = meta(META_PENDING_AFTER)
+                        .zip(meta(META_PENDING_WATERMARK))
+                        .map(|(after_offset, watermark_ms)| RollupSource::Idle { after_offset, watermark_ms });
+                    Ok::<_, StorageError>((restored, pending_source))
                 })
                 .await
                 .map_err(|e| PipelineError::Other(format!("checkpoint decoder failed: {e}")))?;
-                let (restored, pending_after) = restored?;
+                let (restored, pending_source) = restored?;
                 aggregator = restored.aggregator;
-                if let (Some(after), false) = (pending_after, restored.pending.is_empty()) {
-                    self.pending_idle = Some((after, restored.pending));
+                if let (Some(source), false) = (pending_source, restored.pending.is_empty()) {
+                    self.pending_idle = Some((source, restored.pending));
                 }
                 self.checkpointed = Some(offset);
                 self.last_checkpoint_at = Instant::now();
@@ -488,7 +515,9 @@ impl WriterState {
         let mut rollup_rows = Vec::new();
         if let Some(output) = output {
             late = output.late;
-            for (resolution, closed) in self.aggregation.iter().flat_map(|s| s.config.resolutions_ms.clone()).zip(output.closed) {
+            for (resolution, closed) in
+                self.aggregation.iter().flat_map(|s| s.config.resolutions_ms.clone()).zip(output.closed)
+            {
                 if closed > 0 {
                     metrics.windows_closed.with_label_values(&[&resolution_label(resolution)]).inc_by(closed);
                 }
@@ -553,7 +582,7 @@ impl WriterState {
         }
     }
 
-    async fn after_commit(&mut self, prepared: Prepared) {
+    async fn after_commit(&mut self, prepared: Prepared, had_events: bool) {
         let metrics = PipelineMetrics::global();
         let dataset = self.dataset.name();
         metrics.stored.with_label_values(&[dataset]).inc_by(prepared.raw_rows);
@@ -569,9 +598,10 @@ impl WriterState {
         });
         self.durable_last = Some(prepared.last);
         self.ranges.push_back((prepared.first, prepared.last));
-        self.publish_progress(rows > 0);
+        self.publish_progress(had_events);
         if let Some(shared) = self.aggregation.clone() {
-            let due = self.checkpointed.is_none() || self.last_checkpoint_at.elapsed() >= shared.config.checkpoint_interval;
+            let due =
+                self.checkpointed.is_none() || self.last_checkpoint_at.elapsed() >= shared.config.checkpoint_interval;
             if due && let Err(e) = self.checkpoint().await {
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "window checkpoint failed; will retry");
             }
@@ -617,14 +647,16 @@ impl WriterState {
         let started = Instant::now();
         let pending = self.pending_idle.clone();
         let (agg, encoded) = tokio::task::spawn_blocking(move || {
-            let encoded = agg.checkpoint(pending.as_ref().map_or(&[][..], |(_, rows)| rows)).map_err(StorageError::from).and_then(
-                |(batch, mut metadata)| {
-                    if let Some((after, _)) = &pending {
-                        metadata.push((META_PENDING_AFTER.to_string(), after.to_string()));
+            let encoded = agg
+                .checkpoint(pending.as_ref().map_or(&[][..], |(_, rows)| rows))
+                .map_err(StorageError::from)
+                .and_then(|(batch, mut metadata)| {
+                    if let Some((RollupSource::Idle { after_offset, watermark_ms }, _)) = &pending {
+                        metadata.push((META_PENDING_AFTER.to_string(), after_offset.to_string()));
+                        metadata.push((META_PENDING_WATERMARK.to_string(), watermark_ms.to_string()));
                     }
                     parquet_file::encode_with_metadata(&[batch], metadata)
-                },
-            );
+                });
             (agg, encoded)
         })
         .await
@@ -663,7 +695,10 @@ impl WriterState {
             return;
         }
         let idle_timeout = shared.config.idle_timeout;
-        let idle = self.last_event_at.elapsed() >= idle_timeout;
+        // A partition still replaying stored batches is catching up, not idle.
+        let replaying =
+            self.aggregator.as_ref().and_then(|a| a.offset()).zip(self.durable_last).is_some_and(|(o, d)| o < d);
+        let idle = !replaying && self.last_event_at.elapsed() >= idle_timeout;
         if let Some(agg) = self.aggregator.as_mut()
             && idle
             && agg.has_open_windows()
@@ -672,15 +707,22 @@ impl WriterState {
             if agg.close_idle(combined) {
                 let rows = agg.take_emitted();
                 let closed = agg.take_closed_counts();
-                let after = agg.offset().unwrap_or(-1);
+                let source = RollupSource::Idle {
+                    after_offset: agg.offset().unwrap_or(-1),
+                    watermark_ms: agg.watermark_ms().unwrap_or(i64::MIN),
+                };
                 for (resolution, n) in shared.config.resolutions_ms.iter().zip(closed) {
-                    PipelineMetrics::global().windows_closed.with_label_values(&[&resolution_label(*resolution)]).inc_by(n);
+                    PipelineMetrics::global()
+                        .windows_closed
+                        .with_label_values(&[&resolution_label(*resolution)])
+                        .inc_by(n);
                 }
                 tracing::debug!(topic = %self.topic, partition = self.partition, rows = rows.len(), ?combined, "idle partition closed its windows");
                 match &mut self.pending_idle {
                     Some((_, pending)) => pending.extend(rows),
-                    None => self.pending_idle = Some((after, rows)),
+                    None => self.pending_idle = Some((source, rows)),
                 }
+                self.idle_close_unsaved = true;
             }
         }
         self.publish_progress(false);
@@ -690,19 +732,18 @@ impl WriterState {
             tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "window checkpoint failed; will retry");
             return;
         }
-        if let Some((after, rows)) = &self.pending_idle {
-            let source = RollupSource::Idle { after_offset: *after };
-            let written = match encode_rollups(&self.topic, self.partition, source, rows) {
+        self.idle_close_unsaved = false;
+        if let Some((source, rows)) = &self.pending_idle {
+            // Rows of a later idle close that joined unwritten ones go under the first name:
+            // a file there holds a subset of them, which the rewrite replaces.
+            let written = match encode_rollups(&self.topic, self.partition, *source, rows) {
                 Ok(files) => {
                     let tier = self.ctx.log.tier().clone();
                     let writes = files.into_iter().map(|(path, bytes)| {
                         let tier = tier.clone();
                         async move { tier.put_durable(&path, bytes, false).await }
                     });
-                    futures::future::try_join_all(writes)
-                        .await
-                        .map(|_| ())
-                        .map_err(PipelineError::from)
+                    futures::future::try_join_all(writes).await.map(|_| ()).map_err(PipelineError::from)
                 }
                 Err(e) => Err(e),
             };

@@ -32,12 +32,12 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use crate::aggregate::AggregationConfig;
 use crate::kafka::KafkaConnection;
 use crate::metrics::PipelineMetrics;
-use crate::aggregate::AggregationConfig;
 use crate::partition_writer::{AggregationShared, DeadLetter, PartitionWriter, PendingBatch, WriterContext, WriterJob};
-use crate::watermarks::WatermarkBoard;
 use crate::status::{StatusHandle, publish_heartbeats};
+use crate::watermarks::WatermarkBoard;
 use crate::{PipelineError, Result};
 
 /// Settings of one worker.

@@ -1,4 +1,5 @@
-//! The DataFusion session: one listing table per dataset over the hot tier.
+//! The DataFusion session: one listing table per dataset over the hot tier, and
+//! `metric_rollups` (partition columns `resolution`, `date`, `hour`).
 //!
 //! Tables list their directory on every query (DataFusion's list-files cache is turned off),
 //! so files written by the workers are visible without a restart. The `date` and `hour`
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use arrow::datatypes::DataType;
 use callscope_schemas::Dataset;
 use callscope_schemas::arrow_schema::schema;
+use callscope_schemas::rollup::{ROLLUP_TABLE, rollup_schema};
 use callscope_storage::Tier;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
@@ -67,6 +69,18 @@ impl QueryEngine {
             let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(schema(dataset));
             ctx.register_table(dataset.name(), Arc::new(ListingTable::try_new(config)?))?;
         }
+        // Roll-ups: `metric_rollups/resolution=1m/date=…/hour=…/…parquet`.
+        hot.ensure_dir(ROLLUP_TABLE).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let url = ListingTableUrl::parse(hot.dir_url(ROLLUP_TABLE))?;
+        let listing = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![
+                ("resolution".to_string(), DataType::Utf8),
+                ("date".to_string(), DataType::Utf8),
+                ("hour".to_string(), DataType::Utf8),
+            ]);
+        let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(rollup_schema());
+        ctx.register_table(ROLLUP_TABLE, Arc::new(ListingTable::try_new(config)?))?;
         Ok(QueryEngine { ctx })
     }
 

@@ -28,6 +28,10 @@ impl ApiError {
         ApiError::BadRequest { message: message.into(), field: Some(field.into()) }
     }
 
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::Internal(message.into())
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,

@@ -63,6 +63,9 @@ pub struct AppState {
     /// Window lengths of the `metric_rollups` the workers write (ascending); empty when
     /// aggregation is off.
     pub resolutions_ms: Vec<i64>,
+    /// Windows that ended longer ago than this are closed (allowed lateness + idle
+    /// timeout + flush slack): queries read them from roll-ups even when no row exists.
+    pub rollups_settled_after_ms: i64,
 }
 
 impl AppState {

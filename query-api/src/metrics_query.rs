@@ -1,20 +1,33 @@
 //! `GET /monitoring/metrics`: time series of one metric, bucketed by `step` and aggregated.
 //!
+//! Sources: the coarsest roll-up resolution that tiles `step` answers every bucket whose
+//! windows have closed (partials merged, quantiles from merged DDSketches); raw samples
+//! answer the rest (the newest buckets, steps no resolution tiles, and quantiles of
+//! counters and gauges, which keep no sketch). The `x-callscope-source` header says which
+//! answered (`rollup:1m+raw`). Points cover whole buckets: `start` and `end` widen to
+//! multiples of `step`.
+//!
 //! Parameters: `name` (required), `service`, `label.<key>=<value>` (any number), `start` and
 //! `end` (unix ms or RFC 3339; default the last hour), `step` (`15s`, `1m`, `1h`, or ms;
-//! default 60 s), `agg` (`avg|sum|min|max|count|p50|p90|p95|p99`; default `avg`).
+//! default 60 s), `resolution` (`auto` (default), `raw`, or a roll-up resolution such as `1m`), `agg` (`avg|sum|min|max|count|rate|last|p50|p90|p95|p99`; default `avg`).
 //! One series per (service, label set); each point is `[bucket start unix ms, value]`, buckets
 //! aligned to multiples of `step` since the epoch.
 
 use std::collections::BTreeMap;
 
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::DataType;
 use axum::Json;
 use axum::extract::{Query, State};
+use axum::http::HeaderName;
+use axum::response::IntoResponse;
+use callscope_schemas::rollup::{ROLLUP_TABLE, decode_sketch, merge_sketch, resolution_label};
 use datafusion::functions::core::expr_fn::get_field;
-use datafusion::functions_aggregate::expr_fn::{avg, count, max, min, percentile_cont, sum};
-use datafusion::prelude::{Expr, col, lit};
+use datafusion::functions_aggregate::expr_fn::{avg, count, last_value, max, min, percentile_cont, sum};
+use datafusion::prelude::{Expr, cast, col, lit};
 use serde::Serialize;
 use serde_json::Value;
+use sketches_ddsketch::DDSketch;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -63,25 +76,76 @@ pub fn parse_step(text: &str) -> ApiResult<i64> {
     Ok(ms)
 }
 
-fn aggregate(agg: &str) -> ApiResult<Expr> {
-    let v = || col("value");
-    Ok(match agg {
-        "avg" | "mean" => avg(v()),
-        "sum" => sum(v()),
-        "min" => min(v()),
-        "max" => max(v()),
-        "count" => count(v()),
-        "p50" | "median" => percentile_cont(v().sort(true, false), lit(0.5)),
-        "p90" => percentile_cont(v().sort(true, false), lit(0.9)),
-        "p95" => percentile_cont(v().sort(true, false), lit(0.95)),
-        "p99" => percentile_cont(v().sort(true, false), lit(0.99)),
-        other => {
-            return Err(ApiError::bad_field(
-                "agg",
-                format!("unknown agg {other:?}; use avg, sum, min, max, count, p50, p90, p95 or p99"),
-            ));
+/// An aggregation of the series endpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Agg {
+    Avg,
+    Sum,
+    Min,
+    Max,
+    Count,
+    /// Sum per second of the step (counters).
+    Rate,
+    /// The newest sample (gauges).
+    Last,
+    Quantile(f64),
+}
+
+impl Agg {
+    pub fn parse(text: &str) -> ApiResult<Agg> {
+        Ok(match text {
+            "avg" | "mean" => Agg::Avg,
+            "sum" => Agg::Sum,
+            "min" => Agg::Min,
+            "max" => Agg::Max,
+            "count" => Agg::Count,
+            "rate" => Agg::Rate,
+            "last" => Agg::Last,
+            "p50" | "median" => Agg::Quantile(0.5),
+            "p90" => Agg::Quantile(0.9),
+            "p95" => Agg::Quantile(0.95),
+            "p99" => Agg::Quantile(0.99),
+            other => {
+                return Err(ApiError::bad_field(
+                    "agg",
+                    format!("unknown agg {other:?}; use avg, sum, min, max, count, rate, last, p50, p90, p95 or p99"),
+                ));
+            }
+        })
+    }
+
+    /// The aggregate over raw samples.
+    fn raw_expr(self, step_ms: i64) -> Expr {
+        let v = || col("value");
+        match self {
+            Agg::Avg => avg(v()),
+            Agg::Sum => sum(v()),
+            Agg::Min => min(v()),
+            Agg::Max => max(v()),
+            Agg::Count => count(v()),
+            Agg::Rate => sum(v()) / lit(step_ms as f64 / 1000.0),
+            Agg::Last => last_value(v(), vec![col("timestamp_ms").sort(true, false), v().sort(true, false)]),
+            Agg::Quantile(q) => percentile_cont(v().sort(true, false), lit(q)),
         }
-    })
+    }
+
+    /// The same aggregate merged from roll-up partials (quantiles are merged from sketches
+    /// outside SQL).
+    fn rollup_expr(self, step_ms: i64) -> Option<Expr> {
+        let f = |e: Expr| cast(e, DataType::Float64);
+        Some(match self {
+            Agg::Avg => f(sum(col("sum"))) / f(sum(col("count"))),
+            Agg::Sum => sum(col("sum")),
+            Agg::Min => min(col("min")),
+            Agg::Max => max(col("max")),
+            Agg::Count => sum(col("count")),
+            Agg::Rate => sum(col("sum")) / lit(step_ms as f64 / 1000.0),
+            Agg::Last => {
+                last_value(col("last"), vec![col("last_time_ms").sort(true, false), col("last").sort(true, false)])
+            }
+            Agg::Quantile(_) => return None,
+        })
+    }
 }
 
 fn date_of(ms: i64) -> String {
@@ -90,75 +154,197 @@ fn date_of(ms: i64) -> String {
         .unwrap_or_else(|| "1970-01-01".into())
 }
 
-pub async fn get_series(
-    State(state): State<AppState>,
-    Query(params): Query<Vec<(String, String)>>,
-) -> ApiResult<Json<Vec<Series>>> {
-    let mut name = None;
-    let mut service = None;
-    let mut labels = Vec::new();
-    let (mut start, mut end, mut step, mut agg) = (None, None, None, "avg".to_string());
-    for (k, v) in params {
-        match k.as_str() {
-            "name" => name = Some(v),
-            "service" => service = Some(v),
-            "start" => start = Some(parse_time("start", &v)?),
-            "end" => end = Some(parse_time("end", &v)?),
-            "step" => step = Some(parse_step(&v)?),
-            "agg" => agg = v,
-            key if key.starts_with("label.") && key.len() > 6 => labels.push((key[6..].to_string(), v)),
-            other => return Err(ApiError::bad_field(other, format!("unknown parameter {other:?}"))),
-        }
-    }
-    let name = name.filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_field("name", "name is required"))?;
-    let end = end.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-    let start = start.unwrap_or(end - 3_600_000);
-    if start >= end {
-        return Err(ApiError::bad_field("start", "start must be before end"));
-    }
-    let step = step.unwrap_or(60_000);
-    if (end - start) / step > MAX_POINTS {
-        return Err(ApiError::bad_field(
-            "step",
-            format!("too many points: (end-start)/step must be at most {MAX_POINTS}"),
-        ));
-    }
-    let agg_expr = aggregate(&agg)?;
+/// A parsed series request. `start`/`end` are widened to whole steps: each point covers
+/// its whole bucket `[t, t + step)`, whichever source answers.
+#[derive(Debug, Clone)]
+pub struct SeriesQuery {
+    pub name: String,
+    pub service: Option<String>,
+    pub labels: Vec<(String, String)>,
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+    pub agg: Agg,
+    /// `None`: pick automatically; `Some(0)`: raw samples only; `Some(r)`: roll-ups of `r`.
+    pub resolution: Option<i64>,
+}
 
-    let mut filter = col("name")
-        .eq(lit(name.clone()))
-        .and(col("timestamp_ms").gt_eq(lit(start)))
-        .and(col("timestamp_ms").lt(lit(end)))
-        .and(col("date").gt_eq(lit(date_of(start))))
-        .and(col("date").lt_eq(lit(date_of(end))));
-    if let Some(service) = &service {
-        filter = filter.and(col("service").eq(lit(service.clone())));
+impl SeriesQuery {
+    pub fn parse(params: Vec<(String, String)>) -> ApiResult<SeriesQuery> {
+        let mut name = None;
+        let mut service = None;
+        let mut labels = Vec::new();
+        let (mut start, mut end, mut step, mut agg) = (None, None, None, "avg".to_string());
+        let mut resolution = None;
+        for (k, v) in params {
+            match k.as_str() {
+                "name" => name = Some(v),
+                "service" => service = Some(v),
+                "start" => start = Some(parse_time("start", &v)?),
+                "end" => end = Some(parse_time("end", &v)?),
+                "step" => step = Some(parse_step(&v)?),
+                "agg" => agg = v,
+                "resolution" => {
+                    resolution = match v.as_str() {
+                        "" | "auto" => None,
+                        "raw" => Some(0),
+                        text => Some(humantime::parse_duration(text).map(|d| d.as_millis() as i64).map_err(|e| {
+                            ApiError::bad_field(
+                                "resolution",
+                                format!("resolution={text:?}: {e}; use auto, raw or a roll-up resolution such as 1m"),
+                            )
+                        })?),
+                    }
+                }
+                key if key.starts_with("label.") && key.len() > 6 => labels.push((key[6..].to_string(), v)),
+                other => return Err(ApiError::bad_field(other, format!("unknown parameter {other:?}"))),
+            }
+        }
+        let name = name.filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_field("name", "name is required"))?;
+        let end = end.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        let start = start.unwrap_or(end - 3_600_000);
+        if start >= end {
+            return Err(ApiError::bad_field("start", "start must be before end"));
+        }
+        let step = step.unwrap_or(60_000);
+        if (end - start) / step > MAX_POINTS {
+            return Err(ApiError::bad_field(
+                "step",
+                format!("too many points: (end-start)/step must be at most {MAX_POINTS}"),
+            ));
+        }
+        let agg = Agg::parse(&agg)?;
+        // Buckets are aligned to multiples of `step` since the epoch (as Prometheus and
+        // Grafana align steps), so the same question gives the same buckets whatever its start.
+        let start = start.div_euclid(step) * step;
+        let end = (end + step - 1).div_euclid(step) * step;
+        if let Some(r) = resolution.filter(|r| *r > 0)
+            && step % r != 0
+        {
+            return Err(ApiError::bad_field(
+                "resolution",
+                format!("a {r} ms resolution does not tile a {step} ms step"),
+            ));
+        }
+        Ok(SeriesQuery { name, service, labels, start, end, step, agg, resolution })
     }
-    for (k, v) in &labels {
-        filter = filter.and(get_field(col("labels"), k.as_str()).eq(lit(v.clone())));
+
+    fn series_filter(&self) -> Expr {
+        let mut filter = col("name").eq(lit(self.name.clone()));
+        if let Some(service) = &self.service {
+            filter = filter.and(col("service").eq(lit(service.clone())));
+        }
+        for (k, v) in &self.labels {
+            filter = filter.and(get_field(col("labels"), k.as_str()).eq(lit(v.clone())));
+        }
+        filter
     }
-    // Buckets are aligned to multiples of `step` since the epoch (as Prometheus and Grafana
-    // align steps), so the same question gives the same buckets whatever its start.
-    let bucket = (col("timestamp_ms") / lit(step)) * lit(step);
+}
+
+/// The coarsest roll-up resolution whose windows tile every bucket of `step`.
+pub fn pick_resolution(resolutions_ms: &[i64], step_ms: i64) -> Option<i64> {
+    resolutions_ms.iter().copied().filter(|r| *r > 0 && step_ms % r == 0).max()
+}
+
+type SeriesMap = BTreeMap<(String, String), Series>;
+
+fn push_point(series: &mut SeriesMap, name: &str, service: &str, key: &str, t: i64, v: f64) {
+    let entry = series.entry((service.to_string(), key.to_string())).or_insert_with(|| {
+        let mut labels: BTreeMap<String, String> = serde_json::from_str(key).unwrap_or_default();
+        labels.insert("service".into(), service.to_string());
+        Series { name: name.to_string(), labels, points: Vec::new() }
+    });
+    entry.points.push((t, v));
+}
+
+/// Which source answers which part of the range.
+#[derive(Debug, Clone, PartialEq)]
+struct Plan {
+    /// Roll-up resolution and the `[from, to)` it answers.
+    rollup: Option<(i64, i64, i64)>,
+    /// `[from, to)` answered from raw samples (after the newest closed window).
+    raw: Option<(i64, i64)>,
+}
+
+async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
+    let all_raw = Plan { rollup: None, raw: Some((q.start, q.end)) };
+    let r = match q.resolution {
+        None => pick_resolution(&state.resolutions_ms, q.step),
+        Some(0) => None,
+        Some(r) if state.resolutions_ms.contains(&r) => Some(r),
+        Some(r) => {
+            return Err(ApiError::bad_field(
+                "resolution",
+                format!(
+                    "no {} roll-ups are written; resolutions: {}",
+                    resolution_label(r),
+                    state.resolutions_ms.iter().map(|r| resolution_label(*r)).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    };
+    let Some(r) = r else { return Ok(all_raw) };
+    // How far closed windows reach, and whether they carry sketches (quantiles need them).
     let df = state
         .engine
         .context()
-        .table("metrics")
+        .table(ROLLUP_TABLE)
         .await?
-        .filter(filter)?
-        .aggregate(
-            vec![col("service"), col("labels_key"), bucket.alias("bucket")],
-            vec![datafusion::prelude::cast(agg_expr, arrow::datatypes::DataType::Float64).alias("value")],
+        .filter(
+            q.series_filter()
+                .and(col("resolution").eq(lit(resolution_label(r))))
+                .and(col("resolution_ms").eq(lit(r)))
+                .and(col("late").eq(lit(false)))
+                .and(col("window_start_ms").gt_eq(lit(q.start)))
+                .and(col("window_start_ms").lt(lit(q.end)))
+                .and(col("date").gt_eq(lit(date_of(q.start))))
+                .and(col("date").lt_eq(lit(date_of(q.end)))),
         )?
-        .sort(vec![
-            col("service").sort(true, false),
-            col("labels_key").sort(true, false),
-            col("bucket").sort(true, false),
-        ])?;
+        .aggregate(
+            vec![],
+            vec![
+                max(col("window_start_ms")).alias("newest"),
+                count(lit(1)).alias("n"),
+                count(col("sketch")).alias("s"),
+            ],
+        )?;
     let batches = df.collect().await?;
+    let Some(batch) = batches.first().filter(|b| b.num_rows() > 0) else { return Ok(all_raw) };
+    let newest = column_values(batch.column(0).as_ref())[0].as_i64();
+    let n = column_values(batch.column(1).as_ref())[0].as_i64().unwrap_or(0);
+    let with_sketch = column_values(batch.column(2).as_ref())[0].as_i64().unwrap_or(0);
+    let Some(newest) = newest else { return Ok(all_raw) };
+    if matches!(q.agg, Agg::Quantile(_)) && with_sketch < n {
+        // Counters and gauges keep no sketch: their quantiles come from raw samples.
+        return Ok(all_raw);
+    }
+    // Windows are closed up to the newest one stored, and, for data older than the allowed
+    // lateness plus the idle timeout, everywhere: a window without rows there has no data.
+    let horizon = (newest + r).max(chrono::Utc::now().timestamp_millis() - state.rollups_settled_after_ms);
+    let covered = (horizon.div_euclid(q.step) * q.step).min(q.end);
+    if covered <= q.start {
+        return Ok(all_raw);
+    }
+    Ok(Plan { rollup: Some((r, q.start, covered)), raw: (covered < q.end).then_some((covered, q.end)) })
+}
 
-    let mut series: BTreeMap<(String, String), Series> = BTreeMap::new();
-    for batch in &batches {
+async fn query_raw(state: &AppState, q: &SeriesQuery, from: i64, to: i64, out: &mut SeriesMap) -> ApiResult<()> {
+    let filter = q
+        .series_filter()
+        .and(col("timestamp_ms").gt_eq(lit(from)))
+        .and(col("timestamp_ms").lt(lit(to)))
+        .and(col("date").gt_eq(lit(date_of(from))))
+        .and(col("date").lt_eq(lit(date_of(to))));
+    let bucket = (col("timestamp_ms") / lit(q.step)) * lit(q.step);
+    let df = state.engine.context().table("metrics").await?.filter(filter)?.aggregate(
+        vec![col("service"), col("labels_key"), bucket.alias("bucket")],
+        vec![cast(q.agg.raw_expr(q.step), DataType::Float64).alias("value")],
+    )?;
+    collect_points(df, &q.name, out).await
+}
+
+async fn collect_points(df: datafusion::dataframe::DataFrame, name: &str, out: &mut SeriesMap) -> ApiResult<()> {
+    for batch in df.collect().await? {
         let services = column_values(batch.column(0).as_ref());
         let keys = column_values(batch.column(1).as_ref());
         let buckets = column_values(batch.column(2).as_ref());
@@ -166,15 +352,95 @@ pub async fn get_series(
         for i in 0..batch.num_rows() {
             let (Value::String(svc), Value::String(key)) = (&services[i], &keys[i]) else { continue };
             let (Some(t), Some(v)) = (buckets[i].as_i64(), values[i].as_f64()) else { continue };
-            let entry = series.entry((svc.clone(), key.clone())).or_insert_with(|| {
-                let mut labels: BTreeMap<String, String> = serde_json::from_str(key).unwrap_or_default();
-                labels.insert("service".into(), svc.clone());
-                Series { name: name.clone(), labels, points: Vec::new() }
-            });
-            entry.points.push((t, v));
+            push_point(out, name, svc, key, t, v);
         }
     }
-    Ok(Json(series.into_values().collect()))
+    Ok(())
+}
+
+async fn query_rollups(
+    state: &AppState,
+    q: &SeriesQuery,
+    (r, from, to): (i64, i64, i64),
+    out: &mut SeriesMap,
+) -> ApiResult<()> {
+    let filter = q
+        .series_filter()
+        .and(col("resolution").eq(lit(resolution_label(r))))
+        .and(col("resolution_ms").eq(lit(r)))
+        .and(col("window_start_ms").gt_eq(lit(from)))
+        .and(col("window_start_ms").lt(lit(to)))
+        .and(col("date").gt_eq(lit(date_of(from))))
+        .and(col("date").lt_eq(lit(date_of(to))));
+    let bucket = (col("window_start_ms") / lit(q.step)) * lit(q.step);
+    let table = state.engine.context().table(ROLLUP_TABLE).await?.filter(filter)?;
+    if let Some(expr) = q.agg.rollup_expr(q.step) {
+        let df = table.aggregate(
+            vec![col("service"), col("labels_key"), bucket.alias("bucket")],
+            vec![cast(expr, DataType::Float64).alias("value")],
+        )?;
+        return collect_points(df, &q.name, out).await;
+    }
+    // Quantiles: merge the sketches of every partial in a bucket, then ask the merged sketch.
+    let Agg::Quantile(quantile) = q.agg else { return Ok(()) };
+    let df = table.select(vec![col("service"), col("labels_key"), bucket.alias("bucket"), col("sketch")])?;
+    let mut merged: BTreeMap<(String, String, i64), DDSketch> = BTreeMap::new();
+    for batch in df.collect().await? {
+        let services = batch.column(0).as_string_opt::<i32>().ok_or_else(|| ApiError::internal("service column"))?;
+        let keys = batch.column(1).as_string_opt::<i32>().ok_or_else(|| ApiError::internal("labels_key column"))?;
+        let buckets = column_values(batch.column(2).as_ref());
+        let sketches = batch.column(3).as_binary_opt::<i32>().ok_or_else(|| ApiError::internal("sketch column"))?;
+        for i in 0..batch.num_rows() {
+            let Some(t) = buckets[i].as_i64() else { continue };
+            if sketches.is_null(i) {
+                continue;
+            }
+            let sketch = decode_sketch(sketches.value(i)).map_err(|e| ApiError::internal(e.to_string()))?;
+            let key = (services.value(i).to_string(), keys.value(i).to_string(), t);
+            match merged.get_mut(&key) {
+                Some(into) => merge_sketch(into, &sketch).map_err(|e| ApiError::internal(e.to_string()))?,
+                None => {
+                    merged.insert(key, sketch);
+                }
+            }
+        }
+    }
+    for ((service, key, t), sketch) in merged {
+        if let Ok(Some(v)) = sketch.quantile(quantile) {
+            push_point(out, &q.name, &service, &key, t, v);
+        }
+    }
+    Ok(())
+}
+
+/// Answers a series query from roll-ups where closed windows cover it and from raw samples
+/// after them; returns the series and a description of the sources (`rollup:1m`, `raw`).
+pub async fn answer(state: &AppState, q: &SeriesQuery) -> ApiResult<(Vec<Series>, String)> {
+    let plan = plan(state, q).await?;
+    let mut series = SeriesMap::new();
+    let mut sources = Vec::new();
+    if let Some(rollup) = plan.rollup {
+        query_rollups(state, q, rollup, &mut series).await?;
+        sources.push(format!("rollup:{}", resolution_label(rollup.0)));
+    }
+    if let Some((from, to)) = plan.raw {
+        query_raw(state, q, from, to, &mut series).await?;
+        sources.push("raw".to_string());
+    }
+    let mut series: Vec<Series> = series.into_values().collect();
+    for s in &mut series {
+        s.points.sort_by_key(|(t, _)| *t);
+    }
+    Ok((series, sources.join("+")))
+}
+
+pub async fn get_series(
+    State(state): State<AppState>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> ApiResult<impl IntoResponse> {
+    let q = SeriesQuery::parse(params)?;
+    let (series, sources) = answer(&state, &q).await?;
+    Ok(([(HeaderName::from_static("x-callscope-source"), sources)], Json(series)))
 }
 
 #[cfg(test)]
@@ -196,7 +462,32 @@ mod tests {
 
     #[test]
     fn unknown_aggregations_are_refused() {
-        assert!(aggregate("p95").is_ok());
-        assert!(aggregate("mode").is_err());
+        assert_eq!(Agg::parse("p95").expect("p95"), Agg::Quantile(0.95));
+        assert!(Agg::parse("mode").is_err());
+    }
+
+    #[test]
+    fn the_coarsest_resolution_that_tiles_the_step() {
+        let r = [10_000, 60_000, 3_600_000];
+        assert_eq!(pick_resolution(&r, 60_000), Some(60_000));
+        assert_eq!(pick_resolution(&r, 300_000), Some(60_000));
+        assert_eq!(pick_resolution(&r, 7_200_000), Some(3_600_000));
+        assert_eq!(pick_resolution(&r, 30_000), Some(10_000));
+        assert_eq!(pick_resolution(&r, 15_000), None);
+        assert_eq!(pick_resolution(&[], 60_000), None);
+    }
+
+    #[test]
+    fn ranges_widen_to_whole_steps() {
+        let params = |s: &str, e: &str| {
+            vec![
+                ("name".into(), "x".into()),
+                ("start".into(), s.into()),
+                ("end".into(), e.into()),
+                ("step".into(), "1m".into()),
+            ]
+        };
+        let q = SeriesQuery::parse(params("90000", "150000")).expect("query");
+        assert_eq!((q.start, q.end), (60_000, 180_000));
     }
 }

@@ -241,7 +241,8 @@ pub fn rollup_schema() -> SchemaRef {
 
 /// Builds a record batch of roll-up rows.
 pub fn rollups_to_record_batch<'a>(rows: impl IntoIterator<Item = &'a RollupRow>) -> Result<RecordBatch, ArrowError> {
-    let (mut res, mut start_ms, mut start) = (Int64Builder::new(), Int64Builder::new(), TimestampMillisecondBuilder::new());
+    let (mut res, mut start_ms, mut start) =
+        (Int64Builder::new(), Int64Builder::new(), TimestampMillisecondBuilder::new());
     let (mut name, mut service, mut key, mut kind, mut unit) =
         (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
     let mut labels = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
@@ -317,24 +318,29 @@ pub fn rollups_from_record_batch(
     batch: &RecordBatch,
     intern: &mut dyn FnMut(SeriesKey) -> Arc<SeriesKey>,
 ) -> Result<Vec<RollupRow>, ArrowError> {
-    let i64s = |n: &str| column(batch, n).and_then(|c| c.as_primitive_opt::<Int64Type>().cloned().ok_or_else(|| bad(n)));
+    let i64s =
+        |n: &str| column(batch, n).and_then(|c| c.as_primitive_opt::<Int64Type>().cloned().ok_or_else(|| bad(n)));
     let f64s =
         |n: &str| column(batch, n).and_then(|c| c.as_primitive_opt::<Float64Type>().cloned().ok_or_else(|| bad(n)));
     let strs = |n: &str| column(batch, n).and_then(|c| c.as_string_opt::<i32>().cloned().ok_or_else(|| bad(n)));
-    let (res, start, count, last_time) = (i64s("resolution_ms")?, i64s("window_start_ms")?, i64s("count")?, i64s("last_time_ms")?);
+    let (res, start, count, last_time) =
+        (i64s("resolution_ms")?, i64s("window_start_ms")?, i64s("count")?, i64s("last_time_ms")?);
     let (sum, min, max, last) = (f64s("sum")?, f64s("min")?, f64s("max")?, f64s("last")?);
     let (name, service, kind, unit) = (strs("name")?, strs("service")?, strs("kind")?, strs("unit")?);
     let labels = column(batch, "labels")?.as_map_opt().cloned().ok_or_else(|| bad("labels"))?;
     let sketch = column(batch, "sketch")?.as_binary_opt::<i32>().cloned().ok_or_else(|| bad("sketch"))?;
     let late = column(batch, "late")?.as_boolean_opt().cloned().ok_or_else(|| bad("late"))?;
-    let partition =
-        column(batch, "kafka_partition")?.as_primitive_opt::<Int32Type>().cloned().ok_or_else(|| bad("kafka_partition"))?;
+    let partition = column(batch, "kafka_partition")?
+        .as_primitive_opt::<Int32Type>()
+        .cloned()
+        .ok_or_else(|| bad("kafka_partition"))?;
     let mut rows = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let entries = labels.value(i);
         let keys = entries.column(0).as_string::<i32>();
         let values = entries.column(1).as_string::<i32>();
-        let label_map: Labels = (0..entries.len()).map(|j| (keys.value(j).to_string(), values.value(j).to_string())).collect();
+        let label_map: Labels =
+            (0..entries.len()).map(|j| (keys.value(j).to_string(), values.value(j).to_string())).collect();
         let kind = MetricKind::parse(kind.value(i))
             .ok_or_else(|| ArrowError::ParseError(format!("unknown metric kind {:?}", kind.value(i))))?;
         let series = intern(SeriesKey {

@@ -60,8 +60,9 @@ impl DataFileKey {
 
 /// The key of one roll-up file:
 /// `metric_rollups/resolution=<10s|1m|1h>/date=…/hour=…/<topic>-p<partition>-<first>-<last>.parquet`
-/// for windows emitted by a batch, or `…-p<partition>-idle-<offset>.parquet` for windows an
-/// idle partition closed after `offset` (see the pipeline's window state).
+/// for windows emitted by a batch, or `…-p<partition>-idle-<offset>-w<watermark>.parquet` for
+/// windows an idle partition closed after `offset` by moving its watermark to `watermark`
+/// (see the pipeline's window state).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RollupFileKey {
     pub resolution_ms: i64,
@@ -75,14 +76,14 @@ pub struct RollupFileKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RollupSource {
     Batch { first_offset: i64, last_offset: i64 },
-    Idle { after_offset: i64 },
+    Idle { after_offset: i64, watermark_ms: i64 },
 }
 
 impl RollupFileKey {
     pub fn path(&self) -> String {
         let name = match self.source {
             RollupSource::Batch { first_offset, last_offset } => format!("{first_offset:020}-{last_offset:020}"),
-            RollupSource::Idle { after_offset } => format!("idle-{after_offset:020}"),
+            RollupSource::Idle { after_offset, watermark_ms } => format!("idle-{after_offset:020}-w{watermark_ms}"),
         };
         format!(
             "{}/resolution={}/{}/{}-p{}-{name}.parquet",
@@ -142,8 +143,8 @@ mod tests {
             key.path(),
             "metric_rollups/resolution=1m/date=1970-01-01/hour=00/callscope.metrics-p1-00000000000000000007-00000000000000000009.parquet"
         );
-        let idle = RollupFileKey { source: RollupSource::Idle { after_offset: 9 }, ..key };
-        assert!(idle.path().ends_with("-p1-idle-00000000000000000009.parquet"));
+        let idle = RollupFileKey { source: RollupSource::Idle { after_offset: 9, watermark_ms: 60_000 }, ..key };
+        assert!(idle.path().ends_with("-p1-idle-00000000000000000009-w60000.parquet"));
     }
 
     #[test]

@@ -17,8 +17,8 @@ pub mod workers;
 
 pub use commit_log::{BatchRecord, CommitLog, Recovery};
 pub use layout::{DataFileKey, HourPartition, RollupFileKey, RollupSource};
-pub use window_state::CheckpointStore;
 pub use tier::{Tier, TierConfig};
+pub use window_state::CheckpointStore;
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]

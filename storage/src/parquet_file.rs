@@ -22,9 +22,10 @@ pub fn encode_with_metadata(batches: &[RecordBatch], metadata: Vec<(String, Stri
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(128 * 1024))
         .set_created_by(format!("callscope {}", env!("CARGO_PKG_VERSION")))
-        .set_key_value_metadata((!metadata.is_empty()).then(|| {
-            metadata.into_iter().map(|(k, v)| parquet::file::metadata::KeyValue::new(k, v)).collect()
-        }))
+        .set_key_value_metadata(
+            (!metadata.is_empty())
+                .then(|| metadata.into_iter().map(|(k, v)| parquet::file::metadata::KeyValue::new(k, v)).collect()),
+        )
         .build();
     let mut buffer = Vec::with_capacity(64 * 1024);
     let mut writer = ArrowWriter::try_new(&mut buffer, first.schema(), Some(props))?;

@@ -71,7 +71,8 @@ mod tests {
     #[tokio::test]
     async fn newest_checkpoint_at_or_below_the_durable_offset() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = CheckpointStore::new(Tier::open(&crate::TierConfig::local_dir(dir.path()).expect("cfg")).expect("tier"));
+        let store =
+            CheckpointStore::new(Tier::open(&crate::TierConfig::local_dir(dir.path()).expect("cfg")).expect("tier"));
         for offset in [9, 99, 199] {
             store.save("t", 0, offset, Bytes::from(offset.to_string())).await.expect("save");
         }

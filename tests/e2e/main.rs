@@ -11,3 +11,4 @@ mod crash_safety;
 mod ingest;
 mod python_client;
 mod s3_tier;
+mod windows;

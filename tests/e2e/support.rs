@@ -147,6 +147,7 @@ pub struct Http {
 pub struct Reply {
     pub status: u16,
     pub body: String,
+    pub headers: BTreeMap<String, String>,
 }
 
 impl Reply {
@@ -165,8 +166,13 @@ impl Http {
         self.runtime.block_on(async move {
             let r = request.send().await.ok()?;
             let status = r.status().as_u16();
+            let headers = r
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
+                .collect();
             let body = r.text().await.ok()?;
-            Some(Reply { status, body })
+            Some(Reply { status, body, headers })
         })
     }
 
