@@ -272,6 +272,16 @@ impl PartitionAggregator {
             return Outcome::Replayed;
         }
         self.offset = Some(offset);
+        self.aggregate(m)
+    }
+
+    /// Aggregates a sample derived from the one just processed (a custom metric's series):
+    /// same windows and watermark, no offset of its own.
+    pub fn process_derived(&mut self, m: &Metric) -> Outcome {
+        self.aggregate(m)
+    }
+
+    fn aggregate(&mut self, m: &Metric) -> Outcome {
         let t = m.timestamp_ms;
         let Some(id) = self.series_id(m) else {
             self.observe_event_time(t);

@@ -29,6 +29,8 @@ pub struct PipelineMetrics {
     pub active_series: IntGaugeVec,
     pub window_state_bytes: IntGaugeVec,
     pub watermark_delay_seconds: IntGaugeVec,
+    pub custom_metrics_loaded: IntGauge,
+    pub custom_metrics_reloads: prometheus::IntCounter,
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -89,6 +91,18 @@ impl PipelineMetrics {
         .unwrap_or_else(|e| panic!("histogram: {e}"));
         let _ = registry.register(Box::new(checkpoint_seconds.clone()));
         let partition = &["topic", "partition"];
+        let custom_metrics_loaded = IntGauge::new(
+            "callscope_pipeline_custom_metrics_loaded",
+            "Custom metric definitions the workers materialize (built-in and stored)",
+        )
+        .unwrap_or_else(|e| panic!("gauge: {e}"));
+        let _ = registry.register(Box::new(custom_metrics_loaded.clone()));
+        let custom_metrics_reloads = prometheus::IntCounter::new(
+            "callscope_pipeline_custom_metrics_reloads_total",
+            "Times a changed set of custom metric definitions was loaded",
+        )
+        .unwrap_or_else(|e| panic!("counter: {e}"));
+        let _ = registry.register(Box::new(custom_metrics_reloads.clone()));
         PipelineMetrics {
             consumed: counter(
                 registry,
@@ -192,6 +206,8 @@ impl PipelineMetrics {
                 "Wall clock minus the partition's event-time watermark",
                 partition,
             ),
+            custom_metrics_loaded,
+            custom_metrics_reloads,
         }
     }
 }

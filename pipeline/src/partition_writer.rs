@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use callscope_schemas::arrow_schema::{SourcedEvent, to_record_batch};
 use callscope_schemas::rollup::{RollupRow, resolution_label, rollups_to_record_batch};
+use callscope_schemas::custom_metrics::CustomMetric;
 use callscope_schemas::{DLQ_TOPIC, Dataset, Event, Metric};
 use callscope_storage::{
     BatchRecord, CheckpointStore, CommitLog, DataFileKey, HourPartition, RollupFileKey, RollupSource, StorageError,
-    parquet_file,
+    Tier, parquet_file,
 };
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
@@ -92,6 +93,24 @@ pub struct AggregationShared {
     pub config: Arc<AggregationConfig>,
     pub board: WatermarkBoard,
     pub checkpoints: CheckpointStore,
+    /// Custom metrics the workers materialize (those with a source metric), kept current
+    /// by [`crate::custom_metrics::watch`].
+    pub definitions: std::sync::RwLock<Arc<Vec<CustomMetric>>>,
+}
+
+impl AggregationShared {
+    pub fn new(config: AggregationConfig, tier: Tier) -> AggregationShared {
+        AggregationShared {
+            config: Arc::new(config),
+            board: WatermarkBoard::default(),
+            checkpoints: CheckpointStore::new(tier),
+            definitions: std::sync::RwLock::new(Arc::new(Vec::new())),
+        }
+    }
+
+    pub fn definitions(&self) -> Arc<Vec<CustomMetric>> {
+        self.definitions.read().map(|d| d.clone()).unwrap_or_default()
+    }
 }
 
 /// Shared context of all partition writers of a worker.
@@ -252,6 +271,7 @@ fn aggregate_batch(
     events: &[SourcedEvent],
     durable: Option<i64>,
     last_offset: i64,
+    definitions: &[CustomMetric],
 ) -> AggregateOutput {
     let mut out = AggregateOutput::default();
     let mut replay_emissions_dropped = false;
@@ -263,9 +283,13 @@ fn aggregate_batch(
         }
         let Event::Metric(m) = &e.event else { continue };
         match agg.process(e.offset, m) {
+            Outcome::Replayed => continue,
             Outcome::Late if !replay => out.late += 1,
             Outcome::OverLimit if !replay => out.over_limit.push((e.offset, m.clone())),
             _ => {}
+        }
+        for derived in definitions.iter().filter_map(|d| d.derive(m)) {
+            agg.process_derived(&derived);
         }
     }
     let emitted = agg.take_emitted();
@@ -481,11 +505,12 @@ impl WriterState {
         let first = durable.map_or(batch_first, |d| batch_first.max(d + 1));
         let events = std::mem::take(&mut batch.events);
         let aggregator = self.aggregator.take();
+        let definitions = self.aggregation.as_ref().map(|s| s.definitions()).unwrap_or_default();
         // Aggregation and encoding run off the async threads; the events and the window
         // state travel there and back.
         let (events, aggregator, output, files) = tokio::task::spawn_blocking(move || {
             let mut aggregator = aggregator;
-            let output = aggregator.as_mut().map(|agg| aggregate_batch(agg, &events, durable, last));
+            let output = aggregator.as_mut().map(|agg| aggregate_batch(agg, &events, durable, last, &definitions));
             let files = if first > last {
                 Ok(Vec::new())
             } else {

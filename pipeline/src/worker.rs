@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use callscope_schemas::arrow_schema::SourcedEvent;
 use callscope_schemas::{Dataset, DecodeOptions, decode_event};
 use callscope_storage::workers::WorkerStatus;
-use callscope_storage::{CheckpointStore, CommitLog, Tier};
+use callscope_storage::{CommitLog, CustomMetricStore, Tier};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -37,7 +37,6 @@ use crate::kafka::KafkaConnection;
 use crate::metrics::PipelineMetrics;
 use crate::partition_writer::{AggregationShared, DeadLetter, PartitionWriter, PendingBatch, WriterContext, WriterJob};
 use crate::status::{StatusHandle, publish_heartbeats};
-use crate::watermarks::WatermarkBoard;
 use crate::{PipelineError, Result};
 
 /// Settings of one worker.
@@ -194,13 +193,7 @@ impl Worker {
             worker_id: config.worker_id.clone(),
             status: status.clone(),
             committed,
-            aggregation: config.aggregation.clone().map(|c| {
-                Arc::new(AggregationShared {
-                    config: Arc::new(c),
-                    board: WatermarkBoard::default(),
-                    checkpoints: CheckpointStore::new(hot.clone()),
-                })
-            }),
+            aggregation: config.aggregation.clone().map(|c| Arc::new(AggregationShared::new(c, hot.clone()))),
         };
         Ok(Worker { config, consumer, writer_ctx, status, tier: hot })
     }
@@ -227,6 +220,13 @@ impl Worker {
             rejoin.clone(),
             heartbeat_cancel.clone(),
         ));
+        let definitions = self.writer_ctx.aggregation.clone().map(|shared| {
+            tokio::spawn(crate::custom_metrics::watch(
+                shared,
+                CustomMetricStore::new(self.tier.clone()),
+                heartbeat_cancel.clone(),
+            ))
+        });
         self.status.update(|s| s.state = "running".into());
         tracing::info!(worker = %self.config.worker_id, group = %self.config.group_id, topics = ?self.config.topics.keys().collect::<Vec<_>>(), "worker started");
 
@@ -320,6 +320,9 @@ impl Worker {
         heartbeat_cancel.cancel();
         let _ = heartbeat.await;
         let _ = watchdog.await;
+        if let Some(definitions) = definitions {
+            let _ = definitions.await;
+        }
         metrics.buffered_events.set(0);
         tracing::info!(worker = %self.config.worker_id, "worker stopped");
         result

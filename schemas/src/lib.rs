@@ -6,10 +6,12 @@
 //! * [`json`]: JSON encoding with the same field names.
 //! * [`decode`]: tells the encodings apart per message and validates the result.
 //! * [`arrow_schema`]: the Arrow schema of every dataset and record-batch builders.
+//! * [`custom_metrics`]: custom (derived) metric definitions and the built-in business metrics.
 //! * [`rollup`]: mergeable per-window aggregates (`metric_rollups`) and their sketches.
 
 pub mod arrow_schema;
 pub mod avro;
+pub mod custom_metrics;
 pub mod decode;
 pub mod events;
 pub mod json;

@@ -5,10 +5,12 @@
 //! * [`layout`]: typed object keys (`<dataset>/date=YYYY-MM-DD/hour=HH/<name>.parquet`).
 //! * [`parquet_file`]: encoding record batches as Parquet.
 //! * [`commit_log`]: per-partition batch records, crash recovery and pruning.
+//! * [`custom_metrics`]: stored custom metric definitions.
 //! * [`window_state`]: checkpoints of the stream aggregator's window state.
 //! * [`workers`]: worker heartbeat objects.
 
 pub mod commit_log;
+pub mod custom_metrics;
 pub mod layout;
 pub mod parquet_file;
 pub mod tier;
@@ -18,6 +20,7 @@ pub mod workers;
 pub use commit_log::{BatchRecord, CommitLog, Recovery};
 pub use layout::{DataFileKey, HourPartition, RollupFileKey, RollupSource};
 pub use tier::{Tier, TierConfig};
+pub use custom_metrics::CustomMetricStore;
 pub use window_state::CheckpointStore;
 
 /// Errors of the storage layer.
