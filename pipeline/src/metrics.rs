@@ -50,7 +50,14 @@ impl PipelineMetrics {
     /// The metrics of this process, registered in `prometheus::default_registry()`.
     pub fn global() -> &'static PipelineMetrics {
         static METRICS: OnceLock<PipelineMetrics> = OnceLock::new();
-        METRICS.get_or_init(|| PipelineMetrics::new(prometheus::default_registry()))
+        METRICS.get_or_init(|| {
+            let metrics = PipelineMetrics::new(prometheus::default_registry());
+            // Zero-valued series from the start, so that "none yet" is visible as 0.
+            for dataset in callscope_schemas::Dataset::ALL {
+                metrics.late_events.with_label_values(&[dataset.name()]);
+            }
+            metrics
+        })
     }
 
     pub fn new(registry: &Registry) -> PipelineMetrics {

@@ -21,7 +21,16 @@ use crate::error::{ApiError, ApiResult};
 
 /// Parses one JSON value as an event; errors name the field.
 pub fn parse_event(dataset: Dataset, value: Value) -> Result<Event, (String, String)> {
-    fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
+    Ok(match dataset {
+        Dataset::Metrics => Event::Metric(typed(value)?),
+        Dataset::Spans => Event::Span(typed(value)?),
+        Dataset::Alerts => Event::Alert(typed(value)?),
+    })
+}
+
+/// Deserializes JSON into `T`; an error names the offending field (`[1].value`, `rule.expr`).
+pub fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
+    {
         serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
@@ -39,11 +48,6 @@ pub fn parse_event(dataset: Dataset, value: Value) -> Result<Event, (String, Str
             (field, inner)
         })
     }
-    Ok(match dataset {
-        Dataset::Metrics => Event::Metric(typed(value)?),
-        Dataset::Spans => Event::Span(typed(value)?),
-        Dataset::Alerts => Event::Alert(typed(value)?),
-    })
 }
 
 /// Validates a body of one event or an array of events.

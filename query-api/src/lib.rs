@@ -4,18 +4,23 @@
 //! * [`engine`]: the DataFusion session and table registration.
 //! * [`sql`]: the read-only SQL endpoint and its guard.
 //! * [`metrics_query`]: time-series queries over the `metrics` table.
+//! * [`custom_metrics`]: CRUD of custom metric definitions; [`derived`]: evaluating them.
+//! * [`prometheus_export`]: business and own metrics in the Prometheus text format.
 //! * [`traces`]: trace lookup.
 //! * [`ingest`]: HTTP producers of metric and span events.
 //! * [`schema_registry`]: the read side of the Confluent Schema Registry API.
 //! * [`health`]: liveness and component health.
 //! * [`json_rows`]: Arrow values as JSON.
 
+pub mod custom_metrics;
+pub mod derived;
 pub mod engine;
 pub mod error;
 pub mod health;
 pub mod ingest;
 pub mod json_rows;
 pub mod metrics_query;
+pub mod prometheus_export;
 pub mod schema_registry;
 pub mod sql;
 pub mod traces;
@@ -81,6 +86,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::prometheus_text))
         .route("/monitoring/health", get(health::component_health))
         .route("/monitoring/metrics", get(metrics_query::get_series).post(ingest::post_metrics))
+        .route("/monitoring/metrics/prometheus", get(prometheus_export::exposition))
+        .route("/monitoring/metrics/custom", get(custom_metrics::list).post(custom_metrics::create))
+        .route(
+            "/monitoring/metrics/custom/{name}",
+            get(custom_metrics::get_one).put(custom_metrics::replace).delete(custom_metrics::delete),
+        )
         .route("/monitoring/tracing/traces", post(ingest::post_spans))
         .route("/monitoring/tracing/traces/{trace_id}", get(traces::get_trace))
         .route("/monitoring/sql", post(sql::post_sql))

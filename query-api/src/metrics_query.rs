@@ -27,6 +27,7 @@ use datafusion::functions_aggregate::expr_fn::{avg, count, last_value, max, min,
 use datafusion::prelude::{Expr, cast, col, lit};
 use serde::Serialize;
 use serde_json::Value;
+use callscope_storage::CustomMetricStore;
 use sketches_ddsketch::DDSketch;
 
 use crate::AppState;
@@ -115,7 +116,7 @@ impl Agg {
     }
 
     /// The aggregate over raw samples.
-    fn raw_expr(self, step_ms: i64) -> Expr {
+    pub(crate) fn raw_expr(self, step_ms: i64) -> Expr {
         let v = || col("value");
         match self {
             Agg::Avg => avg(v()),
@@ -131,7 +132,7 @@ impl Agg {
 
     /// The same aggregate merged from roll-up partials (quantiles are merged from sketches
     /// outside SQL).
-    fn rollup_expr(self, step_ms: i64) -> Option<Expr> {
+    pub(crate) fn rollup_expr(self, step_ms: i64) -> Option<Expr> {
         let f = |e: Expr| cast(e, DataType::Float64);
         Some(match self {
             Agg::Avg => f(sum(col("sum"))) / f(sum(col("count"))),
@@ -148,7 +149,7 @@ impl Agg {
     }
 }
 
-fn date_of(ms: i64) -> String {
+pub(crate) fn date_of(ms: i64) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%d").to_string())
         .unwrap_or_else(|| "1970-01-01".into())
@@ -167,6 +168,8 @@ pub struct SeriesQuery {
     pub agg: Agg,
     /// `None`: pick automatically; `Some(0)`: raw samples only; `Some(r)`: roll-ups of `r`.
     pub resolution: Option<i64>,
+    /// Whether `agg` was asked for (custom metrics default to their own aggregate).
+    pub agg_given: bool,
 }
 
 impl SeriesQuery {
@@ -176,6 +179,7 @@ impl SeriesQuery {
         let mut labels = Vec::new();
         let (mut start, mut end, mut step, mut agg) = (None, None, None, "avg".to_string());
         let mut resolution = None;
+        let mut agg_given = false;
         for (k, v) in params {
             match k.as_str() {
                 "name" => name = Some(v),
@@ -183,7 +187,10 @@ impl SeriesQuery {
                 "start" => start = Some(parse_time("start", &v)?),
                 "end" => end = Some(parse_time("end", &v)?),
                 "step" => step = Some(parse_step(&v)?),
-                "agg" => agg = v,
+                "agg" => {
+                    agg = v;
+                    agg_given = true;
+                }
                 "resolution" => {
                     resolution = match v.as_str() {
                         "" | "auto" => None,
@@ -226,10 +233,10 @@ impl SeriesQuery {
                 format!("a {r} ms resolution does not tile a {step} ms step"),
             ));
         }
-        Ok(SeriesQuery { name, service, labels, start, end, step, agg, resolution })
+        Ok(SeriesQuery { name, service, labels, start, end, step, agg, resolution, agg_given })
     }
 
-    fn series_filter(&self) -> Expr {
+    pub(crate) fn series_filter(&self) -> Expr {
         let mut filter = col("name").eq(lit(self.name.clone()));
         if let Some(service) = &self.service {
             filter = filter.and(col("service").eq(lit(service.clone())));
@@ -259,14 +266,14 @@ fn push_point(series: &mut SeriesMap, name: &str, service: &str, key: &str, t: i
 
 /// Which source answers which part of the range.
 #[derive(Debug, Clone, PartialEq)]
-struct Plan {
+pub(crate) struct Plan {
     /// Roll-up resolution and the `[from, to)` it answers.
-    rollup: Option<(i64, i64, i64)>,
+    pub(crate) rollup: Option<(i64, i64, i64)>,
     /// `[from, to)` answered from raw samples (after the newest closed window).
-    raw: Option<(i64, i64)>,
+    pub(crate) raw: Option<(i64, i64)>,
 }
 
-async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
+pub(crate) async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
     let all_raw = Plan { rollup: None, raw: Some((q.start, q.end)) };
     let r = match q.resolution {
         None => pick_resolution(&state.resolutions_ms, q.step),
@@ -439,7 +446,11 @@ pub async fn get_series(
     Query(params): Query<Vec<(String, String)>>,
 ) -> ApiResult<impl IntoResponse> {
     let q = SeriesQuery::parse(params)?;
-    let (series, sources) = answer(&state, &q).await?;
+    let definitions = CustomMetricStore::new(state.hot.clone()).effective().await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let (series, sources) = match definitions.iter().find(|d| d.name == q.name) {
+        Some(def) => crate::derived::answer(&state, &definitions, def, &q).await?,
+        None => answer(&state, &q).await?,
+    };
     Ok(([(HeaderName::from_static("x-callscope-source"), sources)], Json(series)))
 }
 

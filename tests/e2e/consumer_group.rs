@@ -120,6 +120,14 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
     // and if the coordinator leaves them unowned, after the worker's orphan watchdog
     // rejoins the group).
     b.kill9();
+    // A custom metric created now reaches the surviving worker (a separate process) within
+    // seconds: it materializes a series of its own from the samples that follow.
+    let def = json!({"name": "asr_latency_by_region", "type": "summary", "help": "ASR latency per region",
+        "unit": "milliseconds", "labels": ["region"],
+        "rule": {"source": "ai_response_time_ms", "filter": {"service": "asr"}, "aggregate": "p95"}});
+    let reply = client.call("POST", &format!("{base}/monitoring/metrics/custom"), Some(&def));
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    std::thread::sleep(Duration::from_secs(5));
     let second: Vec<(String, Vec<u8>)> =
         (4000..6000).map(|i| (format!("key-{i}"), encode_mixed(i, &metric(i)))).collect();
     assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &second)), 2000);
@@ -127,6 +135,17 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
     std::thread::sleep(Duration::from_secs(1));
     let rows = sql(&client, &base, "SELECT COUNT(*), COUNT(DISTINCT labels['seq']) FROM metrics");
     assert_eq!(rows[0], vec![json!(6000), json!(6000)], "every event stored exactly once");
+
+    // Window state moved with the partitions: roll-ups equal SQL over raw, nothing twice.
+    crate::windows::wait_for_rollups(&client, &base, 6000);
+    crate::windows::assert_rollups_match_raw(&client, &base);
+    let asr_after_definition = (4000..6000).filter(|i| i % 3 == 1).count() as i64;
+    let q = "SELECT COALESCE(SUM(count), 0) FROM metric_rollups WHERE name = 'asr_latency_by_region' AND resolution_ms = 10000";
+    assert_eq!(
+        wait_for_count(&client, &base, q, asr_after_definition, Duration::from_secs(60)),
+        asr_after_definition,
+        "the new definition was applied by the running worker"
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

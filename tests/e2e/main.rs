@@ -7,6 +7,7 @@ mod support;
 mod api;
 mod cli;
 mod consumer_group;
+mod custom_metrics;
 mod crash_safety;
 mod ingest;
 mod python_client;

@@ -29,17 +29,22 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, dir: &Path, args: &[&str]) -> Proc {
+        Self::spawn_program(name, dir, BIN, args)
+    }
+
+    /// Any program, with its output in a log file beside the test's data.
+    pub fn spawn_program(name: &str, dir: &Path, program: &str, args: &[&str]) -> Proc {
         let log = dir.join(format!("{name}-{}.log", std::process::id() ^ rand_u32()));
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
-        let child = Command::new(BIN)
+        let child = Command::new(program)
             .args(args)
             .env("CALLSCOPE_LOG", "info,librdkafka=warn,rdkafka=warn,tansu=error,tansu_broker=error,tansu_storage=error,tansu_sans_io=error")
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
         Proc { child, log, name: name.to_string() }
     }
 

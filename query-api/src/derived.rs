@@ -1,0 +1,218 @@
+//! Custom metrics on read: a source-based definition is its source metric, filtered and
+//! grouped by the kept labels; an expression is evaluated per bucket and group over the
+//! merged values of the metrics it names. Both read roll-ups where windows are closed and
+//! raw samples after them, exactly like plain series (see [`crate::metrics_query`]), so a
+//! new definition also answers for data stored before it existed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::DataType;
+use callscope_schemas::custom_metrics::{Aggregate, CustomMetric, Expr as MetricExpr};
+use callscope_schemas::rollup::{ROLLUP_TABLE, decode_sketch, merge_sketch, resolution_label};
+use datafusion::functions::core::expr_fn::{coalesce, get_field};
+use datafusion::prelude::{Expr, cast, col, lit};
+use serde_json::Value;
+use sketches_ddsketch::DDSketch;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::json_rows::column_values;
+use crate::metrics_query::{Agg, Series, SeriesQuery, date_of, plan};
+
+/// Values per (group label values, bucket start).
+pub type Grouped = BTreeMap<(Vec<String>, i64), f64>;
+
+pub fn agg_of(a: Aggregate) -> Agg {
+    match a {
+        Aggregate::Sum => Agg::Sum,
+        Aggregate::Count => Agg::Count,
+        Aggregate::Avg => Agg::Avg,
+        Aggregate::Min => Agg::Min,
+        Aggregate::Max => Agg::Max,
+        Aggregate::Last => Agg::Last,
+        Aggregate::Rate => Agg::Rate,
+        quantile => Agg::Quantile(quantile.quantile().unwrap_or(0.5)),
+    }
+}
+
+fn group_exprs(labels: &[String]) -> Vec<Expr> {
+    labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let e = if l == "service" { col("service") } else { coalesce(vec![get_field(col("labels"), l.as_str()), lit("")]) };
+            e.alias(format!("g{i}"))
+        })
+        .collect()
+}
+
+/// The query of `metric` with `filter` applied (`service` filters the service column).
+fn source_query(q: &SeriesQuery, metric: &str, filter: &BTreeMap<String, String>, agg: Agg) -> SeriesQuery {
+    let mut sq = q.clone();
+    sq.name = metric.to_string();
+    sq.service = filter.get("service").cloned();
+    sq.labels = filter.iter().filter(|(k, _)| *k != "service").map(|(k, v)| (k.clone(), v.clone())).collect();
+    sq.agg = agg;
+    sq
+}
+
+async fn collect(df: datafusion::dataframe::DataFrame, groups: usize, out: &mut Grouped) -> ApiResult<()> {
+    for batch in df.collect().await? {
+        let cols: Vec<Vec<Value>> = (0..groups + 2).map(|i| column_values(batch.column(i).as_ref())).collect();
+        for row in 0..batch.num_rows() {
+            let key: Vec<String> = (0..groups).map(|g| cols[g][row].as_str().unwrap_or_default().to_string()).collect();
+            let (Some(t), Some(v)) = (cols[groups][row].as_i64(), cols[groups + 1][row].as_f64()) else { continue };
+            out.insert((key, t), v);
+        }
+    }
+    Ok(())
+}
+
+/// `metric` filtered, grouped by `labels` and aggregated per bucket.
+pub async fn grouped(state: &AppState, sq: &SeriesQuery, labels: &[String]) -> ApiResult<Grouped> {
+    let plan = plan(state, sq).await?;
+    let mut out = Grouped::new();
+    let n = labels.len();
+    if let Some((r, from, to)) = plan.rollup {
+        let filter = sq
+            .series_filter()
+            .and(col("resolution").eq(lit(resolution_label(r))))
+            .and(col("resolution_ms").eq(lit(r)))
+            .and(col("window_start_ms").gt_eq(lit(from)))
+            .and(col("window_start_ms").lt(lit(to)))
+            .and(col("date").gt_eq(lit(date_of(from))))
+            .and(col("date").lt_eq(lit(date_of(to))));
+        let bucket = ((col("window_start_ms") / lit(sq.step)) * lit(sq.step)).alias("bucket");
+        let table = state.engine.context().table(ROLLUP_TABLE).await?.filter(filter)?;
+        let mut keys = group_exprs(labels);
+        keys.push(bucket);
+        match sq.agg.rollup_expr(sq.step) {
+            Some(expr) => {
+                let df = table.aggregate(keys, vec![cast(expr, DataType::Float64).alias("value")])?;
+                collect(df, n, &mut out).await?;
+            }
+            None => {
+                let Agg::Quantile(quantile) = sq.agg else { return Ok(out) };
+                keys.push(col("sketch"));
+                let mut merged: BTreeMap<(Vec<String>, i64), DDSketch> = BTreeMap::new();
+                for batch in table.select(keys)?.collect().await? {
+                    let cols: Vec<Vec<Value>> = (0..=n).map(|i| column_values(batch.column(i).as_ref())).collect();
+                    let sketches =
+                        batch.column(n + 1).as_binary_opt::<i32>().ok_or_else(|| ApiError::internal("sketch column"))?;
+                    for row in 0..batch.num_rows() {
+                        let Some(t) = cols[n][row].as_i64() else { continue };
+                        if sketches.is_null(row) {
+                            continue;
+                        }
+                        let sketch = decode_sketch(sketches.value(row)).map_err(|e| ApiError::internal(e.to_string()))?;
+                        let key = ((0..n).map(|g| cols[g][row].as_str().unwrap_or_default().to_string()).collect(), t);
+                        match merged.get_mut(&key) {
+                            Some(into) => merge_sketch(into, &sketch).map_err(|e| ApiError::internal(e.to_string()))?,
+                            None => {
+                                merged.insert(key, sketch);
+                            }
+                        }
+                    }
+                }
+                for (key, sketch) in merged {
+                    if let Ok(Some(v)) = sketch.quantile(quantile) {
+                        out.insert(key, v);
+                    }
+                }
+            }
+        }
+    }
+    if let Some((from, to)) = plan.raw {
+        let filter = sq
+            .series_filter()
+            .and(col("timestamp_ms").gt_eq(lit(from)))
+            .and(col("timestamp_ms").lt(lit(to)))
+            .and(col("date").gt_eq(lit(date_of(from))))
+            .and(col("date").lt_eq(lit(date_of(to))));
+        let mut keys = group_exprs(labels);
+        keys.push(((col("timestamp_ms") / lit(sq.step)) * lit(sq.step)).alias("bucket"));
+        let df = state.engine.context().table("metrics").await?.filter(filter)?.aggregate(
+            keys,
+            vec![cast(sq.agg.raw_expr(sq.step), DataType::Float64).alias("value")],
+        )?;
+        collect(df, n, &mut out).await?;
+    }
+    Ok(out)
+}
+
+/// Values of one definition per (group, bucket). `agg` overrides the definition's own
+/// aggregate (source-based definitions only).
+pub async fn evaluate(
+    state: &AppState,
+    definitions: &[CustomMetric],
+    def: &CustomMetric,
+    q: &SeriesQuery,
+    agg: Option<Agg>,
+    depth: usize,
+) -> ApiResult<Grouped> {
+    if depth > 8 {
+        return Err(ApiError::bad_request(format!("{}: custom metrics nest too deeply", def.name)));
+    }
+    if let Some(source) = &def.rule.source {
+        let sq = source_query(q, source, &def.rule.filter, agg.unwrap_or(agg_of(def.rule.aggregate)));
+        return grouped(state, &sq, &def.labels).await;
+    }
+    let text = def.rule.expr.as_deref().unwrap_or_default();
+    let expr = MetricExpr::parse(text).map_err(|e| ApiError::internal(format!("{}: {e}", def.name)))?;
+    let mut values: BTreeMap<String, Grouped> = BTreeMap::new();
+    for var in expr.variables() {
+        let grouped_values = match definitions.iter().find(|d| d.name == var) {
+            Some(other) => {
+                // Group the referenced metric by this definition's labels.
+                let mut other = other.clone();
+                other.labels = def.labels.clone();
+                Box::pin(evaluate(state, definitions, &other, q, None, depth + 1)).await?
+            }
+            None => grouped(state, &source_query(q, &var, &BTreeMap::new(), Agg::Sum), &def.labels).await?,
+        };
+        values.insert(var, grouped_values);
+    }
+    let keys: BTreeSet<&(Vec<String>, i64)> = values.values().flat_map(|g| g.keys()).collect();
+    let mut out = Grouped::new();
+    for key in keys {
+        // A metric without samples in a bucket contributed nothing: zero.
+        let value = |m: &str| Some(values.get(m).and_then(|g| g.get(key)).copied().unwrap_or(0.0));
+        if let Some(v) = expr.eval(&value) {
+            out.insert(key.clone(), v);
+        }
+    }
+    Ok(out)
+}
+
+/// Grouped values as series labelled by the definition's labels.
+pub fn to_series(def: &CustomMetric, grouped: Grouped) -> Vec<Series> {
+    let mut series: BTreeMap<Vec<String>, Series> = BTreeMap::new();
+    for ((group, t), v) in grouped {
+        series
+            .entry(group.clone())
+            .or_insert_with(|| Series {
+                name: def.name.clone(),
+                labels: def.labels.iter().cloned().zip(group).collect(),
+                points: Vec::new(),
+            })
+            .points
+            .push((t, v));
+    }
+    series.into_values().collect()
+}
+
+/// `/monitoring/metrics` for a custom metric.
+pub async fn answer(
+    state: &AppState,
+    definitions: &[CustomMetric],
+    def: &CustomMetric,
+    q: &SeriesQuery,
+) -> ApiResult<(Vec<Series>, String)> {
+    let agg = q.agg_given.then_some(q.agg);
+    if def.rule.expr.is_some() && agg.is_some() {
+        return Err(ApiError::bad_field("agg", format!("{} is an expression; it has no agg", def.name)));
+    }
+    let grouped = evaluate(state, definitions, def, q, agg, 0).await?;
+    Ok((to_series(def, grouped), format!("custom:{}", if def.rule.expr.is_some() { "expr" } else { "source" })))
+}
