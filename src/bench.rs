@@ -16,12 +16,13 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{BenchCommand, BenchIngestConfig};
+use crate::cli::{BenchAggregateConfig, BenchCommand, BenchIngestConfig};
 use crate::loadgen::EventSink;
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingest(c) => ingest(c).await,
+        BenchCommand::Aggregate(c) => aggregate(c).await,
     }
 }
 
@@ -90,6 +91,7 @@ async fn pipeline(
     topic: &str,
     events: usize,
     config: &BenchIngestConfig,
+    aggregation: Option<callscope_pipeline::AggregationConfig>,
 ) -> anyhow::Result<Duration> {
     let dir = tempfile_dir()?;
     let hot = callscope_storage::Tier::open(&callscope_storage::TierConfig::local_dir(&dir)?)?;
@@ -98,6 +100,7 @@ async fn pipeline(
     worker_config.topics = BTreeMap::from([(topic.to_string(), Dataset::Metrics)]);
     worker_config.flush_rows = config.flush_rows;
     worker_config.flush_interval = Duration::from_millis(200);
+    worker_config.aggregation = aggregation;
     let worker = Worker::new(worker_config, hot)?;
     let status = worker.status();
     let consumed = callscope_pipeline::metrics::PipelineMetrics::global().consumed.with_label_values(&[topic]);
@@ -133,7 +136,27 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-async fn ingest(config: BenchIngestConfig) -> anyhow::Result<()> {
+/// A topic preloaded with `config.events` metric events, on a broker of its own unless
+/// `--brokers` names one.
+struct Preloaded {
+    connection: KafkaConnection,
+    topic: String,
+    data_dir: std::path::PathBuf,
+    #[cfg(feature = "embedded-broker")]
+    embedded: Option<crate::broker::EmbeddedBroker>,
+}
+
+impl Preloaded {
+    fn stop(self) {
+        #[cfg(feature = "embedded-broker")]
+        if let Some(b) = self.embedded {
+            b.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+async fn preload(config: &BenchIngestConfig, what: &str) -> anyhow::Result<Preloaded> {
     anyhow::ensure!(config.events > 0 && config.runs > 0, "--events and --runs must be positive");
     let data_dir = tempfile_dir()?;
     #[cfg(feature = "embedded-broker")]
@@ -159,7 +182,7 @@ async fn ingest(config: BenchIngestConfig) -> anyhow::Result<()> {
         .await?;
 
     println!(
-        "bench ingest: {} metric events ({:?}), topic {topic} with {} partitions, broker: {broker_desc}, {} cores",
+        "bench {what}: {} metric events ({:?}), topic {topic} with {} partitions, broker: {broker_desc}, {} cores",
         config.events,
         config.encoding,
         config.partitions,
@@ -191,11 +214,25 @@ async fn ingest(config: BenchIngestConfig) -> anyhow::Result<()> {
         config.events as f64 / preload.as_secs_f64()
     );
 
+    Ok(Preloaded {
+        connection,
+        topic,
+        data_dir,
+        #[cfg(feature = "embedded-broker")]
+        embedded,
+    })
+}
+
+async fn ingest(config: BenchIngestConfig) -> anyhow::Result<()> {
+    let preloaded = preload(&config, "ingest").await?;
+    let (connection, topic) = (preloaded.connection.clone(), preloaded.topic.clone());
     println!("{:>4} {:>16} {:>16} {:>8}", "run", "bare events/s", "pipeline ev/s", "ratio");
     let (mut bare_rates, mut pipe_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=config.runs {
         let bare = bare_consumer(&connection, &topic, config.events).await.context("bare consumer")?;
-        let pipe = pipeline(&connection, &topic, config.events, &config).await.context("pipeline")?;
+        let pipe = pipeline(&connection, &topic, config.events, &config, Some(Default::default()))
+            .await
+            .context("pipeline")?;
         let bare_rate = config.events as f64 / bare.as_secs_f64().max(1e-9);
         let pipe_rate = config.events as f64 / pipe.as_secs_f64().max(1e-9);
         println!("{run:>4} {bare_rate:>16.0} {pipe_rate:>16.0} {:>8.3}", pipe_rate / bare_rate);
@@ -204,10 +241,90 @@ async fn ingest(config: BenchIngestConfig) -> anyhow::Result<()> {
         ratios.push(pipe_rate / bare_rate);
     }
     println!("median {:>13.0} {:>16.0} {:>8.3}", median(&mut bare_rates), median(&mut pipe_rates), median(&mut ratios));
-    #[cfg(feature = "embedded-broker")]
-    if let Some(b) = embedded {
-        b.stop();
+    preloaded.stop();
+    Ok(())
+}
+
+/// Resident and peak resident memory of this process, in bytes (Linux).
+fn memory() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn aggregate(config: BenchAggregateConfig) -> anyhow::Result<()> {
+    let stream = &config.stream;
+    anyhow::ensure!(stream.events > 0 && stream.runs > 0 && config.series > 0, "counts must be positive");
+    let preloaded = preload(stream, "aggregate").await?;
+    println!("{:>4} {:>18} {:>18} {:>8}", "run", "aggregation off/s", "aggregation on/s", "on/off");
+    let (mut offs, mut ons, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=stream.runs {
+        let off =
+            pipeline(&preloaded.connection, &preloaded.topic, stream.events, stream, None).await.context("off")?;
+        let on = pipeline(&preloaded.connection, &preloaded.topic, stream.events, stream, Some(Default::default()))
+            .await
+            .context("on")?;
+        let (off, on) =
+            (stream.events as f64 / off.as_secs_f64().max(1e-9), stream.events as f64 / on.as_secs_f64().max(1e-9));
+        println!("{run:>4} {off:>18.0} {on:>18.0} {:>8.3}", on / off);
+        offs.push(off);
+        ons.push(on);
+        ratios.push(on / off);
     }
-    let _ = std::fs::remove_dir_all(&data_dir);
+    println!("median {:>15.0} {:>18.0} {:>8.3}", median(&mut offs), median(&mut ons), median(&mut ratios));
+    preloaded.stop();
+
+    // Window state at many active series: one sample per series (a third each counters,
+    // gauges, histograms), all in open windows of the three default resolutions.
+    let agg_config = std::sync::Arc::new(callscope_pipeline::AggregationConfig {
+        max_series_per_metric: config.series,
+        ..Default::default()
+    });
+    let mut agg = callscope_pipeline::aggregate::PartitionAggregator::new(agg_config, 0);
+    let now = callscope_pipeline::now_ms();
+    let (rss_before, _) = memory();
+    let started = Instant::now();
+    for i in 0..config.series {
+        let (name, kind) = match i % 3 {
+            0 => ("bench_calls_total", MetricKind::Counter),
+            1 => ("bench_active_calls", MetricKind::Gauge),
+            _ => ("bench_latency_ms", MetricKind::Histogram),
+        };
+        let metric = Metric {
+            name: name.into(),
+            kind,
+            value: (i % 1000) as f64 + 1.5,
+            timestamp_ms: now,
+            service: format!("svc-{}", i % 20),
+            labels: [("pod".to_string(), format!("pod-{i}")), ("region".to_string(), "cn-east".to_string())].into(),
+            unit: None,
+        };
+        agg.process(i as i64, &metric);
+    }
+    let elapsed = started.elapsed();
+    let (rss_after, peak) = memory();
+    let series = agg.active_series();
+    println!(
+        "state: {series} active series ({} open windows) built in {:.2} s; estimated {} B/series; resident growth {} B/series",
+        agg.open_windows(),
+        elapsed.as_secs_f64(),
+        agg.state_bytes() / series.max(1),
+        rss_after.saturating_sub(rss_before) / series.max(1) as u64
+    );
+    let (batch, metadata) = agg.checkpoint(&[])?;
+    let checkpoint = callscope_storage::parquet_file::encode_with_metadata(&[batch], metadata)?;
+    println!(
+        "checkpoint of that state: {:.1} MB ({} B/series)",
+        checkpoint.len() as f64 / 1e6,
+        checkpoint.len() / series.max(1)
+    );
+    println!("peak resident memory of this process: {:.1} MB", peak as f64 / 1e6);
     Ok(())
 }

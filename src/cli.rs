@@ -336,6 +336,18 @@ pub struct SqlConfig {
 pub enum BenchCommand {
     /// Bare rdkafka consumer vs the full pipeline on the same preloaded topic.
     Ingest(BenchIngestConfig),
+    /// Pipeline throughput with window aggregation on vs off on the same stream, window
+    /// state per active series, and peak memory.
+    Aggregate(BenchAggregateConfig),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchAggregateConfig {
+    #[command(flatten)]
+    pub stream: BenchIngestConfig,
+    /// Active series for the state-size measurement.
+    #[arg(long, default_value_t = 100_000, env = "CALLSCOPE_BENCH_SERIES")]
+    pub series: usize,
 }
 
 #[derive(Debug, Args)]

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use callscope_schemas::arrow_schema::{SourcedEvent, to_record_batch};
-use callscope_schemas::rollup::{RollupRow, resolution_label, rollups_to_record_batch};
 use callscope_schemas::custom_metrics::CustomMetric;
+use callscope_schemas::rollup::{RollupRow, resolution_label, rollups_to_record_batch};
 use callscope_schemas::{DLQ_TOPIC, Dataset, Event, Metric};
 use callscope_storage::{
     BatchRecord, CheckpointStore, CommitLog, DataFileKey, HourPartition, RollupFileKey, RollupSource, StorageError,

@@ -60,13 +60,20 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<imp
     let def = parse(&body)?;
     let all = store(&state).effective().await.map_err(storage_error)?;
     if all.iter().any(|d| d.name == def.name) {
-        return Err(ApiError::Conflict(format!("custom metric {:?} exists; PUT /monitoring/metrics/custom/{} replaces it", def.name, def.name)));
+        return Err(ApiError::Conflict(format!(
+            "custom metric {:?} exists; PUT /monitoring/metrics/custom/{} replaces it",
+            def.name, def.name
+        )));
     }
     save(&state, &def).await?;
     Ok((StatusCode::CREATED, Json(def)))
 }
 
-pub async fn replace(State(state): State<AppState>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<CustomMetric>> {
+pub async fn replace(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<CustomMetric>> {
     let def = parse(&body)?;
     if def.name != name {
         return Err(ApiError::bad_field("name", format!("the body names {:?} but the path {name:?}", def.name)));
@@ -82,7 +89,12 @@ pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> 
     remaining.retain(|d| d.name != name);
     let remaining = merge_with_builtins(remaining);
     if !remaining.iter().any(|d| d.name == name)
-        && let Some(user) = remaining.iter().find(|d| d.rule.expr.as_deref().is_some_and(|e| e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|w| w == name)))
+        && let Some(user) = remaining.iter().find(|d| {
+            d.rule
+                .expr
+                .as_deref()
+                .is_some_and(|e| e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|w| w == name))
+        })
     {
         return Err(ApiError::Conflict(format!("{} uses {name}; change or delete it first", user.name)));
     }

@@ -41,7 +41,11 @@ fn group_exprs(labels: &[String]) -> Vec<Expr> {
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let e = if l == "service" { col("service") } else { coalesce(vec![get_field(col("labels"), l.as_str()), lit("")]) };
+            let e = if l == "service" {
+                col("service")
+            } else {
+                coalesce(vec![get_field(col("labels"), l.as_str()), lit("")])
+            };
             e.alias(format!("g{i}"))
         })
         .collect()
@@ -98,14 +102,17 @@ pub async fn grouped(state: &AppState, sq: &SeriesQuery, labels: &[String]) -> A
                 let mut merged: BTreeMap<(Vec<String>, i64), DDSketch> = BTreeMap::new();
                 for batch in table.select(keys)?.collect().await? {
                     let cols: Vec<Vec<Value>> = (0..=n).map(|i| column_values(batch.column(i).as_ref())).collect();
-                    let sketches =
-                        batch.column(n + 1).as_binary_opt::<i32>().ok_or_else(|| ApiError::internal("sketch column"))?;
+                    let sketches = batch
+                        .column(n + 1)
+                        .as_binary_opt::<i32>()
+                        .ok_or_else(|| ApiError::internal("sketch column"))?;
                     for row in 0..batch.num_rows() {
                         let Some(t) = cols[n][row].as_i64() else { continue };
                         if sketches.is_null(row) {
                             continue;
                         }
-                        let sketch = decode_sketch(sketches.value(row)).map_err(|e| ApiError::internal(e.to_string()))?;
+                        let sketch =
+                            decode_sketch(sketches.value(row)).map_err(|e| ApiError::internal(e.to_string()))?;
                         let key = ((0..n).map(|g| cols[g][row].as_str().unwrap_or_default().to_string()).collect(), t);
                         match merged.get_mut(&key) {
                             Some(into) => merge_sketch(into, &sketch).map_err(|e| ApiError::internal(e.to_string()))?,
@@ -132,10 +139,13 @@ pub async fn grouped(state: &AppState, sq: &SeriesQuery, labels: &[String]) -> A
             .and(col("date").lt_eq(lit(date_of(to))));
         let mut keys = group_exprs(labels);
         keys.push(((col("timestamp_ms") / lit(sq.step)) * lit(sq.step)).alias("bucket"));
-        let df = state.engine.context().table("metrics").await?.filter(filter)?.aggregate(
-            keys,
-            vec![cast(sq.agg.raw_expr(sq.step), DataType::Float64).alias("value")],
-        )?;
+        let df = state
+            .engine
+            .context()
+            .table("metrics")
+            .await?
+            .filter(filter)?
+            .aggregate(keys, vec![cast(sq.agg.raw_expr(sq.step), DataType::Float64).alias("value")])?;
         collect(df, n, &mut out).await?;
     }
     Ok(out)

@@ -22,12 +22,12 @@ use axum::extract::{Query, State};
 use axum::http::HeaderName;
 use axum::response::IntoResponse;
 use callscope_schemas::rollup::{ROLLUP_TABLE, decode_sketch, merge_sketch, resolution_label};
+use callscope_storage::CustomMetricStore;
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::expr_fn::{avg, count, last_value, max, min, percentile_cont, sum};
 use datafusion::prelude::{Expr, cast, col, lit};
 use serde::Serialize;
 use serde_json::Value;
-use callscope_storage::CustomMetricStore;
 use sketches_ddsketch::DDSketch;
 
 use crate::AppState;
@@ -446,7 +446,8 @@ pub async fn get_series(
     Query(params): Query<Vec<(String, String)>>,
 ) -> ApiResult<impl IntoResponse> {
     let q = SeriesQuery::parse(params)?;
-    let definitions = CustomMetricStore::new(state.hot.clone()).effective().await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let definitions =
+        CustomMetricStore::new(state.hot.clone()).effective().await.map_err(|e| ApiError::internal(e.to_string()))?;
     let (series, sources) = match definitions.iter().find(|d| d.name == q.name) {
         Some(def) => crate::derived::answer(&state, &definitions, def, &q).await?,
         None => answer(&state, &q).await?,

@@ -97,16 +97,31 @@ async fn business_metrics(state: &AppState, out: &mut String) -> ApiResult<()> {
         let _ = writeln!(out, "# HELP {} {}{}", def.name, escape_help(&def.help), escape_help(&unit));
         if summary {
             let _ = writeln!(out, "# TYPE {} summary", def.name);
-            for (quantile, agg) in [("0.5", Aggregate::P50), ("0.9", Aggregate::P90), ("0.95", Aggregate::P95), ("0.99", Aggregate::P99)] {
-                let values = latest(evaluate(state, &definitions, def, &q, Some(crate::derived::agg_of(agg)), 0).await?);
+            for (quantile, agg) in
+                [("0.5", Aggregate::P50), ("0.9", Aggregate::P90), ("0.95", Aggregate::P95), ("0.99", Aggregate::P99)]
+            {
+                let values =
+                    latest(evaluate(state, &definitions, def, &q, Some(crate::derived::agg_of(agg)), 0).await?);
                 for (group, v) in values {
-                    let _ = writeln!(out, "{}{} {}", def.name, labels_text(&def.labels, &group, Some(("quantile", quantile))), format_value(v));
+                    let _ = writeln!(
+                        out,
+                        "{}{} {}",
+                        def.name,
+                        labels_text(&def.labels, &group, Some(("quantile", quantile))),
+                        format_value(v)
+                    );
                 }
             }
             for (suffix, agg) in [("sum", Agg::Sum), ("count", Agg::Count)] {
                 let values = latest(evaluate(state, &definitions, def, &q, Some(agg), 0).await?);
                 for (group, v) in values {
-                    let _ = writeln!(out, "{}_{suffix}{} {}", def.name, labels_text(&def.labels, &group, None), format_value(v));
+                    let _ = writeln!(
+                        out,
+                        "{}_{suffix}{} {}",
+                        def.name,
+                        labels_text(&def.labels, &group, None),
+                        format_value(v)
+                    );
                 }
             }
         } else {

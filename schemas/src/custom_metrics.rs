@@ -197,7 +197,8 @@ impl CustomMetric {
         if self.rule.source.as_deref() != Some(m.name.as_str()) {
             return None;
         }
-        let value_of = |key: &str| if key == "service" { Some(m.service.as_str()) } else { m.labels.get(key).map(String::as_str) };
+        let value_of =
+            |key: &str| if key == "service" { Some(m.service.as_str()) } else { m.labels.get(key).map(String::as_str) };
         if !self.rule.filter.iter().all(|(k, v)| value_of(k) == Some(v.as_str())) {
             return None;
         }
@@ -391,7 +392,15 @@ impl Expr {
     }
 }
 
-fn source(name: &str, kind: MetricKind, help: &str, unit: Option<&str>, labels: &[&str], src: &str, agg: Aggregate) -> CustomMetric {
+fn source(
+    name: &str,
+    kind: MetricKind,
+    help: &str,
+    unit: Option<&str>,
+    labels: &[&str],
+    src: &str,
+    agg: Aggregate,
+) -> CustomMetric {
     CustomMetric {
         name: name.into(),
         kind,
@@ -429,8 +438,22 @@ pub fn builtin_definitions() -> Vec<CustomMetric> {
     );
     whitelist_hits.rule.filter.insert("result".into(), "hit".into());
     vec![
-        source("call_volume", Counter, "Calls received per window", Some("calls"), &["region"], "calls_total", Aggregate::Sum),
-        derived("call_success_ratio", "Share of calls answered by the AI", Some("ratio"), &["region"], "calls_answered_total / calls_total"),
+        source(
+            "call_volume",
+            Counter,
+            "Calls received per window",
+            Some("calls"),
+            &["region"],
+            "calls_total",
+            Aggregate::Sum,
+        ),
+        derived(
+            "call_success_ratio",
+            "Share of calls answered by the AI",
+            Some("ratio"),
+            &["region"],
+            "calls_answered_total / calls_total",
+        ),
         source(
             "ai_response_latency",
             Summary,
@@ -440,16 +463,76 @@ pub fn builtin_definitions() -> Vec<CustomMetric> {
             "ai_response_time_ms",
             Aggregate::P95,
         ),
-        source("ai_confidence_avg", Gauge, "Mean confidence of the AI's answers", Some("ratio"), &["model"], "ai_confidence", Aggregate::Avg),
-        derived("ai_error_ratio", "AI turns that failed per answered call", Some("ratio"), &[], "ai_errors_total / calls_total"),
-        source("whitelist_checks", Counter, "Whitelist checks per window", None, &["result"], "whitelist_checks_total", Aggregate::Sum),
+        source(
+            "ai_confidence_avg",
+            Gauge,
+            "Mean confidence of the AI's answers",
+            Some("ratio"),
+            &["model"],
+            "ai_confidence",
+            Aggregate::Avg,
+        ),
+        derived(
+            "ai_error_ratio",
+            "AI turns that failed per answered call",
+            Some("ratio"),
+            &[],
+            "ai_errors_total / calls_total",
+        ),
+        source(
+            "whitelist_checks",
+            Counter,
+            "Whitelist checks per window",
+            None,
+            &["result"],
+            "whitelist_checks_total",
+            Aggregate::Sum,
+        ),
         whitelist_hits,
-        derived("whitelist_hit_ratio", "Share of whitelist checks that found the caller", Some("ratio"), &[], "whitelist_hits / whitelist_checks_total"),
-        derived("spam_block_ratio", "Share of calls detected as spam and blocked", Some("ratio"), &[], "spam_detections_total / calls_total"),
-        source("user_satisfaction", Gauge, "Mean user satisfaction score (1-5)", Some("score"), &["model"], "user_satisfaction_score", Aggregate::Avg),
-        derived("conversion_ratio", "Answered calls that converted", Some("ratio"), &["region"], "conversions_total / calls_answered_total"),
-        derived("cost_per_call", "Telephony and AI cost per call", Some("cny"), &["region"], "call_cost_cny_total / calls_total"),
-        derived("revenue_per_call", "Billed revenue per call", Some("cny"), &["region"], "billing_revenue_cny_total / calls_total"),
+        derived(
+            "whitelist_hit_ratio",
+            "Share of whitelist checks that found the caller",
+            Some("ratio"),
+            &[],
+            "whitelist_hits / whitelist_checks_total",
+        ),
+        derived(
+            "spam_block_ratio",
+            "Share of calls detected as spam and blocked",
+            Some("ratio"),
+            &[],
+            "spam_detections_total / calls_total",
+        ),
+        source(
+            "user_satisfaction",
+            Gauge,
+            "Mean user satisfaction score (1-5)",
+            Some("score"),
+            &["model"],
+            "user_satisfaction_score",
+            Aggregate::Avg,
+        ),
+        derived(
+            "conversion_ratio",
+            "Answered calls that converted",
+            Some("ratio"),
+            &["region"],
+            "conversions_total / calls_answered_total",
+        ),
+        derived(
+            "cost_per_call",
+            "Telephony and AI cost per call",
+            Some("cny"),
+            &["region"],
+            "call_cost_cny_total / calls_total",
+        ),
+        derived(
+            "revenue_per_call",
+            "Billed revenue per call",
+            Some("cny"),
+            &["region"],
+            "billing_revenue_cny_total / calls_total",
+        ),
     ]
 }
 

@@ -88,7 +88,8 @@ mod tests {
     #[tokio::test]
     async fn stored_definitions_override_builtins_and_survive_reopening() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let open = || CustomMetricStore::new(Tier::open(&TierConfig::local_dir(dir.path()).expect("cfg")).expect("tier"));
+        let open =
+            || CustomMetricStore::new(Tier::open(&TierConfig::local_dir(dir.path()).expect("cfg")).expect("tier"));
         let store = open();
         let builtins = builtin_definitions().len();
         assert_eq!(store.effective().await.expect("list").len(), builtins);

@@ -18,9 +18,9 @@ pub mod window_state;
 pub mod workers;
 
 pub use commit_log::{BatchRecord, CommitLog, Recovery};
+pub use custom_metrics::CustomMetricStore;
 pub use layout::{DataFileKey, HourPartition, RollupFileKey, RollupSource};
 pub use tier::{Tier, TierConfig};
-pub use custom_metrics::CustomMetricStore;
 pub use window_state::CheckpointStore;
 
 /// Errors of the storage layer.

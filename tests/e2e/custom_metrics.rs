@@ -59,7 +59,14 @@ fn custom_metric_crud_values_and_prometheus_export() {
     // Built-ins are listed.
     let list = client.call("GET", &url(""), None).json();
     let names: Vec<&str> = list.as_array().expect("list").iter().filter_map(|d| d["name"].as_str()).collect();
-    for builtin in ["call_volume", "call_success_ratio", "ai_response_latency", "whitelist_hit_ratio", "spam_block_ratio", "cost_per_call"] {
+    for builtin in [
+        "call_volume",
+        "call_success_ratio",
+        "ai_response_latency",
+        "whitelist_hit_ratio",
+        "spam_block_ratio",
+        "cost_per_call",
+    ] {
         assert!(names.contains(&builtin), "{builtin} in {names:?}");
     }
 
@@ -131,7 +138,12 @@ fn custom_metric_crud_values_and_prometheus_export() {
             .as_array()
             .expect("series")
             .iter()
-            .map(|s| (s["labels"]["region"].as_str().unwrap_or_default().to_string(), s["points"][0][1].as_f64().expect("value")))
+            .map(|s| {
+                (
+                    s["labels"]["region"].as_str().unwrap_or_default().to_string(),
+                    s["points"][0][1].as_f64().expect("value"),
+                )
+            })
             .collect()
     };
     let ratio = series("call_success_ratio");
@@ -145,7 +157,9 @@ fn custom_metric_crud_values_and_prometheus_export() {
         let reply = client.call("GET", &format!("{base}/monitoring/metrics/prometheus"), None);
         assert_eq!(reply.status, 200, "{}", reply.body);
         // Windows close once the partitions are idle (1 s here).
-        if reply.body.contains("call_success_ratio{region=\"north\"} 0.75") && OWN.iter().all(|m| reply.body.contains(m)) {
+        if reply.body.contains("call_success_ratio{region=\"north\"} 0.75")
+            && OWN.iter().all(|m| reply.body.contains(m))
+        {
             break reply.body;
         }
         assert!(Instant::now() < deadline, "the export never showed the closed window:\n{}", reply.body);
@@ -201,7 +215,13 @@ fn custom_metric_crud_values_and_prometheus_export() {
             let v: Value = reply.json();
             if let Some(value) = v["data"]["result"][0]["value"][1].as_str() {
                 assert_eq!(value, "0.75");
-                let up = client.call("GET", &format!("http://127.0.0.1:{prom_port}/api/v1/query?query=up%7Bjob%3D%22callscope%22%7D"), None).json();
+                let up = client
+                    .call(
+                        "GET",
+                        &format!("http://127.0.0.1:{prom_port}/api/v1/query?query=up%7Bjob%3D%22callscope%22%7D"),
+                        None,
+                    )
+                    .json();
                 assert_eq!(up["data"]["result"][0]["value"][1], "1", "{up}");
                 break;
             }

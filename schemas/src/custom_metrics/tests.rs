@@ -17,7 +17,13 @@ fn builtins_are_valid_and_consistent() {
 fn expressions_parse_and_evaluate() {
     let e = Expr::parse("(a + b) / c * 100 - -2").expect("parse");
     assert_eq!(e.variables(), vec!["a", "b", "c"]);
-    let v = e.eval(&|m| Some(match m { "a" => 1.0, "b" => 3.0, _ => 8.0 }));
+    let v = e.eval(&|m| {
+        Some(match m {
+            "a" => 1.0,
+            "b" => 3.0,
+            _ => 8.0,
+        })
+    });
     assert_eq!(v, Some(52.0));
     assert_eq!(Expr::parse("a / b").expect("parse").eval(&|m| Some(if m == "a" { 1.0 } else { 0.0 })), None);
     for bad in ["", "a +", "(a", "a b", "1 + 2", "a $ b"] {
