@@ -413,8 +413,10 @@ pub fn args_with_config_file() -> anyhow::Result<Vec<std::ffi::OsString>> {
         }
         let values: Vec<String> = match value {
             toml::Value::Array(items) => items.into_iter().map(toml_text).collect(),
+            // A switch is given or not; a flag that takes a value gets `true`/`false`.
+            toml::Value::Boolean(b) if arg.get_action().takes_values() => vec![b.to_string()],
             toml::Value::Boolean(b) => {
-                if b && !arg.get_action().takes_values() {
+                if b {
                     args.push(flag.into());
                 }
                 continue;
