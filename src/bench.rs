@@ -266,11 +266,17 @@ async fn aggregate(config: BenchAggregateConfig) -> anyhow::Result<()> {
     println!("{:>4} {:>18} {:>18} {:>8}", "run", "aggregation off/s", "aggregation on/s", "on/off");
     let (mut offs, mut ons, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=stream.runs {
-        let off =
-            pipeline(&preloaded.connection, &preloaded.topic, stream.events, stream, None).await.context("off")?;
-        let on = pipeline(&preloaded.connection, &preloaded.topic, stream.events, stream, Some(Default::default()))
-            .await
-            .context("on")?;
+        // Alternate which goes first, so that warm-up favours neither.
+        let measure = |aggregation: Option<callscope_pipeline::AggregationConfig>| {
+            pipeline(&preloaded.connection, &preloaded.topic, stream.events, stream, aggregation)
+        };
+        let (off, on) = if run % 2 == 1 {
+            let off = measure(None).await.context("off")?;
+            (off, measure(Some(Default::default())).await.context("on")?)
+        } else {
+            let on = measure(Some(Default::default())).await.context("on")?;
+            (measure(None).await.context("off")?, on)
+        };
         let (off, on) =
             (stream.events as f64 / off.as_secs_f64().max(1e-9), stream.events as f64 / on.as_secs_f64().max(1e-9));
         println!("{run:>4} {off:>18.0} {on:>18.0} {:>8.3}", on / off);
