@@ -2,6 +2,7 @@
 //! batches valid events per topic partition and commits them to Parquet exactly once.
 //!
 //! * [`aggregate`]: event-time windows per partition (watermarks, late data, roll-ups).
+//! * [`alert_rules`]: Prometheus rule files and the PromQL subset (alerting, in progress).
 //! * [`custom_metrics`]: keeps the custom metric definitions of running workers current.
 //! * [`watermarks`]: the combined watermark of a process's partitions.
 //! * [`kafka`]: client configuration, topic creation, the dead-letter producer.
@@ -11,6 +12,7 @@
 //! * [`status`]: worker status, published as heartbeat objects for the query API.
 
 pub mod aggregate;
+pub mod alert_rules;
 pub mod custom_metrics;
 pub mod kafka;
 pub mod metrics;
