@@ -128,24 +128,25 @@ pub struct PartitionAggregator {
     closed_counts: Vec<u64>,
 }
 
-fn series_hash(m: &Metric) -> u64 {
+/// Hash of a series identity; samples and stored keys must hash alike.
+fn identity_hash(
+    name: &str,
+    service: &str,
+    kind: callscope_schemas::MetricKind,
+    unit: &Option<String>,
+    labels: &callscope_schemas::events::Labels,
+) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
-    m.name.hash(&mut h);
-    m.service.hash(&mut h);
-    m.kind.hash(&mut h);
-    m.unit.hash(&mut h);
-    m.labels.hash(&mut h);
+    (name, service, kind, unit, labels).hash(&mut h);
     h.finish()
 }
 
+fn series_hash(m: &Metric) -> u64 {
+    identity_hash(&m.name, &m.service, m.kind, &m.unit, &m.labels)
+}
+
 fn key_hash(k: &SeriesKey) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    k.name.hash(&mut h);
-    k.service.hash(&mut h);
-    k.kind.hash(&mut h);
-    k.unit.hash(&mut h);
-    k.labels.hash(&mut h);
-    h.finish()
+    identity_hash(&k.name, &k.service, k.kind, &k.unit, &k.labels)
 }
 
 const META_OFFSET: &str = "callscope.offset";

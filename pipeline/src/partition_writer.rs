@@ -566,7 +566,7 @@ impl WriterState {
             }
             batch.dead_letters.sort_by_key(|d| d.offset);
             rollup_rows = output.rows;
-        } else if let Some(shared) = &self.aggregation.clone().or_else(|| self.ctx.aggregation.clone()) {
+        } else if let Some(shared) = self.ctx.aggregation.clone() {
             // Datasets without windows still report late events against their watermark.
             let lateness = shared.config.allowed_lateness_ms;
             for e in &batch.events {

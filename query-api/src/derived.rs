@@ -6,22 +6,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::DataType;
 use callscope_schemas::custom_metrics::{Aggregate, CustomMetric, Expr as MetricExpr};
-use callscope_schemas::rollup::{ROLLUP_TABLE, decode_sketch, merge_sketch, resolution_label};
 use datafusion::functions::core::expr_fn::{coalesce, get_field};
-use datafusion::prelude::{Expr, cast, col, lit};
-use serde_json::Value;
-use sketches_ddsketch::DDSketch;
+use datafusion::prelude::{Expr, col, lit};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::json_rows::column_values;
-use crate::metrics_query::{Agg, Series, SeriesQuery, date_of, plan};
-
-/// Values per (group label values, bucket start).
-pub type Grouped = BTreeMap<(Vec<String>, i64), f64>;
+pub use crate::metrics_query::Grouped;
+use crate::metrics_query::{Agg, Series, SeriesQuery, grouped_by, plan};
 
 pub fn agg_of(a: Aggregate) -> Agg {
     match a {
@@ -39,14 +31,8 @@ pub fn agg_of(a: Aggregate) -> Agg {
 fn group_exprs(labels: &[String]) -> Vec<Expr> {
     labels
         .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let e = if l == "service" {
-                col("service")
-            } else {
-                coalesce(vec![get_field(col("labels"), l.as_str()), lit("")])
-            };
-            e.alias(format!("g{i}"))
+        .map(|l| {
+            if l == "service" { col("service") } else { coalesce(vec![get_field(col("labels"), l.as_str()), lit("")]) }
         })
         .collect()
 }
@@ -61,94 +47,10 @@ fn source_query(q: &SeriesQuery, metric: &str, filter: &BTreeMap<String, String>
     sq
 }
 
-async fn collect(df: datafusion::dataframe::DataFrame, groups: usize, out: &mut Grouped) -> ApiResult<()> {
-    for batch in df.collect().await? {
-        let cols: Vec<Vec<Value>> = (0..groups + 2).map(|i| column_values(batch.column(i).as_ref())).collect();
-        for row in 0..batch.num_rows() {
-            let key: Vec<String> = (0..groups).map(|g| cols[g][row].as_str().unwrap_or_default().to_string()).collect();
-            let (Some(t), Some(v)) = (cols[groups][row].as_i64(), cols[groups + 1][row].as_f64()) else { continue };
-            out.insert((key, t), v);
-        }
-    }
-    Ok(())
-}
-
 /// `metric` filtered, grouped by `labels` and aggregated per bucket.
 pub async fn grouped(state: &AppState, sq: &SeriesQuery, labels: &[String]) -> ApiResult<Grouped> {
     let plan = plan(state, sq).await?;
-    let mut out = Grouped::new();
-    let n = labels.len();
-    if let Some((r, from, to)) = plan.rollup {
-        let filter = sq
-            .series_filter()
-            .and(col("resolution").eq(lit(resolution_label(r))))
-            .and(col("resolution_ms").eq(lit(r)))
-            .and(col("window_start_ms").gt_eq(lit(from)))
-            .and(col("window_start_ms").lt(lit(to)))
-            .and(col("date").gt_eq(lit(date_of(from))))
-            .and(col("date").lt_eq(lit(date_of(to))));
-        let bucket = ((col("window_start_ms") / lit(sq.step)) * lit(sq.step)).alias("bucket");
-        let table = state.engine.context().table(ROLLUP_TABLE).await?.filter(filter)?;
-        let mut keys = group_exprs(labels);
-        keys.push(bucket);
-        match sq.agg.rollup_expr(sq.step) {
-            Some(expr) => {
-                let df = table.aggregate(keys, vec![cast(expr, DataType::Float64).alias("value")])?;
-                collect(df, n, &mut out).await?;
-            }
-            None => {
-                let Agg::Quantile(quantile) = sq.agg else { return Ok(out) };
-                keys.push(col("sketch"));
-                let mut merged: BTreeMap<(Vec<String>, i64), DDSketch> = BTreeMap::new();
-                for batch in table.select(keys)?.collect().await? {
-                    let cols: Vec<Vec<Value>> = (0..=n).map(|i| column_values(batch.column(i).as_ref())).collect();
-                    let sketches = batch
-                        .column(n + 1)
-                        .as_binary_opt::<i32>()
-                        .ok_or_else(|| ApiError::internal("sketch column"))?;
-                    for row in 0..batch.num_rows() {
-                        let Some(t) = cols[n][row].as_i64() else { continue };
-                        if sketches.is_null(row) {
-                            continue;
-                        }
-                        let sketch =
-                            decode_sketch(sketches.value(row)).map_err(|e| ApiError::internal(e.to_string()))?;
-                        let key = ((0..n).map(|g| cols[g][row].as_str().unwrap_or_default().to_string()).collect(), t);
-                        match merged.get_mut(&key) {
-                            Some(into) => merge_sketch(into, &sketch).map_err(|e| ApiError::internal(e.to_string()))?,
-                            None => {
-                                merged.insert(key, sketch);
-                            }
-                        }
-                    }
-                }
-                for (key, sketch) in merged {
-                    if let Ok(Some(v)) = sketch.quantile(quantile) {
-                        out.insert(key, v);
-                    }
-                }
-            }
-        }
-    }
-    if let Some((from, to)) = plan.raw {
-        let filter = sq
-            .series_filter()
-            .and(col("timestamp_ms").gt_eq(lit(from)))
-            .and(col("timestamp_ms").lt(lit(to)))
-            .and(col("date").gt_eq(lit(date_of(from))))
-            .and(col("date").lt_eq(lit(date_of(to))));
-        let mut keys = group_exprs(labels);
-        keys.push(((col("timestamp_ms") / lit(sq.step)) * lit(sq.step)).alias("bucket"));
-        let df = state
-            .engine
-            .context()
-            .table("metrics")
-            .await?
-            .filter(filter)?
-            .aggregate(keys, vec![cast(sq.agg.raw_expr(sq.step), DataType::Float64).alias("value")])?;
-        collect(df, n, &mut out).await?;
-    }
-    Ok(out)
+    grouped_by(state, sq, &plan, group_exprs(labels)).await
 }
 
 /// Values of one definition per (group, bucket). `agg` overrides the definition's own

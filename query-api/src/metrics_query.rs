@@ -335,110 +335,111 @@ pub(crate) async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
     Ok(Plan { rollup: Some((r, q.start, covered)), raw: (covered < q.end).then_some((covered, q.end)) })
 }
 
-async fn query_raw(state: &AppState, q: &SeriesQuery, from: i64, to: i64, out: &mut SeriesMap) -> ApiResult<()> {
-    let filter = q
-        .series_filter()
-        .and(col("timestamp_ms").gt_eq(lit(from)))
-        .and(col("timestamp_ms").lt(lit(to)))
-        .and(col("date").gt_eq(lit(date_of(from))))
-        .and(col("date").lt_eq(lit(date_of(to))));
-    let bucket = (col("timestamp_ms") / lit(q.step)) * lit(q.step);
-    let df = state.engine.context().table("metrics").await?.filter(filter)?.aggregate(
-        vec![col("service"), col("labels_key"), bucket.alias("bucket")],
-        vec![cast(q.agg.raw_expr(q.step), DataType::Float64).alias("value")],
-    )?;
-    collect_points(df, &q.name, out).await
-}
+/// Values per (group key values, bucket start).
+pub type Grouped = BTreeMap<(Vec<String>, i64), f64>;
 
-async fn collect_points(df: datafusion::dataframe::DataFrame, name: &str, out: &mut SeriesMap) -> ApiResult<()> {
+async fn collect(df: datafusion::dataframe::DataFrame, groups: usize, out: &mut Grouped) -> ApiResult<()> {
     for batch in df.collect().await? {
-        let services = column_values(batch.column(0).as_ref());
-        let keys = column_values(batch.column(1).as_ref());
-        let buckets = column_values(batch.column(2).as_ref());
-        let values = column_values(batch.column(3).as_ref());
-        for i in 0..batch.num_rows() {
-            let (Value::String(svc), Value::String(key)) = (&services[i], &keys[i]) else { continue };
-            let (Some(t), Some(v)) = (buckets[i].as_i64(), values[i].as_f64()) else { continue };
-            push_point(out, name, svc, key, t, v);
+        let cols: Vec<Vec<Value>> = (0..groups + 2).map(|i| column_values(batch.column(i).as_ref())).collect();
+        for row in 0..batch.num_rows() {
+            let key: Vec<String> = (0..groups).map(|g| cols[g][row].as_str().unwrap_or_default().to_string()).collect();
+            let (Some(t), Some(v)) = (cols[groups][row].as_i64(), cols[groups + 1][row].as_f64()) else { continue };
+            out.insert((key, t), v);
         }
     }
     Ok(())
 }
 
-async fn query_rollups(
-    state: &AppState,
-    q: &SeriesQuery,
-    (r, from, to): (i64, i64, i64),
-    out: &mut SeriesMap,
-) -> ApiResult<()> {
-    let filter = q
-        .series_filter()
-        .and(col("resolution").eq(lit(resolution_label(r))))
-        .and(col("resolution_ms").eq(lit(r)))
-        .and(col("window_start_ms").gt_eq(lit(from)))
-        .and(col("window_start_ms").lt(lit(to)))
-        .and(col("date").gt_eq(lit(date_of(from))))
-        .and(col("date").lt_eq(lit(date_of(to))));
-    let bucket = (col("window_start_ms") / lit(q.step)) * lit(q.step);
-    let table = state.engine.context().table(ROLLUP_TABLE).await?.filter(filter)?;
-    if let Some(expr) = q.agg.rollup_expr(q.step) {
-        let df = table.aggregate(
-            vec![col("service"), col("labels_key"), bucket.alias("bucket")],
-            vec![cast(expr, DataType::Float64).alias("value")],
-        )?;
-        return collect_points(df, &q.name, out).await;
-    }
-    // Quantiles: merge the sketches of every partial in a bucket, then ask the merged sketch.
-    let Agg::Quantile(quantile) = q.agg else { return Ok(()) };
-    let df = table.select(vec![col("service"), col("labels_key"), bucket.alias("bucket"), col("sketch")])?;
-    let mut merged: BTreeMap<(String, String, i64), DDSketch> = BTreeMap::new();
-    for batch in df.collect().await? {
-        let services = batch.column(0).as_string_opt::<i32>().ok_or_else(|| ApiError::internal("service column"))?;
-        let keys = batch.column(1).as_string_opt::<i32>().ok_or_else(|| ApiError::internal("labels_key column"))?;
-        let buckets = column_values(batch.column(2).as_ref());
-        let sketches = batch.column(3).as_binary_opt::<i32>().ok_or_else(|| ApiError::internal("sketch column"))?;
-        for i in 0..batch.num_rows() {
-            let Some(t) = buckets[i].as_i64() else { continue };
-            if sketches.is_null(i) {
-                continue;
+/// Runs `q` along `plan`, grouped by `keys` (string expressions) and the bucket: roll-up
+/// partials merged in SQL (quantiles from merged sketches), then raw samples.
+pub(crate) async fn grouped_by(state: &AppState, q: &SeriesQuery, plan: &Plan, keys: Vec<Expr>) -> ApiResult<Grouped> {
+    let n = keys.len();
+    let keys = |bucket_of: &str| {
+        let mut k: Vec<Expr> = keys.iter().cloned().enumerate().map(|(i, e)| e.alias(format!("g{i}"))).collect();
+        k.push(((col(bucket_of) / lit(q.step)) * lit(q.step)).alias("bucket"));
+        k
+    };
+    let mut out = Grouped::new();
+    if let Some((r, from, to)) = plan.rollup {
+        let filter = q
+            .series_filter()
+            .and(col("resolution").eq(lit(resolution_label(r))))
+            .and(col("resolution_ms").eq(lit(r)))
+            .and(col("window_start_ms").gt_eq(lit(from)))
+            .and(col("window_start_ms").lt(lit(to)))
+            .and(col("date").gt_eq(lit(date_of(from))))
+            .and(col("date").lt_eq(lit(date_of(to))));
+        let table = state.engine.context().table(ROLLUP_TABLE).await?.filter(filter)?;
+        if let Some(expr) = q.agg.rollup_expr(q.step) {
+            let df = table.aggregate(keys("window_start_ms"), vec![cast(expr, DataType::Float64).alias("value")])?;
+            collect(df, n, &mut out).await?;
+        } else if let Agg::Quantile(quantile) = q.agg {
+            // Merge the sketches of every partial in a bucket, then ask the merged sketch.
+            let mut select = keys("window_start_ms");
+            select.push(col("sketch"));
+            let mut merged: BTreeMap<(Vec<String>, i64), DDSketch> = BTreeMap::new();
+            for batch in table.select(select)?.collect().await? {
+                let cols: Vec<Vec<Value>> = (0..=n).map(|i| column_values(batch.column(i).as_ref())).collect();
+                let sketches =
+                    batch.column(n + 1).as_binary_opt::<i32>().ok_or_else(|| ApiError::internal("sketch column"))?;
+                for row in 0..batch.num_rows() {
+                    let Some(t) = cols[n][row].as_i64() else { continue };
+                    if sketches.is_null(row) {
+                        continue;
+                    }
+                    let sketch = decode_sketch(sketches.value(row)).map_err(|e| ApiError::internal(e.to_string()))?;
+                    let key = ((0..n).map(|g| cols[g][row].as_str().unwrap_or_default().to_string()).collect(), t);
+                    match merged.get_mut(&key) {
+                        Some(into) => merge_sketch(into, &sketch).map_err(|e| ApiError::internal(e.to_string()))?,
+                        None => {
+                            merged.insert(key, sketch);
+                        }
+                    }
+                }
             }
-            let sketch = decode_sketch(sketches.value(i)).map_err(|e| ApiError::internal(e.to_string()))?;
-            let key = (services.value(i).to_string(), keys.value(i).to_string(), t);
-            match merged.get_mut(&key) {
-                Some(into) => merge_sketch(into, &sketch).map_err(|e| ApiError::internal(e.to_string()))?,
-                None => {
-                    merged.insert(key, sketch);
+            for (key, sketch) in merged {
+                if let Ok(Some(v)) = sketch.quantile(quantile) {
+                    out.insert(key, v);
                 }
             }
         }
     }
-    for ((service, key, t), sketch) in merged {
-        if let Ok(Some(v)) = sketch.quantile(quantile) {
-            push_point(out, &q.name, &service, &key, t, v);
-        }
+    if let Some((from, to)) = plan.raw {
+        let filter = q
+            .series_filter()
+            .and(col("timestamp_ms").gt_eq(lit(from)))
+            .and(col("timestamp_ms").lt(lit(to)))
+            .and(col("date").gt_eq(lit(date_of(from))))
+            .and(col("date").lt_eq(lit(date_of(to))));
+        let df =
+            state.engine.context().table("metrics").await?.filter(filter)?.aggregate(
+                keys("timestamp_ms"),
+                vec![cast(q.agg.raw_expr(q.step), DataType::Float64).alias("value")],
+            )?;
+        collect(df, n, &mut out).await?;
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Answers a series query from roll-ups where closed windows cover it and from raw samples
 /// after them; returns the series and a description of the sources (`rollup:1m`, `raw`).
 pub async fn answer(state: &AppState, q: &SeriesQuery) -> ApiResult<(Vec<Series>, String)> {
     let plan = plan(state, q).await?;
+    let grouped = grouped_by(state, q, &plan, vec![col("service"), col("labels_key")]).await?;
     let mut series = SeriesMap::new();
-    let mut sources = Vec::new();
-    if let Some(rollup) = plan.rollup {
-        query_rollups(state, q, rollup, &mut series).await?;
-        sources.push(format!("rollup:{}", resolution_label(rollup.0)));
+    for ((key, t), v) in grouped {
+        if let [service, labels_key] = key.as_slice() {
+            push_point(&mut series, &q.name, service, labels_key, t, v);
+        }
     }
-    if let Some((from, to)) = plan.raw {
-        query_raw(state, q, from, to, &mut series).await?;
+    let mut sources = Vec::new();
+    if let Some((r, _, _)) = plan.rollup {
+        sources.push(format!("rollup:{}", resolution_label(r)));
+    }
+    if plan.raw.is_some() {
         sources.push("raw".to_string());
     }
-    let mut series: Vec<Series> = series.into_values().collect();
-    for s in &mut series {
-        s.points.sort_by_key(|(t, _)| *t);
-    }
-    Ok((series, sources.join("+")))
+    Ok((series.into_values().collect(), sources.join("+")))
 }
 
 pub async fn get_series(
