@@ -79,6 +79,21 @@ impl WindowStore {
         self.by_name.values().map(HashMap::len).sum()
     }
 
+    /// Adds one sample to its window.
+    pub fn add_sample(&mut self, key: &SeriesKey, value: f64, time_ms: i64) {
+        let start = time_ms.div_euclid(self.resolution_ms) * self.resolution_ms;
+        let kind = key.kind;
+        let known = self.by_name.get(&key.name).is_some_and(|m| m.contains_key(key));
+        let windows = if known {
+            self.by_name.get_mut(&key.name).and_then(|m| m.get_mut(key)).map(|s| &mut s.windows)
+        } else {
+            Some(self.windows_of(key))
+        };
+        if let Some(windows) = windows {
+            windows.entry(start).or_insert_with(|| Partial::empty(kind)).add(value, time_ms);
+        }
+    }
+
     /// Replaces a window's partial with a newer state of the same window.
     pub fn replace(&mut self, key: &SeriesKey, window_start_ms: i64, partial: Partial) {
         self.windows_of(key).insert(window_start_ms, partial);

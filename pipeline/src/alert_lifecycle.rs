@@ -95,6 +95,31 @@ pub fn fingerprint(labels: &BTreeMap<String, String>) -> u64 {
 }
 
 impl RuleInstances {
+    /// Label sets of the instances that are pending or firing.
+    pub fn active(&self) -> Vec<BTreeMap<String, String>> {
+        self.instances
+            .values()
+            .filter(|i| matches!(i.state, State::Pending | State::Firing))
+            .map(|i| i.labels.clone())
+            .collect()
+    }
+
+    /// Pending and firing instances: labels, state, and since when.
+    pub fn snapshot(&self) -> Vec<(BTreeMap<String, String>, State, i64)> {
+        self.instances
+            .values()
+            .filter(|i| matches!(i.state, State::Pending | State::Firing))
+            .map(|i| (i.labels.clone(), i.state, i.since_ms))
+            .collect()
+    }
+
+    /// Forgets resolved instances whose flapping history has expired at `now_ms`.
+    pub fn prune(&mut self, timing: &Timing, now_ms: i64) {
+        self.instances.retain(|_, i| {
+            i.state != State::Resolved || i.changes.back().is_some_and(|t| now_ms - t <= timing.flap_window_ms)
+        });
+    }
+
     pub fn state(&self, labels: &BTreeMap<String, String>) -> State {
         self.instances.get(&fingerprint(labels)).map_or(State::Inactive, |i| i.state)
     }

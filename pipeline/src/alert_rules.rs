@@ -222,6 +222,12 @@ pub fn load_rule_file(text: &str) -> Result<Vec<AlertRule>, RuleError> {
             check_subset(&expr).map_err(|e| err(format!("expr: {e}")))?;
             let mut labels = group.labels.clone();
             labels.extend(entry.labels);
+            for (field, templates) in [("labels", &labels), ("annotations", &entry.annotations)] {
+                for (k, template) in templates {
+                    crate::alert_template::render(template, &BTreeMap::new(), 0.0)
+                        .map_err(|e| err(format!("{field}.{k}: {e}")))?;
+                }
+            }
             rules.push(AlertRule {
                 group: group.name.clone(),
                 name: alert,

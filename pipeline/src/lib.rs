@@ -2,6 +2,7 @@
 //! batches valid events per topic partition and commits them to Parquet exactly once.
 //!
 //! * [`aggregate`]: event-time windows per partition (watermarks, late data, roll-ups).
+//! * [`alert_engine`]: rules over the windows they read, and their alert lifecycles.
 //! * [`alert_eval`]: the PromQL subset evaluated over window partials.
 //! * [`alert_lifecycle`]: alert instance states in event time (alerting, in progress).
 //! * [`alert_rules`]: Prometheus rule files and the PromQL subset (alerting, in progress).
@@ -14,9 +15,11 @@
 //! * [`status`]: worker status, published as heartbeat objects for the query API.
 
 pub mod aggregate;
+pub mod alert_engine;
 pub mod alert_eval;
 pub mod alert_lifecycle;
 pub mod alert_rules;
+pub mod alert_template;
 pub mod custom_metrics;
 pub mod kafka;
 pub mod metrics;

@@ -1,0 +1,371 @@
+//! The alert engine: Prometheus-format rules evaluated over a window store that is fed
+//! the samples they read, with each rule's instances moving through their lifecycle in
+//! event time. Pure and deterministic: the caller passes the wall clock, so tests need no
+//! sleeps and a replay of the same samples gives the same alerts.
+//!
+//! Event time "now" is the newest event time ingested. When nothing arrives for
+//! `idle_after_ms` the wall clock (minus that delay) drives time instead, so that absence
+//! rules fire when a whole platform goes quiet.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use callscope_schemas::Metric;
+use callscope_schemas::events::{Alert, AlertStatus, Severity};
+use callscope_schemas::rollup::SeriesKey;
+use promql_parser::label::METRIC_NAME;
+use promql_parser::parser::Expr;
+
+use crate::alert_eval::{self, LabelSet, Value, WindowStore};
+use crate::alert_lifecycle::{RuleInstances, State, Timing, Verdict, fingerprint};
+use crate::alert_rules::AlertRule;
+use crate::alert_template::render;
+
+/// `source` of the alert events callscope itself emits.
+pub const ALERT_SOURCE: &str = "callscope";
+
+/// How the engine keeps time and windows.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Window resolution of the store the rules read.
+    pub resolution_ms: i64,
+    /// After this long without events, the wall clock drives event time.
+    pub idle_after_ms: i64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { resolution_ms: 10_000, idle_after_ms: 30_000 }
+    }
+}
+
+struct LoadedRule {
+    rule: AlertRule,
+    timing: Timing,
+    instances: RuleInstances,
+    last_error: Option<String>,
+    last_value_count: usize,
+}
+
+/// A state change of an alert instance, with what is needed to notify about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertChange {
+    pub rule: String,
+    pub group: String,
+    pub from: State,
+    pub to: State,
+    /// The instance's labels: the sample's labels, the rule's labels and `alertname`.
+    pub labels: LabelSet,
+    pub annotations: LabelSet,
+    pub value: Option<f64>,
+    pub at_ms: i64,
+    pub active_since_ms: i64,
+    pub flapping: bool,
+    pub fingerprint: u64,
+}
+
+impl AlertChange {
+    /// The alert event of a firing or resolved change (pending is internal).
+    pub fn to_event(&self) -> Option<Alert> {
+        let status = match self.to {
+            State::Firing => AlertStatus::Firing,
+            State::Resolved => AlertStatus::Resolved,
+            State::Pending | State::Inactive => return None,
+        };
+        let severity = self.labels.get("severity").and_then(|s| Severity::parse(s)).unwrap_or(Severity::Warning);
+        let service =
+            self.labels.get("service").filter(|s| !s.is_empty()).cloned().unwrap_or_else(|| ALERT_SOURCE.into());
+        let mut labels = self.labels.clone();
+        labels.remove("alertname");
+        if self.flapping {
+            labels.insert("flapping".into(), "true".into());
+        }
+        Some(Alert {
+            alert_name: self.rule.clone(),
+            severity,
+            status,
+            service,
+            labels,
+            annotations: self.annotations.clone(),
+            starts_at_ms: self.active_since_ms,
+            ends_at_ms: (status == AlertStatus::Resolved).then_some(self.at_ms.max(self.active_since_ms)),
+            value: self.value.filter(|v| v.is_finite()),
+            source: ALERT_SOURCE.into(),
+        })
+    }
+}
+
+/// One rule's current state, for the API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleStatus {
+    pub group: String,
+    pub name: String,
+    pub expr: String,
+    pub for_seconds: f64,
+    pub keep_firing_for_seconds: f64,
+    pub labels: LabelSet,
+    pub annotations: LabelSet,
+    /// `inactive`, `pending` or `firing` (the most severe of its instances).
+    pub state: &'static str,
+    pub active: Vec<ActiveInstance>,
+    pub last_error: Option<String>,
+    pub last_sample_count: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ActiveInstance {
+    pub labels: LabelSet,
+    pub state: State,
+    pub active_since_ms: i64,
+}
+
+/// Rules, the windows they read, and their instances.
+pub struct AlertEngine {
+    config: EngineConfig,
+    store: WindowStore,
+    rules: Vec<LoadedRule>,
+    /// Metric names any rule reads; `None` when a rule selects without a name.
+    wanted: Option<BTreeSet<String>>,
+    max_event_ms: Option<i64>,
+    /// Wall clock of the newest ingested sample.
+    last_ingest_wall_ms: Option<i64>,
+    now_ms: Option<i64>,
+}
+
+fn selector_names(expr: &Expr, names: &mut Option<BTreeSet<String>>) {
+    let mut add = |vs: &promql_parser::parser::VectorSelector| {
+        let name = vs.name.clone().or_else(|| {
+            vs.matchers
+                .matchers
+                .iter()
+                .find(|m| m.name == METRIC_NAME && matches!(m.op, promql_parser::label::MatchOp::Equal))
+                .map(|m| m.value.clone())
+        });
+        match (name, names.as_mut()) {
+            (Some(n), Some(set)) => {
+                set.insert(n.strip_suffix("_bucket").map(str::to_string).unwrap_or(n.clone()));
+                set.insert(n);
+            }
+            (None, _) => *names = None,
+            (Some(_), None) => {}
+        }
+    };
+    match expr {
+        Expr::VectorSelector(vs) => add(vs),
+        Expr::MatrixSelector(m) => add(&m.vs),
+        Expr::Paren(p) => selector_names(&p.expr, names),
+        Expr::Unary(u) => selector_names(&u.expr, names),
+        Expr::Aggregate(a) => selector_names(&a.expr, names),
+        Expr::Binary(b) => {
+            selector_names(&b.lhs, names);
+            selector_names(&b.rhs, names);
+        }
+        Expr::Call(c) => c.args.args.iter().for_each(|a| selector_names(a, names)),
+        _ => {}
+    }
+}
+
+fn timing_of(rule: &AlertRule) -> Timing {
+    Timing {
+        for_ms: i64::try_from(rule.for_.as_millis()).unwrap_or(i64::MAX),
+        keep_firing_for_ms: i64::try_from(rule.keep_firing_for.as_millis()).unwrap_or(i64::MAX),
+        ..Timing::default()
+    }
+}
+
+impl AlertEngine {
+    pub fn new(config: EngineConfig, rules: Vec<AlertRule>) -> AlertEngine {
+        let mut engine = AlertEngine {
+            config,
+            store: WindowStore::new(config.resolution_ms, 0),
+            rules: Vec::new(),
+            wanted: Some(BTreeSet::new()),
+            max_event_ms: None,
+            last_ingest_wall_ms: None,
+            now_ms: None,
+        };
+        engine.set_rules(rules);
+        engine
+    }
+
+    /// Replaces the rules; instances of rules that keep their name and expression survive.
+    pub fn set_rules(&mut self, rules: Vec<AlertRule>) {
+        let mut old: BTreeMap<(String, String, String), LoadedRule> = std::mem::take(&mut self.rules)
+            .into_iter()
+            .map(|r| ((r.rule.group.clone(), r.rule.name.clone(), r.rule.expr_text.clone()), r))
+            .collect();
+        let mut wanted = Some(BTreeSet::new());
+        let mut retention = 0;
+        for rule in rules {
+            selector_names(&rule.expr, &mut wanted);
+            retention = retention.max(alert_eval::longest_range_ms(&rule.expr));
+            let key = (rule.group.clone(), rule.name.clone(), rule.expr_text.clone());
+            let instances = old.remove(&key).map(|r| r.instances).unwrap_or_default();
+            self.rules.push(LoadedRule {
+                timing: timing_of(&rule),
+                rule,
+                instances,
+                last_error: None,
+                last_value_count: 0,
+            });
+        }
+        self.wanted = wanted;
+        self.store.set_retention_ms(retention);
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether any rule reads metrics named `name` (to skip decoding the others).
+    pub fn wants(&self, name: &str) -> bool {
+        self.wanted.as_ref().is_none_or(|w| w.contains(name))
+    }
+
+    /// Whether every metric must be decoded to know its name's relevance.
+    pub fn wants_all(&self) -> bool {
+        self.wanted.is_none()
+    }
+
+    /// Adds a sample the rules may read; `wall_ms` is the current wall clock.
+    pub fn ingest(&mut self, m: &Metric, wall_ms: i64) {
+        if !self.wants(&m.name) {
+            return;
+        }
+        let horizon = self.now_ms.map(|now| now - self.store_retention_ms());
+        if horizon.is_some_and(|h| m.timestamp_ms < h) {
+            return;
+        }
+        self.store.add_sample(&SeriesKey::of(m), m.value, m.timestamp_ms);
+        self.max_event_ms = Some(self.max_event_ms.map_or(m.timestamp_ms, |t| t.max(m.timestamp_ms)));
+        self.last_ingest_wall_ms = Some(wall_ms);
+    }
+
+    fn store_retention_ms(&self) -> i64 {
+        self.rules.iter().map(|r| alert_eval::longest_range_ms(&r.rule.expr)).max().unwrap_or(0)
+            + self.config.resolution_ms
+    }
+
+    /// Event time "now": the newest event time, or the wall clock once the stream is idle.
+    pub fn event_time(&self, wall_ms: i64) -> i64 {
+        let idle_clock = wall_ms - self.config.idle_after_ms;
+        let t = match (self.max_event_ms, self.last_ingest_wall_ms) {
+            (Some(max), Some(last)) if wall_ms - last < self.config.idle_after_ms => max,
+            (Some(max), _) => max.max(idle_clock),
+            (None, _) => idle_clock,
+        };
+        self.now_ms.map_or(t, |now| now.max(t))
+    }
+
+    /// Evaluates every rule at the current event time; returns the state changes.
+    pub fn evaluate(&mut self, wall_ms: i64) -> Vec<AlertChange> {
+        let now = self.event_time(wall_ms);
+        self.now_ms = Some(now);
+        let mut changes = Vec::new();
+        for lr in &mut self.rules {
+            let samples = match alert_eval::evaluate(&self.store, &lr.rule.expr, now) {
+                Ok(Value::Vector(v)) => v,
+                Ok(Value::Scalar(v)) => vec![alert_eval::Sample { labels: LabelSet::new(), value: v }],
+                Err(e) => {
+                    lr.last_error = Some(e.0);
+                    continue;
+                }
+            };
+            lr.last_error = None;
+            lr.last_value_count = samples.len();
+            let mut seen = BTreeSet::new();
+            let mut values: BTreeMap<u64, f64> = BTreeMap::new();
+            for s in samples {
+                let mut labels = s.labels;
+                labels.remove(METRIC_NAME);
+                for (k, v) in &lr.rule.labels {
+                    let rendered = render(v, &labels, s.value).unwrap_or_else(|_| v.clone());
+                    labels.insert(k.clone(), rendered);
+                }
+                labels.insert("alertname".into(), lr.rule.name.clone());
+                let fp = fingerprint(&labels);
+                seen.insert(fp);
+                values.insert(fp, s.value);
+                if let Some(t) = lr.instances.observe(&lr.timing, &labels, Verdict::Breach(s.value), now) {
+                    changes.push(change(&lr.rule, t, Some(s.value)));
+                }
+            }
+            for labels in lr.instances.active() {
+                if seen.contains(&fingerprint(&labels)) {
+                    continue;
+                }
+                if let Some(t) = lr.instances.observe(&lr.timing, &labels, Verdict::Clear(f64::NAN), now) {
+                    changes.push(change(&lr.rule, t, None));
+                }
+            }
+            lr.instances.prune(&lr.timing, now);
+        }
+        self.store.evict(now);
+        changes
+    }
+
+    /// Every rule's current state.
+    pub fn status(&self) -> Vec<RuleStatus> {
+        self.rules
+            .iter()
+            .map(|lr| {
+                let active: Vec<ActiveInstance> = lr
+                    .instances
+                    .snapshot()
+                    .into_iter()
+                    .map(|(labels, state, since)| ActiveInstance { labels, state, active_since_ms: since })
+                    .collect();
+                let state = if active.iter().any(|a| a.state == State::Firing) {
+                    "firing"
+                } else if active.is_empty() {
+                    "inactive"
+                } else {
+                    "pending"
+                };
+                RuleStatus {
+                    group: lr.rule.group.clone(),
+                    name: lr.rule.name.clone(),
+                    expr: lr.rule.expr_text.clone(),
+                    for_seconds: lr.rule.for_.as_secs_f64(),
+                    keep_firing_for_seconds: lr.rule.keep_firing_for.as_secs_f64(),
+                    labels: lr.rule.labels.clone(),
+                    annotations: lr.rule.annotations.clone(),
+                    state,
+                    active,
+                    last_error: lr.last_error.clone(),
+                    last_sample_count: lr.last_value_count,
+                }
+            })
+            .collect()
+    }
+
+    pub fn store_series(&self) -> usize {
+        self.store.series_count()
+    }
+}
+
+fn change(rule: &AlertRule, t: crate::alert_lifecycle::Transition, value: Option<f64>) -> AlertChange {
+    let v = value.unwrap_or(t.value);
+    let annotations = rule
+        .annotations
+        .iter()
+        .map(|(k, template)| {
+            (k.clone(), render(template, &t.labels, v).unwrap_or_else(|e| format!("{template} ({e})")))
+        })
+        .collect();
+    AlertChange {
+        rule: rule.name.clone(),
+        group: rule.group.clone(),
+        from: t.from,
+        to: t.to,
+        labels: t.labels,
+        annotations,
+        value: value.or(Some(t.value)).filter(|v| v.is_finite()),
+        at_ms: t.at_ms,
+        active_since_ms: t.active_since_ms,
+        flapping: t.flapping,
+        fingerprint: t.fingerprint,
+    }
+}
+
+#[cfg(test)]
+mod tests;
