@@ -11,6 +11,7 @@
 //! * [`kafka`]: client configuration, topic creation, the dead-letter producer.
 //! * [`worker`]: the consume loop (decode, buffer, flush, rebalance handling, shutdown).
 //! * [`partition_writer`]: one task per topic partition that writes batches and commits offsets.
+//! * [`notify`]: routing, grouping and delivery of alert notifications.
 //! * [`metrics`]: the pipeline's own Prometheus metrics.
 //! * [`status`]: worker status, published as heartbeat objects for the query API.
 
@@ -23,6 +24,7 @@ pub mod alert_template;
 pub mod custom_metrics;
 pub mod kafka;
 pub mod metrics;
+pub mod notify;
 pub mod partition_writer;
 pub mod status;
 pub mod watermarks;

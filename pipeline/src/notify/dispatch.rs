@@ -1,0 +1,244 @@
+//! Alertmanager's dispatcher, in event order with an injected clock: each alert goes to
+//! the routes that match it, into an aggregation group per route and `group_by` label
+//! values; a group is flushed `group_wait` after it is created and then every
+//! `group_interval`, and a flush notifies only when something changed (a new firing
+//! alert, all alerts resolved, a newly resolved one) or `repeat_interval` passed — the
+//! same rule as Alertmanager's notification log, so a group is never notified twice for
+//! the same state.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use callscope_schemas::events::{Alert, AlertStatus};
+use serde::{Deserialize, Serialize};
+
+use super::config::Route;
+use crate::alert_eval::LabelSet;
+use crate::alert_lifecycle::fingerprint;
+
+/// An alert as receivers see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutedAlert {
+    /// All labels: `alertname`, `service`, `severity` and the event's labels.
+    pub labels: LabelSet,
+    pub annotations: LabelSet,
+    pub status: AlertStatus,
+    pub starts_at_ms: i64,
+    pub ends_at_ms: Option<i64>,
+    pub value: Option<f64>,
+    pub source: String,
+    /// Hex fingerprint of `labels`.
+    pub fingerprint: String,
+}
+
+impl RoutedAlert {
+    pub fn from_event(a: &Alert) -> RoutedAlert {
+        let mut labels: LabelSet = a.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        labels.insert("alertname".into(), a.alert_name.clone());
+        labels.insert("service".into(), a.service.clone());
+        labels.insert("severity".into(), a.severity.as_str().into());
+        labels.remove("flapping");
+        let fp = format!("{:016x}", fingerprint(&labels));
+        if a.labels.get("flapping").is_some_and(|f| f == "true") {
+            labels.insert("flapping".into(), "true".into());
+        }
+        RoutedAlert {
+            annotations: a.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            status: a.status,
+            starts_at_ms: a.starts_at_ms,
+            ends_at_ms: a.ends_at_ms,
+            value: a.value,
+            source: a.source.clone(),
+            fingerprint: fp,
+            labels,
+        }
+    }
+}
+
+/// One message for one receiver: a group's alerts at a flush.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub receiver: String,
+    pub group_key: String,
+    pub group_labels: LabelSet,
+    pub alerts: Vec<RoutedAlert>,
+    pub at_ms: i64,
+}
+
+impl Notification {
+    /// `firing` while any alert fires.
+    pub fn status(&self) -> AlertStatus {
+        if self.alerts.iter().any(|a| a.status == AlertStatus::Firing) {
+            AlertStatus::Firing
+        } else {
+            AlertStatus::Resolved
+        }
+    }
+
+    /// Labels every alert shares.
+    pub fn common_labels(&self) -> LabelSet {
+        common(self.alerts.iter().map(|a| &a.labels))
+    }
+
+    pub fn common_annotations(&self) -> LabelSet {
+        common(self.alerts.iter().map(|a| &a.annotations))
+    }
+}
+
+fn common<'a>(mut sets: impl Iterator<Item = &'a LabelSet>) -> LabelSet {
+    let Some(first) = sets.next() else { return LabelSet::new() };
+    let mut out = first.clone();
+    for s in sets {
+        out.retain(|k, v| s.get(k) == Some(v));
+    }
+    out
+}
+
+/// What a group's last notification said (the notification log entry).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SentEntry {
+    pub at_ms: i64,
+    pub firing: BTreeSet<String>,
+    pub resolved: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Group {
+    receiver: String,
+    labels: LabelSet,
+    group_interval_ms: i64,
+    repeat_interval_ms: i64,
+    alerts: BTreeMap<String, RoutedAlert>,
+    next_flush_ms: i64,
+}
+
+/// Routes alerts into groups and decides when each group is notified.
+pub struct Dispatcher {
+    root: Route,
+    groups: BTreeMap<String, Group>,
+    /// Notification log: group key → what was last sent.
+    sent: BTreeMap<String, SentEntry>,
+}
+
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Dispatcher {
+    pub fn new(root: Route) -> Dispatcher {
+        Dispatcher { root, groups: BTreeMap::new(), sent: BTreeMap::new() }
+    }
+
+    /// Takes a new route tree; existing groups keep their alerts and timing.
+    pub fn set_route(&mut self, root: Route) {
+        self.root = root;
+    }
+
+    /// Restores the notification log (after a restart or a change of leader).
+    pub fn restore_log(&mut self, sent: BTreeMap<String, SentEntry>) {
+        self.sent = sent;
+    }
+
+    pub fn log(&self) -> &BTreeMap<String, SentEntry> {
+        &self.sent
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Alerts currently held in groups (firing ones and resolved ones not yet notified).
+    pub fn alerts(&self) -> impl Iterator<Item = (&str, &RoutedAlert)> {
+        self.groups.values().flat_map(|g| g.alerts.values().map(move |a| (g.receiver.as_str(), a)))
+    }
+
+    /// Puts an alert into the groups of every route it matches.
+    pub fn receive(&mut self, alert: RoutedAlert, now_ms: i64) {
+        for route in self.root.matching(&alert.labels) {
+            let group_labels: LabelSet = match &route.group_by {
+                Some(keys) => keys.iter().filter_map(|k| alert.labels.get(k).map(|v| (k.clone(), v.clone()))).collect(),
+                None => alert.labels.clone(),
+            };
+            let key = format!(
+                "{{{}}}:{}",
+                route.id,
+                group_labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join(",")
+            );
+            let known = self.sent.get(&key).is_some_and(|e| e.firing.contains(&alert.fingerprint));
+            let group = self.groups.entry(key).or_insert_with(|| Group {
+                receiver: route.receiver.clone(),
+                labels: group_labels,
+                group_interval_ms: ms(route.group_interval),
+                repeat_interval_ms: ms(route.repeat_interval),
+                alerts: BTreeMap::new(),
+                next_flush_ms: now_ms + ms(route.group_wait),
+            });
+            // A resolved alert this group never notified as firing is not news.
+            if alert.status == AlertStatus::Resolved && !group.alerts.contains_key(&alert.fingerprint) && !known {
+                continue;
+            }
+            group.alerts.insert(alert.fingerprint.clone(), alert.clone());
+        }
+        self.groups.retain(|_, g| !g.alerts.is_empty());
+    }
+
+    /// The earliest time a group is due, to sleep until then.
+    pub fn next_due_ms(&self) -> Option<i64> {
+        self.groups.values().map(|g| g.next_flush_ms).min()
+    }
+
+    /// Flushes the groups that are due at `now_ms`; returns the notifications to send.
+    pub fn flush(&mut self, now_ms: i64) -> Vec<Notification> {
+        let mut out = Vec::new();
+        let due: Vec<String> =
+            self.groups.iter().filter(|(_, g)| g.next_flush_ms <= now_ms).map(|(k, _)| k.clone()).collect();
+        for key in due {
+            let Some(group) = self.groups.get_mut(&key) else { continue };
+            group.next_flush_ms = now_ms + group.group_interval_ms;
+            let firing: BTreeSet<String> = group
+                .alerts
+                .values()
+                .filter(|a| a.status == AlertStatus::Firing)
+                .map(|a| a.fingerprint.clone())
+                .collect();
+            let resolved: BTreeSet<String> = group
+                .alerts
+                .values()
+                .filter(|a| a.status == AlertStatus::Resolved)
+                .map(|a| a.fingerprint.clone())
+                .collect();
+            let entry = self.sent.get(&key);
+            let notify = match entry {
+                None => !firing.is_empty(),
+                Some(e) if !firing.is_subset(&e.firing) => true,
+                Some(e) if firing.is_empty() => !e.firing.is_empty(),
+                Some(e) if !resolved.is_subset(&e.resolved) => true,
+                Some(e) => e.at_ms <= now_ms - group.repeat_interval_ms,
+            };
+            if notify {
+                out.push(Notification {
+                    receiver: group.receiver.clone(),
+                    group_key: key.clone(),
+                    group_labels: group.labels.clone(),
+                    alerts: group.alerts.values().cloned().collect(),
+                    at_ms: now_ms,
+                });
+                self.sent.insert(
+                    key.clone(),
+                    SentEntry { at_ms: now_ms, firing: firing.clone(), resolved: resolved.clone() },
+                );
+            }
+            // Resolved alerts leave the group once their state is in the log.
+            group.alerts.retain(|_, a| a.status == AlertStatus::Firing);
+            if group.alerts.is_empty() {
+                self.groups.remove(&key);
+                if firing.is_empty() {
+                    self.sent.remove(&key);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,5 @@
+//! Notifications: routing, grouping and deduplication like Alertmanager ([`dispatch`]),
+//! the configuration ([`config`]), and the channels that deliver ([`channels`]).
+
+pub mod config;
+pub mod dispatch;
