@@ -21,6 +21,7 @@ pub mod alert_eval;
 pub mod alert_lifecycle;
 pub mod alert_rules;
 pub mod alert_template;
+pub mod alerting_metrics;
 pub mod custom_metrics;
 pub mod kafka;
 pub mod metrics;
