@@ -160,6 +160,54 @@ pub struct WindowArgs {
     pub no_aggregation: bool,
 }
 
+/// Alert evaluation and notification.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AlertArgs {
+    /// Prometheus rule files to evaluate (comma separated); edits are picked up within 2 s.
+    #[arg(long, env = "CALLSCOPE_ALERT_RULES", value_delimiter = ',')]
+    pub alert_rules: Vec<std::path::PathBuf>,
+    /// Notification routes and receivers (Alertmanager-shaped YAML; `${ENV}` expanded).
+    #[arg(long, env = "CALLSCOPE_NOTIFY_CONFIG")]
+    pub notify_config: Option<std::path::PathBuf>,
+    /// Do not load the built-in rules for the phone platform.
+    #[arg(long, env = "CALLSCOPE_NO_DEFAULT_RULES")]
+    pub no_default_rules: bool,
+    /// Evaluate rules on the open windows this often (and after every batch of messages).
+    #[arg(long, env = "CALLSCOPE_ALERT_EVAL_INTERVAL", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub alert_eval_interval: Duration,
+    /// History the evaluator reads back on start to rebuild alert state.
+    #[arg(long, env = "CALLSCOPE_ALERT_REPLAY", default_value = "35m", value_parser = humantime::parse_duration)]
+    pub alert_replay: Duration,
+    /// After this long without metrics, the wall clock advances alert time (absence rules).
+    #[arg(long, env = "CALLSCOPE_ALERT_IDLE_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub alert_idle_after: Duration,
+    /// Run no alert evaluator in this process.
+    #[arg(long, env = "CALLSCOPE_NO_ALERTING")]
+    pub no_alerting: bool,
+}
+
+impl AlertArgs {
+    pub fn config(
+        &self,
+        connection: &callscope_pipeline::kafka::KafkaConnection,
+        windows: &WindowArgs,
+        instance: &str,
+    ) -> Option<callscope_pipeline::alerting::AlertingConfig> {
+        if self.no_alerting {
+            return None;
+        }
+        let mut c = callscope_pipeline::alerting::AlertingConfig::new(connection.clone(), instance);
+        c.rule_files = self.alert_rules.clone();
+        c.notify_file = self.notify_config.clone();
+        c.default_rules = !self.no_default_rules;
+        c.eval_interval = self.alert_eval_interval.max(Duration::from_millis(10));
+        c.replay = self.alert_replay;
+        c.engine.idle_after_ms = self.alert_idle_after.as_millis() as i64;
+        c.engine.resolution_ms = windows.resolutions_ms().first().copied().unwrap_or(10_000);
+        Some(c)
+    }
+}
+
 impl WindowArgs {
     pub fn aggregation(&self) -> anyhow::Result<Option<callscope_pipeline::AggregationConfig>> {
         if self.no_aggregation {
@@ -224,6 +272,8 @@ pub struct StandaloneConfig {
     #[command(flatten)]
     pub windows: WindowArgs,
     #[command(flatten)]
+    pub alerts: AlertArgs,
+    #[command(flatten)]
     pub query: QueryArgs,
 }
 
@@ -237,6 +287,8 @@ pub struct PipelineConfig {
     pub ingest: IngestArgs,
     #[command(flatten)]
     pub windows: WindowArgs,
+    #[command(flatten)]
+    pub alerts: AlertArgs,
     /// Serve this process's /metrics and /health here (optional).
     #[arg(long, env = "CALLSCOPE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,

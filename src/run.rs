@@ -85,6 +85,21 @@ fn worker_configs(
         .collect())
 }
 
+/// Starts the alert evaluator of this process (unless turned off).
+fn spawn_alerting(
+    config: Option<callscope_pipeline::alerting::AlertingConfig>,
+    hot: &Tier,
+    cancel: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let config = config?;
+    let (hot, cancel) = (hot.clone(), cancel.clone());
+    Some(tokio::spawn(async move {
+        if let Err(e) = callscope_pipeline::alerting::run(config, hot, cancel).await {
+            tracing::error!(error = %e, "alert evaluator stopped");
+        }
+    }))
+}
+
 /// Starts the workers; each stops when `cancel` is cancelled.
 fn spawn_workers(
     configs: Vec<WorkerConfig>,
@@ -178,6 +193,8 @@ async fn standalone(config: crate::cli::StandaloneConfig) -> anyhow::Result<()> 
 
     let workers_cancel = CancellationToken::new();
     let workers = spawn_workers(worker_configs(&connection, &config.ingest, &config.windows)?, &hot, &workers_cancel)?;
+    let instance = config.ingest.worker_id.clone().unwrap_or_else(|| format!("standalone-{}", std::process::id()));
+    let alerting = spawn_alerting(config.alerts.config(&connection, &config.windows, &instance), &hot, &workers_cancel);
     let state = api_state(&hot, Some((&connection, &config.ingest.group_id)), &config.query, &config.windows)?;
     let http_cancel = CancellationToken::new();
     let (http_addr, http) = serve_api(config.http_addr, state, http_cancel.clone()).await?;
@@ -212,7 +229,7 @@ async fn standalone(config: crate::cli::StandaloneConfig) -> anyhow::Result<()> 
         let _ = d.await;
     }
     workers_cancel.cancel();
-    for w in workers {
+    for w in workers.into_iter().chain(alerting) {
         let _ = w.await;
     }
     http_cancel.cancel();
@@ -232,6 +249,8 @@ async fn pipeline(config: crate::cli::PipelineConfig) -> anyhow::Result<()> {
     ensure_topics(&connection, &all_topics(), config.kafka.partitions, Duration::from_secs(60)).await?;
     let cancel = CancellationToken::new();
     let workers = spawn_workers(worker_configs(&connection, &config.ingest, &config.windows)?, &hot, &cancel)?;
+    let instance = config.ingest.worker_id.clone().unwrap_or_else(|| format!("pipeline-{}", std::process::id()));
+    let alerting = spawn_alerting(config.alerts.config(&connection, &config.windows, &instance), &hot, &cancel);
     let http_cancel = CancellationToken::new();
     let http = match config.metrics_addr {
         Some(addr) => {
@@ -255,7 +274,7 @@ async fn pipeline(config: crate::cli::PipelineConfig) -> anyhow::Result<()> {
     );
     stop_signal().await;
     cancel.cancel();
-    for w in workers {
+    for w in workers.into_iter().chain(alerting) {
         let _ = w.await;
     }
     http_cancel.cancel();

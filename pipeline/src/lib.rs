@@ -2,6 +2,7 @@
 //! batches valid events per topic partition and commits them to Parquet exactly once.
 //!
 //! * [`aggregate`]: event-time windows per partition (watermarks, late data, roll-ups).
+//! * [`alerting`]: the alert evaluator task (reads, evaluates, leads, notifies).
 //! * [`alert_engine`]: rules over the windows they read, and their alert lifecycles.
 //! * [`alert_eval`]: the PromQL subset evaluated over window partials.
 //! * [`alert_lifecycle`]: alert instance states in event time (alerting, in progress).
@@ -21,6 +22,7 @@ pub mod alert_eval;
 pub mod alert_lifecycle;
 pub mod alert_rules;
 pub mod alert_template;
+pub mod alerting;
 pub mod alerting_metrics;
 pub mod custom_metrics;
 pub mod kafka;

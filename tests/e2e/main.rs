@@ -4,6 +4,7 @@
 
 mod support;
 
+mod alerting;
 mod api;
 mod cli;
 mod consumer_group;

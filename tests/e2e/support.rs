@@ -34,12 +34,18 @@ impl Proc {
 
     /// Any program, with its output in a log file beside the test's data.
     pub fn spawn_program(name: &str, dir: &Path, program: &str, args: &[&str]) -> Proc {
+        Self::spawn_with_env(name, dir, program, args, &[])
+    }
+
+    /// Like [`spawn_program`](Self::spawn_program), with extra environment variables.
+    pub fn spawn_with_env(name: &str, dir: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let log = dir.join(format!("{name}-{}.log", std::process::id() ^ rand_u32()));
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = Command::new(program)
             .args(args)
             .env("CALLSCOPE_LOG", "info,librdkafka=warn,rdkafka=warn,tansu=error,tansu_broker=error,tansu_storage=error,tansu_sans_io=error")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
@@ -109,7 +115,21 @@ impl Standalone {
         Self::start_on(dir, free_port(), free_port(), extra)
     }
 
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Standalone {
+        Self::start_on_with_env(dir, free_port(), free_port(), extra, env)
+    }
+
     pub fn start_on(dir: &Path, kafka_port: u16, http_port: u16, extra: &[&str]) -> Standalone {
+        Self::start_on_with_env(dir, kafka_port, http_port, extra, &[])
+    }
+
+    pub fn start_on_with_env(
+        dir: &Path,
+        kafka_port: u16,
+        http_port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Standalone {
         let data_dir = dir.join("data");
         let kafka_addr = format!("127.0.0.1:{kafka_port}");
         let http_addr = format!("127.0.0.1:{http_port}");
@@ -123,7 +143,7 @@ impl Standalone {
             &http_addr,
         ];
         args.extend_from_slice(extra);
-        let mut proc = Proc::spawn("standalone", dir, &args);
+        let mut proc = Proc::spawn_with_env("standalone", dir, BIN, &args, env);
         let http = format!("http://{http_addr}");
         wait_for_http(&mut proc, &format!("{http}/health"), Duration::from_secs(120));
         Standalone { proc, brokers: kafka_addr, http, data_dir }

@@ -1,0 +1,320 @@
+//! Alerting end to end: rules evaluated by the standalone binary over events produced to
+//! the real broker, notifications received by local webhook, Slack-shaped and
+//! DingTalk-shaped receivers (the DingTalk one checks the signature), resolution when the
+//! data recovers, transitions stored as alert events, and a failing receiver that is
+//! retried without stalling ingestion.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use base64::Engine as _;
+use callscope_schemas::{Event, Metric, MetricKind};
+use hmac::Mac;
+use serde_json::Value;
+
+use crate::support::*;
+
+fn record(inbox: &Inbox, path: &str, query: BTreeMap<String, String>, body: Value) {
+    inbox.lock().expect("inbox").push((path.to_string(), query, body));
+}
+
+/// What the local receivers got: (receiver path, query, body).
+type Inbox = Arc<Mutex<Vec<(String, BTreeMap<String, String>, Value)>>>;
+
+const DINGTALK_SECRET: &str = "SECtest-secret";
+
+fn signature_ok(query: &BTreeMap<String, String>) -> bool {
+    let (Some(ts), Some(sign)) = (query.get("timestamp"), query.get("sign")) else { return false };
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(DINGTALK_SECRET.as_bytes()) else { return false };
+    mac.update(format!("{ts}\n{DINGTALK_SECRET}").as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    // axum's Query has already URL-decoded `sign`.
+    *sign == expected
+}
+
+struct Receivers {
+    inbox: Inbox,
+    /// Attempts seen by the flaky receiver.
+    flaky_attempts: Arc<Mutex<u32>>,
+    base: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Receivers {
+    fn start() -> Receivers {
+        let runtime = runtime();
+        let inbox: Inbox = Arc::default();
+        let flaky_attempts = Arc::new(Mutex::new(0u32));
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let router = axum::Router::new()
+            .route(
+                "/hook",
+                axum::routing::post(|State((inbox, _)): State<(Inbox, Arc<Mutex<u32>>)>, axum::Json(body): axum::Json<Value>| async move {
+                    record(&inbox, "hook", BTreeMap::new(), body);
+                    StatusCode::OK
+                }),
+            )
+            .route(
+                "/slack/{*token}",
+                axum::routing::post(|State((inbox, _)): State<(Inbox, Arc<Mutex<u32>>)>, UrlPath(_token): UrlPath<String>, axum::Json(body): axum::Json<Value>| async move {
+                    record(&inbox, "slack", BTreeMap::new(), body);
+                    "ok"
+                }),
+            )
+            .route(
+                "/robot/send",
+                axum::routing::post(
+                    |State((inbox, _)): State<(Inbox, Arc<Mutex<u32>>)>, Query(query): Query<BTreeMap<String, String>>, axum::Json(body): axum::Json<Value>| async move {
+                        if !signature_ok(&query) {
+                            return axum::Json(serde_json::json!({"errcode": 310000, "errmsg": "sign not match"}));
+                        }
+                        record(&inbox, "dingtalk", query, body);
+                        axum::Json(serde_json::json!({"errcode": 0, "errmsg": "ok"}))
+                    },
+                ),
+            )
+            .route(
+                "/flaky",
+                axum::routing::post(|State((inbox, attempts)): State<(Inbox, Arc<Mutex<u32>>)>, axum::Json(body): axum::Json<Value>| async move {
+                    let n = {
+                        let mut a = attempts.lock().expect("attempts");
+                        *a += 1;
+                        *a
+                    };
+                    match n {
+                        1 => StatusCode::INTERNAL_SERVER_ERROR,
+                        2 => {
+                            // Longer than the channel's timeout.
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                            StatusCode::OK
+                        }
+                        _ => {
+                            record(&inbox, "flaky", BTreeMap::new(), body);
+                            StatusCode::OK
+                        }
+                    }
+                }),
+            )
+            .with_state((inbox.clone(), flaky_attempts.clone()));
+        runtime.spawn(async move { axum::serve(listener, router).await });
+        Receivers { inbox, flaky_attempts, base, _runtime: runtime }
+    }
+
+    fn received(&self, path: &str) -> Vec<Value> {
+        self.inbox.lock().expect("inbox").iter().filter(|(p, _, _)| p == path).map(|(_, _, b)| b.clone()).collect()
+    }
+
+    /// Waits until `path` holds `n` messages; returns them.
+    fn wait_for(&self, path: &str, n: usize, timeout: Duration, node: &mut Standalone) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.received(path);
+            if got.len() >= n {
+                return got;
+            }
+            node.proc.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "{path}: {} of {n} notifications after {timeout:?}\n{}",
+                got.len(),
+                node.proc.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+const RULES: &str = r#"
+groups:
+  - name: e2e
+    rules:
+      - alert: CallsFailing
+        expr: sum by (service) (increase(e2e_calls_failed_total[20s])) > 5
+        for: 1s
+        labels: {severity: critical}
+        annotations:
+          summary: "{{ $labels.service }} failed {{ $value }} calls"
+"#;
+
+fn notify_config(base: &str) -> String {
+    format!(
+        r#"
+route:
+  receiver: team
+  group_by: [alertname]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+  routes:
+    - matchers: ['service="flaky-svc"']
+      receiver: flaky
+receivers:
+  - name: team
+    webhook_configs: [{{url: "{base}/hook"}}]
+    slack_configs: [{{api_url: "{base}/slack/${{CALLSCOPE_E2E_SLACK_TOKEN}}"}}]
+    dingtalk_configs: [{{url: "{base}/robot/send?access_token=abc", secret: "{DINGTALK_SECRET}"}}]
+  - name: flaky
+    webhook_configs: [{{url: "{base}/flaky", timeout: 1s, max_attempts: 5}}]
+"#
+    )
+}
+
+fn failed_call(service: &str, t: i64) -> (String, Vec<u8>) {
+    let m = Metric {
+        name: "e2e_calls_failed_total".into(),
+        kind: MetricKind::Counter,
+        value: 1.0,
+        timestamp_ms: t,
+        service: service.into(),
+        labels: Default::default(),
+        unit: None,
+    };
+    (format!("{service}/{}", m.name), callscope_schemas::json::encode(&Event::Metric(m)))
+}
+
+fn heartbeat(t: i64) -> (String, Vec<u8>) {
+    let m = Metric {
+        name: "e2e_heartbeat_total".into(),
+        kind: MetricKind::Counter,
+        value: 1.0,
+        timestamp_ms: t,
+        service: "gw".into(),
+        labels: Default::default(),
+        unit: None,
+    };
+    ("gw/e2e_heartbeat_total".into(), callscope_schemas::json::encode(&Event::Metric(m)))
+}
+
+fn start(dir: &std::path::Path, receivers: &Receivers) -> Standalone {
+    let rules = dir.join("rules.yaml");
+    let notify = dir.join("notify.yaml");
+    std::fs::write(&rules, RULES).expect("rules");
+    std::fs::write(&notify, notify_config(&receivers.base)).expect("notify");
+    let (rules, notify) = (rules.display().to_string(), notify.display().to_string());
+    Standalone::start_with_env(
+        dir,
+        &[
+            "--alert-rules",
+            &rules,
+            "--notify-config",
+            &notify,
+            "--no-default-rules",
+            "--alert-idle-after",
+            "3s",
+            "--flush-interval",
+            "200ms",
+        ],
+        &[("CALLSCOPE_E2E_SLACK_TOKEN", "T000/B000/XXXX")],
+    )
+}
+
+#[test]
+fn a_breach_notifies_each_channel_once_and_resolves_when_the_data_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receivers = Receivers::start();
+    let mut node = start(dir.path(), &receivers);
+    let rt = runtime();
+    let producer = producer(&node.brokers);
+    let t0 = now_ms();
+    // Two services fail 10 calls each: one alert group (by alertname), two alerts.
+    let mut batch: Vec<(String, Vec<u8>)> = (0..10).map(|i| failed_call("gw", t0 + i)).collect();
+    batch.extend((0..10).map(|i| failed_call("billing", t0 + i)));
+    batch.push(heartbeat(t0 + 1500));
+    assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &batch)), batch.len());
+
+    let hooks = receivers.wait_for("hook", 1, Duration::from_secs(60), &mut node);
+    let first = &hooks[0];
+    assert_eq!(first["version"], "4");
+    assert_eq!(first["status"], "firing");
+    assert_eq!(first["groupLabels"]["alertname"], "CallsFailing");
+    let alerts = first["alerts"].as_array().expect("alerts");
+    assert_eq!(alerts.len(), 2, "one grouped notification with both services: {first}");
+    let mut services: Vec<&str> = alerts.iter().filter_map(|a| a["labels"]["service"].as_str()).collect();
+    services.sort();
+    assert_eq!(services, ["billing", "gw"]);
+    assert!(
+        alerts.iter().all(|a| a["annotations"]["summary"].as_str().is_some_and(|s| s.contains("failed 10 calls"))),
+        "{first}"
+    );
+    let slack = receivers.wait_for("slack", 1, Duration::from_secs(30), &mut node);
+    assert!(slack[0]["text"].as_str().is_some_and(|t| t.contains("[FIRING:2] CallsFailing")), "{}", slack[0]);
+    let ding = receivers.wait_for("dingtalk", 1, Duration::from_secs(30), &mut node);
+    assert_eq!(ding[0]["msgtype"], "markdown");
+    assert!(ding[0]["markdown"]["text"].as_str().is_some_and(|t| t.contains("CallsFailing")));
+
+    // The data recovers: event time moves 30 s on without failures.
+    let recovery: Vec<(String, Vec<u8>)> = (1..=30).map(|s| heartbeat(t0 + s * 1000 + 1500)).collect();
+    assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &recovery)), recovery.len());
+    let hooks = receivers.wait_for("hook", 2, Duration::from_secs(60), &mut node);
+    assert_eq!(hooks[1]["status"], "resolved", "{}", hooks[1]);
+    assert!(
+        hooks[1]["alerts"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2 && a.iter().all(|x| x["endsAt"] != "0001-01-01T00:00:00Z"))
+    );
+    receivers.wait_for("slack", 2, Duration::from_secs(30), &mut node);
+    receivers.wait_for("dingtalk", 2, Duration::from_secs(30), &mut node);
+
+    // Exactly one notification per state and channel: nothing more arrives.
+    std::thread::sleep(Duration::from_secs(3));
+    for path in ["hook", "slack", "dingtalk"] {
+        assert_eq!(receivers.received(path).len(), 2, "{path} got duplicates");
+    }
+    // Every transition is an alert event on callscope.alerts, stored in the alerts table.
+    let client = http();
+    let stored = wait_for_count(
+        &client,
+        &node.http,
+        "SELECT count(*) FROM alerts WHERE source = 'callscope' AND alert_name = 'CallsFailing'",
+        4,
+        Duration::from_secs(60),
+    );
+    assert_eq!(stored, 4, "2 firing + 2 resolved transitions stored");
+    // The Slack token came from the environment and never reaches the log.
+    assert!(!node.proc.log_tail().contains("XXXX"), "secret in the log");
+    node.proc.terminate();
+}
+
+#[test]
+fn a_failing_receiver_is_retried_without_stalling_ingestion() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receivers = Receivers::start();
+    let mut node = start(dir.path(), &receivers);
+    let rt = runtime();
+    let producer = producer(&node.brokers);
+    let t0 = now_ms();
+    let batch: Vec<(String, Vec<u8>)> = (0..10).map(|i| failed_call("flaky-svc", t0 + i)).collect();
+    assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &batch)), batch.len());
+    // While the receiver fails (500, then a timeout), ingestion goes on.
+    let client = http();
+    let more: Vec<(String, Vec<u8>)> = (0..200).map(|i| heartbeat(t0 + 100 + i)).collect();
+    assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &more)), more.len());
+    let stored = wait_for_count(
+        &client,
+        &node.http,
+        "SELECT count(*) FROM metrics WHERE name = 'e2e_heartbeat_total'",
+        200,
+        Duration::from_secs(60),
+    );
+    assert_eq!(stored, 200);
+    let delivered = receivers.wait_for("flaky", 1, Duration::from_secs(60), &mut node);
+    assert_eq!(delivered[0]["status"], "firing");
+    assert!(*receivers.flaky_attempts.lock().expect("attempts") >= 3, "500 and timeout were retried");
+    let metrics = client.call("GET", &format!("{}/monitoring/metrics/prometheus", node.http), None).body;
+    let retries: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("callscope_notification_attempts_total{channel=\"webhook\",result=\"retry\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        retries >= 2.0,
+        "retries counted:\n{}",
+        metrics.lines().filter(|l| l.contains("notification")).collect::<Vec<_>>().join("\n")
+    );
+    node.proc.terminate();
+}
