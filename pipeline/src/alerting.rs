@@ -36,18 +36,14 @@ use crate::alerting_metrics::AlertingMetrics;
 use crate::kafka::{KafkaConnection, ensure_topics};
 use crate::notify::channels::{DeliveryFailure, FailureSink, Notifier};
 use crate::notify::config::NotifyConfig;
-use crate::notify::dispatch::{Dispatcher, Notification, RoutedAlert, SentEntry};
+use crate::notify::config::parse_matcher;
+use crate::notify::dispatch::{Dispatcher, Notification, RoutedAlert, SentEntry, SilenceRule};
 use crate::{PipelineError, Result, now_ms};
 
 /// The phone platform's default rules, enabled unless turned off.
 pub const DEFAULT_RULES: &str = include_str!("../rules/phone-platform.yaml");
 
-/// Where the leader keeps the notification log and publishing progress.
-pub const STATE_PATH: &str = "_catalog/alerting/state.json";
-/// Where the leader publishes rule and alert status for the query API.
-pub const STATUS_PATH: &str = "_catalog/alerting/status.json";
-/// Failed deliveries, one object each.
-pub const FAILURES_DIR: &str = "_catalog/alerting/failures";
+use callscope_storage::alerting::{FAILURES_DIR, STATE_PATH, STATUS_PATH};
 
 #[derive(Debug, Clone)]
 pub struct AlertingConfig {
@@ -109,6 +105,8 @@ pub struct AlertingStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActiveAlert {
     pub receiver: String,
+    /// `silenced by <id>` or `inhibited by <fingerprint>` while muted.
+    pub muted: Option<String>,
     #[serde(flatten)]
     pub alert: RoutedAlert,
 }
@@ -228,6 +226,7 @@ struct Evaluator {
     decode: DecodeOptions,
     /// Recent transitions (event time, alert event), for publishing by whoever leads.
     recent: std::collections::VecDeque<(i64, Alert)>,
+    silences: callscope_storage::SilenceStore,
 }
 
 /// Transitions kept for a new leader to publish.
@@ -378,7 +377,11 @@ impl Evaluator {
             alerts: self
                 .dispatcher
                 .alerts()
-                .map(|(r, a)| ActiveAlert { receiver: r.to_string(), alert: a.clone() })
+                .map(|(r, a)| ActiveAlert {
+                    receiver: r.to_string(),
+                    muted: self.dispatcher.mute_reason(a, wall),
+                    alert: a.clone(),
+                })
                 .collect(),
             rule_errors: self.rule_errors.clone(),
         };
@@ -386,6 +389,41 @@ impl Evaluator {
         if let Err(e) = self.tier.put_durable(STATUS_PATH, bytes, false).await {
             tracing::debug!(error = %e, "publishing alerting status failed");
         }
+    }
+
+    /// Loads the silences (created through the API) into the dispatcher.
+    async fn load_silences(&mut self) {
+        let silences = match self.silences.list().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading silences failed; keeping the previous ones");
+                return;
+            }
+        };
+        let wall = now_ms();
+        let rules = silences
+            .into_iter()
+            .filter(|s| s.state(wall) != "expired")
+            .filter_map(|s| {
+                let matchers = s
+                    .matchers
+                    .iter()
+                    .map(|m| {
+                        let op = match (m.is_regex, m.is_equal) {
+                            (false, true) => "=",
+                            (false, false) => "!=",
+                            (true, true) => "=~",
+                            (true, false) => "!~",
+                        };
+                        parse_matcher(&format!("{}{op}{}", m.name, serde_json::to_string(&m.value).unwrap_or_default()))
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| tracing::warn!(silence = %s.id, error = %e, "ignoring a silence with a bad matcher"))
+                    .ok()?;
+                Some(SilenceRule { id: s.id, matchers, starts_at_ms: s.starts_at_ms, ends_at_ms: s.ends_at_ms })
+            })
+            .collect();
+        self.dispatcher.set_silences(rules);
     }
 
     fn reload(&mut self) {
@@ -407,6 +445,7 @@ impl Evaluator {
             Ok(Some((config, route))) => match Notifier::start(&config, failure_sink(self.tier.clone())) {
                 Ok(notifier) => {
                     self.dispatcher.set_route(route);
+                    self.dispatcher.set_inhibit_rules(config.inhibit_rules().unwrap_or_default());
                     self.notifier = Some(notifier);
                 }
                 Err(e) => tracing::warn!(error = %e, "notification config not reloaded"),
@@ -436,7 +475,9 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
     let (dispatcher, notifier) = match notify {
         Some((nc, route)) => {
             let notifier = Notifier::start(&nc, failure_sink(tier.clone())).map_err(PipelineError::Config)?;
-            (Dispatcher::new(route), Some(notifier))
+            let mut dispatcher = Dispatcher::new(route);
+            dispatcher.set_inhibit_rules(nc.inhibit_rules().map_err(|e| PipelineError::Config(e.to_string()))?);
+            (dispatcher, Some(notifier))
         }
         None => {
             let (_, route) = NotifyConfig::parse("route: {receiver: none}\nreceivers: [{name: none}]")
@@ -480,6 +521,7 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
         })
     };
     let producer = config.kafka.producer()?;
+    let silences = callscope_storage::SilenceStore::new(tier.clone());
     let mut ev = Evaluator {
         state: read_state(&tier).await,
         config,
@@ -492,8 +534,10 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
         state_dirty: false,
         rule_errors: Vec::new(),
         recent: Default::default(),
+        silences,
         decode: DecodeOptions { max_time_skew_ms: DecodeOptions::DEFAULT_MAX_SKEW_MS, now_ms: now_ms() },
     };
+    ev.load_silences().await;
     let mut positions: HashMap<(String, i32), i64> = HashMap::new();
     let mut caught_up = ends.values().all(|e| *e <= 0);
     let mut ticker = tokio::time::interval(ev.config.eval_interval);
@@ -560,6 +604,7 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
                 ev.save_state().await;
             }
             _ = slow.tick() => {
+                ev.load_silences().await;
                 let now_version = files_version(&ev.config);
                 if now_version != version {
                     version = now_version;

@@ -2,47 +2,26 @@
 //! `_catalog/custom_metrics/<name>.json`, in the hot tier that every process shares, so
 //! definitions survive restarts and reach every worker and API replica.
 
-use bytes::Bytes;
 use callscope_schemas::custom_metrics::{CustomMetric, builtin_definitions};
 
+use crate::Result;
+use crate::json_objects::JsonObjects;
 use crate::tier::Tier;
-use crate::{Result, StorageError};
-
-const DIR: &str = "_catalog/custom_metrics";
 
 /// Definitions stored in a tier.
 #[derive(Debug, Clone)]
 pub struct CustomMetricStore {
-    tier: Tier,
-}
-
-fn key(name: &str) -> String {
-    format!("{DIR}/{name}.json")
+    objects: JsonObjects,
 }
 
 impl CustomMetricStore {
     pub fn new(tier: Tier) -> CustomMetricStore {
-        CustomMetricStore { tier }
+        CustomMetricStore { objects: JsonObjects::new(tier, "_catalog/custom_metrics") }
     }
 
     /// Stored definitions (not the built-ins), by name.
     pub async fn stored(&self) -> Result<Vec<CustomMetric>> {
-        let mut out = Vec::new();
-        for path in self.tier.list(DIR).await? {
-            if !path.ends_with(".json") {
-                continue;
-            }
-            let bytes = match self.tier.get(&path).await {
-                Ok(b) => b,
-                // Deleted between listing and reading.
-                Err(StorageError::ObjectStore(object_store::Error::NotFound { .. })) => continue,
-                Err(e) => return Err(e),
-            };
-            match serde_json::from_slice::<CustomMetric>(&bytes) {
-                Ok(def) => out.push(def),
-                Err(e) => tracing::warn!(path = %path, error = %e, "ignoring unreadable custom metric definition"),
-            }
-        }
+        let mut out: Vec<CustomMetric> = self.objects.list().await?;
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -55,18 +34,12 @@ impl CustomMetricStore {
     pub async fn put(&self, def: &CustomMetric) -> Result<()> {
         let mut stored = def.clone();
         stored.builtin = false;
-        let body = serde_json::to_vec_pretty(&stored)
-            .map_err(|e| StorageError::CorruptRecord { path: key(&def.name), reason: e.to_string() })?;
-        self.tier.put_durable(&key(&def.name), Bytes::from(body), false).await
+        self.objects.put(&def.name, &stored).await
     }
 
     /// Deletes a stored definition; returns whether one existed.
     pub async fn delete(&self, name: &str) -> Result<bool> {
-        if !self.tier.exists(&key(name)).await? {
-            return Ok(false);
-        }
-        self.tier.delete(&key(name)).await?;
-        Ok(true)
+        self.objects.delete(name).await
     }
 }
 

@@ -6,17 +6,22 @@
 //! * [`parquet_file`]: encoding record batches as Parquet.
 //! * [`commit_log`]: per-partition batch records, crash recovery and pruning.
 //! * [`custom_metrics`]: stored custom metric definitions.
+//! * [`alerting`]: silences and the alert evaluator's state, status and failures.
+//! * [`json_objects`]: a directory of JSON objects (the catalog's small shared records).
 //! * [`window_state`]: checkpoints of the stream aggregator's window state.
 //! * [`workers`]: worker heartbeat objects.
 
+pub mod alerting;
 pub mod commit_log;
 pub mod custom_metrics;
+pub mod json_objects;
 pub mod layout;
 pub mod parquet_file;
 pub mod tier;
 pub mod window_state;
 pub mod workers;
 
+pub use alerting::{Silence, SilenceMatcher, SilenceStore};
 pub use commit_log::{BatchRecord, CommitLog, Recovery};
 pub use custom_metrics::CustomMetricStore;
 pub use layout::{DataFileKey, HourPartition, RollupFileKey, RollupSource};

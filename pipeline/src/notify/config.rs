@@ -19,9 +19,37 @@ pub struct NotifyConfig {
     pub route: RouteConfig,
     #[serde(default)]
     pub receivers: Vec<ReceiverConfig>,
+    /// A firing alert matching `source_matchers` mutes alerts matching `target_matchers`
+    /// that have the same values of the `equal` labels.
+    #[serde(default)]
+    pub inhibit_rules: Vec<InhibitRuleConfig>,
     /// Base URL of the query API, for links in messages.
     #[serde(default)]
     pub external_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitRuleConfig {
+    #[serde(default)]
+    pub source_matchers: Vec<String>,
+    #[serde(default)]
+    pub target_matchers: Vec<String>,
+    #[serde(default)]
+    pub equal: Vec<String>,
+}
+
+/// A checked inhibition rule.
+#[derive(Debug, Clone)]
+pub struct InhibitRule {
+    pub source: Vec<Matcher>,
+    pub target: Vec<Matcher>,
+    pub equal: Vec<String>,
+}
+
+/// Whether every matcher matches `labels` (a missing label reads as "").
+pub fn all_match(matchers: &[Matcher], labels: &BTreeMap<String, String>) -> bool {
+    matchers.iter().all(|m| m.is_match(labels.get(&m.name).map_or("", String::as_str)))
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -199,7 +227,7 @@ impl Route {
     }
 
     fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.matchers.iter().all(|m| m.is_match(labels.get(&m.name).map_or("", String::as_str)))
+        all_match(&self.matchers, labels)
     }
 
     fn collect<'a>(&'a self, labels: &BTreeMap<String, String>, out: &mut Vec<&'a Route>) -> bool {
@@ -262,7 +290,29 @@ impl NotifyConfig {
         let config: NotifyConfig =
             serde_norway::from_str(&expanded).map_err(|e| ConfigError(format!("not a valid file: {e}")))?;
         let route = config.resolve()?;
+        config.inhibit_rules()?;
         Ok((config, route))
+    }
+
+    /// The inhibition rules, checked.
+    pub fn inhibit_rules(&self) -> Result<Vec<InhibitRule>, ConfigError> {
+        let parse = |ms: &[String], i: usize| {
+            ms.iter()
+                .map(|m| parse_matcher(m))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ConfigError(format!("inhibit_rules[{i}]: {e}")))
+        };
+        self.inhibit_rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Ok(InhibitRule {
+                    source: parse(&r.source_matchers, i)?,
+                    target: parse(&r.target_matchers, i)?,
+                    equal: r.equal.clone(),
+                })
+            })
+            .collect()
     }
 
     fn resolve(&self) -> Result<Route, ConfigError> {

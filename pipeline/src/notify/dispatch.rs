@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use callscope_schemas::events::{Alert, AlertStatus};
 use serde::{Deserialize, Serialize};
 
-use super::config::Route;
+use super::config::{InhibitRule, Route, all_match};
 use crate::alert_eval::LabelSet;
 use crate::alert_lifecycle::fingerprint;
+use promql_parser::label::Matcher;
 
 /// An alert as receivers see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,9 +112,20 @@ struct Group {
     next_flush_ms: i64,
 }
 
+/// An active-or-not silence, ready to match.
+#[derive(Debug, Clone)]
+pub struct SilenceRule {
+    pub id: String,
+    pub matchers: Vec<Matcher>,
+    pub starts_at_ms: i64,
+    pub ends_at_ms: i64,
+}
+
 /// Routes alerts into groups and decides when each group is notified.
 pub struct Dispatcher {
     root: Route,
+    silences: Vec<SilenceRule>,
+    inhibit: Vec<InhibitRule>,
     groups: BTreeMap<String, Group>,
     /// Notification log: group key → what was last sent.
     sent: BTreeMap<String, SentEntry>,
@@ -125,7 +137,38 @@ fn ms(d: std::time::Duration) -> i64 {
 
 impl Dispatcher {
     pub fn new(root: Route) -> Dispatcher {
-        Dispatcher { root, groups: BTreeMap::new(), sent: BTreeMap::new() }
+        Dispatcher { root, silences: Vec::new(), inhibit: Vec::new(), groups: BTreeMap::new(), sent: BTreeMap::new() }
+    }
+
+    pub fn set_silences(&mut self, silences: Vec<SilenceRule>) {
+        self.silences = silences;
+    }
+
+    pub fn set_inhibit_rules(&mut self, rules: Vec<InhibitRule>) {
+        self.inhibit = rules;
+    }
+
+    /// Why `alert` is muted at `now_ms`: `silenced by <id>` or `inhibited by <fingerprint>`.
+    pub fn mute_reason(&self, alert: &RoutedAlert, now_ms: i64) -> Option<String> {
+        if let Some(s) = self
+            .silences
+            .iter()
+            .find(|s| s.starts_at_ms <= now_ms && now_ms < s.ends_at_ms && all_match(&s.matchers, &alert.labels))
+        {
+            return Some(format!("silenced by {}", s.id));
+        }
+        for rule in self.inhibit.iter().filter(|r| all_match(&r.target, &alert.labels)) {
+            let source = self.groups.values().flat_map(|g| g.alerts.values()).find(|src| {
+                src.status == AlertStatus::Firing
+                    && src.fingerprint != alert.fingerprint
+                    && all_match(&rule.source, &src.labels)
+                    && rule.equal.iter().all(|l| src.labels.get(l) == alert.labels.get(l))
+            });
+            if let Some(src) = source {
+                return Some(format!("inhibited by {}", src.fingerprint));
+            }
+        }
+        None
     }
 
     /// Takes a new route tree; existing groups keep their alerts and timing.
@@ -192,20 +235,17 @@ impl Dispatcher {
         let due: Vec<String> =
             self.groups.iter().filter(|(_, g)| g.next_flush_ms <= now_ms).map(|(k, _)| k.clone()).collect();
         for key in due {
+            // Silenced and inhibited alerts are left out (and notified once unmuted).
+            let unmuted: Vec<RoutedAlert> = match self.groups.get(&key) {
+                Some(g) => g.alerts.values().filter(|a| self.mute_reason(a, now_ms).is_none()).cloned().collect(),
+                None => continue,
+            };
             let Some(group) = self.groups.get_mut(&key) else { continue };
             group.next_flush_ms = now_ms + group.group_interval_ms;
-            let firing: BTreeSet<String> = group
-                .alerts
-                .values()
-                .filter(|a| a.status == AlertStatus::Firing)
-                .map(|a| a.fingerprint.clone())
-                .collect();
-            let resolved: BTreeSet<String> = group
-                .alerts
-                .values()
-                .filter(|a| a.status == AlertStatus::Resolved)
-                .map(|a| a.fingerprint.clone())
-                .collect();
+            let firing: BTreeSet<String> =
+                unmuted.iter().filter(|a| a.status == AlertStatus::Firing).map(|a| a.fingerprint.clone()).collect();
+            let resolved: BTreeSet<String> =
+                unmuted.iter().filter(|a| a.status == AlertStatus::Resolved).map(|a| a.fingerprint.clone()).collect();
             let entry = self.sent.get(&key);
             let notify = match entry {
                 None => !firing.is_empty(),
@@ -219,7 +259,7 @@ impl Dispatcher {
                     receiver: group.receiver.clone(),
                     group_key: key.clone(),
                     group_labels: group.labels.clone(),
-                    alerts: group.alerts.values().cloned().collect(),
+                    alerts: unmuted,
                     at_ms: now_ms,
                 });
                 self.sent.insert(

@@ -108,3 +108,40 @@ fn a_restored_log_prevents_renotification_after_restart() {
     restarted.receive(alert("HighLatency", "asr", Severity::Warning, AlertStatus::Resolved), 40_000);
     assert_eq!(summary(&restarted.flush(90_000)), [("oncall".to_string(), AlertStatus::Resolved, 1)]);
 }
+
+#[test]
+fn silences_mute_until_they_expire_and_inhibition_mutes_symptoms() {
+    let config = format!(
+        "{CONFIG}inhibit_rules:\n  - source_matchers: ['alertname=\"ServiceDown\"']\n    target_matchers: ['severity=\"warning\"']\n    equal: [service]\n"
+    );
+    let (config, route) = NotifyConfig::parse(&config).expect("config");
+    let mut d = Dispatcher::new(route);
+    d.set_inhibit_rules(config.inhibit_rules().expect("rules"));
+    d.set_silences(vec![SilenceRule {
+        id: "s1".into(),
+        matchers: vec![crate::notify::config::parse_matcher(r#"service=~"bill.*""#).expect("matcher")],
+        starts_at_ms: 0,
+        ends_at_ms: 100_000,
+    }]);
+    d.receive(alert("HighLatency", "billing", Severity::Warning, AlertStatus::Firing), 0);
+    assert!(d.flush(10_000).is_empty(), "silenced");
+    let silenced = d.alerts().next().expect("held").1.clone();
+    assert_eq!(d.mute_reason(&silenced, 10_000).as_deref(), Some("silenced by s1"));
+    // The silence expires by itself: the next flush notifies.
+    assert_eq!(summary(&d.flush(130_000)), [("oncall".to_string(), AlertStatus::Firing, 1)]);
+
+    // A firing ServiceDown for asr mutes asr's warnings, not tts's.
+    d.receive(alert("ServiceDown", "asr", Severity::Critical, AlertStatus::Firing), 200_000);
+    d.receive(alert("QueueLong", "asr", Severity::Warning, AlertStatus::Firing), 200_000);
+    d.receive(alert("QueueLong", "tts", Severity::Warning, AlertStatus::Firing), 200_000);
+    let sent = d.flush(210_000);
+    let queue = sent.iter().find(|n| n.group_labels.get("alertname").map(String::as_str) == Some("QueueLong"));
+    let services: Vec<&str> = queue
+        .expect("QueueLong notified")
+        .alerts
+        .iter()
+        .filter_map(|a| a.labels.get("service").map(String::as_str))
+        .collect();
+    assert_eq!(services, ["tts"]);
+    assert!(sent.iter().any(|n| n.receiver == "pager"), "the root cause itself is notified");
+}

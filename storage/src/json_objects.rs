@@ -1,0 +1,72 @@
+//! A directory of JSON objects in a tier, one object per id (`<dir>/<id>.json`): the
+//! catalog's small shared records (custom metrics, silences, acknowledgements) that every
+//! process reads and any API replica may change.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::tier::Tier;
+use crate::{Result, StorageError};
+
+#[derive(Debug, Clone)]
+pub struct JsonObjects {
+    tier: Tier,
+    dir: &'static str,
+}
+
+impl JsonObjects {
+    pub fn new(tier: Tier, dir: &'static str) -> JsonObjects {
+        JsonObjects { tier, dir }
+    }
+
+    fn key(&self, id: &str) -> String {
+        format!("{}/{id}.json", self.dir)
+    }
+
+    /// Every readable object; unreadable ones are skipped with a warning.
+    pub async fn list<T: DeserializeOwned>(&self) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for path in self.tier.list(self.dir).await? {
+            if !path.ends_with(".json") {
+                continue;
+            }
+            let bytes = match self.tier.get(&path).await {
+                Ok(b) => b,
+                // Deleted between listing and reading.
+                Err(StorageError::ObjectStore(object_store::Error::NotFound { .. })) => continue,
+                Err(e) => return Err(e),
+            };
+            match serde_json::from_slice::<T>(&bytes) {
+                Ok(item) => out.push(item),
+                Err(e) => tracing::warn!(path = %path, error = %e, "ignoring an unreadable catalog object"),
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, id: &str) -> Result<Option<T>> {
+        match self.tier.get(&self.key(id)).await {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StorageError::CorruptRecord { path: self.key(id), reason: e.to_string() }),
+            Err(StorageError::ObjectStore(object_store::Error::NotFound { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn put<T: Serialize>(&self, id: &str, item: &T) -> Result<()> {
+        let body = serde_json::to_vec_pretty(item)
+            .map_err(|e| StorageError::CorruptRecord { path: self.key(id), reason: e.to_string() })?;
+        self.tier.put_durable(&self.key(id), Bytes::from(body), false).await
+    }
+
+    /// Deletes an object; returns whether it existed.
+    pub async fn delete(&self, id: &str) -> Result<bool> {
+        if !self.tier.exists(&self.key(id)).await? {
+            return Ok(false);
+        }
+        self.tier.delete(&self.key(id)).await?;
+        Ok(true)
+    }
+}
