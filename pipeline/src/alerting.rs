@@ -100,6 +100,8 @@ pub struct AlertingStatus {
     pub rules: Vec<serde_json::Value>,
     pub alerts: Vec<ActiveAlert>,
     pub rule_errors: Vec<String>,
+    /// Health of the configured Alertmanagers, probed every 10 s.
+    pub alertmanagers: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,6 +229,8 @@ struct Evaluator {
     /// Recent transitions (event time, alert event), for publishing by whoever leads.
     recent: std::collections::VecDeque<(i64, Alert)>,
     silences: callscope_storage::SilenceStore,
+    alertmanager_health: Vec<serde_json::Value>,
+    last_probe: Option<Instant>,
 }
 
 /// Transitions kept for a new leader to publish.
@@ -384,6 +388,7 @@ impl Evaluator {
                 })
                 .collect(),
             rule_errors: self.rule_errors.clone(),
+            alertmanagers: self.alertmanager_health.clone(),
         };
         let bytes = Bytes::from(serde_json::to_vec(&status).unwrap_or_default());
         if let Err(e) = self.tier.put_durable(STATUS_PATH, bytes, false).await {
@@ -424,6 +429,16 @@ impl Evaluator {
             })
             .collect();
         self.dispatcher.set_silences(rules);
+    }
+
+    async fn probe_alertmanagers(&mut self) {
+        if self.last_probe.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            return;
+        }
+        self.last_probe = Some(Instant::now());
+        let urls = self.notifier.as_ref().map(|n| n.alertmanager_urls.clone()).unwrap_or_default();
+        self.alertmanager_health =
+            futures::future::join_all(urls.iter().map(|u| crate::notify::channels::probe_alertmanager(u))).await;
     }
 
     fn reload(&mut self) {
@@ -535,6 +550,8 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
         rule_errors: Vec::new(),
         recent: Default::default(),
         silences,
+        alertmanager_health: Vec::new(),
+        last_probe: None,
         decode: DecodeOptions { max_time_skew_ms: DecodeOptions::DEFAULT_MAX_SKEW_MS, now_ms: now_ms() },
     };
     ev.load_silences().await;
@@ -609,6 +626,9 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
                 if now_version != version {
                     version = now_version;
                     ev.reload();
+                }
+                if ev.leader {
+                    ev.probe_alertmanagers().await;
                 }
                 ev.publish_status(now_ms()).await;
             }

@@ -12,6 +12,7 @@
 //! * [`health`]: liveness and component health.
 //! * [`json_rows`]: Arrow values as JSON.
 
+pub mod alerting;
 pub mod custom_metrics;
 pub mod derived;
 pub mod engine;
@@ -95,6 +96,12 @@ pub fn router(state: AppState) -> Router {
         .route("/monitoring/tracing/traces", post(ingest::post_spans))
         .route("/monitoring/tracing/traces/{trace_id}", get(traces::get_trace))
         .route("/monitoring/sql", post(sql::post_sql))
+        .route("/monitoring/alerts", get(alerting::active_alerts))
+        .route("/monitoring/alerts/history", get(alerting::history))
+        .route("/monitoring/alerts/silences", get(alerting::list_silences).post(alerting::create_silence))
+        .route("/monitoring/alerts/silences/{id}", get(alerting::get_silence).delete(alerting::expire_silence))
+        .route("/monitoring/alertmanager/rules", get(alerting::rules))
+        .route("/monitoring/alertmanager/health", get(alerting::alertmanager_health))
         .route("/subjects", get(schema_registry::subjects))
         .route("/subjects/{subject}", post(schema_registry::lookup_schema))
         .route("/subjects/{subject}/versions", get(schema_registry::versions).post(schema_registry::register_schema))

@@ -138,6 +138,10 @@ groups:
         labels: {severity: critical}
         annotations:
           summary: "{{ $labels.service }} failed {{ $value }} calls"
+      - alert: CallsSlow
+        expr: sum by (service) (increase(e2e_calls_slow_total[20s])) > 5
+        for: 1s
+        labels: {severity: warning}
 "#;
 
 fn notify_config(base: &str) -> String {
@@ -159,13 +163,21 @@ receivers:
     dingtalk_configs: [{{url: "{base}/robot/send?access_token=abc", secret: "{DINGTALK_SECRET}"}}]
   - name: flaky
     webhook_configs: [{{url: "{base}/flaky", timeout: 1s, max_attempts: 5}}]
+inhibit_rules:
+  - source_matchers: ['alertname="CallsFailing"']
+    target_matchers: ['alertname="CallsSlow"']
+    equal: [service]
 "#
     )
 }
 
 fn failed_call(service: &str, t: i64) -> (String, Vec<u8>) {
+    counter_event("e2e_calls_failed_total", service, t)
+}
+
+fn counter_event(name: &str, service: &str, t: i64) -> (String, Vec<u8>) {
     let m = Metric {
-        name: "e2e_calls_failed_total".into(),
+        name: name.into(),
         kind: MetricKind::Counter,
         value: 1.0,
         timestamp_ms: t,
@@ -190,13 +202,19 @@ fn heartbeat(t: i64) -> (String, Vec<u8>) {
 }
 
 fn start(dir: &std::path::Path, receivers: &Receivers) -> Standalone {
+    start_with(dir, &notify_config(&receivers.base), free_port(), free_port())
+}
+
+fn start_with(dir: &std::path::Path, notify_yaml: &str, kafka_port: u16, http_port: u16) -> Standalone {
     let rules = dir.join("rules.yaml");
     let notify = dir.join("notify.yaml");
     std::fs::write(&rules, RULES).expect("rules");
-    std::fs::write(&notify, notify_config(&receivers.base)).expect("notify");
+    std::fs::write(&notify, notify_yaml).expect("notify");
     let (rules, notify) = (rules.display().to_string(), notify.display().to_string());
-    Standalone::start_with_env(
+    Standalone::start_on_with_env(
         dir,
+        kafka_port,
+        http_port,
         &[
             "--alert-rules",
             &rules,
@@ -317,4 +335,223 @@ fn a_failing_receiver_is_retried_without_stalling_ingestion() {
         metrics.lines().filter(|l| l.contains("notification")).collect::<Vec<_>>().join("\n")
     );
     node.proc.terminate();
+}
+
+fn services_of(notification: &Value) -> Vec<String> {
+    let mut s: Vec<String> = notification["alerts"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["labels"]["service"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    s.sort();
+    s
+}
+
+#[test]
+fn silences_and_inhibition_mute_notifications() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receivers = Receivers::start();
+    let mut node = start(dir.path(), &receivers);
+    let client = http();
+    let silences = format!("{}/monitoring/alerts/silences", node.http);
+    let ends = chrono_like_rfc3339(now_ms() + 3_600_000);
+    let body = serde_json::json!({
+        "matchers": [{"name": "service", "value": "silenced-svc", "isRegex": false, "isEqual": true}],
+        "endsAt": ends, "createdBy": "e2e", "comment": "maintenance window"
+    });
+    let created = client.call("POST", &silences, Some(&body));
+    assert_eq!(created.status, 200, "{}", created.body);
+    let id = created.json()["silenceID"].as_str().expect("id").to_string();
+    let listed = client.call("GET", &silences, None).json();
+    assert_eq!(listed[0]["status"]["state"], "active");
+    let bad = client.call(
+        "POST",
+        &silences,
+        Some(&serde_json::json!({"matchers": [], "endsAt": ends, "createdBy": "e2e", "comment": "x"})),
+    );
+    assert_eq!((bad.status, bad.json()["field"].as_str()), (400, Some("matchers")));
+    // Workers pick silences up within 2 s.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let rt = runtime();
+    let producer = producer(&node.brokers);
+    let t0 = now_ms();
+    let mut batch = Vec::new();
+    for i in 0..10 {
+        batch.push(failed_call("svc-a", t0 + i));
+        batch.push(failed_call("silenced-svc", t0 + i));
+        batch.push(counter_event("e2e_calls_slow_total", "svc-a", t0 + i));
+        batch.push(counter_event("e2e_calls_slow_total", "svc-b", t0 + i));
+    }
+    assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &batch)), batch.len());
+    let hooks = receivers.wait_for("hook", 2, Duration::from_secs(60), &mut node);
+    std::thread::sleep(Duration::from_secs(3));
+    let hooks_now = receivers.received("hook");
+    assert_eq!(hooks_now.len(), 2, "{hooks_now:?}");
+    let by_name = |name: &str| hooks.iter().find(|h| h["groupLabels"]["alertname"] == name).cloned().expect(name);
+    assert_eq!(services_of(&by_name("CallsFailing")), ["svc-a"], "silenced-svc is silenced");
+    assert_eq!(services_of(&by_name("CallsSlow")), ["svc-b"], "svc-a's slowness is inhibited by its failures");
+    let active = client.call("GET", &format!("{}/monitoring/alerts", node.http), None).json();
+    let muted: Vec<String> = active["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter_map(|a| {
+            a["muted"].as_str().map(|m| {
+                format!(
+                    "{} {} {m}",
+                    a["labels"]["alertname"].as_str().unwrap_or(""),
+                    a["labels"]["service"].as_str().unwrap_or("")
+                )
+            })
+        })
+        .collect();
+    assert!(muted.iter().any(|m| m.starts_with("CallsFailing silenced-svc silenced by")), "{active}");
+    assert!(muted.iter().any(|m| m.starts_with("CallsSlow svc-a inhibited by")), "{active}");
+
+    // Expiring the silence lets the muted alert through.
+    assert_eq!(client.call("DELETE", &format!("{silences}/{id}"), None).status, 200);
+    assert_eq!(client.call("GET", &format!("{silences}/{id}"), None).json()["status"]["state"], "expired");
+    let hooks = receivers.wait_for("hook", 3, Duration::from_secs(30), &mut node);
+    assert_eq!(services_of(&hooks[2]), ["silenced-svc", "svc-a"]);
+    let rules = client.call("GET", &format!("{}/monitoring/alertmanager/rules", node.http), None).json();
+    let failing =
+        rules["rules"].as_array().expect("rules").iter().find(|r| r["name"] == "CallsFailing").cloned().expect("rule");
+    assert_eq!(failing["state"], "firing");
+    node.proc.terminate();
+}
+
+fn chrono_like_rfc3339(ms: i64) -> String {
+    // Unix milliseconds are accepted as well as RFC 3339.
+    ms.to_string()
+}
+
+#[test]
+fn alert_state_survives_kill_9_without_renotifying() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receivers = Receivers::start();
+    let (kafka_port, http_port) = (free_port(), free_port());
+    let config = notify_config(&receivers.base);
+    let mut node = start_with(dir.path(), &config, kafka_port, http_port);
+    let rt = runtime();
+    let t0 = now_ms();
+    {
+        let producer = producer(&node.brokers);
+        let batch: Vec<(String, Vec<u8>)> = (0..10).map(|i| failed_call("gw", t0 + i)).collect();
+        assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &batch)), batch.len());
+    }
+    let hooks = receivers.wait_for("hook", 1, Duration::from_secs(60), &mut node);
+    assert_eq!(hooks[0]["status"], "firing");
+    // Let the notification log reach storage, then kill every process.
+    std::thread::sleep(Duration::from_secs(1));
+    node.proc.kill9();
+    let mut node = start_with(dir.path(), &config, kafka_port, http_port);
+    // The restarted evaluator rebuilds the firing alert from history and knows it was sent.
+    let client = http();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let active = client.call("GET", &format!("{}/monitoring/alerts", node.http), None).json();
+        let firing = active["alerts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["labels"]["service"] == "gw" && x["status"] == "firing"));
+        if firing && active["stale"] == false {
+            break;
+        }
+        assert!(Instant::now() < deadline, "firing alert not restored: {active}\n{}", node.proc.log_tail());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(receivers.received("hook").len(), 1, "no re-notification after the restart");
+    // Recovery after the restart resolves it, once.
+    let producer = producer(&node.brokers);
+    let recovery: Vec<(String, Vec<u8>)> = (1..=30).map(|s| heartbeat(t0 + s * 1000 + 1500)).collect();
+    assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &recovery)), recovery.len());
+    let hooks = receivers.wait_for("hook", 2, Duration::from_secs(60), &mut node);
+    assert_eq!(hooks[1]["status"], "resolved");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(receivers.received("hook").len(), 2);
+    node.proc.terminate();
+}
+
+fn alertmanager(dir: &std::path::Path) -> (Proc, String) {
+    let program = ["/usr/bin/prometheus-alertmanager", "/usr/local/bin/alertmanager", "/usr/bin/alertmanager"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| {
+            panic!("Alertmanager is missing: apt-get install prometheus-alertmanager (as .ci/run does)")
+        });
+    let config = dir.join("alertmanager.yml");
+    std::fs::write(&config, "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n")
+        .expect("config");
+    let port = free_port();
+    let args = [
+        format!("--config.file={}", config.display()),
+        format!("--storage.path={}", dir.join("am-data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        "--cluster.listen-address=".to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut proc = Proc::spawn_program("alertmanager", dir, program, &args);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for_http(&mut proc, &format!("{base}/-/ready"), Duration::from_secs(30));
+    (proc, base)
+}
+
+#[test]
+fn a_real_alertmanager_receives_the_alert_and_its_resolution() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut am, am_url) = alertmanager(dir.path());
+    let config = format!(
+        "route:\n  receiver: am\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: am\n    alertmanager_configs: [{{url: \"{am_url}\"}}]\n"
+    );
+    let mut node = start_with(dir.path(), &config, free_port(), free_port());
+    let rt = runtime();
+    let producer = producer(&node.brokers);
+    let t0 = now_ms();
+    let batch: Vec<(String, Vec<u8>)> = (0..10).map(|i| failed_call("gw", t0 + i)).collect();
+    assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &batch)), batch.len());
+    let client = http();
+    let in_am = |client: &Http| -> Vec<Value> {
+        client
+            .call("GET", &format!("{am_url}/api/v2/alerts"), None)
+            .json()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["labels"]["alertname"] == "CallsFailing" && a["labels"]["service"] == "gw")
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while in_am(&client).is_empty() {
+        node.proc.assert_running();
+        am.assert_running();
+        assert!(Instant::now() < deadline, "Alertmanager never got the alert\n{}", node.proc.log_tail());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let alert = in_am(&client).remove(0);
+    assert_eq!(alert["status"]["state"], "active");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert!(alert["generatorURL"].as_str().is_some_and(|u| u.contains("fingerprint=")));
+    // The health endpoint reports the Alertmanager and its version.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health = client.call("GET", &format!("{}/monitoring/alertmanager/health", node.http), None);
+        let v = health.json();
+        if health.status == 200 && v["status"] == "ok" {
+            assert_eq!(v["alertmanagers"][0]["version"], "0.25.0");
+            break;
+        }
+        assert!(Instant::now() < deadline, "health: {v}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Recovery resolves it there (endsAt in the past: it leaves the active list).
+    let recovery: Vec<(String, Vec<u8>)> = (1..=30).map(|s| heartbeat(t0 + s * 1000 + 1500)).collect();
+    assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &recovery)), recovery.len());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !in_am(&client).is_empty() {
+        assert!(Instant::now() < deadline, "Alertmanager still shows the alert\n{}", node.proc.log_tail());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    node.proc.terminate();
+    am.terminate();
 }

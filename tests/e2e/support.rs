@@ -115,10 +115,6 @@ impl Standalone {
         Self::start_on(dir, free_port(), free_port(), extra)
     }
 
-    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Standalone {
-        Self::start_on_with_env(dir, free_port(), free_port(), extra, env)
-    }
-
     pub fn start_on(dir: &Path, kafka_port: u16, http_port: u16, extra: &[&str]) -> Standalone {
         Self::start_on_with_env(dir, kafka_port, http_port, extra, &[])
     }

@@ -372,6 +372,48 @@ pub fn alertmanager_payload(alerts: &[RoutedAlert], external_url: &str, now_ms: 
     )
 }
 
+/// A URL fit for logs and API answers: scheme, host, port and path only.
+pub fn redacted_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ),
+        Err(_) => "<unparseable url>".into(),
+    }
+}
+
+/// What an Alertmanager's `GET /api/v2/status` says, or why it cannot be reached.
+pub async fn probe_alertmanager(url: &str) -> Value {
+    let client = match reqwest::Client::builder().timeout(Duration::from_secs(3)).build() {
+        Ok(c) => c,
+        Err(e) => return json!({"url": redacted_url(url), "reachable": false, "error": e.to_string()}),
+    };
+    let status_url = format!("{}/api/v2/status", url.trim_end_matches('/'));
+    let checked_at_ms = crate::now_ms();
+    match client.get(status_url).send().await {
+        Ok(resp) if resp.status().is_success() => {
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            json!({
+                "url": redacted_url(url),
+                "reachable": true,
+                "version": body["versionInfo"]["version"],
+                "cluster_status": body["cluster"]["status"],
+                "uptime": body["uptime"],
+                "checked_at_ms": checked_at_ms,
+            })
+        }
+        Ok(resp) => {
+            json!({"url": redacted_url(url), "reachable": false, "error": format!("HTTP {}", resp.status()), "checked_at_ms": checked_at_ms})
+        }
+        Err(e) => {
+            json!({"url": redacted_url(url), "reachable": false, "error": e.without_url().to_string(), "checked_at_ms": checked_at_ms})
+        }
+    }
+}
+
 /// Messages allowed per minute, waited for rather than dropped.
 struct RateLimit {
     per_minute: Option<u32>,
@@ -415,6 +457,8 @@ pub type FailureSink = Arc<dyn Fn(DeliveryFailure) + Send + Sync>;
 pub struct Notifier {
     queues: Vec<(String, &'static str, mpsc::Sender<Notification>)>,
     pub alertmanager_receivers: Vec<String>,
+    /// Base URLs of the configured Alertmanagers (for health probes).
+    pub alertmanager_urls: Vec<String>,
 }
 
 const QUEUE: usize = 256;
@@ -425,6 +469,7 @@ impl Notifier {
         let external_url = config.external_url.clone().unwrap_or_else(|| "http://127.0.0.1:8080".into());
         let mut queues = Vec::new();
         let mut alertmanager_receivers = Vec::new();
+        let mut alertmanager_urls = Vec::new();
         for r in &config.receivers {
             let kinds = r
                 .webhook_configs
@@ -438,6 +483,7 @@ impl Notifier {
             if !r.alertmanager_configs.is_empty() {
                 alertmanager_receivers.push(r.name.clone());
             }
+            alertmanager_urls.extend(r.alertmanager_configs.iter().map(|c| c.url.clone()));
             for kind in kinds {
                 let channel = Channel::new(&r.name, kind, &external_url)?;
                 let name = channel.kind.name();
@@ -446,7 +492,7 @@ impl Notifier {
                 queues.push((r.name.clone(), name, tx));
             }
         }
-        Ok(Notifier { queues, alertmanager_receivers })
+        Ok(Notifier { queues, alertmanager_receivers, alertmanager_urls })
     }
 
     /// Queues a notification on every channel of its receiver; never waits. A full queue

@@ -1,0 +1,307 @@
+//! Alerting endpoints:
+//! - `GET /monitoring/alerts`: active alerts (firing, and resolved ones not yet notified),
+//!   each with its receiver and whether a silence or inhibition mutes it;
+//! - `GET /monitoring/alerts/history?from=&to=&alertname=&service=&status=&limit=`: alert
+//!   events (transitions of callscope's rules and alerts the services sent) from the
+//!   `alerts` table;
+//! - `GET/POST /monitoring/alerts/silences`, `GET/DELETE /monitoring/alerts/silences/{id}`:
+//!   silences in Alertmanager's API v2 shape (DELETE expires, as Alertmanager does);
+//! - `GET /monitoring/alertmanager/rules`: the loaded Prometheus-format rules and their
+//!   state;
+//! - `GET /monitoring/alertmanager/health`: reachability and version of the configured
+//!   Alertmanagers, as the evaluator last probed them.
+//!
+//! Rules, states and active alerts come from the status object the leading evaluator
+//! publishes every 2 s; `stale` says when it is older than 30 s.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use callscope_storage::alerting::STATUS_PATH;
+use callscope_storage::{Silence, SilenceMatcher, SilenceStore};
+use datafusion::prelude::{col, lit};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::metrics_query::parse_time;
+
+const STALE_AFTER_MS: i64 = 30_000;
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// The evaluator's published status, or an empty one when none runs yet.
+async fn status(state: &AppState) -> ApiResult<(Value, bool)> {
+    match state.hot.get(STATUS_PATH).await {
+        Ok(bytes) => {
+            let v: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::internal(format!("alerting status unreadable: {e}")))?;
+            let updated = v["updated_at_ms"].as_i64().unwrap_or(0);
+            Ok((v, now_ms() - updated > STALE_AFTER_MS))
+        }
+        Err(callscope_storage::StorageError::ObjectStore(object_store::Error::NotFound { .. })) => {
+            Ok((json!({"rules": [], "alerts": [], "alertmanagers": []}), true))
+        }
+        Err(e) => Err(ApiError::Unavailable(format!("alerting status: {e}"))),
+    }
+}
+
+pub async fn active_alerts(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let (s, stale) = status(&state).await?;
+    Ok(Json(json!({"alerts": s["alerts"], "updated_at_ms": s["updated_at_ms"], "stale": stale})))
+}
+
+pub async fn rules(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let (s, stale) = status(&state).await?;
+    Ok(Json(json!({
+        "rules": s["rules"],
+        "rule_errors": s["rule_errors"],
+        "event_time_ms": s["event_time_ms"],
+        "updated_at_ms": s["updated_at_ms"],
+        "stale": stale,
+    })))
+}
+
+pub async fn alertmanager_health(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<Value>)> {
+    let (s, stale) = status(&state).await?;
+    let ams = s["alertmanagers"].as_array().cloned().unwrap_or_default();
+    let healthy = !ams.is_empty() && ams.iter().all(|a| a["reachable"].as_bool() == Some(true));
+    let code = if ams.is_empty() || healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let overall = if ams.is_empty() {
+        "not_configured"
+    } else if healthy {
+        "ok"
+    } else {
+        "unreachable"
+    };
+    Ok((
+        code,
+        Json(json!({"status": overall, "alertmanagers": ams, "updated_at_ms": s["updated_at_ms"], "stale": stale})),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HistoryParams {
+    from: Option<String>,
+    to: Option<String>,
+    alertname: Option<String>,
+    service: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn history(State(state): State<AppState>, Query(p): Query<HistoryParams>) -> ApiResult<Json<Value>> {
+    let to = p.to.as_deref().map(|t| parse_time("to", t)).transpose()?.unwrap_or_else(now_ms);
+    let from = p.from.as_deref().map(|t| parse_time("from", t)).transpose()?.unwrap_or(to - 24 * 3_600_000);
+    if from > to {
+        return Err(ApiError::bad_field("from", "from is after to"));
+    }
+    let limit = p.limit.unwrap_or(1000).clamp(1, 10_000);
+    let mut df = state
+        .engine
+        .context()
+        .table("alerts")
+        .await
+        .map_err(|e| ApiError::internal(format!("alerts table: {e}")))?
+        .filter(
+            col("starts_at_ms").lt_eq(lit(to)).and(col("ends_at_ms").is_null().or(col("ends_at_ms").gt_eq(lit(from)))),
+        )
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    for (column, value) in [("alert_name", &p.alertname), ("service", &p.service), ("status", &p.status)] {
+        if let Some(v) = value {
+            df = df.filter(col(column).eq(lit(v.as_str()))).map_err(|e| ApiError::internal(e.to_string()))?;
+        }
+    }
+    let df = df
+        .sort(vec![col("starts_at_ms").sort(false, false), col("kafka_offset").sort(false, false)])
+        .and_then(|d| d.limit(0, Some(limit)))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let schema = df.schema().clone();
+    let batches = df.collect().await.map_err(|e| ApiError::internal(format!("history query: {e}")))?;
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let events: Vec<Value> = crate::json_rows::rows(&batches)
+        .into_iter()
+        .map(|row| Value::Object(names.iter().cloned().zip(row).collect()))
+        .collect();
+    Ok(Json(json!({"from": from, "to": to, "events": events})))
+}
+
+/// A silence in Alertmanager's API v2 shape.
+fn silence_json(s: &Silence) -> Value {
+    json!({
+        "id": s.id,
+        "status": {"state": s.state(now_ms())},
+        "updatedAt": rfc3339(s.updated_at_ms),
+        "matchers": s.matchers,
+        "startsAt": rfc3339(s.starts_at_ms),
+        "endsAt": rfc3339(s.ends_at_ms),
+        "createdBy": s.created_by,
+        "comment": s.comment,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SilenceBody {
+    #[serde(default)]
+    id: Option<String>,
+    matchers: Vec<SilenceMatcher>,
+    #[serde(default)]
+    starts_at: Option<String>,
+    ends_at: String,
+    created_by: String,
+    comment: String,
+}
+
+fn store(state: &AppState) -> SilenceStore {
+    SilenceStore::new(state.hot.clone())
+}
+
+fn storage_error(e: callscope_storage::StorageError) -> ApiError {
+    ApiError::Unavailable(format!("silence store: {e}"))
+}
+
+/// Checks a silence body; the error names the field.
+fn silence_from(body: &[u8], now: i64) -> ApiResult<Silence> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
+    let b: SilenceBody = crate::ingest::typed(value).map_err(|(field, message)| ApiError::bad_field(field, message))?;
+    if b.matchers.is_empty() {
+        return Err(ApiError::bad_field("matchers", "a silence needs at least one matcher"));
+    }
+    let mut matches_everything = true;
+    for (i, m) in b.matchers.iter().enumerate() {
+        let field = format!("matchers[{i}]");
+        if m.name.trim().is_empty() {
+            return Err(ApiError::bad_field(format!("{field}.name"), "empty label name"));
+        }
+        let matches_empty = if m.is_regex {
+            let re = regex::Regex::new(&format!("^(?:{})$", m.value))
+                .map_err(|e| ApiError::bad_field(format!("{field}.value"), format!("not a regular expression: {e}")))?;
+            re.is_match("") == m.is_equal
+        } else {
+            (m.value.is_empty()) == m.is_equal
+        };
+        matches_everything &= matches_empty;
+    }
+    if matches_everything {
+        return Err(ApiError::bad_field(
+            "matchers",
+            "at least one matcher must not match the empty string (this silence would mute everything)",
+        ));
+    }
+    if b.created_by.trim().is_empty() {
+        return Err(ApiError::bad_field("createdBy", "who creates the silence"));
+    }
+    if b.comment.trim().is_empty() {
+        return Err(ApiError::bad_field("comment", "why the silence exists"));
+    }
+    let starts = b.starts_at.as_deref().map(|t| parse_time("startsAt", t)).transpose()?.unwrap_or(now);
+    let ends = parse_time("endsAt", &b.ends_at)?;
+    if ends <= starts {
+        return Err(ApiError::bad_field("endsAt", "must be after startsAt"));
+    }
+    if ends <= now {
+        return Err(ApiError::bad_field("endsAt", "is in the past"));
+    }
+    Ok(Silence {
+        id: b.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        matchers: b.matchers,
+        starts_at_ms: starts,
+        ends_at_ms: ends,
+        created_by: b.created_by,
+        comment: b.comment,
+        updated_at_ms: now,
+    })
+}
+
+pub async fn list_silences(State(state): State<AppState>) -> ApiResult<Json<Vec<Value>>> {
+    Ok(Json(store(&state).list().await.map_err(storage_error)?.iter().map(silence_json).collect()))
+}
+
+pub async fn get_silence(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    match store(&state).get(&id).await.map_err(storage_error)? {
+        Some(s) => Ok(Json(silence_json(&s))),
+        None => Err(ApiError::NotFound(format!("no silence {id}"))),
+    }
+}
+
+pub async fn create_silence(State(state): State<AppState>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+    let silence = silence_from(&body, now_ms())?;
+    let store = store(&state);
+    if let Some(existing) = store.get(&silence.id).await.map_err(storage_error)?
+        && existing.state(now_ms()) == "expired"
+    {
+        return Err(ApiError::Conflict(format!("silence {} has expired; create a new one", silence.id)));
+    }
+    store.put(&silence).await.map_err(storage_error)?;
+    Ok((StatusCode::OK, Json(json!({"silenceID": silence.id}))))
+}
+
+pub async fn expire_silence(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    if store(&state).expire(&id, now_ms()).await.map_err(storage_error)? {
+        Ok(StatusCode::OK)
+    } else {
+        Err(ApiError::NotFound(format!("no silence {id}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_bodies_are_checked_field_by_field() {
+        let now = 1_700_000_000_000;
+        let ok = br#"{"matchers":[{"name":"service","value":"gw","isRegex":false}],"endsAt":"2023-11-14T23:13:20Z","createdBy":"ops","comment":"deploy"}"#;
+        let s = silence_from(ok, now).expect("valid");
+        assert_eq!((s.starts_at_ms, s.ends_at_ms), (now, now + 3_600_000));
+        assert!(s.matchers[0].is_equal, "isEqual defaults to true");
+        let field = |body: &str| match silence_from(body.as_bytes(), now) {
+            Err(ApiError::BadRequest { field, .. }) => field.unwrap_or_default(),
+            other => panic!("{body}: {other:?}"),
+        };
+        assert_eq!(
+            field(r#"{"matchers":[],"endsAt":"2023-11-14T23:13:20Z","createdBy":"a","comment":"b"}"#),
+            "matchers"
+        );
+        assert_eq!(
+            field(
+                r#"{"matchers":[{"name":"x","value":".*","isRegex":true}],"endsAt":"2023-11-14T23:13:20Z","createdBy":"a","comment":"b"}"#
+            ),
+            "matchers"
+        );
+        assert_eq!(
+            field(
+                r#"{"matchers":[{"name":"x","value":"(","isRegex":true}],"endsAt":"2023-11-14T23:13:20Z","createdBy":"a","comment":"b"}"#
+            ),
+            "matchers[0].value"
+        );
+        assert_eq!(
+            field(
+                r#"{"matchers":[{"name":"x","value":"y"}],"endsAt":"2023-11-14T21:00:00Z","createdBy":"a","comment":"b"}"#
+            ),
+            "endsAt"
+        );
+        assert_eq!(
+            field(
+                r#"{"matchers":[{"name":"x","value":"y"}],"endsAt":"2023-11-14T23:13:20Z","createdBy":"","comment":"b"}"#
+            ),
+            "createdBy"
+        );
+        assert_eq!(
+            field(r#"{"matchers":[{"name":"x","value":"y"}],"endsAt":"soon","createdBy":"a","comment":"b"}"#),
+            "endsAt"
+        );
+    }
+}
