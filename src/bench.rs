@@ -23,6 +23,10 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingest(c) => ingest(c).await,
         BenchCommand::Aggregate(c) => aggregate(c).await,
+        #[cfg(feature = "embedded-broker")]
+        BenchCommand::AlertLatency(c) => crate::bench_alert::alert_latency(c).await,
+        #[cfg(not(feature = "embedded-broker"))]
+        BenchCommand::AlertLatency(_) => anyhow::bail!("bench alert-latency needs the embedded broker feature"),
     }
 }
 
@@ -35,7 +39,7 @@ fn median(values: &mut [f64]) -> f64 {
     if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
 }
 
-fn bench_metric(rng: &mut StdRng, now_ms: i64) -> Event {
+pub(crate) fn bench_metric(rng: &mut StdRng, now_ms: i64) -> Event {
     const NAMES: [(&str, &str); 5] = [
         ("ai_response_time_ms", "ai-engine"),
         ("asr_latency_ms", "asr"),

@@ -391,6 +391,32 @@ pub enum BenchCommand {
     /// Pipeline throughput with window aggregation on vs off on the same stream, window
     /// state per active series, and peak memory.
     Aggregate(BenchAggregateConfig),
+    /// Latency from producing a breaching event to the webhook receiving its notification,
+    /// under background traffic (p50 / p99 over trials).
+    AlertLatency(BenchAlertConfig),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchAlertConfig {
+    /// Background metric events per second.
+    #[arg(long, default_value_t = 50_000, env = "CALLSCOPE_BENCH_RATE")]
+    pub rate: u64,
+    /// Breaching events, one per trial.
+    #[arg(long, default_value_t = 30, env = "CALLSCOPE_BENCH_TRIALS")]
+    pub trials: usize,
+    /// Background traffic before the first trial.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Pause between trials.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub pause: Duration,
+    #[arg(long, default_value_t = 4, env = "CALLSCOPE_PARTITIONS")]
+    pub partitions: i32,
+    #[arg(long, env = "CALLSCOPE_BROKER_STORAGE", default_value = "memory", value_parser = ["sqlite", "memory"])]
+    pub broker_storage: String,
+    /// Evaluate only the benchmark's rule (the default pack is on otherwise).
+    #[arg(long)]
+    pub no_default_rules: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,8 @@
 
 mod bench;
 #[cfg(feature = "embedded-broker")]
+mod bench_alert;
+#[cfg(feature = "embedded-broker")]
 mod broker;
 mod cli;
 mod loadgen;
