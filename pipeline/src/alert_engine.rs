@@ -18,7 +18,9 @@ use promql_parser::parser::Expr;
 use crate::alert_eval::{self, LabelSet, Value, WindowStore};
 use crate::alert_lifecycle::{RuleInstances, State, Timing, Verdict, fingerprint};
 use crate::alert_rules::AlertRule;
+use crate::alert_smart::SmartState;
 use crate::alert_template::render;
+use callscope_schemas::smart_rules::SmartRule;
 
 /// `source` of the alert events callscope itself emits.
 pub const ALERT_SOURCE: &str = "callscope";
@@ -97,6 +99,11 @@ impl AlertChange {
 /// One rule's current state, for the API.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RuleStatus {
+    /// `prometheus` (rule files) or `smart` (the API's rules).
+    pub kind: &'static str,
+    /// The smart rule's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     pub group: String,
     pub name: String,
     pub expr: String,
@@ -123,6 +130,7 @@ pub struct AlertEngine {
     config: EngineConfig,
     store: WindowStore,
     rules: Vec<LoadedRule>,
+    smart: Vec<SmartState>,
     /// Metric names any rule reads; `None` when a rule selects without a name.
     wanted: Option<BTreeSet<String>>,
     max_event_ms: Option<i64>,
@@ -178,6 +186,7 @@ impl AlertEngine {
             config,
             store: WindowStore::new(config.resolution_ms, 0),
             rules: Vec::new(),
+            smart: Vec::new(),
             wanted: Some(BTreeSet::new()),
             max_event_ms: None,
             last_ingest_wall_ms: None,
@@ -193,11 +202,7 @@ impl AlertEngine {
             .into_iter()
             .map(|r| ((r.rule.group.clone(), r.rule.name.clone(), r.rule.expr_text.clone()), r))
             .collect();
-        let mut wanted = Some(BTreeSet::new());
-        let mut retention = 0;
         for rule in rules {
-            selector_names(&rule.expr, &mut wanted);
-            retention = retention.max(alert_eval::longest_range_ms(&rule.expr));
             let key = (rule.group.clone(), rule.name.clone(), rule.expr_text.clone());
             let instances = old.remove(&key).map(|r| r.instances).unwrap_or_default();
             self.rules.push(LoadedRule {
@@ -208,12 +213,58 @@ impl AlertEngine {
                 last_value_count: 0,
             });
         }
+        self.recompute_reads();
+    }
+
+    /// Replaces the smart rules; a rule that keeps its id, query and condition keeps its
+    /// state. Returns the rules that could not be compiled, with why.
+    pub fn set_smart_rules(&mut self, rules: Vec<SmartRule>) -> Vec<(String, String)> {
+        let mut old: BTreeMap<String, SmartState> =
+            std::mem::take(&mut self.smart).into_iter().map(|s| (s.rule.id.clone(), s)).collect();
+        let mut errors = Vec::new();
+        for rule in rules {
+            match old.remove(&rule.id) {
+                Some(mut state) if state.same_logic(&rule) => {
+                    state.rule = rule;
+                    if let Ok(fresh) = SmartState::compile(state.rule.clone()) {
+                        state.timing = fresh.timing;
+                    }
+                    self.smart.push(state);
+                }
+                _ => match SmartState::compile(rule.clone()) {
+                    Ok(state) => self.smart.push(state),
+                    Err(e) => errors.push((rule.id.clone(), e)),
+                },
+            }
+        }
+        self.recompute_reads();
+        errors
+    }
+
+    fn recompute_reads(&mut self) {
+        let mut wanted = Some(BTreeSet::new());
+        let mut retention = 0;
+        let exprs = self.rules.iter().map(|r| &r.rule.expr).chain(self.smart.iter().map(|s| s.expr()));
+        for expr in exprs {
+            selector_names(expr, &mut wanted);
+            retention = retention.max(alert_eval::longest_range_ms(expr));
+        }
         self.wanted = wanted;
         self.store.set_retention_ms(retention);
     }
 
+    /// Inhibition rules of smart rules that suppress their symptoms: a firing alert of the
+    /// rule mutes alerts named in `suppresses` with equal `equal` labels.
+    pub fn suppressions(&self) -> Vec<(String, String, Vec<String>)> {
+        self.smart
+            .iter()
+            .filter(|s| s.rule.enabled)
+            .flat_map(|s| s.rule.suppresses.iter().map(|x| (s.rule.name.clone(), x.alertname.clone(), x.equal.clone())))
+            .collect()
+    }
+
     pub fn rule_count(&self) -> usize {
-        self.rules.len()
+        self.rules.len() + self.smart.len()
     }
 
     /// Whether any rule reads metrics named `name` (to skip decoding the others).
@@ -241,8 +292,8 @@ impl AlertEngine {
     }
 
     fn store_retention_ms(&self) -> i64 {
-        self.rules.iter().map(|r| alert_eval::longest_range_ms(&r.rule.expr)).max().unwrap_or(0)
-            + self.config.resolution_ms
+        let exprs = self.rules.iter().map(|r| &r.rule.expr).chain(self.smart.iter().map(|s| s.expr()));
+        exprs.map(alert_eval::longest_range_ms).max().unwrap_or(0) + self.config.resolution_ms
     }
 
     /// Event time "now": the newest event time, or the wall clock once the stream is idle.
@@ -299,6 +350,9 @@ impl AlertEngine {
             }
             lr.instances.prune(&lr.timing, now);
         }
+        for state in &mut self.smart {
+            changes.extend(evaluate_smart(state, &self.store, now));
+        }
         self.store.evict(now);
         changes
     }
@@ -308,20 +362,11 @@ impl AlertEngine {
         self.rules
             .iter()
             .map(|lr| {
-                let active: Vec<ActiveInstance> = lr
-                    .instances
-                    .snapshot()
-                    .into_iter()
-                    .map(|(labels, state, since)| ActiveInstance { labels, state, active_since_ms: since })
-                    .collect();
-                let state = if active.iter().any(|a| a.state == State::Firing) {
-                    "firing"
-                } else if active.is_empty() {
-                    "inactive"
-                } else {
-                    "pending"
-                };
+                let active = active_of(&lr.instances);
+                let state = state_of(&active);
                 RuleStatus {
+                    kind: "prometheus",
+                    id: None,
                     group: lr.rule.group.clone(),
                     name: lr.rule.name.clone(),
                     expr: lr.rule.expr_text.clone(),
@@ -335,11 +380,128 @@ impl AlertEngine {
                     last_sample_count: lr.last_value_count,
                 }
             })
+            .chain(self.smart.iter().map(|s| {
+                let active = active_of(&s.instances);
+                RuleStatus {
+                    kind: "smart",
+                    id: Some(s.rule.id.clone()),
+                    group: "smart".into(),
+                    name: s.rule.name.clone(),
+                    expr: alert_eval_text(s),
+                    for_seconds: s.timing.for_ms as f64 / 1000.0,
+                    keep_firing_for_seconds: s.timing.keep_firing_for_ms as f64 / 1000.0,
+                    labels: s.rule.labels.clone(),
+                    annotations: s.rule.annotations.clone(),
+                    state: state_of(&active),
+                    active,
+                    last_error: s.last_error.clone(),
+                    last_sample_count: s.last_sample_count,
+                }
+            }))
             .collect()
     }
 
     pub fn store_series(&self) -> usize {
         self.store.series_count()
+    }
+}
+
+fn active_of(instances: &RuleInstances) -> Vec<ActiveInstance> {
+    instances
+        .snapshot()
+        .into_iter()
+        .map(|(labels, state, since)| ActiveInstance { labels, state, active_since_ms: since })
+        .collect()
+}
+
+fn state_of(active: &[ActiveInstance]) -> &'static str {
+    if active.iter().any(|a| a.state == State::Firing) {
+        "firing"
+    } else if active.is_empty() {
+        "inactive"
+    } else {
+        "pending"
+    }
+}
+
+fn alert_eval_text(s: &SmartState) -> String {
+    match s.rule.condition {
+        callscope_schemas::smart_rules::Condition::Absence { .. } => s.rule.absence_promql(),
+        _ => s.rule.promql(),
+    }
+}
+
+/// One evaluation of a smart rule: verdicts through the lifecycle, labelled and annotated.
+fn evaluate_smart(state: &mut SmartState, store: &WindowStore, now: i64) -> Vec<AlertChange> {
+    let verdicts = if state.rule.enabled {
+        match state.verdicts(store, now) {
+            Ok(v) => {
+                state.last_error = None;
+                v
+            }
+            Err(e) => {
+                state.last_error = Some(e);
+                return Vec::new();
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let rule = &state.rule;
+    let mut changes = Vec::new();
+    let mut seen = BTreeSet::new();
+    let label = |mut labels: LabelSet| {
+        labels.extend(rule.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        labels.insert("alertname".into(), rule.name.clone());
+        labels.insert("severity".into(), rule.severity.clone());
+        labels.insert("rule_id".into(), rule.id.clone());
+        labels
+    };
+    let annotate = |labels: &LabelSet, v: f64| -> LabelSet {
+        let mut a: LabelSet = rule
+            .annotations
+            .iter()
+            .map(|(k, t)| (k.clone(), render(t, labels, v).unwrap_or_else(|e| format!("{t} ({e})"))))
+            .collect();
+        if !rule.description.is_empty() {
+            a.entry("description".into()).or_insert_with(|| rule.description.clone());
+        }
+        a
+    };
+    for (labels, verdict) in verdicts {
+        let labels = label(labels);
+        seen.insert(fingerprint(&labels));
+        if let Some(t) = state.instances.observe(&state.timing, &labels, verdict, now) {
+            let v = t.value;
+            changes.push(smart_change(rule, annotate(&t.labels, v), t));
+        }
+    }
+    for labels in state.instances.active() {
+        if seen.contains(&fingerprint(&labels)) {
+            continue;
+        }
+        if let Some(t) = state.instances.observe(&state.timing, &labels, Verdict::Clear(f64::NAN), now) {
+            changes.push(smart_change(rule, annotate(&t.labels, f64::NAN), t));
+        }
+    }
+    state.instances.prune(&state.timing, now);
+    state.prune(now, 24 * 3_600_000);
+    changes
+}
+
+fn smart_change(rule: &SmartRule, annotations: LabelSet, t: crate::alert_lifecycle::Transition) -> AlertChange {
+    AlertChange {
+        rule: rule.name.clone(),
+        group: "smart".into(),
+        from: t.from,
+        to: t.to,
+        annotations,
+        value: Some(t.value).filter(|v| v.is_finite()),
+        at_ms: t.at_ms,
+        active_since_ms: t.active_since_ms,
+        flapping: t.flapping,
+        fingerprint: t.fingerprint,
+        labels: t.labels,
     }
 }
 

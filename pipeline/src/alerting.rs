@@ -109,6 +109,8 @@ pub struct ActiveAlert {
     pub receiver: String,
     /// `silenced by <id>` or `inhibited by <fingerprint>` while muted.
     pub muted: Option<String>,
+    /// Whether this firing episode is acknowledged (no escalation).
+    pub acknowledged: bool,
     #[serde(flatten)]
     pub alert: RoutedAlert,
 }
@@ -229,6 +231,11 @@ struct Evaluator {
     /// Recent transitions (event time, alert event), for publishing by whoever leads.
     recent: std::collections::VecDeque<(i64, Alert)>,
     silences: callscope_storage::SilenceStore,
+    smart_rules: callscope_storage::SmartRuleStore,
+    acks: callscope_storage::AckStore,
+    smart_version: String,
+    smart_errors: Vec<String>,
+    config_inhibit: Vec<crate::notify::config::InhibitRule>,
     alertmanager_health: Vec<serde_json::Value>,
     last_probe: Option<Instant>,
 }
@@ -384,10 +391,11 @@ impl Evaluator {
                 .map(|(r, a)| ActiveAlert {
                     receiver: r.to_string(),
                     muted: self.dispatcher.mute_reason(a, wall),
+                    acknowledged: self.dispatcher.acked(a),
                     alert: a.clone(),
                 })
                 .collect(),
-            rule_errors: self.rule_errors.clone(),
+            rule_errors: self.rule_errors.iter().chain(&self.smart_errors).cloned().collect(),
             alertmanagers: self.alertmanager_health.clone(),
         };
         let bytes = Bytes::from(serde_json::to_vec(&status).unwrap_or_default());
@@ -397,6 +405,55 @@ impl Evaluator {
     }
 
     /// Loads the silences (created through the API) into the dispatcher.
+    /// Loads the smart rules (created through the API) into the engine, and their
+    /// root-cause suppressions into the dispatcher's inhibition rules.
+    async fn load_smart_rules(&mut self) {
+        let rules = match self.smart_rules.list().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading smart rules failed; keeping the previous ones");
+                return;
+            }
+        };
+        let fingerprint = serde_json::to_string(&rules).unwrap_or_default();
+        if fingerprint == self.smart_version {
+            return;
+        }
+        self.smart_version = fingerprint;
+        let errors = self.engine.set_smart_rules(rules);
+        for (id, e) in &errors {
+            tracing::warn!(rule = %id, error = %e, "smart rule not loaded");
+        }
+        self.smart_errors = errors.into_iter().map(|(id, e)| format!("smart rule {id}: {e}")).collect();
+        AlertingMetrics::global().rules_loaded.set(self.engine.rule_count() as i64);
+        AlertingMetrics::global().rule_reloads.with_label_values(&["smart"]).inc();
+        self.apply_inhibitions();
+    }
+
+    /// Inhibition rules: the notification config's plus the smart rules' suppressions.
+    fn apply_inhibitions(&mut self) {
+        let mut rules = self.config_inhibit.clone();
+        let quoted = |v: &str| serde_json::to_string(v).unwrap_or_default();
+        for (source, target, equal) in self.engine.suppressions() {
+            let (Ok(s), Ok(t)) = (
+                parse_matcher(&format!("alertname={}", quoted(&source))),
+                parse_matcher(&format!("alertname={}", quoted(&target))),
+            ) else {
+                continue;
+            };
+            rules.push(crate::notify::config::InhibitRule { source: vec![s], target: vec![t], equal });
+        }
+        self.dispatcher.set_inhibit_rules(rules);
+    }
+
+    /// Loads acknowledgements (made through the API) into the dispatcher.
+    async fn load_acks(&mut self) {
+        match self.acks.list().await {
+            Ok(acks) => self.dispatcher.set_acks(acks.into_iter().map(|a| (a.fingerprint, a.starts_at_ms)).collect()),
+            Err(e) => tracing::warn!(error = %e, "reading acknowledgements failed; keeping the previous ones"),
+        }
+    }
+
     async fn load_silences(&mut self) {
         let silences = match self.silences.list().await {
             Ok(s) => s,
@@ -460,7 +517,8 @@ impl Evaluator {
             Ok(Some((config, route))) => match Notifier::start(&config, failure_sink(self.tier.clone())) {
                 Ok(notifier) => {
                     self.dispatcher.set_route(route);
-                    self.dispatcher.set_inhibit_rules(config.inhibit_rules().unwrap_or_default());
+                    self.config_inhibit = config.inhibit_rules().unwrap_or_default();
+                    self.apply_inhibitions();
                     self.notifier = Some(notifier);
                 }
                 Err(e) => tracing::warn!(error = %e, "notification config not reloaded"),
@@ -487,17 +545,16 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
     metrics.rules_loaded.set(rules.len() as i64);
     let replay_ms = i64::try_from(config.replay.as_millis()).unwrap_or(i64::MAX);
     let engine = AlertEngine::new(config.engine, rules);
-    let (dispatcher, notifier) = match notify {
+    let (dispatcher, notifier, config_inhibit) = match notify {
         Some((nc, route)) => {
             let notifier = Notifier::start(&nc, failure_sink(tier.clone())).map_err(PipelineError::Config)?;
-            let mut dispatcher = Dispatcher::new(route);
-            dispatcher.set_inhibit_rules(nc.inhibit_rules().map_err(|e| PipelineError::Config(e.to_string()))?);
-            (dispatcher, Some(notifier))
+            let inhibit = nc.inhibit_rules().map_err(|e| PipelineError::Config(e.to_string()))?;
+            (Dispatcher::new(route), Some(notifier), inhibit)
         }
         None => {
             let (_, route) = NotifyConfig::parse("route: {receiver: none}\nreceivers: [{name: none}]")
                 .map_err(|e| PipelineError::Config(e.to_string()))?;
-            (Dispatcher::new(route), None)
+            (Dispatcher::new(route), None, Vec::new())
         }
     };
     let source: StreamConsumer = config
@@ -537,6 +594,8 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
     };
     let producer = config.kafka.producer()?;
     let silences = callscope_storage::SilenceStore::new(tier.clone());
+    let acks = callscope_storage::AckStore::new(tier.clone());
+    let smart_rules = callscope_storage::SmartRuleStore::new(tier.clone());
     let mut ev = Evaluator {
         state: read_state(&tier).await,
         config,
@@ -550,11 +609,19 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
         rule_errors: Vec::new(),
         recent: Default::default(),
         silences,
+        smart_rules,
+        acks,
+        smart_version: String::new(),
+        smart_errors: Vec::new(),
+        config_inhibit,
         alertmanager_health: Vec::new(),
         last_probe: None,
         decode: DecodeOptions { max_time_skew_ms: DecodeOptions::DEFAULT_MAX_SKEW_MS, now_ms: now_ms() },
     };
+    ev.apply_inhibitions();
     ev.load_silences().await;
+    ev.load_acks().await;
+    ev.load_smart_rules().await;
     let mut positions: HashMap<(String, i32), i64> = HashMap::new();
     let mut caught_up = ends.values().all(|e| *e <= 0);
     let mut ticker = tokio::time::interval(ev.config.eval_interval);
@@ -622,6 +689,8 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
             }
             _ = slow.tick() => {
                 ev.load_silences().await;
+                ev.load_acks().await;
+                ev.load_smart_rules().await;
                 let now_version = files_version(&ev.config);
                 if now_version != version {
                     version = now_version;

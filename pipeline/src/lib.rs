@@ -6,6 +6,7 @@
 //! * [`alert_engine`]: rules over the windows they read, and their alert lifecycles.
 //! * [`alert_eval`]: the PromQL subset evaluated over window partials.
 //! * [`alert_lifecycle`]: alert instance states in event time (alerting, in progress).
+//! * [`alert_smart`]: smart rules (threshold with hysteresis, rate of change, absence, anomaly).
 //! * [`alert_rules`]: Prometheus rule files and the PromQL subset (alerting, in progress).
 //! * [`custom_metrics`]: keeps the custom metric definitions of running workers current.
 //! * [`watermarks`]: the combined watermark of a process's partitions.
@@ -21,6 +22,7 @@ pub mod alert_engine;
 pub mod alert_eval;
 pub mod alert_lifecycle;
 pub mod alert_rules;
+pub mod alert_smart;
 pub mod alert_template;
 pub mod alerting;
 pub mod alerting_metrics;

@@ -56,9 +56,103 @@ async fn status(state: &AppState) -> ApiResult<(Value, bool)> {
     }
 }
 
+/// The rules in the published status (empty when none is published).
+pub async fn published_rules(state: &AppState) -> Vec<Value> {
+    status(state).await.ok().and_then(|(s, _)| s["rules"].as_array().cloned()).unwrap_or_default()
+}
+
 pub async fn active_alerts(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let (s, stale) = status(&state).await?;
-    Ok(Json(json!({"alerts": s["alerts"], "updated_at_ms": s["updated_at_ms"], "stale": stale})))
+    let alerts = s["alerts"].as_array().cloned().unwrap_or_default();
+    Ok(Json(json!({
+        "alerts": alerts,
+        "incidents": incidents(&alerts),
+        "updated_at_ms": s["updated_at_ms"],
+        "stale": stale,
+    })))
+}
+
+/// Alerts started this close together on one service belong to one incident.
+const INCIDENT_WINDOW_MS: i64 = 5 * 60_000;
+
+/// Groups firing alerts into incidents: alerts of one service that started within 5
+/// minutes of each other, and alerts linked by inhibition (a root cause and the symptoms it
+/// mutes). The root cause is the inhibiting alert, else the earliest critical one.
+pub fn incidents(alerts: &[Value]) -> Vec<Value> {
+    let firing: Vec<&Value> = alerts.iter().filter(|a| a["status"] == "firing").collect();
+    let n = firing.len();
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn find(p: &mut [usize], i: usize) -> usize {
+        let mut i = i;
+        while p[i] != i {
+            p[i] = p[p[i]];
+            i = p[i];
+        }
+        i
+    }
+    let fp = |a: &Value| a["fingerprint"].as_str().unwrap_or_default().to_string();
+    let index: std::collections::HashMap<String, usize> = firing.iter().enumerate().map(|(i, a)| (fp(a), i)).collect();
+    let union = |p: &mut Vec<usize>, a: usize, b: usize| {
+        let (ra, rb) = (find(p, a), find(p, b));
+        if ra != rb {
+            p[ra] = rb;
+        }
+    };
+    for i in 0..n {
+        for j in i + 1..n {
+            let same_service = firing[i]["labels"]["service"] == firing[j]["labels"]["service"];
+            let close = (firing[i]["starts_at_ms"].as_i64().unwrap_or(0)
+                - firing[j]["starts_at_ms"].as_i64().unwrap_or(0))
+            .abs()
+                <= INCIDENT_WINDOW_MS;
+            if same_service && close {
+                union(&mut parent, i, j);
+            }
+        }
+        if let Some(source) = firing[i]["muted"].as_str().and_then(|m| m.strip_prefix("inhibited by "))
+            && let Some(&j) = index.get(source)
+        {
+            union(&mut parent, i, j);
+        }
+    }
+    let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = std::collections::BTreeMap::new();
+    for i in 0..n {
+        let root = find(&mut parent, i);
+        groups.entry(root).or_default().push(i);
+    }
+    groups
+        .into_values()
+        .map(|members| {
+            let inhibitors: Vec<String> = members
+                .iter()
+                .filter_map(|&i| firing[i]["muted"].as_str().and_then(|m| m.strip_prefix("inhibited by ")).map(str::to_string))
+                .collect();
+            let root = members
+                .iter()
+                .copied()
+                .find(|&i| inhibitors.contains(&fp(firing[i])))
+                .or_else(|| {
+                    members
+                        .iter()
+                        .copied()
+                        .filter(|&i| firing[i]["labels"]["severity"] == "critical")
+                        .min_by_key(|&i| firing[i]["starts_at_ms"].as_i64().unwrap_or(i64::MAX))
+                })
+                .unwrap_or_else(|| {
+                    members.iter().copied().min_by_key(|&i| firing[i]["starts_at_ms"].as_i64().unwrap_or(i64::MAX)).unwrap_or(0)
+                });
+            let mut services: Vec<&str> = members.iter().filter_map(|&i| firing[i]["labels"]["service"].as_str()).collect();
+            services.sort_unstable();
+            services.dedup();
+            json!({
+                "id": fp(firing[root]),
+                "root_cause": {"fingerprint": fp(firing[root]), "alertname": firing[root]["labels"]["alertname"]},
+                "alerts": members.iter().map(|&i| json!({"fingerprint": fp(firing[i]), "alertname": firing[i]["labels"]["alertname"], "service": firing[i]["labels"]["service"]})).collect::<Vec<_>>(),
+                "services": services,
+                "started_at_ms": members.iter().filter_map(|&i| firing[i]["starts_at_ms"].as_i64()).min(),
+            })
+        })
+        .collect()
 }
 
 pub async fn rules(State(state): State<AppState>) -> ApiResult<Json<Value>> {
@@ -134,6 +228,60 @@ pub async fn history(State(state): State<AppState>, Query(p): Query<HistoryParam
         .map(|row| Value::Object(names.iter().cloned().zip(row).collect()))
         .collect();
     Ok(Json(json!({"from": from, "to": to, "events": events})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    by: String,
+    #[serde(default)]
+    comment: String,
+}
+
+/// `POST /monitoring/alerts/{fingerprint}/ack`: acknowledges the alert's current firing
+/// episode (its escalation stops); `DELETE` takes the acknowledgement back.
+pub async fn acknowledge(
+    State(state): State<AppState>,
+    Path(fingerprint): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
+    let b: AckBody = crate::ingest::typed(value).map_err(|(field, message)| ApiError::bad_field(field, message))?;
+    if b.by.trim().is_empty() {
+        return Err(ApiError::bad_field("by", "who acknowledges"));
+    }
+    let (s, _) = status(&state).await?;
+    let alert = s["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["fingerprint"] == fingerprint.as_str() && a["status"] == "firing")
+        .ok_or_else(|| ApiError::NotFound(format!("no firing alert with fingerprint {fingerprint}")))?;
+    let ack = callscope_storage::Ack {
+        fingerprint: fingerprint.clone(),
+        starts_at_ms: alert["starts_at_ms"].as_i64().unwrap_or(0),
+        by: b.by,
+        comment: b.comment,
+        at_ms: now_ms(),
+    };
+    callscope_storage::AckStore::new(state.hot.clone())
+        .put(&ack)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("ack store: {e}")))?;
+    Ok(Json(serde_json::to_value(&ack).unwrap_or_default()))
+}
+
+pub async fn unacknowledge(State(state): State<AppState>, Path(fingerprint): Path<String>) -> ApiResult<StatusCode> {
+    let deleted = callscope_storage::AckStore::new(state.hot.clone())
+        .delete(&fingerprint)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("ack store: {e}")))?;
+    if deleted {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("no acknowledgement for {fingerprint}")))
+    }
 }
 
 /// A silence in Alertmanager's API v2 shape.
@@ -259,6 +407,29 @@ pub async fn expire_silence(State(state): State<AppState>, Path(id): Path<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn incidents_group_by_service_time_and_inhibition() {
+        let a = |fp: &str, name: &str, service: &str, severity: &str, start: i64, muted: Option<&str>| {
+            json!({"fingerprint": fp, "status": "firing", "starts_at_ms": start, "muted": muted,
+                   "labels": {"alertname": name, "service": service, "severity": severity}})
+        };
+        let alerts = vec![
+            a("1", "ServiceDown", "asr", "critical", 0, None),
+            a("2", "ASRSlow", "asr", "warning", 60_000, Some("inhibited by 1")),
+            a("3", "CallFailures", "gw", "critical", 30_000, None),
+            a("4", "TTSSlow", "tts", "warning", 0, Some("inhibited by 1")),
+            a("5", "QueueLong", "gw", "warning", 3_600_000, None),
+        ];
+        let incidents = incidents(&alerts);
+        let sets: Vec<Vec<&str>> = incidents
+            .iter()
+            .map(|i| i["alerts"].as_array().expect("alerts").iter().filter_map(|a| a["fingerprint"].as_str()).collect())
+            .collect();
+        assert_eq!(sets.len(), 3, "{incidents:?}");
+        let asr = incidents.iter().find(|i| i["services"].as_array().is_some_and(|s| s.len() == 2)).expect("asr+tts");
+        assert_eq!(asr["root_cause"]["alertname"], "ServiceDown");
+    }
 
     #[test]
     fn silence_bodies_are_checked_field_by_field() {

@@ -23,6 +23,7 @@ pub mod json_rows;
 pub mod metrics_query;
 pub mod prometheus_export;
 pub mod schema_registry;
+pub mod smart_rules;
 pub mod sql;
 pub mod traces;
 
@@ -98,6 +99,13 @@ pub fn router(state: AppState) -> Router {
         .route("/monitoring/sql", post(sql::post_sql))
         .route("/monitoring/alerts", get(alerting::active_alerts))
         .route("/monitoring/alerts/history", get(alerting::history))
+        .route("/monitoring/alerts/{fingerprint}/ack", post(alerting::acknowledge).delete(alerting::unacknowledge))
+        .route("/monitoring/alerts/smart", get(smart_rules::list).post(smart_rules::create))
+        .route(
+            "/monitoring/alerts/smart/{id}",
+            get(smart_rules::get).put(smart_rules::replace).delete(smart_rules::delete),
+        )
+        .route("/monitoring/alerts/smart/{id}/insights", get(smart_rules::insights))
         .route("/monitoring/alerts/silences", get(alerting::list_silences).post(alerting::create_silence))
         .route("/monitoring/alerts/silences/{id}", get(alerting::get_silence).delete(alerting::expire_silence))
         .route("/monitoring/alertmanager/rules", get(alerting::rules))

@@ -16,6 +16,7 @@ pub mod decode;
 pub mod events;
 pub mod json;
 pub mod rollup;
+pub mod smart_rules;
 
 pub use decode::{DecodeError, DecodeOptions, Encoding, decode_event};
 pub use events::{

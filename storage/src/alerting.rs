@@ -14,6 +14,44 @@ pub const STATUS_PATH: &str = "_catalog/alerting/status.json";
 /// Failed deliveries, one object each, under `date=YYYY-MM-DD/`.
 pub const FAILURES_DIR: &str = "_catalog/alerting/failures";
 const SILENCES_DIR: &str = "_catalog/alerting/silences";
+const SMART_RULES_DIR: &str = "_catalog/alerting/smart_rules";
+const ACKS_DIR: &str = "_catalog/alerting/acks";
+
+/// An acknowledgement of one firing episode of an alert (stops its escalation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    pub fingerprint: String,
+    /// The `starts_at_ms` of the episode acknowledged; a later episode needs a new one.
+    pub starts_at_ms: i64,
+    pub by: String,
+    #[serde(default)]
+    pub comment: String,
+    pub at_ms: i64,
+}
+
+/// Acknowledgements, one object per alert fingerprint.
+#[derive(Debug, Clone)]
+pub struct AckStore {
+    objects: JsonObjects,
+}
+
+impl AckStore {
+    pub fn new(tier: Tier) -> AckStore {
+        AckStore { objects: JsonObjects::new(tier, ACKS_DIR) }
+    }
+
+    pub async fn list(&self) -> Result<Vec<Ack>> {
+        self.objects.list().await
+    }
+
+    pub async fn put(&self, ack: &Ack) -> Result<()> {
+        self.objects.put(&ack.fingerprint, ack).await
+    }
+
+    pub async fn delete(&self, fingerprint: &str) -> Result<bool> {
+        self.objects.delete(fingerprint).await
+    }
+}
 
 /// One matcher of a silence, as Alertmanager's API v2 writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +129,37 @@ impl SilenceStore {
             self.put(&s).await?;
         }
         Ok(true)
+    }
+}
+
+/// Smart rules, one object each (validated by the API before they are stored).
+#[derive(Debug, Clone)]
+pub struct SmartRuleStore {
+    objects: JsonObjects,
+}
+
+impl SmartRuleStore {
+    pub fn new(tier: Tier) -> SmartRuleStore {
+        SmartRuleStore { objects: JsonObjects::new(tier, SMART_RULES_DIR) }
+    }
+
+    /// All rules, by name then id.
+    pub async fn list(&self) -> Result<Vec<callscope_schemas::smart_rules::SmartRule>> {
+        let mut all: Vec<callscope_schemas::smart_rules::SmartRule> = self.objects.list().await?;
+        all.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        Ok(all)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<callscope_schemas::smart_rules::SmartRule>> {
+        self.objects.get(id).await
+    }
+
+    pub async fn put(&self, rule: &callscope_schemas::smart_rules::SmartRule) -> Result<()> {
+        self.objects.put(&rule.id, rule).await
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<bool> {
+        self.objects.delete(id).await
     }
 }
 

@@ -21,7 +21,7 @@ pub mod tier;
 pub mod window_state;
 pub mod workers;
 
-pub use alerting::{Silence, SilenceMatcher, SilenceStore};
+pub use alerting::{Ack, AckStore, Silence, SilenceMatcher, SilenceStore, SmartRuleStore};
 pub use commit_log::{BatchRecord, CommitLog, Recovery};
 pub use custom_metrics::CustomMetricStore;
 pub use layout::{DataFileKey, HourPartition, RollupFileKey, RollupSource};

@@ -78,6 +78,13 @@ impl Receivers {
                 ),
             )
             .route(
+                "/manager",
+                axum::routing::post(|State((inbox, _)): State<(Inbox, Arc<Mutex<u32>>)>, axum::Json(body): axum::Json<Value>| async move {
+                    record(&inbox, "manager", BTreeMap::new(), body);
+                    StatusCode::OK
+                }),
+            )
+            .route(
                 "/flaky",
                 axum::routing::post(|State((inbox, attempts)): State<(Inbox, Arc<Mutex<u32>>)>, axum::Json(body): axum::Json<Value>| async move {
                     let n = {
@@ -554,4 +561,110 @@ fn a_real_alertmanager_receives_the_alert_and_its_resolution() {
     }
     node.proc.terminate();
     am.terminate();
+}
+
+/// Messages the local SMTP sink (aiosmtpd, Mailbox handler) stored, as text.
+fn mailbox(dir: &std::path::Path) -> Vec<String> {
+    let new = dir.join("new");
+    let mut files: Vec<_> =
+        std::fs::read_dir(&new).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
+    files.sort();
+    files.iter().filter_map(|p| std::fs::read_to_string(p).ok()).collect()
+}
+
+#[test]
+fn email_reaches_a_local_smtp_sink() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let python = python_with("import aiosmtpd");
+    let maildir = dir.path().join("maildir");
+    let smtp_port = free_port();
+    let listen = format!("127.0.0.1:{smtp_port}");
+    let mut sink = Proc::spawn_program(
+        "smtp-sink",
+        dir.path(),
+        python.to_str().expect("utf-8"),
+        &["-m", "aiosmtpd", "-n", "-l", &listen, "-c", "aiosmtpd.handlers.Mailbox", maildir.to_str().expect("utf-8")],
+    );
+    let config = format!(
+        "route:\n  receiver: mail\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: mail\n    email_configs: [{{smarthost: \"{listen}\", tls: none, from: \"callscope@example.com\", to: [\"oncall@example.com\"]}}]\n"
+    );
+    let mut node = start_with(dir.path(), &config, free_port(), free_port());
+    let rt = runtime();
+    let producer = producer(&node.brokers);
+    let t0 = now_ms();
+    let batch: Vec<(String, Vec<u8>)> = (0..10).map(|i| failed_call("gw", t0 + i)).collect();
+    assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &batch)), batch.len());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while mailbox(&maildir).is_empty() {
+        sink.assert_running();
+        assert!(Instant::now() < deadline, "no email\n{}", node.proc.log_tail());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mail = &mailbox(&maildir)[0];
+    assert!(mail.contains("Subject: [FIRING:1] CallsFailing"), "{mail}");
+    assert!(mail.contains("To: oncall@example.com"), "{mail}");
+    assert!(mail.contains("gw failed 10 calls"), "{mail}");
+    let recovery: Vec<(String, Vec<u8>)> = (1..=30).map(|s| heartbeat(t0 + s * 1000 + 1500)).collect();
+    assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &recovery)), recovery.len());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while mailbox(&maildir).len() < 2 {
+        assert!(Instant::now() < deadline, "no resolved email\n{}", node.proc.log_tail());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(mailbox(&maildir)[1].contains("Subject: [RESOLVED] CallsFailing"));
+    node.proc.terminate();
+    sink.terminate();
+}
+
+#[test]
+fn unacknowledged_alerts_escalate_and_acknowledged_ones_do_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receivers = Receivers::start();
+    let base = &receivers.base;
+    let config = format!(
+        "route:\n  receiver: team\n  group_by: [alertname, service]\n  group_wait: 0s\n  group_interval: 1s\n  escalate_after: 10s\n  escalate_to: manager\nreceivers:\n  - name: team\n    webhook_configs: [{{url: \"{base}/hook\"}}]\n  - name: manager\n    webhook_configs: [{{url: \"{base}/manager\"}}]\n"
+    );
+    let mut node = start_with(dir.path(), &config, free_port(), free_port());
+    let rt = runtime();
+    let producer = producer(&node.brokers);
+    let t0 = now_ms();
+    let mut batch: Vec<(String, Vec<u8>)> = (0..10).map(|i| failed_call("gw", t0 + i)).collect();
+    batch.extend((0..10).map(|i| failed_call("billing", t0 + i)));
+    assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &batch)), batch.len());
+    receivers.wait_for("hook", 2, Duration::from_secs(60), &mut node);
+    // Acknowledge gw's alert through the API.
+    let client = http();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fingerprint = loop {
+        let active = client.call("GET", &format!("{}/monitoring/alerts", node.http), None).json();
+        let fp = active["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["labels"]["service"] == "gw")
+            .and_then(|a| a["fingerprint"].as_str().map(str::to_string));
+        if let Some(fp) = fp {
+            break fp;
+        }
+        assert!(Instant::now() < deadline, "gw alert not listed: {active}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let ack = client.call(
+        "POST",
+        &format!("{}/monitoring/alerts/{fingerprint}/ack", node.http),
+        Some(&serde_json::json!({"by": "oncall", "comment": "looking"})),
+    );
+    assert_eq!(ack.status, 200, "{}", ack.body);
+    let missing = client.call(
+        "POST",
+        &format!("{}/monitoring/alerts/0000/ack", node.http),
+        Some(&serde_json::json!({"by": "oncall"})),
+    );
+    assert_eq!(missing.status, 404);
+    let escalated = receivers.wait_for("manager", 1, Duration::from_secs(60), &mut node);
+    assert_eq!(services_of(&escalated[0]), ["billing"], "only the unacknowledged alert escalates");
+    assert_eq!(escalated[0]["groupLabels"]["escalated"], "true");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(receivers.received("manager").len(), 1, "escalated once");
+    node.proc.terminate();
 }

@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::config::{
-    AlertmanagerConfig, DeliveryConfig, DingTalkConfig, NotifyConfig, SlackConfig, SmsConfig, WebhookConfig,
+    AlertmanagerConfig, DeliveryConfig, DingTalkConfig, EmailConfig, NotifyConfig, SlackConfig, SmsConfig,
+    WebhookConfig,
 };
 use super::dispatch::{Notification, RoutedAlert};
 use crate::alerting_metrics::AlertingMetrics;
@@ -47,6 +48,7 @@ pub enum ChannelKind {
     DingTalk(DingTalkConfig),
     Alertmanager(AlertmanagerConfig),
     Sms(SmsConfig),
+    Email(EmailConfig),
 }
 
 impl ChannelKind {
@@ -57,6 +59,7 @@ impl ChannelKind {
             ChannelKind::DingTalk(_) => "dingtalk",
             ChannelKind::Alertmanager(_) => "alertmanager",
             ChannelKind::Sms(_) => "sms",
+            ChannelKind::Email(_) => "email",
         }
     }
 
@@ -67,6 +70,7 @@ impl ChannelKind {
             ChannelKind::DingTalk(c) => &c.delivery,
             ChannelKind::Alertmanager(c) => &c.delivery,
             ChannelKind::Sms(c) => &c.delivery,
+            ChannelKind::Email(c) => &c.delivery,
         }
     }
 
@@ -78,6 +82,7 @@ impl ChannelKind {
             ChannelKind::DingTalk(c) => c.send_resolved.unwrap_or(true),
             ChannelKind::Alertmanager(_) => true,
             ChannelKind::Sms(c) => c.send_resolved.unwrap_or(false),
+            ChannelKind::Email(c) => c.send_resolved.unwrap_or(true),
         }
     }
 
@@ -219,6 +224,7 @@ pub struct Channel {
     pub kind: ChannelKind,
     pub external_url: String,
     client: reqwest::Client,
+    timeout: Duration,
 }
 
 impl Channel {
@@ -233,7 +239,7 @@ impl Channel {
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .build()
             .map_err(|e| format!("http client: {e}"))?;
-        Ok(Channel { receiver: receiver.to_string(), kind, external_url: external_url.to_string(), client })
+        Ok(Channel { receiver: receiver.to_string(), kind, external_url: external_url.to_string(), client, timeout })
     }
 
     /// The alerts of `n` this channel sends (resolved ones only if it sends resolved).
@@ -324,6 +330,7 @@ impl Channel {
                 let status = resp.status();
                 by_status(status, &resp.text().await.unwrap_or_default())
             }
+            ChannelKind::Email(c) => send_email(c, n, self.timeout).await,
             ChannelKind::Sms(c) => {
                 let message = format!("{}: {}", title(n), alert_lines(n).join("; ").replace("**", ""));
                 let json = c.content_type.contains("json");
@@ -346,6 +353,42 @@ impl Channel {
                 Ok(())
             }
         }
+    }
+}
+
+/// Sends the notification as one plain-text email to every recipient.
+async fn send_email(c: &EmailConfig, n: &Notification, timeout: Duration) -> Result<(), SendError> {
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let permanent = |what: &str, e: &dyn std::fmt::Display| SendError::Permanent(format!("{what}: {e}"));
+    let mut builder = Message::builder()
+        .from(c.from.parse().map_err(|e| permanent("from", &e))?)
+        .subject(title(n))
+        .header(lettre::message::header::ContentType::TEXT_PLAIN);
+    for to in &c.to {
+        builder = builder.to(to.parse().map_err(|e| permanent("to", &e))?);
+    }
+    let body = format!("{}\n\n{}\n", title(n), alert_lines(n).join("\n").replace("**", ""));
+    let message = builder.body(body).map_err(|e| permanent("message", &e))?;
+    let (host, port) = c
+        .smarthost
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| SendError::Permanent("smarthost must be host:port".into()))?;
+    let builder = match c.tls.as_str() {
+        "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&host).map_err(|e| permanent("smtp", &e))?,
+        "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host).map_err(|e| permanent("smtp", &e))?,
+        _ => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host),
+    };
+    let mut builder = builder.port(port).timeout(Some(timeout));
+    if let (Some(user), Some(pass)) = (&c.auth_username, &c.auth_password) {
+        builder =
+            builder.credentials(lettre::transport::smtp::authentication::Credentials::new(user.clone(), pass.clone()));
+    }
+    match builder.build().send(message).await {
+        Ok(_) => Ok(()),
+        // Transient SMTP replies (4xx), timeouts and connection failures are worth a retry.
+        Err(e) if e.is_permanent() => Err(SendError::Permanent(format!("smtp: {e}"))),
+        Err(e) => Err(SendError::Retryable(format!("smtp: {e}"))),
     }
 }
 
@@ -479,7 +522,8 @@ impl Notifier {
                 .chain(r.slack_configs.iter().cloned().map(ChannelKind::Slack))
                 .chain(r.dingtalk_configs.iter().cloned().map(ChannelKind::DingTalk))
                 .chain(r.alertmanager_configs.iter().cloned().map(ChannelKind::Alertmanager))
-                .chain(r.sms_configs.iter().cloned().map(ChannelKind::Sms));
+                .chain(r.sms_configs.iter().cloned().map(ChannelKind::Sms))
+                .chain(r.email_configs.iter().cloned().map(ChannelKind::Email));
             if !r.alertmanager_configs.is_empty() {
                 alertmanager_receivers.push(r.name.clone());
             }

@@ -70,6 +70,12 @@ pub struct RouteConfig {
     pub repeat_interval: Option<String>,
     #[serde(default, rename = "continue")]
     pub continue_: bool,
+    /// A firing alert nobody acknowledged this long after it was notified…
+    #[serde(default)]
+    pub escalate_after: Option<String>,
+    /// …is notified to this receiver as well.
+    #[serde(default)]
+    pub escalate_to: Option<String>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -88,6 +94,32 @@ pub struct ReceiverConfig {
     pub alertmanager_configs: Vec<AlertmanagerConfig>,
     #[serde(default)]
     pub sms_configs: Vec<SmsConfig>,
+    #[serde(default)]
+    pub email_configs: Vec<EmailConfig>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// `host:port` of the SMTP server.
+    pub smarthost: String,
+    pub from: String,
+    pub to: Vec<String>,
+    /// `starttls` (default), `tls` (implicit TLS, usually port 465) or `none`.
+    #[serde(default = "default_tls")]
+    pub tls: String,
+    #[serde(default)]
+    pub auth_username: Option<String>,
+    #[serde(default)]
+    pub auth_password: Option<String>,
+    #[serde(default)]
+    pub send_resolved: Option<bool>,
+    #[serde(flatten)]
+    pub delivery: DeliveryConfig,
+}
+
+fn default_tls() -> String {
+    "starttls".into()
 }
 
 #[derive(Clone, Deserialize)]
@@ -196,7 +228,7 @@ macro_rules! redacted_debug {
         }
     )+};
 }
-redacted_debug!(WebhookConfig => "webhook", SlackConfig => "slack", DingTalkConfig => "dingtalk", AlertmanagerConfig => "alertmanager", SmsConfig => "sms");
+redacted_debug!(WebhookConfig => "webhook", SlackConfig => "slack", DingTalkConfig => "dingtalk", AlertmanagerConfig => "alertmanager", SmsConfig => "sms", EmailConfig => "email");
 
 /// A configuration error, naming where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -215,6 +247,8 @@ pub struct Route {
     pub group_interval: Duration,
     pub repeat_interval: Duration,
     pub continue_: bool,
+    /// Unacknowledged firing alerts go to this receiver after this long.
+    pub escalation: Option<(Duration, String)>,
     pub routes: Vec<Route>,
 }
 
@@ -323,6 +357,19 @@ impl NotifyConfig {
             }
         }
         for r in &self.receivers {
+            for e in &r.email_configs {
+                if !["starttls", "tls", "none"].contains(&e.tls.as_str()) {
+                    return Err(ConfigError(format!("receiver {:?}: email tls must be starttls, tls or none", r.name)));
+                }
+                if e.smarthost.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
+                    return Err(ConfigError(format!("receiver {:?}: email smarthost must be host:port", r.name)));
+                }
+                for addr in std::iter::once(&e.from).chain(&e.to) {
+                    if addr.parse::<lettre::message::Mailbox>().is_err() {
+                        return Err(ConfigError(format!("receiver {:?}: {addr:?} is not an email address", r.name)));
+                    }
+                }
+            }
             for d in r.dingtalk_configs.iter() {
                 if !d.url.starts_with("http") {
                     return Err(ConfigError(format!("receiver {:?}: dingtalk url must be http(s)", r.name)));
@@ -338,6 +385,7 @@ impl NotifyConfig {
             group_interval: Duration::from_secs(300),
             repeat_interval: Duration::from_secs(4 * 3600),
             continue_: false,
+            escalation: None,
             routes: Vec::new(),
         };
         let root = resolve_route(&self.route, &defaults, "0", &names)?;
@@ -364,8 +412,19 @@ fn resolve_route(config: &RouteConfig, parent: &Route, id: &str, receivers: &[&s
         Some(labels) if labels.iter().any(|l| l == "...") => None,
         Some(labels) => Some(labels.clone()),
     };
+    let escalation = match (&config.escalate_after, &config.escalate_to) {
+        (None, None) => parent.escalation.clone(),
+        (Some(after), Some(to)) => {
+            if !receivers.contains(&to.as_str()) {
+                return Err(ConfigError(format!("route {id}: escalate_to receiver {to:?} is not defined")));
+            }
+            Some((duration_or(Some(after), Duration::ZERO, "escalate_after")?, to.clone()))
+        }
+        _ => return Err(ConfigError(format!("route {id}: escalate_after and escalate_to go together"))),
+    };
     let mut route = Route {
         id: id.to_string(),
+        escalation,
         receiver,
         matchers,
         group_by,

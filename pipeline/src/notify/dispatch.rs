@@ -100,11 +100,18 @@ pub struct SentEntry {
     pub at_ms: i64,
     pub firing: BTreeSet<String>,
     pub resolved: BTreeSet<String>,
+    /// When each firing alert was first notified (for escalation).
+    #[serde(default)]
+    pub notified_at: BTreeMap<String, i64>,
+    /// Alerts already escalated.
+    #[serde(default)]
+    pub escalated: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone)]
 struct Group {
     receiver: String,
+    escalation: Option<(i64, String)>,
     labels: LabelSet,
     group_interval_ms: i64,
     repeat_interval_ms: i64,
@@ -126,6 +133,8 @@ pub struct Dispatcher {
     root: Route,
     silences: Vec<SilenceRule>,
     inhibit: Vec<InhibitRule>,
+    /// Acknowledged alerts: fingerprint → the `starts_at_ms` of the episode acknowledged.
+    acks: BTreeMap<String, i64>,
     groups: BTreeMap<String, Group>,
     /// Notification log: group key → what was last sent.
     sent: BTreeMap<String, SentEntry>,
@@ -137,11 +146,27 @@ fn ms(d: std::time::Duration) -> i64 {
 
 impl Dispatcher {
     pub fn new(root: Route) -> Dispatcher {
-        Dispatcher { root, silences: Vec::new(), inhibit: Vec::new(), groups: BTreeMap::new(), sent: BTreeMap::new() }
+        Dispatcher {
+            root,
+            silences: Vec::new(),
+            inhibit: Vec::new(),
+            acks: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            sent: BTreeMap::new(),
+        }
     }
 
     pub fn set_silences(&mut self, silences: Vec<SilenceRule>) {
         self.silences = silences;
+    }
+
+    pub fn set_acks(&mut self, acks: BTreeMap<String, i64>) {
+        self.acks = acks;
+    }
+
+    /// Whether the alert's current episode is acknowledged.
+    pub fn acked(&self, alert: &RoutedAlert) -> bool {
+        self.acks.get(&alert.fingerprint).is_some_and(|s| *s == alert.starts_at_ms)
     }
 
     pub fn set_inhibit_rules(&mut self, rules: Vec<InhibitRule>) {
@@ -209,6 +234,7 @@ impl Dispatcher {
             let known = self.sent.get(&key).is_some_and(|e| e.firing.contains(&alert.fingerprint));
             let group = self.groups.entry(key).or_insert_with(|| Group {
                 receiver: route.receiver.clone(),
+                escalation: route.escalation.as_ref().map(|(d, r)| (ms(*d), r.clone())),
                 labels: group_labels,
                 group_interval_ms: ms(route.group_interval),
                 repeat_interval_ms: ms(route.repeat_interval),
@@ -259,13 +285,60 @@ impl Dispatcher {
                     receiver: group.receiver.clone(),
                     group_key: key.clone(),
                     group_labels: group.labels.clone(),
-                    alerts: unmuted,
+                    alerts: unmuted.clone(),
                     at_ms: now_ms,
                 });
-                self.sent.insert(
-                    key.clone(),
-                    SentEntry { at_ms: now_ms, firing: firing.clone(), resolved: resolved.clone() },
-                );
+                let previous = self.sent.remove(&key).unwrap_or_default();
+                let mut notified_at = previous.notified_at;
+                notified_at.retain(|fp, _| firing.contains(fp));
+                for fp in &firing {
+                    notified_at.entry(fp.clone()).or_insert(now_ms);
+                }
+                let entry = SentEntry {
+                    at_ms: now_ms,
+                    firing: firing.clone(),
+                    resolved: resolved.clone(),
+                    notified_at,
+                    escalated: previous.escalated,
+                };
+                self.sent.insert(key.clone(), entry);
+            }
+            // Escalation: firing alerts notified `after` ago and not acknowledged go to the
+            // escalation receiver once; their resolution follows them there.
+            if let (Some((after, to)), Some(entry)) = (group.escalation.clone(), self.sent.get_mut(&key)) {
+                let acks = &self.acks;
+                let due: Vec<RoutedAlert> = unmuted
+                    .iter()
+                    .filter(|a| {
+                        let fp = &a.fingerprint;
+                        match a.status {
+                            AlertStatus::Firing => {
+                                !entry.escalated.contains(fp)
+                                    && entry.notified_at.get(fp).is_some_and(|t| now_ms - t >= after)
+                                    && acks.get(fp).is_none_or(|s| *s != a.starts_at_ms)
+                            }
+                            AlertStatus::Resolved => entry.escalated.contains(fp),
+                        }
+                    })
+                    .cloned()
+                    .collect();
+                if !due.is_empty() {
+                    for a in &due {
+                        match a.status {
+                            AlertStatus::Firing => entry.escalated.insert(a.fingerprint.clone()),
+                            AlertStatus::Resolved => entry.escalated.remove(&a.fingerprint),
+                        };
+                    }
+                    let mut labels = group.labels.clone();
+                    labels.insert("escalated".into(), "true".into());
+                    out.push(Notification {
+                        receiver: to,
+                        group_key: format!("{key}:escalated"),
+                        group_labels: labels,
+                        alerts: due,
+                        at_ms: now_ms,
+                    });
+                }
             }
             // Resolved alerts leave the group once their state is in the log.
             group.alerts.retain(|_, a| a.status == AlertStatus::Firing);

@@ -145,3 +145,43 @@ fn silences_mute_until_they_expire_and_inhibition_mutes_symptoms() {
     assert_eq!(services, ["tts"]);
     assert!(sent.iter().any(|n| n.receiver == "pager"), "the root cause itself is notified");
 }
+
+#[test]
+fn unacknowledged_alerts_escalate_once_and_acknowledged_ones_do_not() {
+    let config = r#"
+route:
+  receiver: oncall
+  group_by: [alertname, service]
+  group_wait: 0s
+  group_interval: 1m
+  escalate_after: 10m
+  escalate_to: manager
+receivers: [{name: oncall}, {name: manager}]
+"#;
+    let mut d = Dispatcher::new(NotifyConfig::parse(config).expect("config").1);
+    let gw = alert("CallFailures", "gw", Severity::Critical, AlertStatus::Firing);
+    let asr = alert("CallFailures", "asr", Severity::Critical, AlertStatus::Firing);
+    d.receive(gw.clone(), 0);
+    d.receive(asr.clone(), 0);
+    assert_eq!(d.flush(0).len(), 2);
+    // asr is acknowledged; gw is not.
+    d.set_acks(BTreeMap::from([(asr.fingerprint.clone(), asr.starts_at_ms)]));
+    assert!(d.flush(300_000).is_empty(), "not yet");
+    let escalated = d.flush(660_000);
+    assert_eq!(summary(&escalated), [("manager".to_string(), AlertStatus::Firing, 1)]);
+    assert_eq!(escalated[0].alerts[0].labels["service"], "gw");
+    assert_eq!(escalated[0].group_labels.get("escalated").map(String::as_str), Some("true"));
+    assert!(d.flush(720_000).is_empty(), "escalated once");
+    // The log survives a restart, escalation state included.
+    let mut restarted = Dispatcher::new(NotifyConfig::parse(config).expect("config").1);
+    restarted.restore_log(d.log().clone());
+    restarted.receive(gw.clone(), 730_000);
+    assert!(restarted.flush(730_000).is_empty());
+    let mut resolved = gw.clone();
+    resolved.status = AlertStatus::Resolved;
+    restarted.receive(resolved, 740_000);
+    let sent = restarted.flush(800_000);
+    let mut receivers: Vec<String> = sent.iter().map(|n| n.receiver.clone()).collect();
+    receivers.sort();
+    assert_eq!(receivers, ["manager", "oncall"], "the resolution follows the escalation");
+}
