@@ -131,6 +131,8 @@ pub struct AlertEngine {
     store: WindowStore,
     rules: Vec<LoadedRule>,
     smart: Vec<SmartState>,
+    /// Resolutions of alerts whose rule was removed, reported by the next evaluation.
+    pending: Vec<AlertChange>,
     /// Metric names any rule reads; `None` when a rule selects without a name.
     wanted: Option<BTreeSet<String>>,
     max_event_ms: Option<i64>,
@@ -187,6 +189,7 @@ impl AlertEngine {
             store: WindowStore::new(config.resolution_ms, 0),
             rules: Vec::new(),
             smart: Vec::new(),
+            pending: Vec::new(),
             wanted: Some(BTreeSet::new()),
             max_event_ms: None,
             last_ingest_wall_ms: None,
@@ -198,12 +201,14 @@ impl AlertEngine {
 
     /// Replaces the rules; instances of rules that keep their name and expression survive.
     pub fn set_rules(&mut self, rules: Vec<AlertRule>) {
-        let mut old: BTreeMap<(String, String, String), LoadedRule> = std::mem::take(&mut self.rules)
+        let mut old: BTreeMap<(String, String), LoadedRule> = std::mem::take(&mut self.rules)
             .into_iter()
-            .map(|r| ((r.rule.group.clone(), r.rule.name.clone(), r.rule.expr_text.clone()), r))
+            .map(|r| ((r.rule.group.clone(), r.rule.name.clone()), r))
             .collect();
         for rule in rules {
-            let key = (rule.group.clone(), rule.name.clone(), rule.expr_text.clone());
+            // A rule keeps its alerts across edits; the next evaluation resolves those the
+            // new expression no longer yields.
+            let key = (rule.group.clone(), rule.name.clone());
             let instances = old.remove(&key).map(|r| r.instances).unwrap_or_default();
             self.rules.push(LoadedRule {
                 timing: timing_of(&rule),
@@ -213,28 +218,50 @@ impl AlertEngine {
                 last_value_count: 0,
             });
         }
+        let now = self.now_ms.unwrap_or(0);
+        for (_, mut gone) in old {
+            for t in gone.instances.resolve_all(now) {
+                self.pending.push(change(&gone.rule, t, None));
+            }
+        }
         self.recompute_reads();
     }
 
-    /// Replaces the smart rules; a rule that keeps its id, query and condition keeps its
-    /// state. Returns the rules that could not be compiled, with why.
+    /// Replaces the smart rules. A rule that keeps its id keeps its alerts (the next
+    /// evaluation resolves what no longer holds); one that also keeps its query and
+    /// condition keeps its learned state. Returns the rules that could not be compiled.
     pub fn set_smart_rules(&mut self, rules: Vec<SmartRule>) -> Vec<(String, String)> {
         let mut old: BTreeMap<String, SmartState> =
             std::mem::take(&mut self.smart).into_iter().map(|s| (s.rule.id.clone(), s)).collect();
         let mut errors = Vec::new();
         for rule in rules {
-            match old.remove(&rule.id) {
-                Some(mut state) if state.same_logic(&rule) => {
-                    state.rule = rule;
-                    if let Ok(fresh) = SmartState::compile(state.rule.clone()) {
-                        state.timing = fresh.timing;
+            let previous = old.remove(&rule.id);
+            match SmartState::compile(rule.clone()) {
+                Ok(mut fresh) => {
+                    if let Some(mut state) = previous {
+                        if state.same_logic(&rule) {
+                            state.rule = fresh.rule;
+                            state.timing = fresh.timing;
+                            fresh = state;
+                        } else {
+                            fresh.instances = std::mem::take(&mut state.instances);
+                        }
                     }
-                    self.smart.push(state);
+                    self.smart.push(fresh);
                 }
-                _ => match SmartState::compile(rule.clone()) {
-                    Ok(state) => self.smart.push(state),
-                    Err(e) => errors.push((rule.id.clone(), e)),
-                },
+                Err(e) => {
+                    errors.push((rule.id.clone(), e));
+                    if let Some(state) = previous {
+                        old.insert(rule.id.clone(), state);
+                    }
+                }
+            }
+        }
+        let now = self.now_ms.unwrap_or(0);
+        for (_, mut gone) in old {
+            let annotations = LabelSet::new();
+            for t in gone.instances.resolve_all(now) {
+                self.pending.push(smart_change(&gone.rule, annotations.clone(), t));
             }
         }
         self.recompute_reads();
@@ -311,7 +338,7 @@ impl AlertEngine {
     pub fn evaluate(&mut self, wall_ms: i64) -> Vec<AlertChange> {
         let now = self.event_time(wall_ms);
         self.now_ms = Some(now);
-        let mut changes = Vec::new();
+        let mut changes = std::mem::take(&mut self.pending);
         for lr in &mut self.rules {
             let samples = match alert_eval::evaluate(&self.store, &lr.rule.expr, now) {
                 Ok(Value::Vector(v)) => v,

@@ -113,6 +113,27 @@ impl RuleInstances {
             .collect()
     }
 
+    /// Ends every instance (the rule went away): firing ones resolve at `now_ms`.
+    pub fn resolve_all(&mut self, now_ms: i64) -> Vec<Transition> {
+        let out = self
+            .instances
+            .iter()
+            .filter(|(_, i)| i.state == State::Firing)
+            .map(|(fp, i)| Transition {
+                fingerprint: *fp,
+                labels: i.labels.clone(),
+                from: State::Firing,
+                to: State::Resolved,
+                at_ms: now_ms,
+                active_since_ms: i.since_ms,
+                value: f64::NAN,
+                flapping: false,
+            })
+            .collect();
+        self.instances.clear();
+        out
+    }
+
     /// Forgets resolved instances whose flapping history has expired at `now_ms`.
     pub fn prune(&mut self, timing: &Timing, now_ms: i64) {
         self.instances.retain(|_, i| {

@@ -144,6 +144,21 @@ fn reloading_rules_keeps_the_state_of_unchanged_rules() {
     second(&mut engine, T0 + 1000, 10, 5);
     assert!(engine.evaluate(T0 + 1000).is_empty(), "still firing, no new transition");
     assert_eq!(engine.status()[0].state, "firing");
+    // An edited expression keeps the alert while it still holds, and resolves it when not.
     engine.set_rules(rules(&rule.replace("> 0.1", "> 0.2")));
-    assert_eq!(engine.status()[0].state, "inactive", "a changed expression starts afresh");
+    second(&mut engine, T0 + 2000, 10, 5);
+    assert!(engine.evaluate(T0 + 2000).is_empty());
+    engine.set_rules(rules(&rule.replace("> 0.1", "> 0.9")));
+    second(&mut engine, T0 + 3000, 10, 5);
+    assert_eq!(engine.evaluate(T0 + 3000).iter().map(|c| c.to).collect::<Vec<_>>(), [State::Resolved]);
+    // A removed rule resolves its firing alerts.
+    engine.set_rules(rules(&rule));
+    second(&mut engine, T0 + 4000, 10, 5);
+    assert_eq!(engine.evaluate(T0 + 4000).len(), 1);
+    engine.set_rules(Vec::new());
+    let gone = engine.evaluate(T0 + 5000);
+    assert_eq!(
+        gone.iter().map(|c| (c.rule.as_str(), c.to)).collect::<Vec<_>>(),
+        [("CallFailureRateHigh", State::Resolved)]
+    );
 }
