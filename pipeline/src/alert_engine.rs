@@ -306,16 +306,29 @@ impl AlertEngine {
 
     /// Adds a sample the rules may read; `wall_ms` is the current wall clock.
     pub fn ingest(&mut self, m: &Metric, wall_ms: i64) {
+        if self.store_sample(m) {
+            self.max_event_ms = Some(self.max_event_ms.map_or(m.timestamp_ms, |t| t.max(m.timestamp_ms)));
+            self.last_ingest_wall_ms = Some(wall_ms);
+        }
+    }
+
+    /// Adds a sample that must not move event time (callscope's own metrics, stamped with
+    /// the wall clock rather than event time).
+    pub fn ingest_side(&mut self, m: &Metric) {
+        self.store_sample(m);
+    }
+
+    /// Stores a sample a rule reads and that is not older than any rule looks back.
+    fn store_sample(&mut self, m: &Metric) -> bool {
         if !self.wants(&m.name) {
-            return;
+            return false;
         }
         let horizon = self.now_ms.map(|now| now - self.store_retention_ms());
         if horizon.is_some_and(|h| m.timestamp_ms < h) {
-            return;
+            return false;
         }
         self.store.add_sample(&SeriesKey::of(m), m.value, m.timestamp_ms);
-        self.max_event_ms = Some(self.max_event_ms.map_or(m.timestamp_ms, |t| t.max(m.timestamp_ms)));
-        self.last_ingest_wall_ms = Some(wall_ms);
+        true
     }
 
     fn store_retention_ms(&self) -> i64 {

@@ -238,7 +238,12 @@ struct Evaluator {
     config_inhibit: Vec<crate::notify::config::InhibitRule>,
     alertmanager_health: Vec<serde_json::Value>,
     last_probe: Option<Instant>,
+    /// Per worker: the newest heartbeat read (time, dead letters so far).
+    heartbeat_seen: HashMap<String, (i64, u64)>,
 }
+
+/// A standby rejoins the lease group when no leader has published status for this long.
+const LEADER_SILENCE: Duration = Duration::from_secs(10);
 
 /// Transitions kept for a new leader to publish.
 const RECENT_TRANSITIONS: usize = 10_000;
@@ -327,6 +332,10 @@ impl Evaluator {
 
     fn flush(&mut self, wall: i64) {
         if !self.leader {
+            // A standby sends nothing and keeps resolved alerts for an hour: if it takes over
+            // before the leader notified a resolution, its first flush (with the leader's
+            // log) sends it.
+            self.dispatcher.forget_resolved_before(wall - 3_600_000);
             return;
         }
         let sent = self.dispatcher.flush(wall);
@@ -444,6 +453,51 @@ impl Evaluator {
             rules.push(crate::notify::config::InhibitRule { source: vec![s], target: vec![t], equal });
         }
         self.dispatcher.set_inhibit_rules(rules);
+    }
+
+    /// callscope watching itself: every worker's heartbeat becomes samples of
+    /// `callscope_consumer_lag_messages` (gauge per worker and partition) and
+    /// `callscope_dead_letters_total` (counter increments per worker), which the default
+    /// rules read like any other metric.
+    async fn self_samples(&mut self) {
+        let Ok(workers) = callscope_storage::workers::read_all(&self.tier).await else { return };
+        let wall = now_ms();
+        for w in workers.into_iter().filter(|w| wall - w.updated_at_ms < 30_000) {
+            let t = w.updated_at_ms;
+            if self.heartbeat_seen.get(&w.worker_id).is_some_and(|(at, _)| *at >= t) {
+                continue;
+            }
+            let sample = |name: &str, kind, value: f64, labels: Vec<(&str, String)>| callscope_schemas::Metric {
+                name: name.into(),
+                kind,
+                value,
+                timestamp_ms: t,
+                service: "callscope".into(),
+                labels: labels.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                unit: None,
+            };
+            for (partition, lag) in &w.lag {
+                let m = sample(
+                    "callscope_consumer_lag_messages",
+                    callscope_schemas::MetricKind::Gauge,
+                    *lag as f64,
+                    vec![("worker", w.worker_id.clone()), ("partition", partition.clone())],
+                );
+                self.engine.ingest_side(&m);
+            }
+            if let Some((_, before)) = self.heartbeat_seen.get(&w.worker_id)
+                && w.dead_lettered >= *before
+            {
+                let m = sample(
+                    "callscope_dead_letters_total",
+                    callscope_schemas::MetricKind::Counter,
+                    (w.dead_lettered - before) as f64,
+                    vec![("worker", w.worker_id.clone())],
+                );
+                self.engine.ingest_side(&m);
+            }
+            self.heartbeat_seen.insert(w.worker_id.clone(), (t, w.dead_lettered));
+        }
     }
 
     /// Loads acknowledgements (made through the API) into the dispatcher.
@@ -616,6 +670,7 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
         config_inhibit,
         alertmanager_health: Vec::new(),
         last_probe: None,
+        heartbeat_seen: HashMap::new(),
         decode: DecodeOptions { max_time_skew_ms: DecodeOptions::DEFAULT_MAX_SKEW_MS, now_ms: now_ms() },
     };
     ev.apply_inhibitions();
@@ -628,6 +683,7 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut slow = tokio::time::interval(Duration::from_secs(2));
     let mut last_resend = Instant::now();
+    let mut last_rejoin = Instant::now();
     let mut version = files_version(&ev.config);
     tracing::info!(instance = %ev.config.instance_id, rules = ev.engine.rule_count(), replay_ms, "alert evaluator started");
     loop {
@@ -688,9 +744,27 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
                 ev.save_state().await;
             }
             _ = slow.tick() => {
+                // Tansu 0.6 can leave a dead member's partition unassigned (see the worker's
+                // orphan watchdog): when no leader has published status for 10 s, rejoin.
+                if !ev.leader && last_rejoin.elapsed() >= LEADER_SILENCE {
+                    let silent_for = match ev.tier.get(STATUS_PATH).await {
+                        Ok(bytes) => serde_json::from_slice::<AlertingStatus>(&bytes)
+                            .map_or(i64::MAX, |s| now_ms() - s.updated_at_ms),
+                        Err(_) => i64::MAX,
+                    };
+                    if silent_for > LEADER_SILENCE.as_millis() as i64 {
+                        tracing::warn!(silent_for_ms = silent_for, "no alerting leader is publishing; rejoining the lease group");
+                        lease.unsubscribe();
+                        if let Err(e) = lease.subscribe(&[ev.config.lease_topic.as_str()]) {
+                            tracing::warn!(error = %e, "could not rejoin the alerting lease group");
+                        }
+                        last_rejoin = Instant::now();
+                    }
+                }
                 ev.load_silences().await;
                 ev.load_acks().await;
                 ev.load_smart_rules().await;
+                ev.self_samples().await;
                 let now_version = files_version(&ev.config);
                 if now_version != version {
                     version = now_version;

@@ -78,6 +78,13 @@ impl Receivers {
                 ),
             )
             .route(
+                "/sms",
+                axum::routing::post(|State((inbox, _)): State<(Inbox, Arc<Mutex<u32>>)>, axum::Json(body): axum::Json<Value>| async move {
+                    record(&inbox, "sms", BTreeMap::new(), body);
+                    StatusCode::OK
+                }),
+            )
+            .route(
                 "/manager",
                 axum::routing::post(|State((inbox, _)): State<(Inbox, Arc<Mutex<u32>>)>, axum::Json(body): axum::Json<Value>| async move {
                     record(&inbox, "manager", BTreeMap::new(), body);
@@ -746,4 +753,172 @@ fn smart_rules_are_validated_hot_loaded_fired_and_explained() {
     assert_eq!(client.call("DELETE", &format!("{url}/queue-long"), None).status, 204);
     assert_eq!(client.call("GET", &format!("{url}/queue-long"), None).status, 404);
     node.proc.terminate();
+}
+
+#[test]
+fn alerts_the_services_send_are_routed_like_rule_alerts_here_by_sms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receivers = Receivers::start();
+    let base = &receivers.base;
+    let config = format!(
+        r#"route:
+  receiver: team
+  group_wait: 0s
+  group_interval: 1s
+  routes:
+    - matchers: ['alertname="ASRLatencyHigh"']
+      receiver: sms
+receivers:
+  - name: team
+    webhook_configs: [{{url: "{base}/hook"}}]
+  - name: sms
+    sms_configs:
+      - url: "{base}/sms"
+        to: ["+8613800000001", "+8613800000002"]
+        body: '{{"to": "{{{{ to }}}}", "text": "{{{{ message }}}}"}}'
+        send_resolved: true
+"#
+    );
+    let mut node = start_with(dir.path(), &config, free_port(), free_port());
+    let rt = runtime();
+    let producer = producer(&node.brokers);
+    let t0 = now_ms();
+    let alert = |status: callscope_schemas::AlertStatus, ends: Option<i64>| {
+        let a = callscope_schemas::Alert {
+            alert_name: "ASRLatencyHigh".into(),
+            severity: callscope_schemas::Severity::Warning,
+            status,
+            service: "asr".into(),
+            labels: [("region".to_string(), "cn-east".to_string())].into(),
+            annotations: [("summary".to_string(), "ASR p95 above 800 ms".to_string())].into(),
+            starts_at_ms: t0,
+            ends_at_ms: ends,
+            value: Some(950.0),
+            source: "asr-service".into(),
+        };
+        ("asr/ASRLatencyHigh".to_string(), callscope_schemas::json::encode(&Event::Alert(a)))
+    };
+    assert_eq!(
+        rt.block_on(produce_all(&producer, "callscope.alerts", &[alert(callscope_schemas::AlertStatus::Firing, None)])),
+        1
+    );
+    let sms = receivers.wait_for("sms", 2, Duration::from_secs(60), &mut node);
+    let mut to: Vec<&str> = sms.iter().filter_map(|m| m["to"].as_str()).collect();
+    to.sort();
+    assert_eq!(to, ["+8613800000001", "+8613800000002"]);
+    assert!(
+        sms.iter().all(|m| m["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("[FIRING:1] ASRLatencyHigh") && t.contains("ASR p95 above 800 ms"))),
+        "{sms:?}"
+    );
+    let resolved = alert(callscope_schemas::AlertStatus::Resolved, Some(t0 + 60_000));
+    assert_eq!(rt.block_on(produce_all(&producer, "callscope.alerts", &[resolved])), 1);
+    let sms = receivers.wait_for("sms", 4, Duration::from_secs(60), &mut node);
+    assert!(
+        sms[2..].iter().all(|m| m["text"].as_str().is_some_and(|t| t.contains("[RESOLVED] ASRLatencyHigh"))),
+        "{sms:?}"
+    );
+    assert!(receivers.received("hook").is_empty(), "routed to sms only");
+    node.proc.terminate();
+}
+
+/// `callscope_alerting_leader` of a pipeline process's /metrics.
+fn is_leader(client: &Http, metrics_url: &str) -> bool {
+    client
+        .try_call("GET", metrics_url, None)
+        .is_some_and(|r| r.body.lines().any(|l| l.trim() == "callscope_alerting_leader 1"))
+}
+
+#[test]
+fn two_pipelines_notify_once_and_the_survivor_takes_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receivers = Receivers::start();
+    let shared = dir.path().join("shared");
+    let (mut broker, kafka_addr) = spawn_broker(dir.path());
+    std::fs::write(dir.path().join("rules.yaml"), RULES).expect("rules");
+    std::fs::write(dir.path().join("notify.yaml"), notify_config(&receivers.base)).expect("notify");
+    let rules = dir.path().join("rules.yaml").display().to_string();
+    let notify = dir.path().join("notify.yaml").display().to_string();
+    let pipeline = |name: &str, metrics_addr: &str| {
+        Proc::spawn_with_env(
+            name,
+            dir.path(),
+            BIN,
+            &[
+                "pipeline",
+                "--brokers",
+                &kafka_addr,
+                "--data-dir",
+                shared.to_str().expect("path"),
+                "--group-id",
+                "shared-group",
+                "--flush-interval",
+                "200ms",
+                "--worker-id",
+                name,
+                "--metrics-addr",
+                metrics_addr,
+                "--alert-rules",
+                &rules,
+                "--notify-config",
+                &notify,
+                "--no-default-rules",
+                "--alert-idle-after",
+                "3s",
+            ],
+            &[("CALLSCOPE_E2E_SLACK_TOKEN", "T000/B000/XXXX")],
+        )
+    };
+    let addrs = [format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port())];
+    let mut procs = vec![pipeline("pipeline-a", &addrs[0]), pipeline("pipeline-b", &addrs[1])];
+    let client = http();
+    let metrics: Vec<String> = addrs.iter().map(|a| format!("http://{a}/metrics")).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let leader = loop {
+        let leaders: Vec<usize> = (0..2).filter(|i| is_leader(&client, &metrics[*i])).collect();
+        if leaders.len() == 1 {
+            break leaders[0];
+        }
+        assert!(leaders.len() < 2, "two leaders");
+        procs.iter_mut().for_each(Proc::assert_running);
+        assert!(Instant::now() < deadline, "no leader");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let rt = runtime();
+    let producer = producer(&kafka_addr);
+    let t0 = now_ms();
+    let batch: Vec<(String, Vec<u8>)> = (0..10).map(|i| failed_call("gw", t0 + i)).collect();
+    assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &batch)), batch.len());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receivers.received("hook").is_empty() {
+        assert!(Instant::now() < deadline, "no notification:\n{}", procs[leader].log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(receivers.received("hook").len(), 1, "two processes evaluate, one notifies");
+    // The leader dies; the other takes the lease and the notification log.
+    std::thread::sleep(Duration::from_secs(1));
+    procs[leader].kill9();
+    let survivor = 1 - leader;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !is_leader(&client, &metrics[survivor]) {
+        procs[survivor].assert_running();
+        assert!(Instant::now() < deadline, "the survivor never led:\n{}", procs[survivor].log_tail());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(receivers.received("hook").len(), 1, "no re-notification by the new leader");
+    let recovery: Vec<(String, Vec<u8>)> = (1..=30).map(|s| heartbeat(t0 + s * 1000 + 1500)).collect();
+    assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &recovery)), recovery.len());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receivers.received("hook").len() < 2 {
+        assert!(Instant::now() < deadline, "no resolution from the new leader:\n{}", procs[survivor].log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(receivers.received("hook")[1]["status"], "resolved");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(receivers.received("hook").len(), 2);
+    procs[survivor].terminate();
+    broker.terminate();
 }

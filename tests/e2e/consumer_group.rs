@@ -11,23 +11,10 @@ use crate::support::*;
 #[test]
 fn two_pipelines_share_partitions_and_store_every_event_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let kafka_addr = format!("127.0.0.1:{}", free_port());
     let http_addr = format!("127.0.0.1:{}", free_port());
-    let broker_dir = dir.path().join("broker");
     let shared = dir.path().join("shared");
     let shared_s = shared.to_str().expect("path");
-    let mut broker = Proc::spawn(
-        "broker",
-        dir.path(),
-        &["broker", "--kafka-addr", &kafka_addr, "--data-dir", broker_dir.to_str().expect("path"), "--partitions", "4"],
-    );
-    // The broker is ready when its topics exist; the pipelines create them too, idempotently.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(&kafka_addr).is_err() {
-        broker.assert_running();
-        assert!(Instant::now() < deadline, "broker did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (_broker, kafka_addr) = spawn_broker(dir.path());
     let pipeline = |name: &str| {
         Proc::spawn(
             name,

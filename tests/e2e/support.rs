@@ -146,6 +146,25 @@ impl Standalone {
     }
 }
 
+/// A `callscope broker` process on a free loopback port; returns it and its address.
+pub fn spawn_broker(dir: &Path) -> (Proc, String) {
+    let kafka_addr = format!("127.0.0.1:{}", free_port());
+    let broker_dir = dir.join("broker");
+    let mut broker = Proc::spawn(
+        "broker",
+        dir,
+        &["broker", "--kafka-addr", &kafka_addr, "--data-dir", broker_dir.to_str().expect("path"), "--partitions", "4"],
+    );
+    // Ready when it accepts connections; clients create the topics they need, idempotently.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(&kafka_addr).is_err() {
+        broker.assert_running();
+        assert!(Instant::now() < deadline, "broker did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (broker, kafka_addr)
+}
+
 pub fn wait_for_http(proc: &mut Proc, url: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     let client = http();

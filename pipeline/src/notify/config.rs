@@ -488,6 +488,19 @@ receivers:
     }
 
     #[test]
+    fn the_deploy_example_is_valid() {
+        let mut text = include_str!("../../../deploy/notify.example.yaml").to_string();
+        while let Some(start) = text.find("${") {
+            let end = text[start..].find('}').map_or(text.len(), |e| start + e + 1);
+            text.replace_range(start..end, "placeholder");
+        }
+        let (config, root) = NotifyConfig::parse(&text).expect("the example parses");
+        assert_eq!(config.receivers.len(), 3);
+        assert_eq!(root.routes[0].escalation.as_ref().map(|(d, r)| (d.as_secs(), r.as_str())), Some((900, "managers")));
+        assert_eq!(config.inhibit_rules().expect("rules").len(), 1);
+    }
+
+    #[test]
     fn errors_name_the_problem() {
         let bad = |t: &str| NotifyConfig::parse(t).expect_err("refused").0;
         assert!(bad("route: {receiver: nobody}\nreceivers: []").contains("\"nobody\" is not defined"));

@@ -250,6 +250,15 @@ impl Dispatcher {
         self.groups.retain(|_, g| !g.alerts.is_empty());
     }
 
+    /// Drops resolved alerts that ended before `cutoff_ms` without being flushed (a
+    /// standby's groups), and groups left empty.
+    pub fn forget_resolved_before(&mut self, cutoff_ms: i64) {
+        for g in self.groups.values_mut() {
+            g.alerts.retain(|_, a| a.status == AlertStatus::Firing || a.ends_at_ms.is_none_or(|e| e >= cutoff_ms));
+        }
+        self.groups.retain(|_, g| !g.alerts.is_empty());
+    }
+
     /// The earliest time a group is due, to sleep until then.
     pub fn next_due_ms(&self) -> Option<i64> {
         self.groups.values().map(|g| g.next_flush_ms).min()
