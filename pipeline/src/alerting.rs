@@ -42,6 +42,13 @@ use crate::{PipelineError, Result, now_ms};
 
 /// The phone platform's default rules, enabled unless turned off.
 pub const DEFAULT_RULES: &str = include_str!("../rules/phone-platform.yaml");
+/// Its default smart rules (a stored smart rule with the same id replaces one).
+pub const DEFAULT_SMART_RULES: &str = include_str!("../rules/phone-platform-smart.json");
+
+/// The default smart rules.
+pub fn default_smart_rules() -> std::result::Result<Vec<callscope_schemas::smart_rules::SmartRule>, String> {
+    serde_json::from_str(DEFAULT_SMART_RULES).map_err(|e| format!("default smart rules: {e}"))
+}
 
 use callscope_storage::alerting::{FAILURES_DIR, STATE_PATH, STATUS_PATH};
 
@@ -120,6 +127,9 @@ pub fn load_rules(config: &AlertingConfig) -> std::result::Result<Vec<AlertRule>
     let mut rules = Vec::new();
     if config.default_rules {
         rules.extend(load_rule_file(DEFAULT_RULES).map_err(|e| format!("default rules: {e}"))?);
+        for r in default_smart_rules()? {
+            r.validate().map_err(|e| format!("default smart rule {}: {}: {}", r.id, e.field, e.message))?;
+        }
     }
     for path in &config.rule_files {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -173,45 +183,55 @@ async fn read_state(tier: &Tier) -> DurableState {
 }
 
 /// Assigns every partition of `topics` at the first offset at or after `since_ms`.
-/// Returns the end offsets at start (to know when history has been read).
+/// Returns, for each partition that has history to read back, the end offset at start (to
+/// know when the history has been read).
 async fn assign_from(
     consumer: &StreamConsumer,
     topics: &[String],
     since_ms: i64,
 ) -> Result<HashMap<(String, i32), i64>> {
     let mut by_time = TopicPartitionList::new();
-    let mut ends = HashMap::new();
+    let mut watermarks = HashMap::new();
     for topic in topics {
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         for t in metadata.topics() {
             for p in t.partitions() {
                 by_time.add_partition_offset(topic, p.id(), Offset::Offset(since_ms))?;
-                let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-                ends.insert((topic.clone(), p.id()), high);
+                let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+                watermarks.insert((topic.clone(), p.id()), (low, high));
             }
         }
     }
-    let assignment = match consumer.offsets_for_times(by_time.clone(), Duration::from_secs(10)) {
+    let mut ends = HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    match consumer.offsets_for_times(by_time.clone(), Duration::from_secs(10)) {
         Ok(found) => {
-            let mut out = TopicPartitionList::new();
             for e in found.elements() {
+                let key = (e.topic().to_string(), e.partition());
                 let offset = match e.offset() {
-                    Offset::Offset(o) => Offset::Offset(o),
+                    Offset::Offset(o) => {
+                        if let Some((_, high)) = watermarks.get(&key).filter(|(_, high)| o < *high) {
+                            ends.insert(key, *high);
+                        }
+                        Offset::Offset(o)
+                    }
+                    // Nothing at or after `since_ms`: only new messages matter.
                     _ => Offset::End,
                 };
-                out.add_partition_offset(e.topic(), e.partition(), offset)?;
+                assignment.add_partition_offset(e.topic(), e.partition(), offset)?;
             }
-            out
         }
         Err(e) => {
             tracing::warn!(error = %e, "the broker cannot look up offsets by time; the evaluator reads history from the start of each partition");
-            let mut out = TopicPartitionList::new();
             for e in by_time.elements() {
-                out.add_partition_offset(e.topic(), e.partition(), Offset::Beginning)?;
+                let key = (e.topic().to_string(), e.partition());
+                if let Some((_, high)) = watermarks.get(&key).filter(|(low, high)| low < high) {
+                    ends.insert(key, *high);
+                }
+                assignment.add_partition_offset(e.topic(), e.partition(), Offset::Beginning)?;
             }
-            out
         }
-    };
+    }
     consumer.assign(&assignment)?;
     Ok(ends)
 }
@@ -417,13 +437,16 @@ impl Evaluator {
     /// Loads the smart rules (created through the API) into the engine, and their
     /// root-cause suppressions into the dispatcher's inhibition rules.
     async fn load_smart_rules(&mut self) {
-        let rules = match self.smart_rules.list().await {
+        let stored = match self.smart_rules.list().await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "reading smart rules failed; keeping the previous ones");
                 return;
             }
         };
+        let mut rules = if self.config.default_rules { default_smart_rules().unwrap_or_default() } else { Vec::new() };
+        rules.retain(|d| !stored.iter().any(|s| s.id == d.id));
+        rules.extend(stored);
         let fingerprint = serde_json::to_string(&rules).unwrap_or_default();
         if fingerprint == self.smart_version {
             return;
@@ -641,7 +664,12 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = lease.recv() => {}
+                    received = lease.recv() => {
+                        if let Err(e) = received {
+                            tracing::debug!(error = %e, "alerting lease poll");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
                 }
             }
         })
@@ -678,7 +706,7 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
     ev.load_acks().await;
     ev.load_smart_rules().await;
     let mut positions: HashMap<(String, i32), i64> = HashMap::new();
-    let mut caught_up = ends.values().all(|e| *e <= 0);
+    let mut caught_up = ends.is_empty();
     let mut ticker = tokio::time::interval(ev.config.eval_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut slow = tokio::time::interval(Duration::from_secs(2));
@@ -709,7 +737,7 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
                     }
                 }
                 if !caught_up {
-                    caught_up = ends.iter().all(|(k, end)| *end <= 0 || positions.get(k).is_some_and(|p| *p + 1 >= *end));
+                    caught_up = ends.iter().all(|(k, end)| positions.get(k).is_some_and(|p| *p + 1 >= *end));
                     if caught_up {
                         tracing::info!("alert evaluator read back its history");
                     }
@@ -780,4 +808,19 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
     ev.save_state().await;
     lease_poller.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_pack_loads() {
+        let config = AlertingConfig::new(KafkaConnection::new("127.0.0.1:1"), "test");
+        let rules = load_rules(&config).expect("default rules load");
+        assert!(rules.len() >= 9, "{}", rules.len());
+        let smart = default_smart_rules().expect("default smart rules parse");
+        let mut engine = crate::alert_engine::AlertEngine::new(Default::default(), rules);
+        assert!(engine.set_smart_rules(smart).is_empty(), "default smart rules compile");
+    }
 }
