@@ -128,10 +128,13 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
     crate::windows::assert_rollups_match_raw(&client, &base);
     let asr_after_definition = (4000..6000).filter(|i| i % 3 == 1).count() as i64;
     let q = "SELECT COALESCE(SUM(count), 0) FROM metric_rollups WHERE name = 'asr_latency_by_region' AND resolution_ms = 10000";
-    assert_eq!(
-        wait_for_count(&client, &base, q, asr_after_definition, Duration::from_secs(60)),
-        asr_after_definition,
-        "the new definition was applied by the running worker"
+    // Every sample after the definition is counted; samples the survivor replayed from the
+    // dead worker's last checkpoint may be counted too (the definition was loaded by then).
+    let asr_total = (0..6000).filter(|i| i % 3 == 1).count() as i64;
+    let applied = wait_for_count(&client, &base, q, asr_after_definition, Duration::from_secs(60));
+    assert!(
+        (asr_after_definition..=asr_total).contains(&applied),
+        "the new definition was applied by the running worker: {applied} samples (expected {asr_after_definition}..={asr_total})"
     );
 }
 
