@@ -185,6 +185,32 @@ pub async fn alertmanager_health(State(state): State<AppState>) -> ApiResult<(St
 }
 
 #[derive(Debug, Deserialize)]
+pub struct FailureParams {
+    limit: Option<usize>,
+}
+
+/// `GET /monitoring/alerts/failures?limit=`: notifications that could not be delivered
+/// after their retries, newest first (receiver, channel, group, alerts, attempts, error;
+/// never a URL or secret).
+pub async fn failures(State(state): State<AppState>, Query(p): Query<FailureParams>) -> ApiResult<Json<Vec<Value>>> {
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let keys = state
+        .hot
+        .list(callscope_storage::alerting::FAILURES_DIR)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("failure records: {e}")))?;
+    let mut out = Vec::new();
+    for key in keys.iter().rev().filter(|k| k.ends_with(".json")).take(limit) {
+        if let Ok(bytes) = state.hot.get(key).await
+            && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+        {
+            out.push(v);
+        }
+    }
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize)]
 pub struct HistoryParams {
     from: Option<String>,
     to: Option<String>,

@@ -99,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/monitoring/sql", post(sql::post_sql))
         .route("/monitoring/alerts", get(alerting::active_alerts))
         .route("/monitoring/alerts/history", get(alerting::history))
+        .route("/monitoring/alerts/failures", get(alerting::failures))
         .route("/monitoring/alerts/{fingerprint}/ack", post(alerting::acknowledge).delete(alerting::unacknowledge))
         .route("/monitoring/alerts/smart", get(smart_rules::list).post(smart_rules::create))
         .route(

@@ -176,7 +176,7 @@ receivers:
     slack_configs: [{{api_url: "{base}/slack/${{CALLSCOPE_E2E_SLACK_TOKEN}}"}}]
     dingtalk_configs: [{{url: "{base}/robot/send?access_token=abc", secret: "{DINGTALK_SECRET}"}}]
   - name: flaky
-    webhook_configs: [{{url: "{base}/flaky", timeout: 1s, max_attempts: 5}}]
+    webhook_configs: [{{url: "{base}/flaky", timeout: 1s, max_attempts: 5}}, {{url: "{base}/no-such-hook?token=s3cret"}}]
 inhibit_rules:
   - source_matchers: ['alertname="CallsFailing"']
     target_matchers: ['alertname="CallsSlow"']
@@ -348,6 +348,20 @@ fn a_failing_receiver_is_retried_without_stalling_ingestion() {
         "retries counted:\n{}",
         metrics.lines().filter(|l| l.contains("notification")).collect::<Vec<_>>().join("\n")
     );
+    // The hook that answers 404 is a permanent failure: recorded, without its URL.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let failures = client.call("GET", &format!("{}/monitoring/alerts/failures", node.http), None).json();
+        if let Some(f) = failures.as_array().and_then(|a| a.first()) {
+            assert_eq!((f["receiver"].as_str(), f["channel"].as_str()), (Some("flaky"), Some("webhook")), "{f}");
+            assert!(f["error"].as_str().is_some_and(|e| e.contains("404")), "{f}");
+            let text = failures.to_string();
+            assert!(!text.contains("s3cret") && !text.contains("no-such-hook"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failure recorded");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     node.proc.terminate();
 }
 
