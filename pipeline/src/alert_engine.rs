@@ -323,17 +323,11 @@ impl AlertEngine {
         if !self.wants(&m.name) {
             return false;
         }
-        let horizon = self.now_ms.map(|now| now - self.store_retention_ms());
-        if horizon.is_some_and(|h| m.timestamp_ms < h) {
+        if self.now_ms.is_some_and(|now| m.timestamp_ms < self.store.keep_from(now)) {
             return false;
         }
         self.store.add_sample(&SeriesKey::of(m), m.value, m.timestamp_ms);
         true
-    }
-
-    fn store_retention_ms(&self) -> i64 {
-        let exprs = self.rules.iter().map(|r| &r.rule.expr).chain(self.smart.iter().map(|s| s.expr()));
-        exprs.map(alert_eval::longest_range_ms).max().unwrap_or(0) + self.config.resolution_ms
     }
 
     /// Event time "now": the newest event time, or the wall clock once the stream is idle.

@@ -123,10 +123,15 @@ impl WindowStore {
             .windows
     }
 
+    /// The start of the oldest window a rule can still read at event time `now_ms`.
+    pub fn keep_from(&self, now_ms: i64) -> i64 {
+        now_ms - self.retention_ms - self.resolution_ms
+    }
+
     /// Drops windows that no rule can read any more at event time `now_ms`, and series
     /// left without windows.
     pub fn evict(&mut self, now_ms: i64) {
-        let keep_from = now_ms - self.retention_ms - self.resolution_ms;
+        let keep_from = self.keep_from(now_ms);
         for series in self.by_name.values_mut() {
             for s in series.values_mut() {
                 while s.windows.first_key_value().is_some_and(|(start, _)| *start < keep_from) {
