@@ -40,11 +40,10 @@ fn parse(body: &[u8]) -> ApiResult<SmartRule> {
     Ok(rule)
 }
 
-/// The rule with its current state from the evaluator's status.
-async fn with_state(state: &AppState, rule: &SmartRule) -> Value {
+/// The rule with its current state from the evaluator's published rules.
+fn with_state(published: &[Value], rule: &SmartRule) -> Value {
     let mut v = serde_json::to_value(rule).unwrap_or_default();
-    let status = crate::alerting::published_rules(state).await;
-    let current = status.iter().find(|r| r["kind"] == "smart" && r["id"] == rule.id.as_str());
+    let current = published.iter().find(|r| r["kind"] == "smart" && r["id"] == rule.id.as_str());
     v["state"] = current.map_or(json!("unknown"), |r| r["state"].clone());
     v["active"] = current.map_or(json!([]), |r| r["active"].clone());
     v["last_error"] = current.map_or(Value::Null, |r| r["last_error"].clone());
@@ -53,16 +52,13 @@ async fn with_state(state: &AppState, rule: &SmartRule) -> Value {
 
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Value>>> {
     let rules = store(&state).list().await.map_err(storage_error)?;
-    let mut out = Vec::with_capacity(rules.len());
-    for r in &rules {
-        out.push(with_state(&state, r).await);
-    }
-    Ok(Json(out))
+    let published = crate::alerting::published_rules(&state).await;
+    Ok(Json(rules.iter().map(|r| with_state(&published, r)).collect()))
 }
 
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     match store(&state).get(&id).await.map_err(storage_error)? {
-        Some(r) => Ok(Json(with_state(&state, &r).await)),
+        Some(r) => Ok(Json(with_state(&crate::alerting::published_rules(&state).await, &r))),
         None => Err(ApiError::NotFound(format!("no smart rule {id}"))),
     }
 }
@@ -199,7 +195,7 @@ pub async fn insights(
         .collect();
     correlated.sort_by(|a, b| b["fired_together"].as_u64().cmp(&a["fired_together"].as_u64()));
     correlated.truncate(10);
-    let current = with_state(&state, &rule).await;
+    let current = with_state(&crate::alerting::published_rules(&state).await, &rule);
     let per_day = fired as f64 / (window_ms as f64 / 86_400_000.0);
     Ok(Json(json!({
         "id": rule.id,
