@@ -58,16 +58,8 @@ enum Text {
     Num(f64),
 }
 
-/// `$value` as Go's `%v` prints a float64 (shortest round-trip form).
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
-    } else {
-        format!("{v}")
-    }
-}
+/// `$value` as Go's `%v` prints a float64.
+pub use callscope_schemas::text_formats::go_float as format_value;
 
 fn trim_float(v: f64, decimals: usize) -> String {
     let s = format!("{v:.decimals$}");

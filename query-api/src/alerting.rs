@@ -35,9 +35,7 @@ fn now_ms() -> i64 {
 }
 
 fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
+    callscope_schemas::text_formats::rfc3339_ms(ms).unwrap_or_default()
 }
 
 /// The evaluator's published status, or an empty one when none runs yet.

@@ -17,6 +17,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use callscope_schemas::MetricKind;
 use callscope_schemas::custom_metrics::Aggregate;
+use callscope_schemas::text_formats::go_float as format_value;
 use callscope_storage::CustomMetricStore;
 
 use crate::AppState;
@@ -53,16 +54,6 @@ fn latest(grouped: Grouped) -> BTreeMap<Vec<String>, f64> {
         }
     }
     out.into_iter().map(|(g, (_, v))| (g, v)).collect()
-}
-
-fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
-    } else {
-        format!("{v}")
-    }
 }
 
 async fn business_metrics(state: &AppState, out: &mut String) -> ApiResult<()> {

@@ -7,6 +7,7 @@
 //! * [`decode`]: tells the encodings apart per message and validates the result.
 //! * [`arrow_schema`]: the Arrow schema of every dataset and record-batch builders.
 //! * [`custom_metrics`]: custom (derived) metric definitions and the built-in business metrics.
+//! * [`text_formats`]: floats as Go prints them and RFC 3339 timestamps.
 //! * [`rollup`]: mergeable per-window aggregates (`metric_rollups`) and their sketches.
 
 pub mod arrow_schema;
@@ -17,6 +18,7 @@ pub mod events;
 pub mod json;
 pub mod rollup;
 pub mod smart_rules;
+pub mod text_formats;
 
 pub use decode::{DecodeError, DecodeOptions, Encoding, decode_event};
 pub use events::{

@@ -97,9 +97,7 @@ impl ChannelKind {
 
 /// RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| "0001-01-01T00:00:00Z".into())
+    callscope_schemas::text_formats::rfc3339_ms(ms).unwrap_or_else(|| ZERO_TIME.into())
 }
 
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
