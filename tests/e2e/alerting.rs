@@ -35,6 +35,18 @@ fn signature_ok(query: &BTreeMap<String, String>) -> bool {
     *sign == expected
 }
 
+type ReceiverState = (Inbox, Arc<Mutex<u32>>);
+
+/// A receiver that records every body under `name` and answers 200.
+fn recorder(name: &'static str) -> axum::routing::MethodRouter<ReceiverState> {
+    axum::routing::post(
+        move |State((inbox, _)): State<ReceiverState>, axum::Json(body): axum::Json<Value>| async move {
+            record(&inbox, name, BTreeMap::new(), body);
+            StatusCode::OK
+        },
+    )
+}
+
 struct Receivers {
     inbox: Inbox,
     /// Attempts seen by the flaky receiver.
@@ -51,24 +63,24 @@ impl Receivers {
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let router = axum::Router::new()
-            .route(
-                "/hook",
-                axum::routing::post(|State((inbox, _)): State<(Inbox, Arc<Mutex<u32>>)>, axum::Json(body): axum::Json<Value>| async move {
-                    record(&inbox, "hook", BTreeMap::new(), body);
-                    StatusCode::OK
-                }),
-            )
+            .route("/hook", recorder("hook"))
             .route(
                 "/slack/{*token}",
-                axum::routing::post(|State((inbox, _)): State<(Inbox, Arc<Mutex<u32>>)>, UrlPath(_token): UrlPath<String>, axum::Json(body): axum::Json<Value>| async move {
-                    record(&inbox, "slack", BTreeMap::new(), body);
-                    "ok"
-                }),
+                axum::routing::post(
+                    |State((inbox, _)): State<ReceiverState>,
+                     UrlPath(_token): UrlPath<String>,
+                     axum::Json(body): axum::Json<Value>| async move {
+                        record(&inbox, "slack", BTreeMap::new(), body);
+                        "ok"
+                    },
+                ),
             )
             .route(
                 "/robot/send",
                 axum::routing::post(
-                    |State((inbox, _)): State<(Inbox, Arc<Mutex<u32>>)>, Query(query): Query<BTreeMap<String, String>>, axum::Json(body): axum::Json<Value>| async move {
+                    |State((inbox, _)): State<ReceiverState>,
+                     Query(query): Query<BTreeMap<String, String>>,
+                     axum::Json(body): axum::Json<Value>| async move {
                         if !signature_ok(&query) {
                             return axum::Json(serde_json::json!({"errcode": 310000, "errmsg": "sign not match"}));
                         }
@@ -77,41 +89,31 @@ impl Receivers {
                     },
                 ),
             )
-            .route(
-                "/sms",
-                axum::routing::post(|State((inbox, _)): State<(Inbox, Arc<Mutex<u32>>)>, axum::Json(body): axum::Json<Value>| async move {
-                    record(&inbox, "sms", BTreeMap::new(), body);
-                    StatusCode::OK
-                }),
-            )
-            .route(
-                "/manager",
-                axum::routing::post(|State((inbox, _)): State<(Inbox, Arc<Mutex<u32>>)>, axum::Json(body): axum::Json<Value>| async move {
-                    record(&inbox, "manager", BTreeMap::new(), body);
-                    StatusCode::OK
-                }),
-            )
+            .route("/sms", recorder("sms"))
+            .route("/manager", recorder("manager"))
             .route(
                 "/flaky",
-                axum::routing::post(|State((inbox, attempts)): State<(Inbox, Arc<Mutex<u32>>)>, axum::Json(body): axum::Json<Value>| async move {
-                    let n = {
-                        let mut a = attempts.lock().expect("attempts");
-                        *a += 1;
-                        *a
-                    };
-                    match n {
-                        1 => StatusCode::INTERNAL_SERVER_ERROR,
-                        2 => {
-                            // Longer than the channel's timeout.
-                            tokio::time::sleep(Duration::from_secs(3)).await;
-                            StatusCode::OK
+                axum::routing::post(
+                    |State((inbox, attempts)): State<ReceiverState>, axum::Json(body): axum::Json<Value>| async move {
+                        let n = {
+                            let mut a = attempts.lock().expect("attempts");
+                            *a += 1;
+                            *a
+                        };
+                        match n {
+                            1 => StatusCode::INTERNAL_SERVER_ERROR,
+                            2 => {
+                                // Longer than the channel's timeout.
+                                tokio::time::sleep(Duration::from_secs(3)).await;
+                                StatusCode::OK
+                            }
+                            _ => {
+                                record(&inbox, "flaky", BTreeMap::new(), body);
+                                StatusCode::OK
+                            }
                         }
-                        _ => {
-                            record(&inbox, "flaky", BTreeMap::new(), body);
-                            StatusCode::OK
-                        }
-                    }
-                }),
+                    },
+                ),
             )
             .with_state((inbox.clone(), flaky_attempts.clone()));
         runtime.spawn(async move { axum::serve(listener, router).await });
