@@ -1,7 +1,7 @@
 //! The embedded Kafka-compatible broker: Tansu, in-process, on a task of our runtime.
 //! Storage is SQLite in the data directory by default (acknowledged events survive a
 //! restart) or memory. Tansu does not create topics on first use; callers create them with
-//! the admin API once [`EmbeddedBroker::start`] returns.
+//! the admin API ([`crate::topics`]) once [`EmbeddedBroker::start`] returns.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,6 +13,8 @@ use tansu_broker::coordinator::group::administrator::Controller;
 use tansu_storage::StorageContainer;
 use url::Url;
 
+use crate::cli::BrokerStorage;
+
 /// A running embedded broker; stopping it aborts its task.
 pub struct EmbeddedBroker {
     pub addr: SocketAddr,
@@ -21,10 +23,10 @@ pub struct EmbeddedBroker {
 
 impl EmbeddedBroker {
     /// Starts the broker and waits until it accepts connections.
-    pub async fn start(addr: SocketAddr, data_dir: &Path, storage: &str) -> anyhow::Result<EmbeddedBroker> {
+    pub async fn start(addr: SocketAddr, data_dir: &Path, storage: BrokerStorage) -> anyhow::Result<EmbeddedBroker> {
         let storage_url = match storage {
-            "memory" => Url::parse("memory://tansu/")?,
-            _ => {
+            BrokerStorage::Memory => Url::parse("memory://tansu/")?,
+            BrokerStorage::Sqlite => {
                 std::fs::create_dir_all(data_dir)
                     .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
                 let abs = std::fs::canonicalize(data_dir)?;
@@ -67,6 +69,12 @@ impl EmbeddedBroker {
         }
         tracing::info!(%addr, storage = %storage_url, "embedded Kafka broker (Tansu) listening");
         Ok(EmbeddedBroker { addr, task })
+    }
+
+    /// Starts the broker on a free loopback port (benchmarks).
+    pub async fn start_on_free_port(data_dir: &Path, storage: BrokerStorage) -> anyhow::Result<EmbeddedBroker> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Self::start(SocketAddr::from(([127, 0, 0, 1], port)), data_dir, storage).await
     }
 
     pub fn stop(self) {

@@ -7,112 +7,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use callscope_schemas::avro::encode_confluent;
+use callscope_runtime::KafkaConnection;
 use callscope_schemas::{Alert, AlertStatus, Event, Metric, MetricKind, Severity, Span, SpanKind, SpanStatus};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{EncodingArg, LoadgenConfig};
-
-/// Produces events to Kafka without waiting for each acknowledgement; counts acks and
-/// failures on a separate task.
-pub struct EventSink {
-    producer: FutureProducer,
-    encoding: EncodingArg,
-    sequence: u64,
-    acks: mpsc::UnboundedSender<rdkafka::producer::DeliveryFuture>,
-    counts: std::sync::Arc<Counts>,
-    acker: tokio::task::JoinHandle<()>,
-}
-
-#[derive(Debug, Default)]
-pub struct Counts {
-    pub sent: std::sync::atomic::AtomicU64,
-    pub acked: std::sync::atomic::AtomicU64,
-    pub failed: std::sync::atomic::AtomicU64,
-}
-
-impl EventSink {
-    pub fn new(brokers: &str, properties: &[(String, String)], encoding: EncodingArg) -> anyhow::Result<EventSink> {
-        let mut connection = callscope_pipeline::kafka::KafkaConnection::new(brokers);
-        connection.properties = properties.iter().cloned().collect();
-        let producer: FutureProducer = connection
-            .client_config()
-            .set("acks", "all")
-            .set("linger.ms", "20")
-            .set("batch.num.messages", "10000")
-            .set("queue.buffering.max.messages", "200000")
-            .set("message.timeout.ms", "60000")
-            .create()
-            .context("cannot create Kafka producer")?;
-        let (acks, mut rx) = mpsc::unbounded_channel::<rdkafka::producer::DeliveryFuture>();
-        let counts = std::sync::Arc::new(Counts::default());
-        let c = counts.clone();
-        let acker = tokio::spawn(async move {
-            while let Some(delivery) = rx.recv().await {
-                match delivery.await {
-                    Ok(Ok(_)) => c.acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                    Ok(Err((e, _))) => {
-                        tracing::warn!(error = %e, "event not acknowledged");
-                        c.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                    }
-                    Err(_) => c.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                };
-            }
-        });
-        Ok(EventSink { producer, encoding, sequence: 0, acks, counts, acker })
-    }
-
-    pub fn counts(&self) -> std::sync::Arc<Counts> {
-        self.counts.clone()
-    }
-
-    pub fn encode(&mut self, event: &Event) -> anyhow::Result<Vec<u8>> {
-        self.sequence += 1;
-        let avro = match self.encoding {
-            EncodingArg::Avro => true,
-            EncodingArg::Json => false,
-            EncodingArg::Mixed => self.sequence % 2 == 0,
-        };
-        Ok(if avro { encode_confluent(event)? } else { callscope_schemas::json::encode(event) })
-    }
-
-    /// Enqueues raw bytes; waits while the local queue is full.
-    pub async fn send_bytes(&mut self, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()> {
-        loop {
-            match self.producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
-                Ok(delivery) => {
-                    self.counts.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let _ = self.acks.send(delivery);
-                    return Ok(());
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
-    }
-
-    pub async fn send(&mut self, event: &Event) -> anyhow::Result<()> {
-        let payload = self.encode(event)?;
-        self.send_bytes(event.dataset().default_topic(), &event.partition_key(), &payload).await
-    }
-
-    /// Waits for every acknowledgement; returns the counts.
-    pub async fn finish(self) -> std::sync::Arc<Counts> {
-        let EventSink { producer, acks, counts, acker, .. } = self;
-        drop(acks);
-        let _ = acker.await;
-        drop(producer);
-        counts
-    }
-}
+use crate::cli::EncodingArg;
+use crate::event_sink::EventSink;
 
 /// Simulated traffic of the phone platform.
 pub struct LoadGenerator {
@@ -163,15 +65,12 @@ const REGIONS: [&str; 3] = ["cn-east", "cn-north", "cn-south"];
 const MODELS: [&str; 2] = ["dialogue-large", "dialogue-fast"];
 
 impl LoadGenerator {
-    pub fn new(
-        brokers: &str,
-        properties: &[(String, String)],
-        encoding: EncodingArg,
-        seed: Option<u64>,
-    ) -> anyhow::Result<Self> {
-        let seed = seed.unwrap_or_else(|| callscope_pipeline::now_ms() as u64);
+    /// A generator that produces to `connection`; `seed` (default: the clock) makes the
+    /// traffic repeatable.
+    pub fn new(connection: &KafkaConnection, encoding: EncodingArg, seed: Option<u64>) -> anyhow::Result<Self> {
+        let seed = seed.unwrap_or_else(|| callscope_runtime::now_ms() as u64);
         Ok(LoadGenerator {
-            sink: EventSink::new(brokers, properties, encoding)?,
+            sink: EventSink::new(connection, encoding)?,
             rng: StdRng::seed_from_u64(seed),
             calls: 0,
             open_alert: None,
@@ -504,7 +403,7 @@ impl LoadGenerator {
                 break;
             }
             owed += rate * tick.as_secs_f64();
-            let now_ms = callscope_pipeline::now_ms();
+            let now_ms = callscope_runtime::now_ms();
             let calls = owed.floor() as u64;
             owed -= calls as f64;
             let mut batch = Vec::new();
@@ -519,35 +418,18 @@ impl LoadGenerator {
                 last_report = Instant::now();
                 tracing::info!(
                     calls = self.calls,
-                    sent = counts.sent.load(std::sync::atomic::Ordering::Relaxed),
-                    acked = counts.acked.load(std::sync::atomic::Ordering::Relaxed),
-                    failed = counts.failed.load(std::sync::atomic::Ordering::Relaxed),
+                    sent = counts.sent(),
+                    acked = counts.acked(),
+                    failed = counts.failed(),
                     "traffic generator progress"
                 );
             }
         }
         let calls = self.calls;
         let counts = self.sink.finish().await;
-        tracing::info!(
-            calls,
-            sent = counts.sent.load(std::sync::atomic::Ordering::Relaxed),
-            acked = counts.acked.load(std::sync::atomic::Ordering::Relaxed),
-            "traffic generator stopped"
-        );
+        tracing::info!(calls, sent = counts.sent(), acked = counts.acked(), "traffic generator stopped");
         Ok(())
     }
-}
-
-pub async fn run_command(config: LoadgenConfig) -> anyhow::Result<()> {
-    let generator = LoadGenerator::new(&config.brokers, &config.kafka_properties, config.encoding, config.seed)?;
-    let cancel = CancellationToken::new();
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        crate::run::stop_signal().await;
-        c.cancel();
-    });
-    println!("loadgen: {} calls/s to {} ({:?} encoding); Ctrl-C to stop", config.rate, config.brokers, config.encoding);
-    generator.run(config.rate, config.duration, cancel).await
 }
 
 #[cfg(test)]
@@ -557,7 +439,7 @@ mod tests {
     #[tokio::test]
     async fn simulated_calls_are_valid_events_with_linked_traces() {
         let sink_free = LoadGenerator {
-            sink: match EventSink::new("127.0.0.1:1", &[], EncodingArg::Json) {
+            sink: match EventSink::new(&KafkaConnection::new("127.0.0.1:1"), EncodingArg::Json) {
                 Ok(s) => s,
                 Err(e) => panic!("producer creation does not connect: {e}"),
             },
@@ -566,7 +448,7 @@ mod tests {
             open_alert: None,
         };
         let mut generator = sink_free;
-        let now = callscope_pipeline::now_ms();
+        let now = callscope_runtime::now_ms();
         let options = callscope_schemas::DecodeOptions { max_time_skew_ms: 60_000, now_ms: now };
         for _ in 0..200 {
             let events = generator.call_events(now);

@@ -1,21 +1,26 @@
 //! callscope: one binary whose subcommands wire the crates together.
+//!
+//! * [`cli`]: the flag blocks and the configuration of every subcommand.
+//! * [`commands`]: one module per subcommand; [`bench`]: the benchmarks of `callscope bench`.
+//! * [`loadgen`]: the simulated phone platform (`loadgen`, `standalone --demo`).
+//! * [`event_sink`]: the Kafka producer of `produce`, `loadgen` and the benchmarks.
+//! * [`broker`]: the embedded Kafka-compatible broker (Tansu).
+//! * [`topics`]: the topics callscope reads and writes.
+//! * [`logging`]: the process's log.
 
 mod bench;
 #[cfg(feature = "embedded-broker")]
-mod bench_alert;
-#[cfg(feature = "embedded-broker")]
 mod broker;
 mod cli;
+mod commands;
+mod event_sink;
 mod loadgen;
-mod produce;
-mod run;
-mod sql_cmd;
-
-use clap::Parser;
+mod logging;
+mod topics;
 
 fn main() -> anyhow::Result<()> {
-    let cli = cli::Cli::parse_from(cli::args_with_config_file()?);
-    cli::init_tracing(&cli.log_format);
+    let cli = cli::parse()?;
+    logging::init(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run::dispatch(cli.command))
+    runtime.block_on(commands::run(cli.command))
 }

@@ -1,83 +1,45 @@
-//! The stream workers: a Kafka consumer group that decodes events, dead-letters bad input,
-//! batches valid events per topic partition and commits them to Parquet exactly once.
+//! Ingestion: the stream workers. A worker reads the input topics as a member of a Kafka
+//! consumer group, decodes events, dead-letters bad input, batches valid events per topic
+//! partition, aggregates metrics in event-time windows and commits everything to Parquet
+//! exactly once; Kafka offsets are committed only after what they cover is durable.
 //!
-//! * [`aggregate`]: event-time windows per partition (watermarks, late data, roll-ups).
-//! * [`alerting`]: the alert evaluator task (reads, evaluates, leads, notifies).
-//! * [`alert_engine`]: rules over the windows they read, and their alert lifecycles.
-//! * [`alert_eval`]: the PromQL subset evaluated over window partials.
-//! * [`alert_lifecycle`]: alert instance states in event time (alerting, in progress).
-//! * [`alert_smart`]: smart rules (threshold with hysteresis, rate of change, absence, anomaly).
-//! * [`alert_rules`]: Prometheus rule files and the PromQL subset (alerting, in progress).
-//! * [`custom_metrics`]: keeps the custom metric definitions of running workers current.
-//! * [`watermarks`]: the combined watermark of a process's partitions.
-//! * [`kafka`]: client configuration, topic creation, the dead-letter producer.
-//! * [`worker`]: the consume loop (decode, buffer, flush, rebalance handling, shutdown).
-//! * [`partition_writer`]: one task per topic partition that writes batches and commits offsets.
-//! * [`notify`]: routing, grouping and delivery of alert notifications.
+//! The consume loop and the Kafka side:
+//!
+//! * [`worker`]: the consume loop (decode, buffer, flush, rebalance handling, ordered shutdown).
+//! * [`source`]: the Kafka consumer (rebalances, committed offsets, lag) and the offset
+//!   acknowledgement the writers report durable offsets through.
+//! * [`watchdog`]: rejoins the consumer group when a partition has had no live owner for a while.
+//! * [`batch`]: what the consume loop hands to a partition writer (batches, dead letters, jobs).
+//! * [`acks`]: the two seams between the writer and Kafka: [`acks::OffsetAck`] (what is durable)
+//!   and [`acks::DeadLetterSink`] (where undeliverable messages go).
+//!
+//! Storing:
+//!
+//! * [`writer`]: one task per topic partition: recovery from the commit log, encoding Parquet,
+//!   the exactly-once commit sequence, then the offset acknowledgement.
+//! * [`windows`]: event-time windows per partition (aggregation, watermarks, late data,
+//!   checkpoints of the window state, custom metric definitions).
+//!
+//! Around them:
+//!
+//! * [`error`]: [`PipelineError`], each error with what to do about it ([`RetryHint`]).
 //! * [`metrics`]: the pipeline's own Prometheus metrics.
 //! * [`status`]: worker status, published as heartbeat objects for the query API.
+//!
+//! The crate never imports the alerting or the query API; what it shares with them lives in
+//! `callscope-runtime` and `callscope-storage`.
 
-pub mod aggregate;
-pub mod alert_engine;
-pub mod alert_eval;
-pub mod alert_lifecycle;
-pub mod alert_rules;
-pub mod alert_smart;
-pub mod alert_template;
-pub mod alerting;
-pub mod alerting_metrics;
-pub mod custom_metrics;
-pub mod kafka;
+pub mod acks;
+pub mod batch;
+pub mod error;
 pub mod metrics;
-pub mod notify;
-pub mod partition_writer;
+pub mod source;
 pub mod status;
-pub mod watermarks;
+pub mod watchdog;
+pub mod windows;
 pub mod worker;
+pub mod writer;
 
-pub use aggregate::AggregationConfig;
+pub use error::{PipelineError, Result, RetryHint};
+pub use windows::aggregate::{AggregationConfig, AggregationConfigError};
 pub use worker::{Worker, WorkerConfig};
-
-/// Errors that cross the Kafka loop, each with what to do about it.
-#[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("storage: {0}")]
-    Storage(#[from] callscope_storage::StorageError),
-    #[error("batch range already committed by another writer; recovering")]
-    Fenced,
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error("{0}")]
-    Other(String),
-}
-
-/// What the loop should do with an error (after Arroyo's `RetryHint`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryHint {
-    /// Transient: back off and try the same thing again.
-    Retry,
-    /// The message is bad: send it to the dead-letter topic and go on.
-    DeadLetter,
-    /// Configuration or programming error: stop the worker.
-    Stop,
-}
-
-impl PipelineError {
-    pub fn retry_hint(&self) -> RetryHint {
-        match self {
-            PipelineError::Kafka(_) | PipelineError::Fenced => RetryHint::Retry,
-            PipelineError::Storage(e) if e.is_transient() => RetryHint::Retry,
-            PipelineError::Storage(callscope_storage::StorageError::ObjectStore(_)) => RetryHint::Retry,
-            PipelineError::Storage(_) | PipelineError::Config(_) | PipelineError::Other(_) => RetryHint::Stop,
-        }
-    }
-}
-
-pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
-
-/// Unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}

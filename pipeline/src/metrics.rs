@@ -1,8 +1,13 @@
 //! The pipeline's own metrics, registered once in the process-wide Prometheus registry.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use callscope_runtime::telemetry::{
+    LATENCY_BUCKETS, counter as single_counter, counter_vec as counter, gauge, gauge_vec, histogram,
+};
+use callscope_schemas::rollup::{RollupRow, resolution_label};
+use prometheus::{Histogram, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 /// Counters and gauges of the stream workers.
 #[derive(Debug)]
@@ -33,19 +38,6 @@ pub struct PipelineMetrics {
     pub custom_metrics_reloads: prometheus::IntCounter,
 }
 
-pub(crate) fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let _ = registry.register(Box::new(g.clone()));
-    g
-}
-
-pub(crate) fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}"));
-    // Registration fails only on a duplicate name, which `global` prevents.
-    let _ = registry.register(Box::new(c.clone()));
-    c
-}
-
 impl PipelineMetrics {
     /// The metrics of this process, registered in `prometheus::default_registry()`.
     pub fn global() -> &'static PipelineMetrics {
@@ -60,56 +52,59 @@ impl PipelineMetrics {
         })
     }
 
+    /// Counts roll-up rows durably written, by resolution and lateness.
+    pub fn count_rollup_rows(&self, rows: &[RollupRow]) {
+        let mut counts: BTreeMap<(i64, bool), u64> = BTreeMap::new();
+        for row in rows {
+            *counts.entry((row.resolution_ms, row.late)).or_default() += 1;
+        }
+        for ((resolution, late), n) in counts {
+            self.rollup_rows
+                .with_label_values(&[resolution_label(resolution).as_str(), if late { "true" } else { "false" }])
+                .inc_by(n);
+        }
+    }
+
     pub fn new(registry: &Registry) -> PipelineMetrics {
-        let write_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "callscope_pipeline_batch_write_seconds",
-                "Time to encode and durably write one batch (Parquet files and commit record)",
-            )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-        )
-        .unwrap_or_else(|e| panic!("histogram: {e}"));
-        let _ = registry.register(Box::new(write_seconds.clone()));
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new("callscope_pipeline_consumer_lag_messages", "Messages behind the partition's high watermark"),
+        let write_seconds = histogram(
+            registry,
+            "callscope_pipeline_batch_write_seconds",
+            "Time to encode and durably write one batch (Parquet files and commit record)",
+            LATENCY_BUCKETS.to_vec(),
+        );
+        let consumer_lag = gauge_vec(
+            registry,
+            "callscope_pipeline_consumer_lag_messages",
+            "Messages behind the partition's high watermark",
             &["topic", "partition"],
-        )
-        .unwrap_or_else(|e| panic!("gauge: {e}"));
-        let _ = registry.register(Box::new(consumer_lag.clone()));
-        let assigned_partitions = IntGauge::new(
+        );
+        let assigned_partitions = gauge(
+            registry,
             "callscope_pipeline_assigned_partitions",
             "Topic partitions currently assigned to this process's workers",
-        )
-        .unwrap_or_else(|e| panic!("gauge: {e}"));
-        let _ = registry.register(Box::new(assigned_partitions.clone()));
-        let buffered_events = IntGauge::new(
+        );
+        let buffered_events = gauge(
+            registry,
             "callscope_pipeline_buffered_events",
             "Events consumed and waiting in a batch that is not yet written",
-        )
-        .unwrap_or_else(|e| panic!("gauge: {e}"));
-        let _ = registry.register(Box::new(buffered_events.clone()));
-        let checkpoint_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "callscope_pipeline_window_checkpoint_seconds",
-                "Time to encode and durably write one window-state checkpoint",
-            )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-        )
-        .unwrap_or_else(|e| panic!("histogram: {e}"));
-        let _ = registry.register(Box::new(checkpoint_seconds.clone()));
+        );
+        let checkpoint_seconds = histogram(
+            registry,
+            "callscope_pipeline_window_checkpoint_seconds",
+            "Time to encode and durably write one window-state checkpoint",
+            LATENCY_BUCKETS.to_vec(),
+        );
         let partition = &["topic", "partition"];
-        let custom_metrics_loaded = IntGauge::new(
+        let custom_metrics_loaded = gauge(
+            registry,
             "callscope_pipeline_custom_metrics_loaded",
             "Custom metric definitions the workers materialize (built-in and stored)",
-        )
-        .unwrap_or_else(|e| panic!("gauge: {e}"));
-        let _ = registry.register(Box::new(custom_metrics_loaded.clone()));
-        let custom_metrics_reloads = prometheus::IntCounter::new(
+        );
+        let custom_metrics_reloads = single_counter(
+            registry,
             "callscope_pipeline_custom_metrics_reloads_total",
             "Times a changed set of custom metric definitions was loaded",
-        )
-        .unwrap_or_else(|e| panic!("counter: {e}"));
-        let _ = registry.register(Box::new(custom_metrics_reloads.clone()));
+        );
         PipelineMetrics {
             consumed: counter(
                 registry,

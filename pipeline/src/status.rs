@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use callscope_storage::CatalogKey;
 use callscope_storage::Tier;
-use callscope_storage::workers::{HEARTBEAT_DIR, WorkerStatus};
+use callscope_storage::workers::WorkerStatus;
 use tokio_util::sync::CancellationToken;
 
 /// Shared handle to a worker's status.
@@ -33,10 +34,10 @@ impl StatusHandle {
 /// Writes the heartbeat object until cancelled, then removes it.
 pub async fn publish_heartbeats(status: StatusHandle, tier: Tier, every: Duration, cancel: CancellationToken) {
     let id = status.snapshot().worker_id;
-    let key = format!("{HEARTBEAT_DIR}/{id}.json");
+    let key = CatalogKey::WorkerHeartbeat { worker_id: id }.path();
     let mut last_progress = std::time::Instant::now();
     loop {
-        status.update(|s| s.updated_at_ms = crate::now_ms());
+        status.update(|s| s.updated_at_ms = callscope_runtime::now_ms());
         if last_progress.elapsed() >= Duration::from_secs(30) {
             last_progress = std::time::Instant::now();
             let s = status.snapshot();
@@ -61,5 +62,29 @@ pub async fn publish_heartbeats(status: StatusHandle, tier: Tier, every: Duratio
     }
     if let Err(e) = tier.delete(&key).await {
         tracing::warn!(error = %e, "could not remove worker heartbeat");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use callscope_storage::workers::WorkerState;
+
+    use super::*;
+
+    #[test]
+    fn heartbeats_name_the_state_in_lowercase() {
+        let status = StatusHandle::new(WorkerStatus { worker_id: "w1".into(), ..Default::default() });
+        for (state, name) in [
+            (WorkerState::Starting, "starting"),
+            (WorkerState::Running, "running"),
+            (WorkerState::Stopping, "stopping"),
+        ] {
+            status.update(|s| s.state = state);
+            let json = serde_json::to_value(status.snapshot()).expect("serialize");
+            assert_eq!(json["state"], name);
+            assert_eq!(state.to_string(), name);
+            let back: WorkerStatus = serde_json::from_value(json).expect("deserialize");
+            assert_eq!(back.state, state);
+        }
     }
 }

@@ -12,32 +12,38 @@
 //! offsets that are already stored are skipped.
 //!
 //! Metric topics are also aggregated in event-time windows by the writers (see
-//! [`crate::aggregate`]); their offsets are committed up to the newest window checkpoint.
+//! [`crate::windows`]); their offsets are committed up to the newest window checkpoint.
+//!
+//! Alongside the loop run the heartbeat publisher ([`crate::status`]), the orphan watchdog
+//! ([`crate::watchdog`]) and the watch of custom metric definitions
+//! ([`crate::windows::definitions`]).
 //!
 //! Shutdown: stop consuming, flush every buffer, let the writers finish (they checkpoint
 //! their windows), commit offsets.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use callscope_runtime::KafkaConnection;
+use callscope_runtime::dead_letter::DeadLetterProducer;
 use callscope_schemas::arrow_schema::SourcedEvent;
 use callscope_schemas::{Dataset, DecodeOptions, decode_event};
-use callscope_storage::workers::WorkerStatus;
+use callscope_storage::workers::{WorkerState, WorkerStatus};
 use callscope_storage::{CommitLog, CustomMetricStore, Tier};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::statistics::Statistics;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::aggregate::AggregationConfig;
-use crate::kafka::KafkaConnection;
+use crate::batch::{DeadLetter, PendingBatch, WriterJob};
+use crate::error::{PipelineError, Result};
 use crate::metrics::PipelineMetrics;
-use crate::partition_writer::{AggregationShared, DeadLetter, PartitionWriter, PendingBatch, WriterContext, WriterJob};
+use crate::source::{KafkaSource, RebalanceEvent};
 use crate::status::{StatusHandle, publish_heartbeats};
-use crate::{PipelineError, Result};
+use crate::watchdog::OrphanWatchdog;
+use crate::windows::aggregate::AggregationConfig;
+use crate::windows::definitions::{self, AggregationShared};
+use crate::writer::{PartitionWriter, WriterContext};
 
 /// Settings of one worker.
 #[derive(Debug, Clone)]
@@ -59,84 +65,30 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
+    // The defaults, stated once (the CLI's flags show and use these).
+    pub const DEFAULT_GROUP_ID: &str = "callscope-pipeline";
+    pub const DEFAULT_FLUSH_ROWS: usize = 50_000;
+    pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+    pub const DEFAULT_MAX_TIME_SKEW: Duration = Duration::from_secs(7 * 24 * 3600);
+
     pub fn new(kafka: KafkaConnection, group_id: impl Into<String>) -> Self {
         WorkerConfig {
             kafka,
             group_id: group_id.into(),
             topics: Dataset::ALL.into_iter().map(|d| (d.default_topic().to_string(), d)).collect(),
-            flush_rows: 50_000,
-            flush_interval: Duration::from_secs(1),
-            max_time_skew: Duration::from_secs(7 * 24 * 3600),
+            flush_rows: Self::DEFAULT_FLUSH_ROWS,
+            flush_interval: Self::DEFAULT_FLUSH_INTERVAL,
+            max_time_skew: Self::DEFAULT_MAX_TIME_SKEW,
             worker_id: format!("worker-{}", uuid::Uuid::new_v4().simple()),
             heartbeat_interval: Duration::from_secs(5),
             aggregation: Some(AggregationConfig::default()),
         }
     }
-}
 
-enum RebalanceEvent {
-    Assigned(Vec<(String, i32)>),
-    Revoked(Vec<(String, i32)>),
-}
-
-/// Consumer context: forwards rebalances to the loop, records committed offsets and lag.
-pub struct WorkerContext {
-    rebalances: Mutex<Vec<RebalanceEvent>>,
-    committed: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
-    status: StatusHandle,
-}
-
-fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
-    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
-}
-
-impl ClientContext for WorkerContext {
-    fn stats(&self, statistics: Statistics) {
-        let metrics = PipelineMetrics::global();
-        let mut lag = BTreeMap::new();
-        for (topic, t) in &statistics.topics {
-            for (partition, p) in &t.partitions {
-                if *partition < 0 || p.consumer_lag < 0 {
-                    continue;
-                }
-                metrics.consumer_lag.with_label_values(&[topic, &partition.to_string()]).set(p.consumer_lag);
-                lag.insert(format!("{topic}/{partition}"), p.consumer_lag);
-            }
-        }
-        self.status.update(|s| s.lag = lag);
+    fn topic_names(&self) -> Vec<&str> {
+        self.topics.keys().map(String::as_str).collect()
     }
 }
-
-impl ConsumerContext for WorkerContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let event = match rebalance {
-            Rebalance::Assign(tpl) => RebalanceEvent::Assigned(partitions(tpl)),
-            Rebalance::Revoke(tpl) => RebalanceEvent::Revoked(partitions(tpl)),
-            Rebalance::Error(e) => {
-                tracing::warn!(error = %e, "rebalance error");
-                return;
-            }
-        };
-        if let Ok(mut events) = self.rebalances.lock() {
-            events.push(event);
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if result.is_err() {
-            return;
-        }
-        if let Ok(mut committed) = self.committed.lock() {
-            for e in offsets.elements() {
-                if let Offset::Offset(o) = e.offset() {
-                    committed.insert((e.topic().to_string(), e.partition()), o);
-                }
-            }
-        }
-    }
-}
-
-pub type WorkerConsumer = StreamConsumer<WorkerContext>;
 
 struct Buffer {
     batch: PendingBatch,
@@ -146,7 +98,7 @@ struct Buffer {
 /// A stream worker: construct with [`Worker::new`], run with [`Worker::run`].
 pub struct Worker {
     config: WorkerConfig,
-    consumer: Arc<WorkerConsumer>,
+    source: Arc<KafkaSource>,
     writer_ctx: WriterContext,
     status: StatusHandle,
     tier: Tier,
@@ -162,40 +114,23 @@ impl Worker {
             group_id: config.group_id.clone(),
             host: std::env::var("HOSTNAME").unwrap_or_default(),
             pid: std::process::id(),
-            state: "starting".into(),
-            started_at_ms: crate::now_ms(),
-            last_rebalance_at_ms: Some(crate::now_ms()),
+            state: WorkerState::Starting,
+            started_at_ms: callscope_runtime::now_ms(),
+            last_rebalance_at_ms: Some(callscope_runtime::now_ms()),
             ..Default::default()
         });
-        let committed = Arc::new(Mutex::new(BTreeMap::new()));
-        let context =
-            WorkerContext { rebalances: Mutex::new(Vec::new()), committed: committed.clone(), status: status.clone() };
-        let consumer: WorkerConsumer = config
-            .kafka
-            .client_config()
-            .set("group.id", &config.group_id)
-            .set("client.id", &config.worker_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .set("fetch.wait.max.ms", "100")
-            .set("statistics.interval.ms", "5000")
-            .create_with_context(context)?;
-        let topics: Vec<&str> = config.topics.keys().map(String::as_str).collect();
-        consumer.subscribe(&topics)?;
-        let consumer = Arc::new(consumer);
+        let source =
+            Arc::new(KafkaSource::connect(&config.kafka, &config.group_id, &config.worker_id, status.clone())?);
+        source.subscribe(&config.topic_names())?;
         let writer_ctx = WriterContext {
-            consumer: consumer.clone(),
-            producer: config.kafka.producer()?,
+            acks: source.clone(),
+            dead_letters: Arc::new(DeadLetterProducer::new(&config.kafka)?),
             log: CommitLog::new(hot.clone()),
             worker_id: config.worker_id.clone(),
             status: status.clone(),
-            committed,
             aggregation: config.aggregation.clone().map(|c| Arc::new(AggregationShared::new(c, hot.clone()))),
         };
-        Ok(Worker { config, consumer, writer_ctx, status, tier: hot })
+        Ok(Worker { config, source, writer_ctx, status, tier: hot })
     }
 
     pub fn status(&self) -> StatusHandle {
@@ -211,23 +146,24 @@ impl Worker {
             self.config.heartbeat_interval,
             heartbeat_cancel.clone(),
         ));
-        let rejoin = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let watchdog = tokio::spawn(watch_for_orphaned_partitions(
-            self.consumer.clone(),
-            self.tier.clone(),
-            self.config.clone(),
-            self.status.clone(),
-            rejoin.clone(),
-            heartbeat_cancel.clone(),
-        ));
-        let definitions = self.writer_ctx.aggregation.clone().map(|shared| {
-            tokio::spawn(crate::custom_metrics::watch(
+        let rejoin = Arc::new(AtomicBool::new(false));
+        let watchdog = OrphanWatchdog {
+            source: self.source.clone(),
+            tier: self.tier.clone(),
+            group_id: self.config.group_id.clone(),
+            topics: self.config.topics.keys().cloned().collect(),
+            status: self.status.clone(),
+            rejoin: rejoin.clone(),
+        };
+        let watchdog = tokio::spawn(watchdog.run(heartbeat_cancel.clone()));
+        let definitions_watch = self.writer_ctx.aggregation.clone().map(|shared| {
+            tokio::spawn(definitions::watch(
                 shared,
                 CustomMetricStore::new(self.tier.clone()),
                 heartbeat_cancel.clone(),
             ))
         });
-        self.status.update(|s| s.state = "running".into());
+        self.status.update(|s| s.state = WorkerState::Running);
         tracing::info!(worker = %self.config.worker_id, group = %self.config.group_id, topics = ?self.config.topics.keys().collect::<Vec<_>>(), "worker started");
 
         let mut buffers: HashMap<(String, i32), Buffer> = HashMap::new();
@@ -244,8 +180,8 @@ impl Worker {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {
-                    if rejoin.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                        self.rejoin_group();
+                    if rejoin.swap(false, Ordering::Relaxed) {
+                        self.source.rejoin(&self.config.topic_names());
                     }
                     self.apply_rebalances(&mut buffers, &mut writers, &mut buffered).await;
                     let due: Vec<(String, i32)> = buffers
@@ -258,7 +194,7 @@ impl Worker {
                     }
                     metrics.buffered_events.set(buffered);
                 }
-                message = self.consumer.recv() => {
+                message = self.source.recv() => {
                     self.apply_rebalances(&mut buffers, &mut writers, &mut buffered).await;
                     match message {
                         Ok(m) => {
@@ -293,49 +229,37 @@ impl Worker {
         }
 
         // Ordered shutdown: flush every buffer, let writers drain, commit final offsets.
-        self.status.update(|s| s.state = "stopping".into());
+        self.status.update(|s| s.state = WorkerState::Stopping);
         let keys: Vec<_> = buffers.keys().cloned().collect();
         for key in keys {
             self.flush(&key, &mut buffers, &mut writers, &mut buffered).await;
         }
-        let mut final_offsets = TopicPartitionList::new();
+        let mut final_offsets = Vec::new();
         let assigned = self.status.snapshot().assigned;
         for ((topic, partition), writer) in writers {
             drop(writer.sender);
             match writer.task.await {
                 // Only partitions this worker still owns: another member may own the rest.
                 Ok(Some(last)) if assigned.contains(&format!("{topic}/{partition}")) => {
-                    let _ = final_offsets.add_partition_offset(&topic, partition, Offset::Offset(last + 1));
+                    final_offsets.push((topic, partition, last + 1));
                 }
                 Ok(_) => {}
                 Err(e) => result = Err(PipelineError::Other(format!("writer task failed: {e}"))),
             }
         }
-        if final_offsets.count() > 0
-            && let Err(e) = self.consumer.commit(&final_offsets, CommitMode::Sync)
-        {
+        if let Err(e) = self.source.commit_final(&final_offsets) {
             tracing::warn!(error = %e, "final offset commit failed; stored batches will be skipped on replay");
         }
-        self.consumer.unsubscribe();
+        self.source.unsubscribe();
         heartbeat_cancel.cancel();
         let _ = heartbeat.await;
         let _ = watchdog.await;
-        if let Some(definitions) = definitions {
-            let _ = definitions.await;
+        if let Some(definitions_watch) = definitions_watch {
+            let _ = definitions_watch.await;
         }
         metrics.buffered_events.set(0);
         tracing::info!(worker = %self.config.worker_id, "worker stopped");
         result
-    }
-
-    /// Leaves and rejoins the consumer group, which forces a new generation and a fresh
-    /// assignment computed by a live leader.
-    fn rejoin_group(&self) {
-        let topics: Vec<&str> = self.config.topics.keys().map(String::as_str).collect();
-        self.consumer.unsubscribe();
-        if let Err(e) = self.consumer.subscribe(&topics) {
-            tracing::error!(error = %e, "could not rejoin the consumer group");
-        }
     }
 
     async fn apply_rebalances(
@@ -344,10 +268,10 @@ impl Worker {
         writers: &mut HashMap<(String, i32), PartitionWriter>,
         buffered: &mut i64,
     ) {
-        let events = match self.consumer.context().rebalances.lock() {
-            Ok(mut events) if !events.is_empty() => std::mem::take(&mut *events),
-            _ => return,
-        };
+        let events = self.source.take_rebalances();
+        if events.is_empty() {
+            return;
+        }
         for event in events {
             match event {
                 RebalanceEvent::Revoked(list) => {
@@ -394,7 +318,7 @@ impl Worker {
                 }
             }
         }
-        self.status.update(|s| s.last_rebalance_at_ms = Some(crate::now_ms()));
+        self.status.update(|s| s.last_rebalance_at_ms = Some(callscope_runtime::now_ms()));
         let assigned = self.status.snapshot().assigned.len();
         PipelineMetrics::global().assigned_partitions.set(assigned as i64);
     }
@@ -430,7 +354,10 @@ fn append(batch: &mut PendingBatch, dataset: Dataset, m: &BorrowedMessage<'_>, c
         batch.first_offset = offset;
     }
     batch.last_offset = offset;
-    let options = DecodeOptions { max_time_skew_ms: config.max_time_skew.as_millis() as i64, now_ms: crate::now_ms() };
+    let options = DecodeOptions {
+        max_time_skew_ms: config.max_time_skew.as_millis() as i64,
+        now_ms: callscope_runtime::now_ms(),
+    };
     let payload = m.payload().unwrap_or_default();
     match decode_event(dataset, payload, &options) {
         Ok((event, _encoding)) => batch.events.push(SourcedEvent { partition: m.partition(), offset, event }),
@@ -448,78 +375,6 @@ fn append(batch: &mut PendingBatch, dataset: Dataset, m: &BorrowedMessage<'_>, c
                 reason: e.to_string(),
                 kind: e.kind(),
             });
-        }
-    }
-}
-
-/// Watches for input partitions that no live worker owns, and asks the loop to rejoin the
-/// group when that lasts.
-///
-/// Why: a group coordinator can hand a dead member's partitions to nobody. Tansu 0.6.0 does
-/// so when the group's leader dies (`kill -9`): after the session timeout it drops the
-/// member, but the survivors' next assignment still leaves its partitions unowned, and a
-/// restarted worker is assigned nothing. Workers publish their assignments in heartbeat
-/// objects, so any worker can see that a partition has had no live owner for three checks
-/// in a row (15 s); rejoining starts a new generation whose leader is alive and assigns
-/// every partition. On a healthy cluster this never fires.
-async fn watch_for_orphaned_partitions(
-    consumer: Arc<WorkerConsumer>,
-    tier: Tier,
-    config: WorkerConfig,
-    status: StatusHandle,
-    rejoin: Arc<std::sync::atomic::AtomicBool>,
-    cancel: CancellationToken,
-) {
-    const EVERY: Duration = Duration::from_secs(5);
-    let mut strikes = 0;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(EVERY) => {}
-        }
-        let own = status.snapshot();
-        let settle_ms = 3 * EVERY.as_millis() as i64;
-        if own.last_rebalance_at_ms.is_some_and(|t| crate::now_ms() - t < settle_ms) {
-            // Assignments are still settling (and others' heartbeats may lag behind).
-            strikes = 0;
-            continue;
-        }
-        let c = consumer.clone();
-        let topics = config.topics.clone();
-        let metadata = tokio::task::spawn_blocking(move || {
-            c.fetch_metadata(None, Duration::from_secs(5)).map(|m| {
-                m.topics()
-                    .iter()
-                    .filter(|t| topics.contains_key(t.name()))
-                    .flat_map(|t| t.partitions().iter().map(|p| format!("{}/{}", t.name(), p.id())).collect::<Vec<_>>())
-                    .collect::<Vec<String>>()
-            })
-        })
-        .await;
-        let Ok(Ok(inputs)) = metadata else { continue };
-        let Ok(heartbeats) = callscope_storage::workers::read_all(&tier).await else { continue };
-        let now = crate::now_ms();
-        let mut owned: std::collections::BTreeSet<String> = heartbeats
-            .into_iter()
-            .filter(|h| {
-                h.worker_id != own.worker_id
-                    && h.group_id == config.group_id
-                    && now - h.updated_at_ms < settle_ms
-                    && h.state == "running"
-            })
-            .flat_map(|h| h.assigned)
-            .collect();
-        owned.extend(own.assigned);
-        let orphaned: Vec<&String> = inputs.iter().filter(|p| !owned.contains(*p)).collect();
-        if orphaned.is_empty() {
-            strikes = 0;
-            continue;
-        }
-        strikes += 1;
-        if strikes >= 3 {
-            tracing::warn!(orphaned = ?orphaned, "partitions have had no live owner for 15 s; rejoining the consumer group");
-            rejoin.store(true, std::sync::atomic::Ordering::Relaxed);
-            strikes = 0;
         }
     }
 }

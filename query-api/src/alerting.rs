@@ -18,66 +18,73 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use callscope_storage::alerting::STATUS_PATH;
-use callscope_storage::{Silence, SilenceMatcher, SilenceStore};
+use callscope_schemas::AlertStatus;
+use callscope_schemas::alerting_status::{ActiveAlert, AlertingStatus, RuleStatus};
+use callscope_storage::{CatalogKey, Silence, SilenceMatcher, SilenceStore};
 use datafusion::prelude::{col, lit};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use callscope_runtime::now_ms;
+
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::metrics_query::parse_time;
+use crate::series_query::parse_time;
 
 const STALE_AFTER_MS: i64 = 30_000;
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 fn rfc3339(ms: i64) -> String {
     callscope_schemas::text_formats::rfc3339_ms(ms).unwrap_or_default()
 }
 
+/// The status the leading evaluator published.
+struct Published {
+    status: AlertingStatus,
+    /// `None` when no evaluator has published yet.
+    updated_at_ms: Option<i64>,
+    /// Older than [`STALE_AFTER_MS`] (or never published).
+    stale: bool,
+}
+
 /// The evaluator's published status, or an empty one when none runs yet.
-async fn status(state: &AppState) -> ApiResult<(Value, bool)> {
-    match state.hot.get(STATUS_PATH).await {
+async fn status(state: &AppState) -> ApiResult<Published> {
+    match state.hot.get(&CatalogKey::AlertingStatus.path()).await {
         Ok(bytes) => {
-            let v: Value = serde_json::from_slice(&bytes)
+            let status: AlertingStatus = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::internal(format!("alerting status unreadable: {e}")))?;
-            let updated = v["updated_at_ms"].as_i64().unwrap_or(0);
-            Ok((v, now_ms() - updated > STALE_AFTER_MS))
+            let stale = now_ms() - status.updated_at_ms > STALE_AFTER_MS;
+            Ok(Published { updated_at_ms: Some(status.updated_at_ms), status, stale })
         }
         Err(callscope_storage::StorageError::ObjectStore(object_store::Error::NotFound { .. })) => {
-            Ok((json!({"rules": [], "alerts": [], "alertmanagers": []}), true))
+            Ok(Published { status: AlertingStatus::default(), updated_at_ms: None, stale: true })
         }
         Err(e) => Err(ApiError::Unavailable(format!("alerting status: {e}"))),
     }
 }
 
 /// The rules in the published status (empty when none is published).
-pub async fn published_rules(state: &AppState) -> Vec<Value> {
-    status(state).await.ok().and_then(|(s, _)| s["rules"].as_array().cloned()).unwrap_or_default()
+pub async fn published_rules(state: &AppState) -> Vec<RuleStatus> {
+    status(state).await.map(|p| p.status.rules).unwrap_or_default()
 }
 
 pub async fn active_alerts(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let (s, stale) = status(&state).await?;
-    let alerts = s["alerts"].as_array().cloned().unwrap_or_default();
+    let p = status(&state).await?;
     Ok(Json(json!({
-        "alerts": alerts,
-        "incidents": incidents(&alerts),
-        "updated_at_ms": s["updated_at_ms"],
-        "stale": stale,
+        "incidents": incidents(&p.status.alerts),
+        "alerts": p.status.alerts,
+        "updated_at_ms": p.updated_at_ms,
+        "stale": p.stale,
     })))
 }
 
 /// Alerts started this close together on one service belong to one incident.
-const INCIDENT_WINDOW_MS: i64 = 5 * 60_000;
+const INCIDENT_WINDOW_MS: u64 = 5 * 60_000;
 
 /// Groups firing alerts into incidents: alerts of one service that started within 5
 /// minutes of each other, and alerts linked by inhibition (a root cause and the symptoms it
 /// mutes). The root cause is the inhibiting alert, else the earliest critical one.
-pub fn incidents(alerts: &[Value]) -> Vec<Value> {
-    let firing: Vec<&Value> = alerts.iter().filter(|a| a["status"] == "firing").collect();
+pub fn incidents(alerts: &[ActiveAlert]) -> Vec<Value> {
+    let firing: Vec<&ActiveAlert> = alerts.iter().filter(|a| a.alert.status == AlertStatus::Firing).collect();
     let n = firing.len();
     let mut parent: Vec<usize> = (0..n).collect();
     fn find(p: &mut [usize], i: usize) -> usize {
@@ -88,8 +95,9 @@ pub fn incidents(alerts: &[Value]) -> Vec<Value> {
         }
         i
     }
-    let fp = |a: &Value| a["fingerprint"].as_str().unwrap_or_default().to_string();
-    let index: std::collections::HashMap<String, usize> = firing.iter().enumerate().map(|(i, a)| (fp(a), i)).collect();
+    let label = |a: &ActiveAlert, name: &str| a.alert.labels.get(name).cloned();
+    let index: std::collections::HashMap<&str, usize> =
+        firing.iter().enumerate().map(|(i, a)| (a.alert.fingerprint.as_str(), i)).collect();
     let union = |p: &mut Vec<usize>, a: usize, b: usize| {
         let (ra, rb) = (find(p, a), find(p, b));
         if ra != rb {
@@ -98,18 +106,13 @@ pub fn incidents(alerts: &[Value]) -> Vec<Value> {
     };
     for i in 0..n {
         for j in i + 1..n {
-            let same_service = firing[i]["labels"]["service"] == firing[j]["labels"]["service"];
-            let close = (firing[i]["starts_at_ms"].as_i64().unwrap_or(0)
-                - firing[j]["starts_at_ms"].as_i64().unwrap_or(0))
-            .abs()
-                <= INCIDENT_WINDOW_MS;
+            let same_service = label(firing[i], "service") == label(firing[j], "service");
+            let close = firing[i].alert.starts_at_ms.abs_diff(firing[j].alert.starts_at_ms) <= INCIDENT_WINDOW_MS;
             if same_service && close {
                 union(&mut parent, i, j);
             }
         }
-        if let Some(source) = firing[i]["muted"].as_str().and_then(|m| m.strip_prefix("inhibited by "))
-            && let Some(&j) = index.get(source)
-        {
+        if let Some(&j) = firing[i].inhibited_by().and_then(|source| index.get(source)) {
             union(&mut parent, i, j);
         }
     }
@@ -121,53 +124,49 @@ pub fn incidents(alerts: &[Value]) -> Vec<Value> {
     groups
         .into_values()
         .map(|members| {
-            let inhibitors: Vec<String> = members
-                .iter()
-                .filter_map(|&i| firing[i]["muted"].as_str().and_then(|m| m.strip_prefix("inhibited by ")).map(str::to_string))
-                .collect();
+            let inhibitors: Vec<&str> = members.iter().filter_map(|&i| firing[i].inhibited_by()).collect();
+            let earliest = |candidates: &mut dyn Iterator<Item = usize>| {
+                candidates.min_by_key(|&i| firing[i].alert.starts_at_ms)
+            };
             let root = members
                 .iter()
                 .copied()
-                .find(|&i| inhibitors.contains(&fp(firing[i])))
+                .find(|&i| inhibitors.contains(&firing[i].alert.fingerprint.as_str()))
                 .or_else(|| {
-                    members
-                        .iter()
-                        .copied()
-                        .filter(|&i| firing[i]["labels"]["severity"] == "critical")
-                        .min_by_key(|&i| firing[i]["starts_at_ms"].as_i64().unwrap_or(i64::MAX))
+                    earliest(&mut members.iter().copied().filter(|&i| label(firing[i], "severity").as_deref() == Some("critical")))
                 })
-                .unwrap_or_else(|| {
-                    members.iter().copied().min_by_key(|&i| firing[i]["starts_at_ms"].as_i64().unwrap_or(i64::MAX)).unwrap_or(0)
-                });
-            let mut services: Vec<&str> = members.iter().filter_map(|&i| firing[i]["labels"]["service"].as_str()).collect();
+                .or_else(|| earliest(&mut members.iter().copied()))
+                .unwrap_or(0);
+            let mut services: Vec<String> = members.iter().filter_map(|&i| label(firing[i], "service")).collect();
             services.sort_unstable();
             services.dedup();
+            let fp = |i: usize| firing[i].alert.fingerprint.clone();
             json!({
-                "id": fp(firing[root]),
-                "root_cause": {"fingerprint": fp(firing[root]), "alertname": firing[root]["labels"]["alertname"]},
-                "alerts": members.iter().map(|&i| json!({"fingerprint": fp(firing[i]), "alertname": firing[i]["labels"]["alertname"], "service": firing[i]["labels"]["service"]})).collect::<Vec<_>>(),
+                "id": fp(root),
+                "root_cause": {"fingerprint": fp(root), "alertname": label(firing[root], "alertname")},
+                "alerts": members.iter().map(|&i| json!({"fingerprint": fp(i), "alertname": label(firing[i], "alertname"), "service": label(firing[i], "service")})).collect::<Vec<_>>(),
                 "services": services,
-                "started_at_ms": members.iter().filter_map(|&i| firing[i]["starts_at_ms"].as_i64()).min(),
+                "started_at_ms": members.iter().map(|&i| firing[i].alert.starts_at_ms).min(),
             })
         })
         .collect()
 }
 
 pub async fn rules(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let (s, stale) = status(&state).await?;
+    let p = status(&state).await?;
     Ok(Json(json!({
-        "rules": s["rules"],
-        "rule_errors": s["rule_errors"],
-        "event_time_ms": s["event_time_ms"],
-        "updated_at_ms": s["updated_at_ms"],
-        "stale": stale,
+        "rules": p.status.rules,
+        "rule_errors": p.status.rule_errors,
+        "event_time_ms": p.updated_at_ms.map(|_| p.status.event_time_ms),
+        "updated_at_ms": p.updated_at_ms,
+        "stale": p.stale,
     })))
 }
 
 pub async fn alertmanager_health(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<Value>)> {
-    let (s, stale) = status(&state).await?;
-    let ams = s["alertmanagers"].as_array().cloned().unwrap_or_default();
-    let healthy = !ams.is_empty() && ams.iter().all(|a| a["reachable"].as_bool() == Some(true));
+    let p = status(&state).await?;
+    let ams = &p.status.alertmanagers;
+    let healthy = !ams.is_empty() && ams.iter().all(|a| a.reachable);
     let code = if ams.is_empty() || healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let overall = if ams.is_empty() {
         "not_configured"
@@ -178,7 +177,7 @@ pub async fn alertmanager_health(State(state): State<AppState>) -> ApiResult<(St
     };
     Ok((
         code,
-        Json(json!({"status": overall, "alertmanagers": ams, "updated_at_ms": s["updated_at_ms"], "stale": stale})),
+        Json(json!({"status": overall, "alertmanagers": ams, "updated_at_ms": p.updated_at_ms, "stale": p.stale})),
     ))
 }
 
@@ -194,7 +193,7 @@ pub async fn failures(State(state): State<AppState>, Query(p): Query<FailurePara
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let keys = state
         .hot
-        .list(callscope_storage::alerting::FAILURES_DIR)
+        .list(&callscope_storage::CatalogDir::AlertFailures.path())
         .await
         .map_err(|e| ApiError::Unavailable(format!("failure records: {e}")))?;
     let mut out = Vec::new();
@@ -275,16 +274,16 @@ pub async fn acknowledge(
     if b.by.trim().is_empty() {
         return Err(ApiError::bad_field("by", "who acknowledges"));
     }
-    let (s, _) = status(&state).await?;
-    let alert = s["alerts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["fingerprint"] == fingerprint.as_str() && a["status"] == "firing")
+    let p = status(&state).await?;
+    let alert = p
+        .status
+        .alerts
+        .iter()
+        .find(|a| a.alert.fingerprint == fingerprint && a.alert.status == AlertStatus::Firing)
         .ok_or_else(|| ApiError::NotFound(format!("no firing alert with fingerprint {fingerprint}")))?;
     let ack = callscope_storage::Ack {
         fingerprint: fingerprint.clone(),
-        starts_at_ms: alert["starts_at_ms"].as_i64().unwrap_or(0),
+        starts_at_ms: alert.alert.starts_at_ms,
         by: b.by,
         comment: b.comment,
         at_ms: now_ms(),
@@ -412,7 +411,7 @@ pub async fn create_silence(State(state): State<AppState>, body: Bytes) -> ApiRe
     let silence = silence_from(&body, now_ms())?;
     let store = store(&state);
     if let Some(existing) = store.get(&silence.id).await.map_err(storage_error)?
-        && existing.state(now_ms()) == "expired"
+        && existing.state(now_ms()) == callscope_storage::alerting::SilenceState::Expired
     {
         return Err(ApiError::Conflict(format!("silence {} has expired; create a new one", silence.id)));
     }
@@ -435,8 +434,12 @@ mod tests {
     #[test]
     fn incidents_group_by_service_time_and_inhibition() {
         let a = |fp: &str, name: &str, service: &str, severity: &str, start: i64, muted: Option<&str>| {
-            json!({"fingerprint": fp, "status": "firing", "starts_at_ms": start, "muted": muted,
-                   "labels": {"alertname": name, "service": service, "severity": severity}})
+            serde_json::from_value::<ActiveAlert>(json!({
+                "fingerprint": fp, "status": "firing", "starts_at_ms": start, "muted": muted,
+                "receiver": "r", "acknowledged": false, "annotations": {}, "ends_at_ms": null, "value": null,
+                "source": "rule", "labels": {"alertname": name, "service": service, "severity": severity}
+            }))
+            .expect("an active alert")
         };
         let alerts = vec![
             a("1", "ServiceDown", "asr", "critical", 0, None),

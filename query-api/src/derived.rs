@@ -1,7 +1,7 @@
 //! Custom metrics on read: a source-based definition is its source metric, filtered and
 //! grouped by the kept labels; an expression is evaluated per bucket and group over the
 //! merged values of the metrics it names. Both read roll-ups where windows are closed and
-//! raw samples after them, exactly like plain series (see [`crate::metrics_query`]), so a
+//! raw samples after them, exactly like plain series (see [`crate::series_query`]), so a
 //! new definition also answers for data stored before it existed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,8 +12,8 @@ use datafusion::prelude::{Expr, col, lit};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-pub use crate::metrics_query::Grouped;
-use crate::metrics_query::{Agg, Series, SeriesQuery, grouped_by, plan};
+pub use crate::series_query::Grouped;
+use crate::series_query::{Agg, Series, SeriesQuery, grouped_by, plan};
 
 pub fn agg_of(a: Aggregate) -> Agg {
     match a {

@@ -39,9 +39,14 @@ pub struct EngineOptions {
     pub target_partitions: usize,
 }
 
+impl EngineOptions {
+    /// Memory one query may use, in MiB (the default of `--query-memory-mb`).
+    pub const DEFAULT_MEMORY_MB: usize = 2048;
+}
+
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { memory_limit: 2 << 30, target_partitions: 2 }
+        EngineOptions { memory_limit: Self::DEFAULT_MEMORY_MB << 20, target_partitions: 2 }
     }
 }
 

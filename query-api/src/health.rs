@@ -110,9 +110,12 @@ pub async fn component_health(State(state): State<AppState>) -> Json<Value> {
         Err(e) => json!({ "reachable": false, "url": state.hot.dir_url(""), "error": e.to_string() }),
     };
     let now = chrono::Utc::now().timestamp_millis();
-    let workers: Vec<Value> = workers::read_all(&state.hot)
-        .await
-        .unwrap_or_default()
+    let heartbeats = workers::read_all(&state.hot).await.unwrap_or_default();
+    let mut by_state: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for w in &heartbeats {
+        *by_state.entry(w.state.as_str()).or_default() += 1;
+    }
+    let workers: Vec<Value> = heartbeats
         .into_iter()
         .map(|w| {
             let age_ms = now - w.updated_at_ms;
@@ -126,10 +129,6 @@ pub async fn component_health(State(state): State<AppState>) -> Json<Value> {
     let storage_ok = storage["reachable"].as_bool().unwrap_or(false);
     let workers_ok = workers.iter().any(|w| w["alive"].as_bool().unwrap_or(false));
     let status = if kafka_ok && storage_ok && workers_ok { "ok" } else { "degraded" };
-    let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
-    for w in &workers {
-        *by_state.entry(w["state"].as_str().unwrap_or("unknown").to_string()).or_default() += 1;
-    }
     Json(json!({
         "status": status,
         "kafka": kafka,

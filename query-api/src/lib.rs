@@ -3,13 +3,19 @@
 //!
 //! * [`engine`]: the DataFusion session and table registration.
 //! * [`sql`]: the read-only SQL endpoint and its guard.
-//! * [`metrics_query`]: time-series queries over the `metrics` table.
+//! * [`metrics_query`]: `GET /monitoring/metrics`, one metric or custom metric as series.
+//! * [`series_query`]: the grouped query path over roll-ups and raw samples that every
+//!   time-series answer shares.
 //! * [`custom_metrics`]: CRUD of custom metric definitions; [`derived`]: evaluating them.
 //! * [`prometheus_export`]: business and own metrics in the Prometheus text format.
 //! * [`traces`]: trace lookup.
 //! * [`ingest`]: HTTP producers of metric and span events.
 //! * [`schema_registry`]: the read side of the Confluent Schema Registry API.
 //! * [`health`]: liveness and component health.
+//! * [`alerting`]: active alerts, incidents, history, silences, acknowledgements, rules and
+//!   Alertmanager health, read from what the leading evaluator publishes.
+//! * [`smart_rules`]: CRUD and insights of smart alert rules.
+//! * [`error`]: the JSON error shape every route answers with.
 //! * [`json_rows`]: Arrow values as JSON.
 
 pub mod alerting;
@@ -23,6 +29,7 @@ pub mod json_rows;
 pub mod metrics_query;
 pub mod prometheus_export;
 pub mod schema_registry;
+pub mod series_query;
 pub mod smart_rules;
 pub mod sql;
 pub mod traces;
@@ -49,9 +56,14 @@ pub struct SqlLimits {
     pub timeout: Duration,
 }
 
+impl SqlLimits {
+    pub const DEFAULT_MAX_ROWS: usize = 10_000;
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
 impl Default for SqlLimits {
     fn default() -> Self {
-        SqlLimits { max_rows: 10_000, timeout: Duration::from_secs(30) }
+        SqlLimits { max_rows: Self::DEFAULT_MAX_ROWS, timeout: Self::DEFAULT_TIMEOUT }
     }
 }
 

@@ -23,7 +23,7 @@ use callscope_storage::CustomMetricStore;
 use crate::AppState;
 use crate::derived::{Grouped, evaluate};
 use crate::error::{ApiError, ApiResult};
-use crate::metrics_query::{Agg, SeriesQuery};
+use crate::series_query::{Agg, SeriesQuery};
 
 const LOOKBACK_MS: i64 = 10 * 60_000;
 

@@ -10,11 +10,14 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use callscope_schemas::alerting_status::{RuleKind, RuleStatus};
 use callscope_schemas::smart_rules::SmartRule;
 use callscope_storage::SmartRuleStore;
 use datafusion::prelude::{col, lit};
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use callscope_runtime::now_ms;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -27,10 +30,6 @@ fn storage_error(e: callscope_storage::StorageError) -> ApiError {
     ApiError::Unavailable(format!("smart rule store: {e}"))
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 fn parse(body: &[u8]) -> ApiResult<SmartRule> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
@@ -41,12 +40,12 @@ fn parse(body: &[u8]) -> ApiResult<SmartRule> {
 }
 
 /// The rule with its current state from the evaluator's published rules.
-fn with_state(published: &[Value], rule: &SmartRule) -> Value {
+fn with_state(published: &[RuleStatus], rule: &SmartRule) -> Value {
     let mut v = serde_json::to_value(rule).unwrap_or_default();
-    let current = published.iter().find(|r| r["kind"] == "smart" && r["id"] == rule.id.as_str());
-    v["state"] = current.map_or(json!("unknown"), |r| r["state"].clone());
-    v["active"] = current.map_or(json!([]), |r| r["active"].clone());
-    v["last_error"] = current.map_or(Value::Null, |r| r["last_error"].clone());
+    let current = published.iter().find(|r| r.kind == RuleKind::Smart && r.id.as_deref() == Some(rule.id.as_str()));
+    v["state"] = current.map_or(json!("unknown"), |r| json!(r.state));
+    v["active"] = current.map_or(json!([]), |r| json!(r.active));
+    v["last_error"] = current.map_or(Value::Null, |r| json!(r.last_error));
     v
 }
 
@@ -165,7 +164,7 @@ pub async fn insights(
     };
     let window_ms = match p.window.as_deref() {
         None => 7 * 24 * 3_600_000,
-        Some(w) => crate::metrics_query::parse_step(w)?,
+        Some(w) => crate::series_query::parse_step(w)?,
     };
     let now = now_ms();
     let events = events_since(&state, now - window_ms).await?;

@@ -175,7 +175,7 @@ impl CustomMetric {
                 if expr.len() > 500 {
                     return Err(invalid("rule.expr", "an expression is at most 500 characters"));
                 }
-                let parsed = Expr::parse(expr).map_err(|e| invalid("rule.expr", e))?;
+                let parsed = Expr::parse(expr).map_err(|e| invalid("rule.expr", e.to_string()))?;
                 if parsed.variables().contains(&self.name) {
                     return Err(invalid("rule.expr", "a metric cannot refer to itself"));
                 }
@@ -264,6 +264,11 @@ pub enum Expr {
     Binary(char, Box<Expr>, Box<Expr>),
 }
 
+/// Why an expression does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ExprError(String);
+
 struct Parser<'a> {
     text: &'a str,
     pos: usize,
@@ -281,7 +286,7 @@ impl Parser<'_> {
         self.text[self.pos..].chars().next()
     }
 
-    fn sum(&mut self) -> Result<Expr, String> {
+    fn sum(&mut self) -> Result<Expr, ExprError> {
         let mut left = self.product()?;
         while let Some(op @ ('+' | '-')) = self.peek() {
             self.pos += 1;
@@ -290,7 +295,7 @@ impl Parser<'_> {
         Ok(left)
     }
 
-    fn product(&mut self) -> Result<Expr, String> {
+    fn product(&mut self) -> Result<Expr, ExprError> {
         let mut left = self.unary()?;
         while let Some(op @ ('*' | '/')) = self.peek() {
             self.pos += 1;
@@ -299,7 +304,7 @@ impl Parser<'_> {
         Ok(left)
     }
 
-    fn unary(&mut self) -> Result<Expr, String> {
+    fn unary(&mut self) -> Result<Expr, ExprError> {
         match self.peek() {
             Some('-') => {
                 self.pos += 1;
@@ -309,7 +314,7 @@ impl Parser<'_> {
                 self.pos += 1;
                 let inner = self.sum()?;
                 if self.peek() != Some(')') {
-                    return Err(format!("expected ')' at position {}", self.pos));
+                    return Err(ExprError(format!("expected ')' at position {}", self.pos)));
                 }
                 self.pos += 1;
                 Ok(inner)
@@ -320,7 +325,7 @@ impl Parser<'_> {
                     self.pos += 1;
                 }
                 let text = &self.text[start..self.pos];
-                text.parse().map(Expr::Number).map_err(|_| format!("{text:?} is not a number"))
+                text.parse().map(Expr::Number).map_err(|_| ExprError(format!("{text:?} is not a number")))
             }
             Some(c) if c.is_ascii_alphabetic() || c == '_' => {
                 let start = self.pos;
@@ -329,21 +334,21 @@ impl Parser<'_> {
                 }
                 Ok(Expr::Metric(self.text[start..self.pos].to_string()))
             }
-            Some(c) => Err(format!("unexpected {c:?} at position {}", self.pos)),
-            None => Err("the expression ends too early".into()),
+            Some(c) => Err(ExprError(format!("unexpected {c:?} at position {}", self.pos))),
+            None => Err(ExprError("the expression ends too early".into())),
         }
     }
 }
 
 impl Expr {
-    pub fn parse(text: &str) -> Result<Expr, String> {
+    pub fn parse(text: &str) -> Result<Expr, ExprError> {
         let mut parser = Parser { text, pos: 0 };
         let expr = parser.sum()?;
         if let Some(c) = parser.peek() {
-            return Err(format!("unexpected {c:?} at position {}", parser.pos));
+            return Err(ExprError(format!("unexpected {c:?} at position {}", parser.pos)));
         }
         if expr.variables().is_empty() {
-            return Err("the expression uses no metric".into());
+            return Err(ExprError("the expression uses no metric".into()));
         }
         Ok(expr)
     }

@@ -1,5 +1,6 @@
 //! The contract between the phone platform and callscope.
 //!
+//! * [`alerting_status`]: what the alert evaluator publishes and the query API reads.
 //! * [`events`]: the Rust event types (metric, span, alert) and their validation rules.
 //! * [`avro`]: the Avro schemas in `schemas/avro/*.avsc`, their registry ids, and the
 //!   Confluent wire format / single-object encodings.
@@ -10,6 +11,7 @@
 //! * [`text_formats`]: floats as Go prints them and RFC 3339 timestamps.
 //! * [`rollup`]: mergeable per-window aggregates (`metric_rollups`) and their sketches.
 
+pub mod alerting_status;
 pub mod arrow_schema;
 pub mod avro;
 pub mod custom_metrics;

@@ -4,18 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
+use crate::catalog::CatalogDir;
 use crate::json_objects::JsonObjects;
 use crate::tier::Tier;
-
-/// The leader's notification log and publishing progress.
-pub const STATE_PATH: &str = "_catalog/alerting/state.json";
-/// Rules, their state and the active alerts, as the leader last saw them.
-pub const STATUS_PATH: &str = "_catalog/alerting/status.json";
-/// Failed deliveries, one object each, under `date=YYYY-MM-DD/`.
-pub const FAILURES_DIR: &str = "_catalog/alerting/failures";
-const SILENCES_DIR: &str = "_catalog/alerting/silences";
-const SMART_RULES_DIR: &str = "_catalog/alerting/smart_rules";
-const ACKS_DIR: &str = "_catalog/alerting/acks";
 
 /// An acknowledgement of one firing episode of an alert (stops its escalation).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,7 +28,7 @@ pub struct AckStore {
 
 impl AckStore {
     pub fn new(tier: Tier) -> AckStore {
-        AckStore { objects: JsonObjects::new(tier, ACKS_DIR) }
+        AckStore { objects: JsonObjects::new(tier, CatalogDir::Acks) }
     }
 
     pub async fn list(&self) -> Result<Vec<Ack>> {
@@ -81,15 +72,23 @@ pub struct Silence {
     pub updated_at_ms: i64,
 }
 
+/// A silence's state at some time (Alertmanager's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SilenceState {
+    Pending,
+    Active,
+    Expired,
+}
+
 impl Silence {
-    /// `pending`, `active` or `expired` at `now_ms`.
-    pub fn state(&self, now_ms: i64) -> &'static str {
+    pub fn state(&self, now_ms: i64) -> SilenceState {
         if now_ms < self.starts_at_ms {
-            "pending"
+            SilenceState::Pending
         } else if now_ms < self.ends_at_ms {
-            "active"
+            SilenceState::Active
         } else {
-            "expired"
+            SilenceState::Expired
         }
     }
 }
@@ -102,7 +101,7 @@ pub struct SilenceStore {
 
 impl SilenceStore {
     pub fn new(tier: Tier) -> SilenceStore {
-        SilenceStore { objects: JsonObjects::new(tier, SILENCES_DIR) }
+        SilenceStore { objects: JsonObjects::new(tier, CatalogDir::Silences) }
     }
 
     /// All silences, newest first.
@@ -140,7 +139,7 @@ pub struct SmartRuleStore {
 
 impl SmartRuleStore {
     pub fn new(tier: Tier) -> SmartRuleStore {
-        SmartRuleStore { objects: JsonObjects::new(tier, SMART_RULES_DIR) }
+        SmartRuleStore { objects: JsonObjects::new(tier, CatalogDir::SmartRules) }
     }
 
     /// All rules, by name then id.
@@ -188,10 +187,10 @@ mod tests {
         };
         store.put(&s).await.expect("put");
         assert_eq!(store.list().await.expect("list"), vec![s.clone()]);
-        assert_eq!(s.state(500), "pending");
-        assert_eq!(s.state(5_000), "active");
+        assert_eq!(s.state(500), SilenceState::Pending);
+        assert_eq!(s.state(5_000), SilenceState::Active);
         assert!(store.expire("s1", 5_000).await.expect("expire"));
-        assert_eq!(store.get("s1").await.expect("get").expect("kept").state(5_000), "expired");
+        assert_eq!(store.get("s1").await.expect("get").expect("kept").state(5_000), SilenceState::Expired);
         assert!(!store.expire("nope", 5_000).await.expect("expire"));
     }
 }

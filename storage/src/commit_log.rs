@@ -23,7 +23,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::layout::sanitize;
+use crate::catalog::{CatalogDir, CatalogKey};
 use crate::tier::Tier;
 use crate::{Result, StorageError};
 
@@ -62,11 +62,11 @@ pub struct CommitLog {
 }
 
 fn dir(topic: &str, partition: i32) -> String {
-    format!("_catalog/commits/{}/p{partition}", sanitize(topic))
+    CatalogDir::Commits { topic: topic.to_string(), partition }.path()
 }
 
 fn record_key(topic: &str, partition: i32, first_offset: i64) -> String {
-    format!("{}/{first_offset:020}.json", dir(topic, partition))
+    CatalogKey::BatchRecord { topic: topic.to_string(), partition, first_offset }.path()
 }
 
 impl CommitLog {

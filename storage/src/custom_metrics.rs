@@ -5,6 +5,7 @@
 use callscope_schemas::custom_metrics::{CustomMetric, builtin_definitions};
 
 use crate::Result;
+use crate::catalog::CatalogDir;
 use crate::json_objects::JsonObjects;
 use crate::tier::Tier;
 
@@ -16,7 +17,7 @@ pub struct CustomMetricStore {
 
 impl CustomMetricStore {
     pub fn new(tier: Tier) -> CustomMetricStore {
-        CustomMetricStore { objects: JsonObjects::new(tier, "_catalog/custom_metrics") }
+        CustomMetricStore { objects: JsonObjects::new(tier, CatalogDir::CustomMetrics) }
     }
 
     /// Stored definitions (not the built-ins), by name.

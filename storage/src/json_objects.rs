@@ -6,28 +6,29 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::catalog::CatalogDir;
 use crate::tier::Tier;
 use crate::{Result, StorageError};
 
 #[derive(Debug, Clone)]
 pub struct JsonObjects {
     tier: Tier,
-    dir: &'static str,
+    dir: CatalogDir,
 }
 
 impl JsonObjects {
-    pub fn new(tier: Tier, dir: &'static str) -> JsonObjects {
+    pub fn new(tier: Tier, dir: CatalogDir) -> JsonObjects {
         JsonObjects { tier, dir }
     }
 
     fn key(&self, id: &str) -> String {
-        format!("{}/{id}.json", self.dir)
+        self.dir.json_object(id)
     }
 
     /// Every readable object; unreadable ones are skipped with a warning.
     pub async fn list<T: DeserializeOwned>(&self) -> Result<Vec<T>> {
         let mut out = Vec::new();
-        for path in self.tier.list(self.dir).await? {
+        for path in self.tier.list(&self.dir.path()).await? {
             if !path.ends_with(".json") {
                 continue;
             }

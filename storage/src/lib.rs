@@ -4,6 +4,7 @@
 //! * [`tier`]: a tier is an object_store URL (`file://`, `memory://`, `s3://`); opening one.
 //! * [`layout`]: typed object keys (`<dataset>/date=YYYY-MM-DD/hour=HH/<name>.parquet`).
 //! * [`parquet_file`]: encoding record batches as Parquet.
+//! * [`catalog`]: typed keys of every `_catalog/…` object.
 //! * [`commit_log`]: per-partition batch records, crash recovery and pruning.
 //! * [`custom_metrics`]: stored custom metric definitions.
 //! * [`alerting`]: silences and the alert evaluator's state, status and failures.
@@ -12,6 +13,7 @@
 //! * [`workers`]: worker heartbeat objects.
 
 pub mod alerting;
+pub mod catalog;
 pub mod commit_log;
 pub mod custom_metrics;
 pub mod json_objects;
@@ -21,7 +23,8 @@ pub mod tier;
 pub mod window_state;
 pub mod workers;
 
-pub use alerting::{Ack, AckStore, Silence, SilenceMatcher, SilenceStore, SmartRuleStore};
+pub use alerting::{Ack, AckStore, Silence, SilenceMatcher, SilenceState, SilenceStore, SmartRuleStore};
+pub use catalog::{CatalogDir, CatalogKey};
 pub use commit_log::{BatchRecord, CommitLog, Recovery};
 pub use custom_metrics::CustomMetricStore;
 pub use layout::{DataFileKey, HourPartition, RollupFileKey, RollupSource};

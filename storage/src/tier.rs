@@ -183,7 +183,7 @@ impl Tier {
     /// Checks that the store answers (used by health endpoints).
     pub async fn probe(&self) -> Result<()> {
         use futures::StreamExt;
-        let prefix = self.path("_catalog");
+        let prefix = self.path(crate::catalog::CATALOG_ROOT);
         let mut listing = self.store.list(Some(&prefix));
         match listing.next().await {
             None | Some(Ok(_)) => Ok(()),

@@ -10,7 +10,7 @@
 use bytes::Bytes;
 
 use crate::Result;
-use crate::layout::sanitize;
+use crate::catalog::{CatalogDir, CatalogKey};
 use crate::tier::Tier;
 
 /// Checkpoints of one tier.
@@ -20,11 +20,15 @@ pub struct CheckpointStore {
 }
 
 fn dir(topic: &str, partition: i32) -> String {
-    format!("_catalog/window_state/{}/p{partition}", sanitize(topic))
+    CatalogDir::WindowState { topic: topic.to_string(), partition }.path()
+}
+
+fn key(topic: &str, partition: i32, offset: i64) -> String {
+    CatalogKey::WindowCheckpoint { topic: topic.to_string(), partition, offset }.path()
 }
 
 fn offset_of(path: &str) -> Option<i64> {
-    path.rsplit('/').next()?.strip_suffix(".parquet")?.parse().ok()
+    path.ends_with(".parquet").then(|| CatalogKey::offset_of(path)).flatten()
 }
 
 impl CheckpointStore {
@@ -41,7 +45,7 @@ impl CheckpointStore {
     }
 
     pub async fn save(&self, topic: &str, partition: i32, offset: i64, bytes: Bytes) -> Result<()> {
-        self.tier.put_durable(&format!("{}/{offset:020}.parquet", dir(topic, partition)), bytes, false).await
+        self.tier.put_durable(&key(topic, partition, offset), bytes, false).await
     }
 
     /// The newest checkpoint at or below `at_most` (the durable offset), with its offset.
@@ -49,7 +53,7 @@ impl CheckpointStore {
         let Some(offset) = self.offsets(topic, partition).await?.into_iter().rev().find(|o| *o <= at_most) else {
             return Ok(None);
         };
-        let bytes = self.tier.get(&format!("{}/{offset:020}.parquet", dir(topic, partition))).await?;
+        let bytes = self.tier.get(&key(topic, partition, offset)).await?;
         Ok(Some((offset, bytes)))
     }
 
@@ -58,7 +62,7 @@ impl CheckpointStore {
         let offsets = self.offsets(topic, partition).await?;
         let excess = offsets.len().saturating_sub(keep);
         for offset in &offsets[..excess] {
-            self.tier.delete(&format!("{}/{offset:020}.parquet", dir(topic, partition))).await?;
+            self.tier.delete(&key(topic, partition, *offset)).await?;
         }
         Ok(excess)
     }

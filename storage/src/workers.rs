@@ -6,9 +6,38 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::CatalogDir;
 use crate::tier::Tier;
 
-pub const HEARTBEAT_DIR: &str = "_catalog/workers";
+/// Where a worker is in its life; serialized in lowercase (`"running"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Created, not consuming yet.
+    #[default]
+    Starting,
+    /// Consuming and writing.
+    Running,
+    /// Shutting down: flushing its buffers and committing offsets.
+    Stopping,
+}
+
+impl WorkerState {
+    /// The name used in heartbeats and the health report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Running => "running",
+            WorkerState::Stopping => "stopping",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What one worker reports about itself.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -17,7 +46,7 @@ pub struct WorkerStatus {
     pub group_id: String,
     pub host: String,
     pub pid: u32,
-    pub state: String,
+    pub state: WorkerState,
     pub started_at_ms: i64,
     pub updated_at_ms: i64,
     /// `topic/partition` currently assigned.
@@ -37,7 +66,7 @@ pub struct WorkerStatus {
 /// Reads every worker's last heartbeat from a tier.
 pub async fn read_all(tier: &Tier) -> crate::Result<Vec<WorkerStatus>> {
     let mut out = Vec::new();
-    for key in tier.list(HEARTBEAT_DIR).await? {
+    for key in tier.list(&CatalogDir::Workers.path()).await? {
         if let Ok(bytes) = tier.get(&key).await
             && let Ok(status) = serde_json::from_slice::<WorkerStatus>(&bytes)
         {

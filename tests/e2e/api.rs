@@ -9,7 +9,7 @@ use crate::support::*;
 #[test]
 fn http_api_contracts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = Standalone::start(dir.path(), &["--flush-interval", "200ms"]);
+    let node = Node::standalone(dir.path()).args(["--flush-interval", "200ms"]).spawn();
     let client = http();
     let base = &node.http;
 

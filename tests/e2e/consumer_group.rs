@@ -11,48 +11,20 @@ use crate::support::*;
 #[test]
 fn two_pipelines_share_partitions_and_store_every_event_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let http_addr = format!("127.0.0.1:{}", free_port());
     let shared = dir.path().join("shared");
-    let shared_s = shared.to_str().expect("path");
-    let (_broker, kafka_addr) = spawn_broker(dir.path());
+    let broker = Node::broker(dir.path()).spawn();
     let pipeline = |name: &str| {
-        Proc::spawn(
-            name,
-            dir.path(),
-            &[
-                "pipeline",
-                "--brokers",
-                &kafka_addr,
-                "--data-dir",
-                shared_s,
-                "--group-id",
-                "shared-group",
-                "--flush-interval",
-                "200ms",
-                "--worker-id",
-                name,
-            ],
-        )
+        Node::pipeline(dir.path(), name)
+            .broker(&broker)
+            .data_dir(&shared)
+            .args(["--group-id", "shared-group", "--flush-interval", "200ms"])
+            .spawn()
     };
     let _a = pipeline("pipeline-a");
     let mut b = pipeline("pipeline-b");
-    let mut api = Proc::spawn(
-        "query-api",
-        dir.path(),
-        &[
-            "query-api",
-            "--brokers",
-            &kafka_addr,
-            "--data-dir",
-            shared_s,
-            "--http-addr",
-            &http_addr,
-            "--group-id",
-            "shared-group",
-        ],
-    );
-    let base = format!("http://{http_addr}");
-    wait_for_http(&mut api, &format!("{base}/health"), Duration::from_secs(60));
+    let api =
+        Node::query_api(dir.path()).broker(&broker).data_dir(&shared).args(["--group-id", "shared-group"]).spawn();
+    let base = api.http.clone();
 
     let client = http();
     // Wait until both workers hold partitions (their heartbeats say so).
@@ -81,7 +53,7 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
     }
 
     let rt = runtime();
-    let producer = rt.block_on(async { producer(&kafka_addr) });
+    let producer = rt.block_on(async { producer(&broker.brokers) });
     let first: Vec<(String, Vec<u8>)> = (0..4000).map(|i| (format!("key-{i}"), encode_mixed(i, &metric(i)))).collect();
     assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &first)), 4000);
     assert_eq!(wait_for_count(&client, &base, "SELECT COUNT(*) FROM metrics", 4000, Duration::from_secs(60)), 4000);
@@ -106,7 +78,7 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
     // One worker dies; the survivor takes over its partitions (after the session timeout,
     // and if the coordinator leaves them unowned, after the worker's orphan watchdog
     // rejoins the group).
-    b.kill9();
+    b.proc.kill9();
     // A custom metric created now reaches the surviving worker (a separate process) within
     // seconds: it materializes a series of its own from the samples that follow.
     let def = json!({"name": "asr_latency_by_region", "type": "summary", "help": "ASR latency per region",

@@ -12,10 +12,9 @@ const EVENTS: usize = 40_000;
 #[test]
 fn kill_9_during_ingestion_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (kafka_port, http_port) = (free_port(), free_port());
     // Small batches so that a kill lands between many batch commits.
-    let flags = ["--flush-rows", "700", "--flush-interval", "100ms"];
-    let mut node = Standalone::start_on(dir.path(), kafka_port, http_port, &flags);
+    let start = Node::standalone(dir.path()).args(["--flush-rows", "700", "--flush-interval", "100ms"]);
+    let mut node = start.spawn();
     let rt = runtime();
     let producer = rt.block_on(async { producer(&node.brokers) });
     let payloads: Vec<(String, Vec<u8>)> =
@@ -39,7 +38,7 @@ fn kill_9_during_ingestion_loses_and_duplicates_nothing() {
         node.proc.kill9();
         let stored = sql_direct(&node.data_dir);
         eprintln!("round {round}: killed with {stored} rows stored");
-        node = Standalone::start_on(dir.path(), kafka_port, http_port, &flags);
+        node = start.spawn();
     }
 
     let n =

@@ -50,8 +50,8 @@ fn tool(name: &str) -> String {
 #[test]
 fn custom_metric_crud_values_and_prometheus_export() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (kafka_port, http_port) = (free_port(), free_port());
-    let mut node = Standalone::start_on(dir.path(), kafka_port, http_port, &FLAGS);
+    let start = Node::standalone(dir.path()).args(FLAGS);
+    let mut node = start.spawn();
     let base = node.http.clone();
     let client = http();
     let url = |path: &str| format!("{base}/monitoring/metrics/custom{path}");
@@ -101,7 +101,7 @@ fn custom_metric_crud_values_and_prometheus_export() {
 
     // Definitions survive a restart.
     node.proc.terminate();
-    node = Standalone::start_on(dir.path(), kafka_port, http_port, &FLAGS);
+    node = start.spawn();
     let got = client.call("GET", &url("/north_answer_ratio"), None);
     assert_eq!(got.status, 200, "{}", got.body);
     assert_eq!(got.json()["help"], "changed");
@@ -190,7 +190,8 @@ fn custom_metric_crud_values_and_prometheus_export() {
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: callscope\n    metrics_path: /monitoring/metrics/prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{http_port}']\n"
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: callscope\n    metrics_path: /monitoring/metrics/prometheus\n    static_configs:\n      - targets: ['{}']\n",
+            node.http_addr()
         ),
     )
     .expect("config");

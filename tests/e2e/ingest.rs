@@ -14,7 +14,7 @@ const ALERTS: usize = 200;
 #[test]
 fn valid_events_are_stored_with_their_values_and_malformed_ones_are_dead_lettered() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = Standalone::start(dir.path(), &["--flush-interval", "300ms"]);
+    let node = Node::standalone(dir.path()).args(["--flush-interval", "300ms"]).spawn();
     let rt = runtime();
     let producer = rt.block_on(async { producer(&node.brokers) });
 

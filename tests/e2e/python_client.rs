@@ -12,7 +12,7 @@ fn python_confluent_kafka_producer_with_the_avro_serializer() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/python_producer.py");
     let python = python_with("from confluent_kafka.schema_registry.avro import AvroSerializer");
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = Standalone::start(dir.path(), &["--flush-interval", "200ms"]);
+    let node = Node::standalone(dir.path()).args(["--flush-interval", "200ms"]).spawn();
     let out = std::process::Command::new(&python)
         .args([script, &node.brokers, &node.http, "400"])
         .output()

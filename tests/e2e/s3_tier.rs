@@ -43,9 +43,8 @@ fn hot_tier_on_s3() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let endpoint_option = format!("aws_endpoint={endpoint}");
-    let node = Standalone::start(
-        dir.path(),
-        &[
+    let node = Node::standalone(dir.path())
+        .args([
             "--hot-url",
             "s3://callscope-test/callscope/hot",
             "--storage-option",
@@ -60,8 +59,8 @@ fn hot_tier_on_s3() {
             "aws_region=us-east-1",
             "--flush-interval",
             "200ms",
-        ],
-    );
+        ])
+        .spawn();
     let rt = runtime();
     let producer = rt.block_on(async { producer(&node.brokers) });
     let payloads: Vec<(String, Vec<u8>)> = (0..1000).map(|i| (format!("k{i}"), encode_mixed(i, &metric(i)))).collect();

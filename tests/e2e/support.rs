@@ -14,13 +14,16 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
+pub use callscope_runtime::now_ms;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_callscope");
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
-/// A child process of the binary; killed (SIGKILL) when dropped.
+/// A child process (the binary, or a peer such as Prometheus), its output in a log file;
+/// killed (SIGKILL) when dropped.
 pub struct Proc {
     pub child: Child,
     pub log: PathBuf,
@@ -28,10 +31,6 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn spawn(name: &str, dir: &Path, args: &[&str]) -> Proc {
-        Self::spawn_program(name, dir, BIN, args)
-    }
-
     /// Any program, with its output in a log file beside the test's data.
     pub fn spawn_program(name: &str, dir: &Path, program: &str, args: &[&str]) -> Proc {
         Self::spawn_with_env(name, dir, program, args, &[])
@@ -102,67 +101,173 @@ fn rand_u32() -> u32 {
     RandomState::new().hash_one(Instant::now()) as u32
 }
 
-/// A standalone process (embedded broker + workers + API) on free ports.
-pub struct Standalone {
+/// What a process of the binary serves once it is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ready {
+    /// Its /health answers (the query API of `standalone` and `query-api`).
+    Http,
+    /// Its Kafka listener accepts connections (`broker`).
+    Kafka,
+    /// Nothing to wait for (`pipeline`).
+    Started,
+}
+
+/// A running process of the binary: `standalone`, `pipeline`, `query-api` or `broker`,
+/// started by a [`NodeBuilder`].
+pub struct Node {
     pub proc: Proc,
+    /// Its Kafka bootstrap address: the broker it runs (`standalone`, `broker`) or uses.
     pub brokers: String,
+    /// Base URL of its HTTP server (the query API, or a pipeline's metrics endpoint);
+    /// empty when it serves none.
     pub http: String,
     pub data_dir: PathBuf,
 }
 
-impl Standalone {
-    pub fn start(dir: &Path, extra: &[&str]) -> Standalone {
-        Self::start_on(dir, free_port(), free_port(), extra)
+impl Node {
+    /// `callscope standalone` with its data in `dir/data`, the embedded broker and the
+    /// query API on free ports.
+    pub fn standalone(dir: &Path) -> NodeBuilder {
+        NodeBuilder::new("standalone", "standalone", dir, dir.join("data"), Ready::Http)
+            .kafka_addr()
+            .http_addr("--http-addr")
     }
 
-    pub fn start_on(dir: &Path, kafka_port: u16, http_port: u16, extra: &[&str]) -> Standalone {
-        Self::start_on_with_env(dir, kafka_port, http_port, extra, &[])
+    /// `callscope pipeline` with `--worker-id name` (and its log named so); give it a broker.
+    pub fn pipeline(dir: &Path, name: &str) -> NodeBuilder {
+        NodeBuilder::new("pipeline", name, dir, dir.join("data"), Ready::Started).args(["--worker-id", name])
     }
 
-    pub fn start_on_with_env(
-        dir: &Path,
-        kafka_port: u16,
-        http_port: u16,
-        extra: &[&str],
-        env: &[(&str, &str)],
-    ) -> Standalone {
-        let data_dir = dir.join("data");
-        let kafka_addr = format!("127.0.0.1:{kafka_port}");
-        let http_addr = format!("127.0.0.1:{http_port}");
-        let mut args = vec![
-            "standalone",
-            "--data-dir",
-            data_dir.to_str().expect("utf-8 path"),
-            "--kafka-addr",
-            &kafka_addr,
-            "--http-addr",
-            &http_addr,
-        ];
-        args.extend_from_slice(extra);
-        let mut proc = Proc::spawn_with_env("standalone", dir, BIN, &args, env);
-        let http = format!("http://{http_addr}");
-        wait_for_http(&mut proc, &format!("{http}/health"), Duration::from_secs(120));
-        Standalone { proc, brokers: kafka_addr, http, data_dir }
+    /// `callscope query-api` on a free port.
+    pub fn query_api(dir: &Path) -> NodeBuilder {
+        NodeBuilder::new("query-api", "query-api", dir, dir.join("data"), Ready::Http).http_addr("--http-addr")
+    }
+
+    /// `callscope broker` (4 partitions per topic) with its data in `dir/broker`, on a free port.
+    pub fn broker(dir: &Path) -> NodeBuilder {
+        NodeBuilder::new("broker", "broker", dir, dir.join("broker"), Ready::Kafka)
+            .kafka_addr()
+            .args(["--partitions", "4"])
+    }
+
+    /// `host:port` of its HTTP server.
+    pub fn http_addr(&self) -> &str {
+        self.http.trim_start_matches("http://")
     }
 }
 
-/// A `callscope broker` process on a free loopback port; returns it and its address.
-pub fn spawn_broker(dir: &Path) -> (Proc, String) {
-    let kafka_addr = format!("127.0.0.1:{}", free_port());
-    let broker_dir = dir.join("broker");
-    let mut broker = Proc::spawn(
-        "broker",
-        dir,
-        &["broker", "--kafka-addr", &kafka_addr, "--data-dir", broker_dir.to_str().expect("path"), "--partitions", "4"],
-    );
-    // Ready when it accepts connections; clients create the topics they need, idempotently.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(&kafka_addr).is_err() {
-        broker.assert_running();
-        assert!(Instant::now() < deadline, "broker did not start");
-        std::thread::sleep(Duration::from_millis(100));
+/// How to start a process of the binary. Ports are chosen when the builder is made, so
+/// every [`spawn`](Self::spawn) of one builder (a restart) listens where the last did.
+#[derive(Debug, Clone)]
+pub struct NodeBuilder {
+    command: &'static str,
+    name: String,
+    dir: PathBuf,
+    data_dir: PathBuf,
+    ready: Ready,
+    /// `--kafka-addr` of the embedded broker.
+    kafka_addr: Option<String>,
+    /// `--brokers`.
+    brokers: Option<String>,
+    /// `--http-addr` or `--metrics-addr`, and its value.
+    http: Option<(&'static str, String)>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl NodeBuilder {
+    fn new(command: &'static str, name: &str, dir: &Path, data_dir: PathBuf, ready: Ready) -> NodeBuilder {
+        NodeBuilder {
+            command,
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            data_dir,
+            ready,
+            kafka_addr: None,
+            brokers: None,
+            http: None,
+            args: Vec::new(),
+            env: Vec::new(),
+        }
     }
-    (broker, kafka_addr)
+
+    fn kafka_addr(mut self) -> Self {
+        self.kafka_addr = Some(format!("127.0.0.1:{}", free_port()));
+        self
+    }
+
+    fn http_addr(mut self, flag: &'static str) -> Self {
+        self.http = Some((flag, format!("127.0.0.1:{}", free_port())));
+        self
+    }
+
+    /// Uses the Kafka cluster of `broker` (`--brokers`).
+    pub fn broker(mut self, broker: &Node) -> Self {
+        self.brokers = Some(broker.brokers.clone());
+        self
+    }
+
+    /// `--data-dir` (default: `data` in the test's directory, `broker` for a broker).
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = dir.to_path_buf();
+        self
+    }
+
+    /// A pipeline's /metrics and /health on a free port (`--metrics-addr`).
+    pub fn metrics_endpoint(self) -> Self {
+        self.http_addr("--metrics-addr")
+    }
+
+    /// More flags.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_string()));
+        self
+    }
+
+    /// An environment variable of the process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts the process and waits until it is ready: its /health answers (`standalone`,
+    /// `query-api`) or its broker accepts connections (`broker`).
+    pub fn spawn(&self) -> Node {
+        let data_dir = self.data_dir.to_str().expect("utf-8 path");
+        let mut args = vec![self.command, "--data-dir", data_dir];
+        if let Some(addr) = &self.kafka_addr {
+            args.extend(["--kafka-addr", addr.as_str()]);
+        }
+        if let Some(brokers) = &self.brokers {
+            args.extend(["--brokers", brokers.as_str()]);
+        }
+        if let Some((flag, addr)) = &self.http {
+            args.extend([*flag, addr.as_str()]);
+        }
+        args.extend(self.args.iter().map(String::as_str));
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut proc = Proc::spawn_with_env(&self.name, &self.dir, BIN, &args, &env);
+        let http = self.http.as_ref().map(|(_, addr)| format!("http://{addr}")).unwrap_or_default();
+        let brokers = self.kafka_addr.clone().or_else(|| self.brokers.clone()).unwrap_or_default();
+        match self.ready {
+            Ready::Http => wait_for_http(&mut proc, &format!("{http}/health"), Duration::from_secs(120)),
+            Ready::Kafka => {
+                // Clients create the topics they need, idempotently.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while std::net::TcpStream::connect(&brokers).is_err() {
+                    proc.assert_running();
+                    assert!(Instant::now() < deadline, "{} did not start:\n{}", self.name, proc.log_tail());
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            Ready::Started => {}
+        }
+        Node { proc, brokers, http, data_dir: self.data_dir.clone() }
+    }
 }
 
 pub fn wait_for_http(proc: &mut Proc, url: &str, timeout: Duration) {
@@ -252,10 +357,6 @@ pub fn wait_for_count(client: &Http, base: &str, query: &str, expected: i64, tim
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
 }
 
 pub fn metric(i: usize) -> Event {

@@ -163,14 +163,10 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
 #[test]
 fn rollups_equal_sql_over_raw_events_at_every_resolution() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = Standalone::start(
-        dir.path(),
-        &[
-            &WINDOW_FLAGS[..],
-            &["--broker-storage", "memory", "--flush-interval", "200ms", "--checkpoint-interval", "1s"],
-        ]
-        .concat(),
-    );
+    let node = Node::standalone(dir.path())
+        .args(WINDOW_FLAGS)
+        .args(["--broker-storage", "memory", "--flush-interval", "200ms", "--checkpoint-interval", "1s"])
+        .spawn();
     let hour = 3_600_000;
     let base = (now_ms() / hour - 3) * hour;
     let stream = random_stream(7, 3_000, base);
@@ -284,12 +280,17 @@ fn rollups_equal_sql_over_raw_events_at_every_resolution() {
 #[test]
 fn rollups_are_exact_across_kill_9_and_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (kafka_port, http_port) = (free_port(), free_port());
     // Small batches and no periodic checkpoint while data flows: the restart restores an
     // old checkpoint and replays many stored batches through the windows.
-    let mut flags: Vec<&str> = WINDOW_FLAGS.to_vec();
-    flags.extend(["--flush-rows", "300", "--flush-interval", "50ms", "--checkpoint-interval", "1h"]);
-    let mut node = Standalone::start_on(dir.path(), kafka_port, http_port, &flags);
+    let start = Node::standalone(dir.path()).args(WINDOW_FLAGS).args([
+        "--flush-rows",
+        "300",
+        "--flush-interval",
+        "50ms",
+        "--checkpoint-interval",
+        "1h",
+    ]);
+    let mut node = start.spawn();
     let hour = 3_600_000;
     let base = (now_ms() / hour - 5) * hour;
     let stream = random_stream(11, 12_000, base);
@@ -305,7 +306,7 @@ fn rollups_are_exact_across_kill_9_and_restart() {
         std::thread::sleep(Duration::from_millis(20));
     }
     node.proc.kill9();
-    node = Standalone::start_on(dir.path(), kafka_port, http_port, &flags);
+    node = start.spawn();
     wait_for_rollups(&client, &node.http, stream.len() as i64);
     assert_rollups_match_raw(&client, &node.http);
     let log = node.proc.log_tail();

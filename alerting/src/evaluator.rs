@@ -1,0 +1,427 @@
+//! The alert evaluator, a task of every pipeline process.
+//!
+//! It reads the metric and alert topics itself (every partition, assigned without a
+//! consumer group, decoding only the metrics some rule reads, chosen by message key), so
+//! each instance sees all series and a rule that sums across partitions is right. On
+//! start it reads back `replay` of history (by timestamp) to rebuild windows, pending
+//! timers and firing alerts in event time, which is what makes alert state survive a
+//! restart or `kill -9`.
+//!
+//! Only the leader notifies and publishes transitions: the instance that holds partition 0
+//! of the one-partition lease topic in the `callscope-alerting` consumer group. The others
+//! evaluate the same data and stay ready; on a change of leader the new one loads the
+//! notification log that the old one kept in object storage, so a group is not notified
+//! twice. Evaluation runs after every batch of messages and every `eval_interval`
+//! (default 250 ms), never waiting for windows to close.
+
+mod run_loop;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use callscope_runtime::now_ms;
+use callscope_schemas::alerting_status::{ActiveAlert, AlertingStatus, AlertmanagerHealth};
+use callscope_schemas::events::{Alert, Event};
+use callscope_schemas::{Dataset, DecodeOptions, decode_event};
+use callscope_storage::alerting::SilenceState;
+use callscope_storage::{CatalogKey, Tier};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+pub use self::run_loop::run;
+use crate::config::{AlertingConfig, default_smart_rules, load_notify, load_rules};
+use crate::engine::{ALERT_SOURCE, AlertChange, AlertEngine};
+use crate::metrics::AlertingMetrics;
+use crate::notify::config::parse_matcher;
+use crate::notify::dispatch::{Dispatcher, Notification, RoutedAlert, SilenceRule};
+use crate::notify::notifier::{DeliveryFailure, FailureSink, Notifier};
+use crate::state::DurableState;
+
+fn failure_sink(tier: Tier) -> FailureSink {
+    std::sync::Arc::new(move |f: DeliveryFailure| {
+        let tier = tier.clone();
+        tokio::spawn(async move {
+            let path = CatalogKey::AlertFailure {
+                at_ms: f.at_ms,
+                receiver: f.receiver.clone(),
+                channel: f.channel.to_string(),
+            }
+            .path();
+            let bytes = Bytes::from(serde_json::to_vec(&f).unwrap_or_default());
+            if let Err(e) = tier.put_durable(&path, bytes, false).await {
+                tracing::warn!(error = %e, "recording a failed notification failed");
+            }
+        });
+    })
+}
+
+struct Evaluator {
+    config: AlertingConfig,
+    tier: Tier,
+    engine: AlertEngine,
+    dispatcher: Dispatcher,
+    notifier: Option<Notifier>,
+    producer: FutureProducer,
+    leader: bool,
+    state: DurableState,
+    state_dirty: bool,
+    rule_errors: Vec<String>,
+    decode: DecodeOptions,
+    /// Recent transitions (event time, alert event), for publishing by whoever leads.
+    recent: std::collections::VecDeque<(i64, Alert)>,
+    silences: callscope_storage::SilenceStore,
+    smart_rules: callscope_storage::SmartRuleStore,
+    acks: callscope_storage::AckStore,
+    smart_version: String,
+    smart_errors: Vec<String>,
+    config_inhibit: Vec<crate::notify::config::InhibitRule>,
+    alertmanager_health: Vec<AlertmanagerHealth>,
+    last_probe: Option<Instant>,
+    /// Per worker: the newest heartbeat read (time, dead letters so far).
+    heartbeat_seen: HashMap<String, (i64, u64)>,
+}
+
+/// A standby rejoins the lease group when no leader has published status for this long.
+const LEADER_SILENCE: Duration = Duration::from_secs(10);
+
+/// Transitions kept for a new leader to publish.
+const RECENT_TRANSITIONS: usize = 10_000;
+
+impl Evaluator {
+    fn on_message(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8], wall: i64) {
+        let metrics = AlertingMetrics::global();
+        let is_alert = topic == self.config.alerts_topic;
+        if !is_alert && !self.engine.wants_all() {
+            // Metric keys are `service/name`: skip what no rule reads without decoding it.
+            if let Some(name) =
+                key.and_then(|k| std::str::from_utf8(k).ok()).and_then(|k| k.rsplit_once('/')).map(|(_, n)| n)
+                && !self.engine.wants(name)
+            {
+                metrics.samples_ingested.with_label_values(&["skipped"]).inc();
+                return;
+            }
+        }
+        let dataset = if is_alert { Dataset::Alerts } else { Dataset::Metrics };
+        self.decode.now_ms = wall;
+        match decode_event(dataset, payload, &self.decode) {
+            Ok((Event::Metric(m), _)) => {
+                self.engine.ingest(&m, wall);
+                metrics.samples_ingested.with_label_values(&["read"]).inc();
+            }
+            Ok((Event::Alert(a), _)) if a.source != ALERT_SOURCE => {
+                self.dispatcher.receive(RoutedAlert::from_event(&a), wall);
+            }
+            Ok(_) => {}
+            // The workers dead-letter bad input; the evaluator just skips it.
+            Err(_) => metrics.samples_ingested.with_label_values(&["undecodable"]).inc(),
+        }
+    }
+
+    async fn evaluate(&mut self, trigger: &str, wall: i64) {
+        let metrics = AlertingMetrics::global();
+        let started = Instant::now();
+        let changes = self.engine.evaluate(wall);
+        metrics.evaluation_seconds.observe(started.elapsed().as_secs_f64());
+        metrics.evaluations.with_label_values(&[trigger]).inc();
+        metrics.window_series.set(self.engine.store_series() as i64);
+        for change in changes {
+            self.on_change(change, wall);
+        }
+        self.publish_recent().await;
+    }
+
+    fn on_change(&mut self, change: AlertChange, wall: i64) {
+        let metrics = AlertingMetrics::global();
+        metrics.transitions.with_label_values(&[&format!("{:?}", change.to).to_lowercase()]).inc();
+        let Some(event) = change.to_event() else { return };
+        self.dispatcher.receive(RoutedAlert::from_event(&event), wall);
+        self.recent.push_back((change.at_ms, event));
+        while self.recent.len() > RECENT_TRANSITIONS {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Publishes (as leader) the transitions newer than what is already on the topic; a
+    /// new leader thereby publishes what happened while nobody led.
+    async fn publish_recent(&mut self) {
+        if !self.leader {
+            return;
+        }
+        let through = self.state.published_through_ms;
+        let mut newest = through;
+        for (at_ms, event) in self.recent.iter().filter(|(at, _)| *at > through) {
+            self.publish(event).await;
+            newest = newest.max(*at_ms);
+        }
+        if newest > through {
+            self.state.published_through_ms = newest;
+            self.state_dirty = true;
+        }
+    }
+
+    async fn publish(&self, alert: &Alert) {
+        let event = Event::Alert(alert.clone());
+        let payload = callscope_schemas::json::encode(&event);
+        let key = event.partition_key();
+        let record = FutureRecord::to(&self.config.alerts_topic).key(&key).payload(&payload);
+        if let Err((e, _)) = self.producer.send(record, Duration::from_secs(10)).await {
+            tracing::warn!(error = %e, alert = %alert.alert_name, "publishing an alert transition failed");
+        }
+    }
+
+    fn flush(&mut self, wall: i64) {
+        if !self.leader {
+            // A standby sends nothing and keeps resolved alerts for an hour: if it takes over
+            // before the leader notified a resolution, its first flush (with the leader's
+            // log) sends it.
+            self.dispatcher.forget_resolved_before(wall - 3_600_000);
+            return;
+        }
+        let sent = self.dispatcher.flush(wall);
+        if sent.is_empty() {
+            return;
+        }
+        for n in &sent {
+            if let Some(notifier) = &self.notifier {
+                notifier.enqueue(n);
+            }
+        }
+        self.state_dirty = true;
+    }
+
+    /// Firing alerts are re-sent to Alertmanagers every minute so that they stay active there.
+    fn resend_to_alertmanagers(&self, wall: i64) {
+        let Some(notifier) = &self.notifier else { return };
+        for receiver in &notifier.alertmanager_receivers {
+            let alerts: Vec<RoutedAlert> =
+                self.dispatcher.alerts().filter(|(r, _)| r == receiver).map(|(_, a)| a.clone()).collect();
+            if alerts.is_empty() {
+                continue;
+            }
+            notifier.enqueue_alertmanager(&Notification {
+                receiver: receiver.clone(),
+                group_key: "resend".into(),
+                group_labels: Default::default(),
+                alerts,
+                at_ms: wall,
+            });
+        }
+    }
+
+    async fn save_state(&mut self) {
+        if !self.leader || !self.state_dirty {
+            return;
+        }
+        self.state.nflog = self.dispatcher.log().clone();
+        self.state.leader = self.config.instance_id.clone();
+        self.state.saved_at_ms = now_ms();
+        let bytes = Bytes::from(serde_json::to_vec(&self.state).unwrap_or_default());
+        match self.tier.put_durable(&CatalogKey::AlertingState.path(), bytes, false).await {
+            Ok(()) => self.state_dirty = false,
+            Err(e) => tracing::warn!(error = %e, "saving the alerting state failed; will retry"),
+        }
+    }
+
+    async fn publish_status(&self, wall: i64) {
+        if !self.leader {
+            return;
+        }
+        let status = AlertingStatus {
+            instance: self.config.instance_id.clone(),
+            updated_at_ms: wall,
+            event_time_ms: self.engine.event_time(wall),
+            rules: self.engine.status(),
+            alerts: self
+                .dispatcher
+                .alerts()
+                .map(|(r, a)| ActiveAlert {
+                    receiver: r.to_string(),
+                    muted: self.dispatcher.mute_reason(a, wall),
+                    acknowledged: self.dispatcher.acked(a),
+                    alert: a.clone(),
+                })
+                .collect(),
+            rule_errors: self.rule_errors.iter().chain(&self.smart_errors).cloned().collect(),
+            alertmanagers: self.alertmanager_health.clone(),
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&status).unwrap_or_default());
+        if let Err(e) = self.tier.put_durable(&CatalogKey::AlertingStatus.path(), bytes, false).await {
+            tracing::debug!(error = %e, "publishing alerting status failed");
+        }
+    }
+
+    /// Loads the silences (created through the API) into the dispatcher.
+    /// Loads the smart rules (created through the API) into the engine, and their
+    /// root-cause suppressions into the dispatcher's inhibition rules.
+    async fn load_smart_rules(&mut self) {
+        let stored = match self.smart_rules.list().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading smart rules failed; keeping the previous ones");
+                return;
+            }
+        };
+        let mut rules = if self.config.default_rules { default_smart_rules().unwrap_or_default() } else { Vec::new() };
+        rules.retain(|d| !stored.iter().any(|s| s.id == d.id));
+        rules.extend(stored);
+        let fingerprint = serde_json::to_string(&rules).unwrap_or_default();
+        if fingerprint == self.smart_version {
+            return;
+        }
+        self.smart_version = fingerprint;
+        let errors = self.engine.set_smart_rules(rules);
+        for (id, e) in &errors {
+            tracing::warn!(rule = %id, error = %e, "smart rule not loaded");
+        }
+        self.smart_errors = errors.into_iter().map(|(id, e)| format!("smart rule {id}: {e}")).collect();
+        AlertingMetrics::global().rules_loaded.set(self.engine.rule_count() as i64);
+        AlertingMetrics::global().rule_reloads.with_label_values(&["smart"]).inc();
+        self.apply_inhibitions();
+    }
+
+    /// Inhibition rules: the notification config's plus the smart rules' suppressions.
+    fn apply_inhibitions(&mut self) {
+        let mut rules = self.config_inhibit.clone();
+        let quoted = |v: &str| serde_json::to_string(v).unwrap_or_default();
+        for (source, target, equal) in self.engine.suppressions() {
+            let (Ok(s), Ok(t)) = (
+                parse_matcher(&format!("alertname={}", quoted(&source))),
+                parse_matcher(&format!("alertname={}", quoted(&target))),
+            ) else {
+                continue;
+            };
+            rules.push(crate::notify::config::InhibitRule { source: vec![s], target: vec![t], equal });
+        }
+        self.dispatcher.set_inhibit_rules(rules);
+    }
+
+    /// callscope watching itself: every worker's heartbeat becomes samples of
+    /// `callscope_consumer_lag_messages` (gauge per worker and partition) and
+    /// `callscope_dead_letters_total` (counter increments per worker), which the default
+    /// rules read like any other metric.
+    async fn self_samples(&mut self) {
+        let Ok(workers) = callscope_storage::workers::read_all(&self.tier).await else { return };
+        let wall = now_ms();
+        for w in workers.into_iter().filter(|w| wall - w.updated_at_ms < 30_000) {
+            let t = w.updated_at_ms;
+            if self.heartbeat_seen.get(&w.worker_id).is_some_and(|(at, _)| *at >= t) {
+                continue;
+            }
+            let sample = |name: &str, kind, value: f64, labels: Vec<(&str, String)>| callscope_schemas::Metric {
+                name: name.into(),
+                kind,
+                value,
+                timestamp_ms: t,
+                service: "callscope".into(),
+                labels: labels.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                unit: None,
+            };
+            for (partition, lag) in &w.lag {
+                let m = sample(
+                    "callscope_consumer_lag_messages",
+                    callscope_schemas::MetricKind::Gauge,
+                    *lag as f64,
+                    vec![("worker", w.worker_id.clone()), ("partition", partition.clone())],
+                );
+                self.engine.ingest_side(&m);
+            }
+            if let Some((_, before)) = self.heartbeat_seen.get(&w.worker_id)
+                && w.dead_lettered >= *before
+            {
+                let m = sample(
+                    "callscope_dead_letters_total",
+                    callscope_schemas::MetricKind::Counter,
+                    (w.dead_lettered - before) as f64,
+                    vec![("worker", w.worker_id.clone())],
+                );
+                self.engine.ingest_side(&m);
+            }
+            self.heartbeat_seen.insert(w.worker_id.clone(), (t, w.dead_lettered));
+        }
+    }
+
+    /// Loads acknowledgements (made through the API) into the dispatcher.
+    async fn load_acks(&mut self) {
+        match self.acks.list().await {
+            Ok(acks) => self.dispatcher.set_acks(acks.into_iter().map(|a| (a.fingerprint, a.starts_at_ms)).collect()),
+            Err(e) => tracing::warn!(error = %e, "reading acknowledgements failed; keeping the previous ones"),
+        }
+    }
+
+    async fn load_silences(&mut self) {
+        let silences = match self.silences.list().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading silences failed; keeping the previous ones");
+                return;
+            }
+        };
+        let wall = now_ms();
+        let rules = silences
+            .into_iter()
+            .filter(|s| s.state(wall) != SilenceState::Expired)
+            .filter_map(|s| {
+                let matchers = s
+                    .matchers
+                    .iter()
+                    .map(|m| {
+                        let op = match (m.is_regex, m.is_equal) {
+                            (false, true) => "=",
+                            (false, false) => "!=",
+                            (true, true) => "=~",
+                            (true, false) => "!~",
+                        };
+                        parse_matcher(&format!("{}{op}{}", m.name, serde_json::to_string(&m.value).unwrap_or_default()))
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| tracing::warn!(silence = %s.id, error = %e, "ignoring a silence with a bad matcher"))
+                    .ok()?;
+                Some(SilenceRule { id: s.id, matchers, starts_at_ms: s.starts_at_ms, ends_at_ms: s.ends_at_ms })
+            })
+            .collect();
+        self.dispatcher.set_silences(rules);
+    }
+
+    async fn probe_alertmanagers(&mut self) {
+        if self.last_probe.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            return;
+        }
+        self.last_probe = Some(Instant::now());
+        let urls = self.notifier.as_ref().map(|n| n.alertmanager_urls.clone()).unwrap_or_default();
+        self.alertmanager_health =
+            futures::future::join_all(urls.iter().map(|u| crate::notify::channels::probe_alertmanager(u))).await;
+    }
+
+    fn reload(&mut self) {
+        let metrics = AlertingMetrics::global();
+        match load_rules(&self.config) {
+            Ok(rules) => {
+                metrics.rules_loaded.set(rules.len() as i64);
+                self.engine.set_rules(rules);
+                self.rule_errors.clear();
+                metrics.rule_reloads.with_label_values(&["ok"]).inc();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "alert rules not reloaded; the previous rules stay in force");
+                self.rule_errors = vec![e.to_string()];
+                metrics.rule_reloads.with_label_values(&["error"]).inc();
+            }
+        }
+        match load_notify(&self.config) {
+            Ok(Some((config, route))) => match Notifier::start(&config, failure_sink(self.tier.clone())) {
+                Ok(notifier) => {
+                    self.dispatcher.set_route(route);
+                    self.config_inhibit = config.inhibit_rules().unwrap_or_default();
+                    self.apply_inhibitions();
+                    self.notifier = Some(notifier);
+                }
+                Err(e) => tracing::warn!(error = %e, "notification config not reloaded"),
+            },
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "notification config not reloaded; the previous one stays in force");
+                metrics.rule_reloads.with_label_values(&["error"]).inc();
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The evaluator task: start-up (rules, notification config, history replay, the lease),
+//! then one loop that reads messages, evaluates after every batch and every tick, takes
+//! over or hands back leadership, and reloads what changed.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use callscope_runtime::kafka::ensure_topics;
+use callscope_runtime::now_ms;
+use callscope_schemas::DecodeOptions;
+use callscope_storage::{CatalogKey, Tier};
+use futures::FutureExt;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::{AlertingStatus, Evaluator, LEADER_SILENCE, failure_sink};
+use crate::Result;
+use crate::config::{AlertingConfig, files_version, load_notify, load_rules};
+use crate::engine::AlertEngine;
+use crate::lease::Lease;
+use crate::metrics::AlertingMetrics;
+use crate::notify::config::NotifyConfig;
+use crate::notify::dispatch::Dispatcher;
+use crate::notify::notifier::Notifier;
+use crate::replay::assign_from;
+use crate::state::read_state;
+
+/// Runs the evaluator until `shutdown`.
+pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken) -> Result<()> {
+    let rules = load_rules(&config)?;
+    let notify = load_notify(&config)?;
+    ensure_topics(&config.kafka, std::slice::from_ref(&config.lease_topic), 1, Duration::from_secs(60)).await?;
+    let metrics = AlertingMetrics::global();
+    metrics.rules_loaded.set(rules.len() as i64);
+    let replay_ms = i64::try_from(config.replay.as_millis()).unwrap_or(i64::MAX);
+    let engine = AlertEngine::new(config.engine, rules);
+    let (dispatcher, notifier, config_inhibit) = match notify {
+        Some((nc, route)) => {
+            let notifier = Notifier::start(&nc, failure_sink(tier.clone()))?;
+            let inhibit = nc.inhibit_rules()?;
+            (Dispatcher::new(route), Some(notifier), inhibit)
+        }
+        None => {
+            let (_, route) = NotifyConfig::parse("route: {receiver: none}\nreceivers: [{name: none}]")?;
+            (Dispatcher::new(route), None, Vec::new())
+        }
+    };
+    // Partitions are assigned, not subscribed: the group id only names the client.
+    let source: StreamConsumer = config
+        .kafka
+        .consumer_config(&format!("{}-reader", config.lease_group))
+        .set("fetch.wait.max.ms", "20")
+        .create()?;
+    let mut topics = config.metric_topics.clone();
+    topics.push(config.alerts_topic.clone());
+    let ends = assign_from(&source, &topics, now_ms() - replay_ms).await?;
+    let lease = Lease::join(&config.kafka, &config.lease_topic, &config.lease_group, shutdown.clone())?;
+    let producer = config.kafka.producer()?;
+    let silences = callscope_storage::SilenceStore::new(tier.clone());
+    let acks = callscope_storage::AckStore::new(tier.clone());
+    let smart_rules = callscope_storage::SmartRuleStore::new(tier.clone());
+    let mut ev = Evaluator {
+        state: read_state(&tier).await,
+        config,
+        tier,
+        engine,
+        dispatcher,
+        notifier,
+        producer,
+        leader: false,
+        state_dirty: false,
+        rule_errors: Vec::new(),
+        recent: Default::default(),
+        silences,
+        smart_rules,
+        acks,
+        smart_version: String::new(),
+        smart_errors: Vec::new(),
+        config_inhibit,
+        alertmanager_health: Vec::new(),
+        last_probe: None,
+        heartbeat_seen: HashMap::new(),
+        decode: DecodeOptions { max_time_skew_ms: DecodeOptions::DEFAULT_MAX_SKEW_MS, now_ms: now_ms() },
+    };
+    ev.apply_inhibitions();
+    ev.load_silences().await;
+    ev.load_acks().await;
+    ev.load_smart_rules().await;
+    let mut positions: HashMap<(String, i32), i64> = HashMap::new();
+    let mut caught_up = ends.is_empty();
+    let mut ticker = tokio::time::interval(ev.config.eval_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut slow = tokio::time::interval(Duration::from_secs(2));
+    let mut last_resend = Instant::now();
+    let mut last_rejoin = Instant::now();
+    let mut version = files_version(&ev.config);
+    tracing::info!(instance = %ev.config.instance_id, rules = ev.engine.rule_count(), replay_ms, "alert evaluator started");
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            first = source.recv() => {
+                let wall = now_ms();
+                let mut batch = vec![first];
+                // Drain what is already fetched: one evaluation per batch.
+                while batch.len() < 5000 {
+                    match source.recv().now_or_never() {
+                        Some(m) => batch.push(m),
+                        None => break,
+                    }
+                }
+                for m in batch {
+                    match m {
+                        Ok(m) => {
+                            positions.insert((m.topic().to_string(), m.partition()), m.offset());
+                            ev.on_message(m.topic(), m.key(), m.payload().unwrap_or_default(), wall);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "alert evaluator read failed"),
+                    }
+                }
+                if !caught_up {
+                    caught_up = ends.iter().all(|(k, end)| positions.get(k).is_some_and(|p| *p + 1 >= *end));
+                    if caught_up {
+                        tracing::info!("alert evaluator read back its history");
+                    }
+                }
+                ev.evaluate("batch", wall).await;
+                ev.flush(wall);
+            }
+            _ = ticker.tick() => {
+                let wall = now_ms();
+                let leader = lease.is_leader();
+                if leader != ev.leader {
+                    if leader {
+                        // Take over the notification log of the previous leader.
+                        ev.state = read_state(&ev.tier).await;
+                        ev.dispatcher.restore_log(ev.state.nflog.clone());
+                        tracing::info!(instance = %ev.config.instance_id, "this process now sends alert notifications");
+                    } else {
+                        tracing::info!(instance = %ev.config.instance_id, "another process sends alert notifications now");
+                    }
+                    ev.leader = leader;
+                    metrics.leader.set(i64::from(leader));
+                    ev.publish_recent().await;
+                }
+                if caught_up {
+                    ev.evaluate("interval", wall).await;
+                }
+                ev.flush(wall);
+                if last_resend.elapsed() >= Duration::from_secs(60) && ev.leader {
+                    ev.resend_to_alertmanagers(wall);
+                    last_resend = Instant::now();
+                }
+                ev.save_state().await;
+            }
+            _ = slow.tick() => {
+                // Tansu 0.6 can leave a dead member's partition unassigned (see the worker's
+                // orphan watchdog): when no leader has published status for 10 s, rejoin.
+                if !ev.leader && last_rejoin.elapsed() >= LEADER_SILENCE {
+                    let silent_for = match ev.tier.get(&CatalogKey::AlertingStatus.path()).await {
+                        Ok(bytes) => serde_json::from_slice::<AlertingStatus>(&bytes)
+                            .map_or(i64::MAX, |s| now_ms() - s.updated_at_ms),
+                        Err(_) => i64::MAX,
+                    };
+                    if silent_for > LEADER_SILENCE.as_millis() as i64 {
+                        tracing::warn!(silent_for_ms = silent_for, "no alerting leader is publishing; rejoining the lease group");
+                        lease.rejoin();
+                        last_rejoin = Instant::now();
+                    }
+                }
+                ev.load_silences().await;
+                ev.load_acks().await;
+                ev.load_smart_rules().await;
+                ev.self_samples().await;
+                let now_version = files_version(&ev.config);
+                if now_version != version {
+                    version = now_version;
+                    ev.reload();
+                }
+                if ev.leader {
+                    ev.probe_alertmanagers().await;
+                }
+                ev.publish_status(now_ms()).await;
+            }
+        }
+    }
+    ev.save_state().await;
+    Ok(())
+}

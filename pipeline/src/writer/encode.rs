@@ -1,0 +1,69 @@
+//! Parquet encoding of what a writer stores: events as one data file per `date/hour`, window
+//! rows as one roll-up file per resolution and `date/hour`. Every name derives from the
+//! partition and the offset range (or idle close) that produced the rows, so a replay
+//! writes the same names.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use callscope_schemas::Dataset;
+use callscope_schemas::arrow_schema::{SourcedEvent, to_record_batch};
+use callscope_schemas::rollup::{RollupRow, rollups_to_record_batch};
+use callscope_storage::{DataFileKey, HourPartition, RollupFileKey, RollupSource, StorageError, Tier, parquet_file};
+
+use crate::error::{PipelineError, Result};
+
+/// Encodes events as one Parquet file per `date/hour` partition.
+pub(super) fn encode_files<'a>(
+    dataset: Dataset,
+    topic: &str,
+    partition: i32,
+    first_offset: i64,
+    last_offset: i64,
+    events: impl IntoIterator<Item = &'a SourcedEvent>,
+) -> Result<Vec<(String, Bytes)>> {
+    let mut by_hour: BTreeMap<HourPartition, Vec<&SourcedEvent>> = BTreeMap::new();
+    for e in events {
+        by_hour.entry(HourPartition::of_unix_ms(e.event.event_time_ms())).or_default().push(e);
+    }
+    by_hour
+        .into_iter()
+        .map(|(hour, rows)| {
+            let record_batch = to_record_batch(dataset, rows).map_err(StorageError::from)?;
+            let bytes = parquet_file::encode(&[record_batch])?;
+            let key = DataFileKey { dataset, hour, topic: topic.to_string(), partition, first_offset, last_offset };
+            Ok((key.path(), bytes))
+        })
+        .collect()
+}
+
+/// Encodes roll-up rows as one Parquet file per resolution and `date/hour` of the window.
+pub(super) fn encode_rollups(
+    topic: &str,
+    partition: i32,
+    source: RollupSource,
+    rows: &[RollupRow],
+) -> Result<Vec<(String, Bytes)>> {
+    let mut groups: BTreeMap<(i64, HourPartition), Vec<&RollupRow>> = BTreeMap::new();
+    for row in rows {
+        groups.entry((row.resolution_ms, HourPartition::of_unix_ms(row.window_start_ms))).or_default().push(row);
+    }
+    groups
+        .into_iter()
+        .map(|((resolution_ms, hour), rows)| {
+            let batch = rollups_to_record_batch(rows).map_err(StorageError::from)?;
+            let bytes = parquet_file::encode(&[batch])?;
+            let key = RollupFileKey { resolution_ms, hour, topic: topic.to_string(), partition, source };
+            Ok((key.path(), bytes))
+        })
+        .collect()
+}
+
+/// Writes files durably, all at once (files outside a batch record: idle-closed windows).
+pub(super) async fn put_all(tier: &Tier, files: Vec<(String, Bytes)>) -> Result<()> {
+    let writes = files.into_iter().map(|(path, bytes)| {
+        let tier = tier.clone();
+        async move { tier.put_durable(&path, bytes, false).await }
+    });
+    futures::future::try_join_all(writes).await.map(|_| ()).map_err(PipelineError::from)
+}

@@ -1,0 +1,284 @@
+//! One writer task per topic partition. It receives batches from the consume loop in
+//! offset order and, for each: recovers the partition's durable state when the partition
+//! was (re)assigned ([`recovery`]), drops offsets that are already stored, aggregates the
+//! batch's metrics in windows and encodes Parquet per `date/hour` ([`prepare`],
+//! [`encode`]), then runs the exactly-once sequence ([`commit`]): dead letters sent and
+//! acknowledged, the batch committed through the [`CommitLog`], and only then the durable
+//! offset reported through [`OffsetAck`]. Transient failures are retried with backoff; the
+//! consume loop is only slowed down by the bounded channel.
+//!
+//! The writer talks to Kafka only through the seams of [`crate::acks`], so every crash point
+//! is unit-tested over an in-memory tier (`tests.rs`).
+
+mod commit;
+mod encode;
+mod prepare;
+mod recovery;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callscope_schemas::Dataset;
+use callscope_storage::CommitLog;
+use tokio::sync::mpsc;
+
+use crate::acks::{DeadLetterSink, OffsetAck};
+use crate::batch::{PendingBatch, WriterJob};
+use crate::error::{PipelineError, RetryHint};
+use crate::metrics::PipelineMetrics;
+use crate::status::StatusHandle;
+use crate::windows::definitions::AggregationShared;
+use crate::windows::partition::PartitionWindows;
+
+/// Shared context of all partition writers of a worker.
+#[derive(Clone)]
+pub struct WriterContext {
+    /// Where durable offsets are reported (the source commits them).
+    pub acks: Arc<dyn OffsetAck>,
+    pub dead_letters: Arc<dyn DeadLetterSink>,
+    pub log: CommitLog,
+    pub worker_id: String,
+    pub status: StatusHandle,
+    /// Windowed aggregation of the metrics dataset; `None` turns it off.
+    pub aggregation: Option<Arc<AggregationShared>>,
+}
+
+/// Handle to a running partition writer.
+pub struct PartitionWriter {
+    pub sender: mpsc::Sender<WriterJob>,
+    /// Resolves to the last offset the group may commit for this partition (everything up
+    /// to it is durable, and so is the window state that reflects it).
+    pub task: tokio::task::JoinHandle<Option<i64>>,
+}
+
+impl PartitionWriter {
+    pub fn spawn(ctx: WriterContext, topic: String, partition: i32, dataset: Dataset) -> PartitionWriter {
+        let (sender, receiver) = mpsc::channel(4);
+        let state = WriterState::new(ctx, topic, partition, dataset);
+        let task = tokio::spawn(state.run(receiver));
+        PartitionWriter { sender, task }
+    }
+}
+
+struct WriterState {
+    ctx: WriterContext,
+    topic: String,
+    partition: i32,
+    dataset: Dataset,
+    needs_recovery: bool,
+    /// Set after a permanent failure: later batches are not written (see `handle_batch`).
+    stopped: bool,
+    /// Cleared between a revoke and the next assignment.
+    owned: bool,
+    durable_last: Option<i64>,
+    /// Committed batch ranges whose records may still be needed by recovery.
+    ranges: VecDeque<(i64, i64)>,
+    /// Set when this partition's events are aggregated in windows.
+    windows: Option<PartitionWindows>,
+    /// Largest event time seen (lateness of datasets that are not aggregated).
+    max_event_ms: Option<i64>,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A writer that received nothing for this long looks after idle windows and checkpoints.
+const QUIET_TICK: Duration = Duration::from_secs(1);
+
+impl WriterState {
+    fn new(ctx: WriterContext, topic: String, partition: i32, dataset: Dataset) -> WriterState {
+        let windows = match (&ctx.aggregation, dataset) {
+            (Some(shared), Dataset::Metrics) => Some(PartitionWindows::new(shared.clone(), topic.clone(), partition)),
+            _ => None,
+        };
+        WriterState {
+            ctx,
+            topic,
+            partition,
+            dataset,
+            needs_recovery: true,
+            stopped: false,
+            owned: true,
+            durable_last: None,
+            ranges: VecDeque::new(),
+            windows,
+            max_event_ms: None,
+        }
+    }
+
+    /// Runs until the channel closes; returns the last offset the group may commit.
+    async fn run(mut self, mut jobs: mpsc::Receiver<WriterJob>) -> Option<i64> {
+        loop {
+            let job = match tokio::time::timeout(QUIET_TICK, jobs.recv()).await {
+                Ok(Some(job)) => job,
+                Ok(None) => break,
+                Err(_) => {
+                    self.on_quiet().await;
+                    continue;
+                }
+            };
+            match job {
+                WriterJob::Assigned => {
+                    self.needs_recovery = true;
+                    self.owned = true;
+                }
+                WriterJob::Revoked => {
+                    self.owned = false;
+                    self.needs_recovery = true;
+                    if let Some(windows) = self.windows.as_mut() {
+                        windows.forget();
+                    }
+                }
+                WriterJob::Batch(_) if self.stopped => {}
+                WriterJob::Batch(batch) => self.handle_batch(batch).await,
+            }
+        }
+        // Shutdown: leave a checkpoint of the newest state, so that a restart replays nothing.
+        if self.owned
+            && !self.stopped
+            && !self.needs_recovery
+            && let Some(windows) = self.windows.as_mut()
+            && let Err(e) = windows.checkpoint(self.durable_last, &*self.ctx.acks).await
+        {
+            tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "final window checkpoint failed; the next owner replays from the previous one");
+        }
+        self.commit_target()
+    }
+
+    /// The last offset whose effects are all durable: with window state, the newest
+    /// checkpoint (a restart replays from the one after it); without, the newest batch.
+    fn commit_target(&self) -> Option<i64> {
+        match &self.windows {
+            Some(windows) => windows.checkpointed(),
+            None => self.durable_last,
+        }
+    }
+
+    /// Sleeps before a retry, or stops the partition when `e` is not transient. Returns
+    /// whether to retry.
+    async fn backoff_or_stop(&mut self, e: &PipelineError, backoff: &mut Duration) -> bool {
+        if e.retry_hint() != RetryHint::Retry {
+            self.stop(e);
+            return false;
+        }
+        PipelineMetrics::global().write_retries.with_label_values(&[&self.topic]).inc();
+        tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, backoff = ?*backoff, "batch write failed; retrying");
+        self.ctx.status.update(|s| s.last_error = Some(e.to_string()));
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        true
+    }
+
+    /// Writing later batches would leave a hole behind the durable high-water mark: stop
+    /// this partition instead. Nothing after the last checkpoint or batch is acknowledged,
+    /// so a restart re-reads it.
+    fn stop(&mut self, e: &dyn std::fmt::Display) {
+        tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "batch write failed permanently; this partition stops until the worker restarts");
+        self.ctx.status.update(|s| s.last_error = Some(format!("{}/{} stopped: {e}", self.topic, self.partition)));
+        self.stopped = true;
+    }
+
+    async fn handle_batch(&mut self, mut batch: PendingBatch) {
+        let mut backoff = Duration::from_millis(100);
+        // Windows an idle close emitted must be in a checkpoint before later batches are
+        // committed (see `PartitionWindows::idle_close_unsaved`).
+        while let Some(windows) = self.windows.as_mut().filter(|w| w.idle_close_unsaved()) {
+            if let Err(e) = windows.checkpoint(self.durable_last, &*self.ctx.acks).await
+                && !self.backoff_or_stop(&e, &mut backoff).await
+            {
+                return;
+            }
+        }
+        let had_events = !batch.events.is_empty();
+        // Recover (after an assignment) and prepare: aggregate and encode, once.
+        let prepared = loop {
+            let recovered = if self.needs_recovery { self.recover().await } else { Ok(()) };
+            let result = match recovered {
+                Ok(()) => self.prepare(&mut batch).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(prepared) => break prepared,
+                Err(e) => {
+                    if !self.backoff_or_stop(&e, &mut backoff).await {
+                        return;
+                    }
+                }
+            }
+        };
+        let Some(prepared) = prepared else {
+            self.publish_progress(had_events);
+            return;
+        };
+        // Commit, retrying the same files: the window state has already moved past them.
+        loop {
+            let e = match self.commit(&batch, &prepared).await {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            if !self.backoff_or_stop(&e, &mut backoff).await {
+                return;
+            }
+            // The failed attempt may have left a record, or another writer may have
+            // committed the range (a rebalance raced with us).
+            if let Err(e) = self.recover_log().await {
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "recovery before retry failed");
+                continue;
+            }
+            match self.durable_last {
+                Some(d) if d >= prepared.last => return,
+                Some(d) if d >= prepared.first => {
+                    self.stop(&format!("offsets {}..={d} were committed by another writer", prepared.first));
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.after_commit(prepared, had_events).await;
+    }
+
+    /// Publishes the partition's watermark and state gauges.
+    fn publish_progress(&mut self, had_events: bool) {
+        if let Some(windows) = self.windows.as_mut() {
+            windows.publish_progress(had_events);
+        }
+    }
+
+    /// Called when no job arrived for a while: closes the windows of an idle partition,
+    /// checkpoints changed state, and writes the files of idle-closed windows.
+    async fn on_quiet(&mut self) {
+        if self.windows.is_none() || self.stopped || !self.owned {
+            return;
+        }
+        if self.needs_recovery
+            && let Err(e) = self.recover().await
+        {
+            tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "recovery failed; will retry");
+            return;
+        }
+        let Some(windows) = self.windows.as_mut() else { return };
+        windows.close_if_idle(self.durable_last);
+        windows.publish_progress(false);
+        // The checkpoint lists the idle-closed rows first, so that a crash between it and
+        // their files re-writes the same files rather than re-opening the windows.
+        if let Err(e) = windows.checkpoint(self.durable_last, &*self.ctx.acks).await {
+            tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "window checkpoint failed; will retry");
+            return;
+        }
+        let Some((source, rows)) = windows.pending_idle() else { return };
+        let written = match encode::encode_rollups(&self.topic, self.partition, *source, rows) {
+            Ok(files) => encode::put_all(self.ctx.log.tier(), files).await,
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(()) => {
+                PipelineMetrics::global().count_rollup_rows(rows);
+                windows.idle_written();
+            }
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "writing idle-closed windows failed; will retry")
+            }
+        }
+    }
+}

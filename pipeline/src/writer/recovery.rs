@@ -1,0 +1,37 @@
+//! Recovery of a partition's durable state when the writer (re)gains the partition, before
+//! it writes again: the commit log first (rolling back the one incomplete batch a crash
+//! can leave, and learning the highest stored offset, which replays skip), then the
+//! window state from the newest checkpoint at or below it. What recovery finds durable is
+//! acknowledged, so the group does not re-read it again.
+
+use super::WriterState;
+use crate::error::Result;
+use crate::metrics::PipelineMetrics;
+
+impl WriterState {
+    /// Reads the partition's durable state: the commit log, then the window state.
+    pub(super) async fn recover(&mut self) -> Result<()> {
+        self.recover_log().await?;
+        if let Some(windows) = self.windows.as_mut() {
+            windows.restore(self.durable_last, &*self.ctx.acks).await?;
+        } else if let Some(last) = self.durable_last {
+            self.ctx.acks.ack(&self.topic, self.partition, last + 1);
+        }
+        self.needs_recovery = false;
+        Ok(())
+    }
+
+    /// Reads the commit log: rolls back an incomplete batch, and learns the complete ones.
+    pub(super) async fn recover_log(&mut self) -> Result<()> {
+        let recovery = self.ctx.log.recover(&self.topic, self.partition, 0).await?;
+        if recovery.rolled_back > 0 {
+            PipelineMetrics::global().rollbacks.with_label_values(&[&self.topic]).inc_by(recovery.rolled_back as u64);
+        }
+        self.durable_last = recovery.durable_last;
+        self.ranges = recovery.complete.into_iter().collect();
+        if let Some(last) = self.durable_last {
+            tracing::info!(topic = %self.topic, partition = self.partition, durable_last = last, "recovered partition; already stored offsets will be skipped");
+        }
+        Ok(())
+    }
+}

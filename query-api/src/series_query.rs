@@ -1,0 +1,490 @@
+//! The grouped query path every time-series answer shares: parameters of a series query,
+//! the plan that splits a range between roll-ups (closed windows) and raw samples, and the
+//! grouped aggregation over both. `/monitoring/metrics`, custom metrics ([`crate::derived`])
+//! and the Prometheus export read through it.
+//!
+//! Sources: the coarsest roll-up resolution that tiles `step` answers every bucket whose
+//! windows have closed (partials merged, quantiles from merged DDSketches); raw samples
+//! answer the rest (the newest buckets, steps no resolution tiles, and quantiles of
+//! counters and gauges, which keep no sketch). The `x-callscope-source` header says which
+//! answered (`rollup:1m+raw`). Points cover whole buckets: `start` and `end` widen to
+//! multiples of `step`.
+//!
+//! Parameters: `name` (required), `service`, `label.<key>=<value>` (any number), `start` and
+//! `end` (unix ms or RFC 3339; default the last hour), `step` (`15s`, `1m`, `1h`, or ms;
+//! default 60 s), `resolution` (`auto` (default), `raw`, or a roll-up resolution such as `1m`), `agg` (`avg|sum|min|max|count|rate|last|p50|p90|p95|p99`; default `avg`).
+//! One series per (service, label set); each point is `[bucket start unix ms, value]`, buckets
+//! aligned to multiples of `step` since the epoch.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::DataType;
+use callscope_schemas::rollup::{ROLLUP_TABLE, decode_sketch, merge_sketch, resolution_label};
+use datafusion::functions::core::expr_fn::get_field;
+use datafusion::functions_aggregate::expr_fn::{avg, count, last_value, max, min, percentile_cont, sum};
+use datafusion::prelude::{Expr, cast, col, lit};
+use serde::Serialize;
+use serde_json::Value;
+use sketches_ddsketch::DDSketch;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::json_rows::column_values;
+
+/// Most points one request may ask for (per series).
+pub const MAX_POINTS: i64 = 11_000;
+
+/// One series in the reply.
+#[derive(Debug, Serialize)]
+pub struct Series {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub points: Vec<(i64, f64)>,
+}
+
+/// Parses a time given as unix milliseconds or RFC 3339.
+pub fn parse_time(field: &str, text: &str) -> ApiResult<i64> {
+    if let Ok(ms) = text.trim().parse::<i64>() {
+        return Ok(ms);
+    }
+    if let Ok(secs) = text.trim().parse::<f64>()
+        && secs.is_finite()
+    {
+        return Ok((secs * 1000.0) as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| ApiError::bad_field(field, format!("{field}={text:?} is neither unix milliseconds nor RFC 3339")))
+}
+
+/// Parses a Prometheus-style duration (`30s`, `1m`, `1h30m`, `500ms`) or plain milliseconds.
+pub fn parse_step(text: &str) -> ApiResult<i64> {
+    let text = text.trim();
+    if let Ok(ms) = text.parse::<i64>() {
+        if ms <= 0 {
+            return Err(ApiError::bad_field("step", "step must be positive"));
+        }
+        return Ok(ms);
+    }
+    let d = humantime::parse_duration(text).map_err(|e| ApiError::bad_field("step", format!("step={text:?}: {e}")))?;
+    let ms = d.as_millis() as i64;
+    if ms <= 0 {
+        return Err(ApiError::bad_field("step", "step must be at least 1ms"));
+    }
+    Ok(ms)
+}
+
+/// An aggregation of the series endpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Agg {
+    Avg,
+    Sum,
+    Min,
+    Max,
+    Count,
+    /// Sum per second of the step (counters).
+    Rate,
+    /// The newest sample (gauges).
+    Last,
+    Quantile(f64),
+}
+
+impl Agg {
+    pub fn parse(text: &str) -> ApiResult<Agg> {
+        Ok(match text {
+            "avg" | "mean" => Agg::Avg,
+            "sum" => Agg::Sum,
+            "min" => Agg::Min,
+            "max" => Agg::Max,
+            "count" => Agg::Count,
+            "rate" => Agg::Rate,
+            "last" => Agg::Last,
+            "p50" | "median" => Agg::Quantile(0.5),
+            "p90" => Agg::Quantile(0.9),
+            "p95" => Agg::Quantile(0.95),
+            "p99" => Agg::Quantile(0.99),
+            other => {
+                return Err(ApiError::bad_field(
+                    "agg",
+                    format!("unknown agg {other:?}; use avg, sum, min, max, count, rate, last, p50, p90, p95 or p99"),
+                ));
+            }
+        })
+    }
+
+    /// The aggregate over raw samples.
+    pub(crate) fn raw_expr(self, step_ms: i64) -> Expr {
+        let v = || col("value");
+        match self {
+            Agg::Avg => avg(v()),
+            Agg::Sum => sum(v()),
+            Agg::Min => min(v()),
+            Agg::Max => max(v()),
+            Agg::Count => count(v()),
+            Agg::Rate => sum(v()) / lit(step_ms as f64 / 1000.0),
+            Agg::Last => last_value(v(), vec![col("timestamp_ms").sort(true, false), v().sort(true, false)]),
+            Agg::Quantile(q) => percentile_cont(v().sort(true, false), lit(q)),
+        }
+    }
+
+    /// The same aggregate merged from roll-up partials (quantiles are merged from sketches
+    /// outside SQL).
+    pub(crate) fn rollup_expr(self, step_ms: i64) -> Option<Expr> {
+        let f = |e: Expr| cast(e, DataType::Float64);
+        Some(match self {
+            Agg::Avg => f(sum(col("sum"))) / f(sum(col("count"))),
+            Agg::Sum => sum(col("sum")),
+            Agg::Min => min(col("min")),
+            Agg::Max => max(col("max")),
+            Agg::Count => sum(col("count")),
+            Agg::Rate => sum(col("sum")) / lit(step_ms as f64 / 1000.0),
+            Agg::Last => {
+                last_value(col("last"), vec![col("last_time_ms").sort(true, false), col("last").sort(true, false)])
+            }
+            Agg::Quantile(_) => return None,
+        })
+    }
+}
+
+pub(crate) fn date_of(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "1970-01-01".into())
+}
+
+/// A parsed series request. `start`/`end` are widened to whole steps: each point covers
+/// its whole bucket `[t, t + step)`, whichever source answers.
+#[derive(Debug, Clone)]
+pub struct SeriesQuery {
+    pub name: String,
+    pub service: Option<String>,
+    pub labels: Vec<(String, String)>,
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+    pub agg: Agg,
+    /// `None`: pick automatically; `Some(0)`: raw samples only; `Some(r)`: roll-ups of `r`.
+    pub resolution: Option<i64>,
+    /// Whether `agg` was asked for (custom metrics default to their own aggregate).
+    pub agg_given: bool,
+}
+
+impl SeriesQuery {
+    pub fn parse(params: Vec<(String, String)>) -> ApiResult<SeriesQuery> {
+        let mut name = None;
+        let mut service = None;
+        let mut labels = Vec::new();
+        let (mut start, mut end, mut step, mut agg) = (None, None, None, "avg".to_string());
+        let mut resolution = None;
+        let mut agg_given = false;
+        for (k, v) in params {
+            match k.as_str() {
+                "name" => name = Some(v),
+                "service" => service = Some(v),
+                "start" => start = Some(parse_time("start", &v)?),
+                "end" => end = Some(parse_time("end", &v)?),
+                "step" => step = Some(parse_step(&v)?),
+                "agg" => {
+                    agg = v;
+                    agg_given = true;
+                }
+                "resolution" => {
+                    resolution = match v.as_str() {
+                        "" | "auto" => None,
+                        "raw" => Some(0),
+                        text => Some(humantime::parse_duration(text).map(|d| d.as_millis() as i64).map_err(|e| {
+                            ApiError::bad_field(
+                                "resolution",
+                                format!("resolution={text:?}: {e}; use auto, raw or a roll-up resolution such as 1m"),
+                            )
+                        })?),
+                    }
+                }
+                key if key.starts_with("label.") && key.len() > 6 => labels.push((key[6..].to_string(), v)),
+                other => return Err(ApiError::bad_field(other, format!("unknown parameter {other:?}"))),
+            }
+        }
+        let name = name.filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_field("name", "name is required"))?;
+        let end = end.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        let start = start.unwrap_or(end - 3_600_000);
+        if start >= end {
+            return Err(ApiError::bad_field("start", "start must be before end"));
+        }
+        let step = step.unwrap_or(60_000);
+        if (end - start) / step > MAX_POINTS {
+            return Err(ApiError::bad_field(
+                "step",
+                format!("too many points: (end-start)/step must be at most {MAX_POINTS}"),
+            ));
+        }
+        let agg = Agg::parse(&agg)?;
+        // Buckets are aligned to multiples of `step` since the epoch (as Prometheus and
+        // Grafana align steps), so the same question gives the same buckets whatever its start.
+        let start = start.div_euclid(step) * step;
+        let end = (end + step - 1).div_euclid(step) * step;
+        if let Some(r) = resolution.filter(|r| *r > 0)
+            && step % r != 0
+        {
+            return Err(ApiError::bad_field(
+                "resolution",
+                format!("a {r} ms resolution does not tile a {step} ms step"),
+            ));
+        }
+        Ok(SeriesQuery { name, service, labels, start, end, step, agg, resolution, agg_given })
+    }
+
+    pub(crate) fn series_filter(&self) -> Expr {
+        let mut filter = col("name").eq(lit(self.name.clone()));
+        if let Some(service) = &self.service {
+            filter = filter.and(col("service").eq(lit(service.clone())));
+        }
+        for (k, v) in &self.labels {
+            filter = filter.and(get_field(col("labels"), k.as_str()).eq(lit(v.clone())));
+        }
+        filter
+    }
+}
+
+/// The coarsest roll-up resolution whose windows tile every bucket of `step`.
+pub fn pick_resolution(resolutions_ms: &[i64], step_ms: i64) -> Option<i64> {
+    resolutions_ms.iter().copied().filter(|r| *r > 0 && step_ms % r == 0).max()
+}
+
+type SeriesMap = BTreeMap<(String, String), Series>;
+
+fn push_point(series: &mut SeriesMap, name: &str, service: &str, key: &str, t: i64, v: f64) {
+    let entry = series.entry((service.to_string(), key.to_string())).or_insert_with(|| {
+        let mut labels: BTreeMap<String, String> = serde_json::from_str(key).unwrap_or_default();
+        labels.insert("service".into(), service.to_string());
+        Series { name: name.to_string(), labels, points: Vec::new() }
+    });
+    entry.points.push((t, v));
+}
+
+/// Which source answers which part of the range.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Plan {
+    /// Roll-up resolution and the `[from, to)` it answers.
+    pub(crate) rollup: Option<(i64, i64, i64)>,
+    /// `[from, to)` answered from raw samples (after the newest closed window).
+    pub(crate) raw: Option<(i64, i64)>,
+}
+
+pub(crate) async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
+    let all_raw = Plan { rollup: None, raw: Some((q.start, q.end)) };
+    let r = match q.resolution {
+        None => pick_resolution(&state.resolutions_ms, q.step),
+        Some(0) => None,
+        Some(r) if state.resolutions_ms.contains(&r) => Some(r),
+        Some(r) => {
+            return Err(ApiError::bad_field(
+                "resolution",
+                format!(
+                    "no {} roll-ups are written; resolutions: {}",
+                    resolution_label(r),
+                    state.resolutions_ms.iter().map(|r| resolution_label(*r)).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    };
+    let Some(r) = r else { return Ok(all_raw) };
+    // How far closed windows reach, and whether they carry sketches (quantiles need them).
+    let df = state
+        .engine
+        .context()
+        .table(ROLLUP_TABLE)
+        .await?
+        .filter(
+            q.series_filter()
+                .and(col("resolution").eq(lit(resolution_label(r))))
+                .and(col("resolution_ms").eq(lit(r)))
+                .and(col("late").eq(lit(false)))
+                .and(col("window_start_ms").gt_eq(lit(q.start)))
+                .and(col("window_start_ms").lt(lit(q.end)))
+                .and(col("date").gt_eq(lit(date_of(q.start))))
+                .and(col("date").lt_eq(lit(date_of(q.end)))),
+        )?
+        .aggregate(
+            vec![],
+            vec![
+                max(col("window_start_ms")).alias("newest"),
+                count(lit(1)).alias("n"),
+                count(col("sketch")).alias("s"),
+            ],
+        )?;
+    let batches = df.collect().await?;
+    let Some(batch) = batches.first().filter(|b| b.num_rows() > 0) else { return Ok(all_raw) };
+    let newest = column_values(batch.column(0).as_ref())[0].as_i64();
+    let n = column_values(batch.column(1).as_ref())[0].as_i64().unwrap_or(0);
+    let with_sketch = column_values(batch.column(2).as_ref())[0].as_i64().unwrap_or(0);
+    let Some(newest) = newest else { return Ok(all_raw) };
+    if matches!(q.agg, Agg::Quantile(_)) && with_sketch < n {
+        // Counters and gauges keep no sketch: their quantiles come from raw samples.
+        return Ok(all_raw);
+    }
+    // Windows are closed up to the newest one stored, and, for data older than the allowed
+    // lateness plus the idle timeout, everywhere: a window without rows there has no data.
+    let horizon = (newest + r).max(chrono::Utc::now().timestamp_millis() - state.rollups_settled_after_ms);
+    let covered = (horizon.div_euclid(q.step) * q.step).min(q.end);
+    if covered <= q.start {
+        return Ok(all_raw);
+    }
+    Ok(Plan { rollup: Some((r, q.start, covered)), raw: (covered < q.end).then_some((covered, q.end)) })
+}
+
+/// Values per (group key values, bucket start).
+pub type Grouped = BTreeMap<(Vec<String>, i64), f64>;
+
+async fn collect(df: datafusion::dataframe::DataFrame, groups: usize, out: &mut Grouped) -> ApiResult<()> {
+    for batch in df.collect().await? {
+        let cols: Vec<Vec<Value>> = (0..groups + 2).map(|i| column_values(batch.column(i).as_ref())).collect();
+        for row in 0..batch.num_rows() {
+            let key: Vec<String> = (0..groups).map(|g| cols[g][row].as_str().unwrap_or_default().to_string()).collect();
+            let (Some(t), Some(v)) = (cols[groups][row].as_i64(), cols[groups + 1][row].as_f64()) else { continue };
+            out.insert((key, t), v);
+        }
+    }
+    Ok(())
+}
+
+/// Runs `q` along `plan`, grouped by `keys` (string expressions) and the bucket: roll-up
+/// partials merged in SQL (quantiles from merged sketches), then raw samples.
+pub(crate) async fn grouped_by(state: &AppState, q: &SeriesQuery, plan: &Plan, keys: Vec<Expr>) -> ApiResult<Grouped> {
+    let n = keys.len();
+    let keys = |bucket_of: &str| {
+        let mut k: Vec<Expr> = keys.iter().cloned().enumerate().map(|(i, e)| e.alias(format!("g{i}"))).collect();
+        k.push(((col(bucket_of) / lit(q.step)) * lit(q.step)).alias("bucket"));
+        k
+    };
+    let mut out = Grouped::new();
+    if let Some((r, from, to)) = plan.rollup {
+        let filter = q
+            .series_filter()
+            .and(col("resolution").eq(lit(resolution_label(r))))
+            .and(col("resolution_ms").eq(lit(r)))
+            .and(col("window_start_ms").gt_eq(lit(from)))
+            .and(col("window_start_ms").lt(lit(to)))
+            .and(col("date").gt_eq(lit(date_of(from))))
+            .and(col("date").lt_eq(lit(date_of(to))));
+        let table = state.engine.context().table(ROLLUP_TABLE).await?.filter(filter)?;
+        if let Some(expr) = q.agg.rollup_expr(q.step) {
+            let df = table.aggregate(keys("window_start_ms"), vec![cast(expr, DataType::Float64).alias("value")])?;
+            collect(df, n, &mut out).await?;
+        } else if let Agg::Quantile(quantile) = q.agg {
+            // Merge the sketches of every partial in a bucket, then ask the merged sketch.
+            let mut select = keys("window_start_ms");
+            select.push(col("sketch"));
+            let mut merged: BTreeMap<(Vec<String>, i64), DDSketch> = BTreeMap::new();
+            for batch in table.select(select)?.collect().await? {
+                let cols: Vec<Vec<Value>> = (0..=n).map(|i| column_values(batch.column(i).as_ref())).collect();
+                let sketches =
+                    batch.column(n + 1).as_binary_opt::<i32>().ok_or_else(|| ApiError::internal("sketch column"))?;
+                for row in 0..batch.num_rows() {
+                    let Some(t) = cols[n][row].as_i64() else { continue };
+                    if sketches.is_null(row) {
+                        continue;
+                    }
+                    let sketch = decode_sketch(sketches.value(row)).map_err(|e| ApiError::internal(e.to_string()))?;
+                    let key = ((0..n).map(|g| cols[g][row].as_str().unwrap_or_default().to_string()).collect(), t);
+                    match merged.get_mut(&key) {
+                        Some(into) => merge_sketch(into, &sketch).map_err(|e| ApiError::internal(e.to_string()))?,
+                        None => {
+                            merged.insert(key, sketch);
+                        }
+                    }
+                }
+            }
+            for (key, sketch) in merged {
+                if let Ok(Some(v)) = sketch.quantile(quantile) {
+                    out.insert(key, v);
+                }
+            }
+        }
+    }
+    if let Some((from, to)) = plan.raw {
+        let filter = q
+            .series_filter()
+            .and(col("timestamp_ms").gt_eq(lit(from)))
+            .and(col("timestamp_ms").lt(lit(to)))
+            .and(col("date").gt_eq(lit(date_of(from))))
+            .and(col("date").lt_eq(lit(date_of(to))));
+        let df =
+            state.engine.context().table("metrics").await?.filter(filter)?.aggregate(
+                keys("timestamp_ms"),
+                vec![cast(q.agg.raw_expr(q.step), DataType::Float64).alias("value")],
+            )?;
+        collect(df, n, &mut out).await?;
+    }
+    Ok(out)
+}
+
+/// Answers a series query from roll-ups where closed windows cover it and from raw samples
+/// after them; returns the series and a description of the sources (`rollup:1m`, `raw`).
+pub async fn answer(state: &AppState, q: &SeriesQuery) -> ApiResult<(Vec<Series>, String)> {
+    let plan = plan(state, q).await?;
+    let grouped = grouped_by(state, q, &plan, vec![col("service"), col("labels_key")]).await?;
+    let mut series = SeriesMap::new();
+    for ((key, t), v) in grouped {
+        if let [service, labels_key] = key.as_slice() {
+            push_point(&mut series, &q.name, service, labels_key, t, v);
+        }
+    }
+    let mut sources = Vec::new();
+    if let Some((r, _, _)) = plan.rollup {
+        sources.push(format!("rollup:{}", resolution_label(r)));
+    }
+    if plan.raw.is_some() {
+        sources.push("raw".to_string());
+    }
+    Ok((series.into_values().collect(), sources.join("+")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_steps_parse() {
+        assert_eq!(parse_time("start", "1700000000000").expect("ms"), 1_700_000_000_000);
+        assert_eq!(parse_time("start", "2023-11-14T22:13:20Z").expect("rfc3339"), 1_700_000_000_000);
+        assert!(parse_time("start", "yesterday").is_err());
+        assert_eq!(parse_step("60s").expect("60s"), 60_000);
+        assert_eq!(parse_step("1m").expect("1m"), 60_000);
+        assert_eq!(parse_step("1h").expect("1h"), 3_600_000);
+        assert_eq!(parse_step("250").expect("ms"), 250);
+        assert!(parse_step("0").is_err());
+        assert!(parse_step("soon").is_err());
+    }
+
+    #[test]
+    fn unknown_aggregations_are_refused() {
+        assert_eq!(Agg::parse("p95").expect("p95"), Agg::Quantile(0.95));
+        assert!(Agg::parse("mode").is_err());
+    }
+
+    #[test]
+    fn the_coarsest_resolution_that_tiles_the_step() {
+        let r = [10_000, 60_000, 3_600_000];
+        assert_eq!(pick_resolution(&r, 60_000), Some(60_000));
+        assert_eq!(pick_resolution(&r, 300_000), Some(60_000));
+        assert_eq!(pick_resolution(&r, 7_200_000), Some(3_600_000));
+        assert_eq!(pick_resolution(&r, 30_000), Some(10_000));
+        assert_eq!(pick_resolution(&r, 15_000), None);
+        assert_eq!(pick_resolution(&[], 60_000), None);
+    }
+
+    #[test]
+    fn ranges_widen_to_whole_steps() {
+        let params = |s: &str, e: &str| {
+            vec![
+                ("name".into(), "x".into()),
+                ("start".into(), s.into()),
+                ("end".into(), e.into()),
+                ("step".into(), "1m".into()),
+            ]
+        };
+        let q = SeriesQuery::parse(params("90000", "150000")).expect("query");
+        assert_eq!((q.start, q.end), (60_000, 180_000));
+    }
+}

@@ -1,0 +1,25 @@
+//! `callscope bench …`: benchmarks are programs that print figures, never timed assertions
+//! in tests.
+//!
+//! * [`pipeline`]: `bench ingest` (bare consumer vs the full pipeline) and `bench aggregate`
+//!   (window aggregation on vs off, window state per series).
+//! * [`alert_latency`]: `bench alert-latency` (breaching event to webhook notification).
+//! * [`common`]: what they share: generated metrics, statistics, scratch directories.
+
+#[cfg(feature = "embedded-broker")]
+mod alert_latency;
+mod common;
+mod pipeline;
+
+use crate::cli::BenchCommand;
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Ingest(c) => pipeline::ingest(c).await,
+        BenchCommand::Aggregate(c) => pipeline::aggregate(c).await,
+        #[cfg(feature = "embedded-broker")]
+        BenchCommand::AlertLatency(c) => alert_latency::run(c).await,
+        #[cfg(not(feature = "embedded-broker"))]
+        BenchCommand::AlertLatency(_) => anyhow::bail!("bench alert-latency needs the embedded broker feature"),
+    }
+}

@@ -1,0 +1,81 @@
+//! The configuration of `callscope bench …`.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::broker::BrokerStorage;
+use super::encoding::EncodingArg;
+use super::ingest::DEFAULT_FLUSH_ROWS;
+use super::kafka::DEFAULT_PARTITIONS;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Bare rdkafka consumer vs the full pipeline on the same preloaded topic.
+    Ingest(BenchIngestConfig),
+    /// Pipeline throughput with window aggregation on vs off on the same stream, window
+    /// state per active series, and peak memory.
+    Aggregate(BenchAggregateConfig),
+    /// Latency from producing a breaching event to the webhook receiving its notification,
+    /// under background traffic (p50 / p99 over trials).
+    AlertLatency(BenchAlertConfig),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchAlertConfig {
+    /// Background metric events per second.
+    #[arg(long, default_value_t = 50_000, env = "CALLSCOPE_BENCH_RATE")]
+    pub rate: u64,
+    /// Breaching events, one per trial.
+    #[arg(long, default_value_t = 30, env = "CALLSCOPE_BENCH_TRIALS")]
+    pub trials: usize,
+    /// Background traffic before the first trial.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Pause between trials.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub pause: Duration,
+    /// Partitions of the benchmark's topics.
+    #[arg(long, default_value_t = DEFAULT_PARTITIONS, env = "CALLSCOPE_PARTITIONS")]
+    pub partitions: i32,
+    /// Embedded broker storage.
+    #[arg(long, env = "CALLSCOPE_BROKER_STORAGE", value_enum, default_value = "memory")]
+    pub broker_storage: BrokerStorage,
+    /// Evaluate only the benchmark's rules (the default pack is on otherwise).
+    #[arg(long)]
+    pub no_default_rules: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchAggregateConfig {
+    #[command(flatten)]
+    pub stream: BenchIngestConfig,
+    /// Active series for the state-size measurement.
+    #[arg(long, default_value_t = 100_000, env = "CALLSCOPE_BENCH_SERIES")]
+    pub series: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchIngestConfig {
+    /// Events to preload and read.
+    #[arg(long, default_value_t = 500_000, env = "CALLSCOPE_BENCH_EVENTS")]
+    pub events: usize,
+    /// Repetitions; medians are reported.
+    #[arg(long, default_value_t = 3, env = "CALLSCOPE_BENCH_RUNS")]
+    pub runs: usize,
+    /// Partitions of the benchmark's topics.
+    #[arg(long, default_value_t = DEFAULT_PARTITIONS, env = "CALLSCOPE_PARTITIONS")]
+    pub partitions: i32,
+    /// How the preloaded events are encoded.
+    #[arg(long, value_enum, default_value = "avro", env = "CALLSCOPE_ENCODING")]
+    pub encoding: EncodingArg,
+    /// Use this cluster instead of an in-process broker.
+    #[arg(long, env = "CALLSCOPE_BROKERS")]
+    pub brokers: Option<String>,
+    /// Embedded broker storage when --brokers is not given.
+    #[arg(long, env = "CALLSCOPE_BROKER_STORAGE", value_enum, default_value = "memory")]
+    pub broker_storage: BrokerStorage,
+    /// Flush size of the pipeline under test.
+    #[arg(long, default_value_t = DEFAULT_FLUSH_ROWS, env = "CALLSCOPE_FLUSH_ROWS")]
+    pub flush_rows: usize,
+}

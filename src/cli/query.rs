@@ -1,0 +1,30 @@
+//! The query API's own settings (and those of `callscope sql`, which takes their defaults).
+
+use callscope_query_api::SqlLimits;
+use callscope_query_api::engine::EngineOptions;
+use clap::Args;
+
+#[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// Most rows one /monitoring/sql answer returns.
+    #[arg(long, env = "CALLSCOPE_SQL_MAX_ROWS", default_value_t = SqlLimits::DEFAULT_MAX_ROWS)]
+    pub sql_max_rows: usize,
+    /// Time limit of one SQL query.
+    #[arg(long, env = "CALLSCOPE_SQL_TIMEOUT", default_value_t = SqlLimits::DEFAULT_TIMEOUT.into())]
+    pub sql_timeout: humantime::Duration,
+    /// Memory one query may use, in MiB.
+    #[arg(long, env = "CALLSCOPE_QUERY_MEMORY_MB", default_value_t = EngineOptions::DEFAULT_MEMORY_MB)]
+    pub query_memory_mb: usize,
+}
+
+impl From<&QueryArgs> for EngineOptions {
+    fn from(query: &QueryArgs) -> EngineOptions {
+        EngineOptions { memory_limit: query.query_memory_mb << 20, ..EngineOptions::default() }
+    }
+}
+
+impl From<&QueryArgs> for SqlLimits {
+    fn from(query: &QueryArgs) -> SqlLimits {
+        SqlLimits { max_rows: query.sql_max_rows, timeout: *query.sql_timeout }
+    }
+}

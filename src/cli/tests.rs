@@ -1,0 +1,79 @@
+use std::time::Duration;
+
+use callscope_runtime::KafkaConnection;
+use clap::{CommandFactory, Parser};
+
+use super::*;
+
+#[test]
+fn the_command_line_is_well_formed() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn block_defaults_are_the_command_line_defaults() {
+    let alerts: AlertArgs = defaults().expect("alert defaults");
+    assert_eq!(*alerts.alert_replay, Duration::from_secs(35 * 60));
+    assert_eq!(alerts.alert_replay.to_string(), "35m", "help shows the default as a duration");
+    assert_eq!(*alerts.alert_eval_interval, Duration::from_millis(250));
+    let ingest: IngestArgs = defaults().expect("ingest defaults");
+    assert_eq!((ingest.group_id.as_str(), ingest.flush_rows), (ingest::DEFAULT_GROUP_ID, ingest::DEFAULT_FLUSH_ROWS));
+    let windows: WindowArgs = defaults().expect("window defaults");
+    assert_eq!(windows.resolutions_ms(), [10_000, 60_000, 3_600_000]);
+
+    let Command::Pipeline(pipeline) = Cli::try_parse_from(["callscope", "pipeline"]).expect("pipeline parses").command
+    else {
+        panic!("not the pipeline command");
+    };
+    assert_eq!(pipeline.workers.alerts.alert_replay, alerts.alert_replay);
+    assert_eq!(pipeline.workers.ingest.flush_rows, ingest.flush_rows);
+}
+
+#[test]
+fn library_configs_are_built_from_the_flags() {
+    let connection = KafkaConnection::new("127.0.0.1:1");
+    let cli = Cli::try_parse_from([
+        "callscope",
+        "pipeline",
+        "--workers",
+        "3",
+        "--worker-id",
+        "w",
+        "--flush-rows",
+        "0",
+        "--window-resolutions",
+        "1m,10s,1m",
+        "--alert-eval-interval",
+        "1ms",
+        "--alert-replay",
+        "5m",
+    ])
+    .expect("parses");
+    let Command::Pipeline(config) = cli.command else { panic!("not the pipeline command") };
+    let args = &config.workers;
+
+    let workers = args.ingest.worker_configs(&connection, &args.windows).expect("worker configs");
+    let ids: Vec<&str> = workers.iter().map(|w| w.worker_id.as_str()).collect();
+    assert_eq!(ids, ["w-0", "w-1", "w-2"]);
+    assert_eq!(workers[0].flush_rows, 1, "at least one row per batch");
+    let aggregation = workers[0].aggregation.as_ref().expect("aggregation on");
+    assert_eq!(aggregation.resolutions_ms, [10_000, 60_000]);
+
+    let alerting = args.alerts.config(&connection, &args.windows, "test").expect("alerting on");
+    assert_eq!(alerting.replay, Duration::from_secs(300));
+    assert_eq!(alerting.eval_interval, Duration::from_millis(10), "evaluation interval at least 10 ms");
+    assert_eq!(alerting.engine.resolution_ms, 10_000, "rules read the shortest windows");
+}
+
+#[test]
+fn key_values_and_datasets_parse() {
+    assert_eq!(values::parse_key_value(" a = b=c "), Ok(("a".to_string(), "b=c".to_string())));
+    assert!(values::parse_key_value("ab").is_err());
+    let Command::Produce(produce) =
+        Cli::try_parse_from(["callscope", "produce", "--dataset", "spans"]).expect("parses").command
+    else {
+        panic!("not the produce command");
+    };
+    assert_eq!(produce.dataset, callscope_schemas::Dataset::Spans);
+    assert!(Cli::try_parse_from(["callscope", "produce", "--dataset", "logs"]).is_err());
+}

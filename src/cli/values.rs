@@ -1,0 +1,16 @@
+//! Value parsers of flags (the one place where errors are strings: clap wants them so).
+
+use callscope_schemas::Dataset;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+
+/// `key=value`, both sides trimmed.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected key=value, got {s:?}"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+/// A dataset by name (`metrics`, `spans`, `alerts`), listed in the help.
+pub fn dataset() -> impl TypedValueParser<Value = Dataset> {
+    PossibleValuesParser::new(Dataset::ALL.map(Dataset::name))
+        .try_map(|name| Dataset::from_name(&name).ok_or_else(|| format!("unknown dataset {name}")))
+}

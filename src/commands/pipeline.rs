@@ -1,0 +1,99 @@
+//! `callscope pipeline`: the stream workers (and, unless turned off, an alert evaluator)
+//! against an external Kafka cluster, with an optional /metrics and /health endpoint.
+//! [`Workers`] is shared with `standalone`.
+
+use anyhow::Context;
+use callscope_pipeline::Worker;
+use callscope_runtime::KafkaConnection;
+use callscope_runtime::shutdown::stop_signal;
+use callscope_storage::Tier;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{PipelineConfig, WorkersArgs};
+
+pub async fn run(config: PipelineConfig) -> anyhow::Result<()> {
+    let args = &config.workers;
+    let brokers = args.kafka.brokers.clone().context("--brokers (or CALLSCOPE_BROKERS) is required for `pipeline`")?;
+    let hot = args.storage.hot_tier()?;
+    let workers = Workers::start(args, &args.kafka.connection(&brokers), &hot, "pipeline").await?;
+    let http_cancel = CancellationToken::new();
+    let http = match config.metrics_addr {
+        Some(addr) => Some(serve_metrics(addr, http_cancel.clone()).await?),
+        None => None,
+    };
+    println!(
+        "callscope pipeline is running: brokers {brokers}, group {}, hot tier {}",
+        args.ingest.group_id,
+        hot.dir_url("")
+    );
+    stop_signal().await;
+    workers.stop().await;
+    http_cancel.cancel();
+    if let Some(h) = http {
+        let _ = h.await;
+    }
+    Ok(())
+}
+
+/// The stream workers and the alert evaluator of a process, running.
+pub(super) struct Workers {
+    tasks: Vec<JoinHandle<()>>,
+    cancel: CancellationToken,
+}
+
+impl Workers {
+    /// Creates the topics, then starts the `--workers` workers and, unless `--no-alerting`,
+    /// the alert evaluator (named by `--worker-id`, or `<kind>-<process id>`).
+    pub(super) async fn start(
+        args: &WorkersArgs,
+        connection: &KafkaConnection,
+        hot: &Tier,
+        kind: &str,
+    ) -> anyhow::Result<Workers> {
+        crate::topics::create_all(connection, args.kafka.partitions).await?;
+        let cancel = CancellationToken::new();
+        let mut tasks = Vec::new();
+        for config in args.ingest.worker_configs(connection, &args.windows)? {
+            let id = config.worker_id.clone();
+            let worker = Worker::new(config, hot.clone()).with_context(|| format!("cannot start worker {id}"))?;
+            let cancel = cancel.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = worker.run(cancel).await {
+                    tracing::error!(worker = %id, error = %e, "worker failed");
+                }
+            }));
+        }
+        let instance = args.ingest.worker_id.clone().unwrap_or_else(|| format!("{kind}-{}", std::process::id()));
+        if let Some(config) = args.alerts.config(connection, &args.windows, &instance) {
+            let (hot, cancel) = (hot.clone(), cancel.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = callscope_alerting::run(config, hot, cancel).await {
+                    tracing::error!(error = %e, "alert evaluator stopped");
+                }
+            }));
+        }
+        Ok(Workers { tasks, cancel })
+    }
+
+    /// Stops them in order: each worker flushes its windows and batches and commits its
+    /// offsets; waits for all.
+    pub(super) async fn stop(self) {
+        self.cancel.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Serves this process's /metrics and /health on `addr` until `cancel` is cancelled.
+async fn serve_metrics(addr: std::net::SocketAddr, cancel: CancellationToken) -> anyhow::Result<JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "pipeline metrics endpoint listening");
+    let router = axum::Router::new()
+        .route("/metrics", axum::routing::get(callscope_query_api::health::prometheus_text))
+        .route("/health", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }));
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, router).with_graceful_shutdown(async move { cancel.cancelled().await }).await;
+    }))
+}

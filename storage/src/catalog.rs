@@ -1,0 +1,145 @@
+//! Typed keys of the catalog: every object callscope keeps under `_catalog/` in a tier, next
+//! to the data. No other module builds a `_catalog/…` path by hand, so the layout below is
+//! the whole of it:
+//!
+//! | key | object |
+//! | --- | --- |
+//! | `_catalog/commits/<topic>/p<partition>/<first offset>.json` | a batch record ([`crate::commit_log`]) |
+//! | `_catalog/window_state/<topic>/p<partition>/<offset>.parquet` | a window-state checkpoint ([`crate::window_state`]) |
+//! | `_catalog/workers/<worker id>.json` | a worker heartbeat ([`crate::workers`]) |
+//! | `_catalog/custom_metrics/<name>.json` | a custom metric definition |
+//! | `_catalog/alerting/state.json` | the alerting leader's notification log |
+//! | `_catalog/alerting/status.json` | rules, their state and the active alerts |
+//! | `_catalog/alerting/failures/date=YYYY-MM-DD/<ms>-<receiver>-<channel>.json` | a failed delivery |
+//! | `_catalog/alerting/{silences,smart_rules,acks}/<id>.json` | silences, smart rules, acknowledgements |
+//!
+//! Offsets are zero-padded to 20 digits so that names sort by offset.
+
+use crate::layout::sanitize;
+
+/// The prefix of every catalog object.
+pub const CATALOG_ROOT: &str = "_catalog";
+
+/// A directory of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogDir {
+    /// Batch records of one topic partition.
+    Commits {
+        topic: String,
+        partition: i32,
+    },
+    /// Window-state checkpoints of one topic partition.
+    WindowState {
+        topic: String,
+        partition: i32,
+    },
+    /// Worker heartbeats.
+    Workers,
+    CustomMetrics,
+    Silences,
+    SmartRules,
+    Acks,
+    /// Failed deliveries of notifications (all dates).
+    AlertFailures,
+}
+
+impl CatalogDir {
+    pub fn path(&self) -> String {
+        match self {
+            CatalogDir::Commits { topic, partition } => {
+                format!("{CATALOG_ROOT}/commits/{}/p{partition}", sanitize(topic))
+            }
+            CatalogDir::WindowState { topic, partition } => {
+                format!("{CATALOG_ROOT}/window_state/{}/p{partition}", sanitize(topic))
+            }
+            CatalogDir::Workers => format!("{CATALOG_ROOT}/workers"),
+            CatalogDir::CustomMetrics => format!("{CATALOG_ROOT}/custom_metrics"),
+            CatalogDir::Silences => format!("{CATALOG_ROOT}/alerting/silences"),
+            CatalogDir::SmartRules => format!("{CATALOG_ROOT}/alerting/smart_rules"),
+            CatalogDir::Acks => format!("{CATALOG_ROOT}/alerting/acks"),
+            CatalogDir::AlertFailures => format!("{CATALOG_ROOT}/alerting/failures"),
+        }
+    }
+
+    /// The JSON object `<dir>/<id>.json` (ids of records the catalog names by id).
+    pub fn json_object(&self, id: &str) -> String {
+        format!("{}/{id}.json", self.path())
+    }
+}
+
+/// One object of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogKey {
+    BatchRecord { topic: String, partition: i32, first_offset: i64 },
+    WindowCheckpoint { topic: String, partition: i32, offset: i64 },
+    WorkerHeartbeat { worker_id: String },
+    AlertingState,
+    AlertingStatus,
+    AlertFailure { at_ms: i64, receiver: String, channel: String },
+}
+
+impl CatalogKey {
+    pub fn path(&self) -> String {
+        match self {
+            CatalogKey::BatchRecord { topic, partition, first_offset } => format!(
+                "{}/{first_offset:020}.json",
+                CatalogDir::Commits { topic: topic.clone(), partition: *partition }.path()
+            ),
+            CatalogKey::WindowCheckpoint { topic, partition, offset } => format!(
+                "{}/{offset:020}.parquet",
+                CatalogDir::WindowState { topic: topic.clone(), partition: *partition }.path()
+            ),
+            CatalogKey::WorkerHeartbeat { worker_id } => CatalogDir::Workers.json_object(worker_id),
+            CatalogKey::AlertingState => format!("{CATALOG_ROOT}/alerting/state.json"),
+            CatalogKey::AlertingStatus => format!("{CATALOG_ROOT}/alerting/status.json"),
+            CatalogKey::AlertFailure { at_ms, receiver, channel } => {
+                let date = chrono::DateTime::from_timestamp_millis(*at_ms)
+                    .map(|t| t.format("%Y-%m-%d").to_string())
+                    .unwrap_or_else(|| "invalid-date".into());
+                format!(
+                    "{}/date={date}/{at_ms}-{}-{}.json",
+                    CatalogDir::AlertFailures.path(),
+                    sanitize(receiver),
+                    sanitize(channel)
+                )
+            }
+        }
+    }
+
+    /// The offset a batch record or checkpoint path names (the inverse of [`CatalogKey::path`]
+    /// for those two).
+    pub fn offset_of(path: &str) -> Option<i64> {
+        let name = path.rsplit('/').next()?;
+        name.strip_suffix(".json").or_else(|| name.strip_suffix(".parquet"))?.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_has_one_documented_shape() {
+        let t = || "callscope.metrics".to_string();
+        assert_eq!(
+            CatalogKey::BatchRecord { topic: t(), partition: 3, first_offset: 42 }.path(),
+            "_catalog/commits/callscope.metrics/p3/00000000000000000042.json"
+        );
+        assert_eq!(
+            CatalogKey::WindowCheckpoint { topic: "a/b".into(), partition: 0, offset: 7 }.path(),
+            "_catalog/window_state/a_b/p0/00000000000000000007.parquet"
+        );
+        assert_eq!(CatalogKey::WorkerHeartbeat { worker_id: "w-1".into() }.path(), "_catalog/workers/w-1.json");
+        assert_eq!(CatalogKey::AlertingState.path(), "_catalog/alerting/state.json");
+        assert_eq!(CatalogKey::AlertingStatus.path(), "_catalog/alerting/status.json");
+        assert_eq!(
+            CatalogKey::AlertFailure { at_ms: 0, receiver: "on call".into(), channel: "slack".into() }.path(),
+            "_catalog/alerting/failures/date=1970-01-01/0-on_call-slack.json"
+        );
+        assert_eq!(CatalogDir::Silences.json_object("s1"), "_catalog/alerting/silences/s1.json");
+        assert_eq!(CatalogDir::CustomMetrics.path(), "_catalog/custom_metrics");
+        assert_eq!(CatalogKey::offset_of("_catalog/commits/t/p0/00000000000000000042.json"), Some(42));
+        assert_eq!(CatalogKey::offset_of("_catalog/window_state/t/p0/00000000000000000007.parquet"), Some(7));
+        assert_eq!(CatalogKey::offset_of("_catalog/window_state/t/p0/x.parquet"), None);
+    }
+}
