@@ -1,4 +1,4 @@
-//! The lifecycle of alert instances (issue 4, in progress): inactive → pending (while
+//! The lifecycle of alert instances: inactive → pending (while
 //! `for` runs) → firing → resolved, per instance identified by a fingerprint of its labels,
 //! with `keep_firing_for`, hysteresis (a separate resolve condition) and flapping
 //! detection. Pure event-time logic: the caller passes the event time of every evaluation,

@@ -1,4 +1,4 @@
-//! Prometheus rule files (issue 4, first part): YAML `groups:` → `rules:` with `alert`,
+//! Prometheus rule files: YAML `groups:` → `rules:` with `alert`,
 //! `expr`, `for`, `keep_firing_for`, `labels` and `annotations`, the expression parsed by
 //! `promql-parser` and checked against the subset callscope evaluates over window
 //! aggregates. Anything outside the subset is refused at load time, naming the part.
