@@ -96,12 +96,7 @@ impl CommitLog {
             }
             Err(e) => return Err(e),
         }
-        let writes = files.into_iter().map(|(path, bytes)| {
-            let tier = self.tier.clone();
-            async move { tier.put_durable(&path, bytes, false).await }
-        });
-        futures::future::try_join_all(writes).await?;
-        Ok(())
+        self.tier.put_all_durable(files).await
     }
 
     async fn read_record(&self, key: &str) -> Result<BatchRecord> {

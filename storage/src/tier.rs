@@ -113,6 +113,14 @@ impl Tier {
         path.parts().skip(base.len()).map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/")
     }
 
+    /// Writes objects (overwriting) concurrently, each atomically and durably; returns once
+    /// all are durable, or the first error.
+    pub async fn put_all_durable(&self, files: Vec<(String, Bytes)>) -> Result<()> {
+        let writes = files.into_iter().map(|(path, bytes)| async move { self.put_durable(&path, bytes, false).await });
+        futures::future::try_join_all(writes).await?;
+        Ok(())
+    }
+
     /// Writes an object atomically and makes it durable before returning.
     pub async fn put_durable(&self, relative: &str, bytes: Bytes, create_only: bool) -> Result<()> {
         let path = self.path(relative);

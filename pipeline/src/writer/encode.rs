@@ -9,9 +9,9 @@ use bytes::Bytes;
 use callscope_schemas::Dataset;
 use callscope_schemas::arrow_schema::{SourcedEvent, to_record_batch};
 use callscope_schemas::rollup::{RollupRow, rollups_to_record_batch};
-use callscope_storage::{DataFileKey, HourPartition, RollupFileKey, RollupSource, StorageError, Tier, parquet_file};
+use callscope_storage::{DataFileKey, HourPartition, RollupFileKey, RollupSource, StorageError, parquet_file};
 
-use crate::error::{PipelineError, Result};
+use crate::error::Result;
 
 /// Encodes events as one Parquet file per `date/hour` partition.
 pub(super) fn encode_files<'a>(
@@ -57,13 +57,4 @@ pub(super) fn encode_rollups(
             Ok((key.path(), bytes))
         })
         .collect()
-}
-
-/// Writes files durably, all at once (files outside a batch record: idle-closed windows).
-pub(super) async fn put_all(tier: &Tier, files: Vec<(String, Bytes)>) -> Result<()> {
-    let writes = files.into_iter().map(|(path, bytes)| {
-        let tier = tier.clone();
-        async move { tier.put_durable(&path, bytes, false).await }
-    });
-    futures::future::try_join_all(writes).await.map(|_| ()).map_err(PipelineError::from)
 }

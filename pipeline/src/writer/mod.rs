@@ -268,7 +268,7 @@ impl WriterState {
         }
         let Some((source, rows)) = windows.pending_idle() else { return };
         let written = match encode::encode_rollups(&self.topic, self.partition, *source, rows) {
-            Ok(files) => encode::put_all(self.ctx.log.tier(), files).await,
+            Ok(files) => self.ctx.log.tier().put_all_durable(files).await.map_err(PipelineError::from),
             Err(e) => Err(e),
         };
         match written {
