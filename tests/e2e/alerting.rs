@@ -409,7 +409,22 @@ fn unacknowledged_alerts_escalate_and_acknowledged_ones_do_not() {
         Some(&serde_json::json!({"by": "oncall"})),
     );
     assert_eq!(missing.status, 404);
-    let escalated = receivers.wait_for("manager", 1, Duration::from_secs(60), &mut node);
+    // The failures go on until the escalation arrives: the rule looks at 20 s of event time,
+    // so on a slow machine a single burst could resolve before the 10 s escalation is due.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let escalated = loop {
+        let got = receivers.received("manager");
+        if !got.is_empty() {
+            break got;
+        }
+        node.proc.assert_running();
+        assert!(Instant::now() < deadline, "manager: no escalation after 60s\n{}", node.proc.log_tail());
+        let now = now_ms();
+        let mut more = failed_calls("gw", now);
+        more.extend(failed_calls("billing", now));
+        assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &more)), more.len());
+        std::thread::sleep(Duration::from_secs(1));
+    };
     assert_eq!(services_of(&escalated[0]), ["billing"], "only the unacknowledged alert escalates");
     assert_eq!(escalated[0]["groupLabels"]["escalated"], "true");
     std::thread::sleep(Duration::from_secs(3));
