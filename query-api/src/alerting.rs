@@ -16,7 +16,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use crate::extract::{ApiPath, ApiQuery};
 use axum::http::StatusCode;
 use callscope_schemas::AlertStatus;
 use callscope_schemas::alerting_status::{ActiveAlert, AlertingStatus, RuleStatus};
@@ -29,7 +30,7 @@ use callscope_runtime::now_ms;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::series_query::parse_time;
+use crate::time_params::parse_time;
 
 const STALE_AFTER_MS: i64 = 30_000;
 
@@ -189,7 +190,7 @@ pub struct FailureParams {
 /// `GET /monitoring/alerts/failures?limit=`: notifications that could not be delivered
 /// after their retries, newest first (receiver, channel, group, alerts, attempts, error;
 /// never a URL or secret).
-pub async fn failures(State(state): State<AppState>, Query(p): Query<FailureParams>) -> ApiResult<Json<Vec<Value>>> {
+pub async fn failures(State(state): State<AppState>, ApiQuery(p): ApiQuery<FailureParams>) -> ApiResult<Json<Vec<Value>>> {
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let keys = state
         .hot
@@ -217,16 +218,17 @@ pub struct HistoryParams {
     limit: Option<usize>,
 }
 
-pub async fn history(State(state): State<AppState>, Query(p): Query<HistoryParams>) -> ApiResult<Json<Value>> {
-    let to = p.to.as_deref().map(|t| parse_time("to", t)).transpose()?.unwrap_or_else(now_ms);
-    let from = p.from.as_deref().map(|t| parse_time("from", t)).transpose()?.unwrap_or(to - 24 * 3_600_000);
+pub async fn history(State(state): State<AppState>, ApiQuery(p): ApiQuery<HistoryParams>) -> ApiResult<Json<Value>> {
+    let now = now_ms();
+    let to = p.to.as_deref().map(|t| parse_time("to", t, now)).transpose()?.unwrap_or(now);
+    let from = p.from.as_deref().map(|t| parse_time("from", t, now)).transpose()?.unwrap_or(to - 24 * 3_600_000);
     if from > to {
         return Err(ApiError::bad_field("from", "from is after to"));
     }
     let limit = p.limit.unwrap_or(1000).clamp(1, 10_000);
     let mut df = state
         .engine
-        .context()
+        .session()
         .table("alerts")
         .await
         .map_err(|e| ApiError::internal(format!("alerts table: {e}")))?
@@ -265,7 +267,7 @@ struct AckBody {
 /// episode (its escalation stops); `DELETE` takes the acknowledgement back.
 pub async fn acknowledge(
     State(state): State<AppState>,
-    Path(fingerprint): Path<String>,
+    ApiPath(fingerprint): ApiPath<String>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let value: Value =
@@ -295,7 +297,7 @@ pub async fn acknowledge(
     Ok(Json(serde_json::to_value(&ack).unwrap_or_default()))
 }
 
-pub async fn unacknowledge(State(state): State<AppState>, Path(fingerprint): Path<String>) -> ApiResult<StatusCode> {
+pub async fn unacknowledge(State(state): State<AppState>, ApiPath(fingerprint): ApiPath<String>) -> ApiResult<StatusCode> {
     let deleted = callscope_storage::AckStore::new(state.hot.clone())
         .delete(&fingerprint)
         .await
@@ -377,8 +379,8 @@ fn silence_from(body: &[u8], now: i64) -> ApiResult<Silence> {
     if b.comment.trim().is_empty() {
         return Err(ApiError::bad_field("comment", "why the silence exists"));
     }
-    let starts = b.starts_at.as_deref().map(|t| parse_time("startsAt", t)).transpose()?.unwrap_or(now);
-    let ends = parse_time("endsAt", &b.ends_at)?;
+    let starts = b.starts_at.as_deref().map(|t| parse_time("startsAt", t, now)).transpose()?.unwrap_or(now);
+    let ends = parse_time("endsAt", &b.ends_at, now)?;
     if ends <= starts {
         return Err(ApiError::bad_field("endsAt", "must be after startsAt"));
     }
@@ -400,7 +402,7 @@ pub async fn list_silences(State(state): State<AppState>) -> ApiResult<Json<Vec<
     Ok(Json(store(&state).list().await.map_err(storage_error)?.iter().map(silence_json).collect()))
 }
 
-pub async fn get_silence(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get_silence(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     match store(&state).get(&id).await.map_err(storage_error)? {
         Some(s) => Ok(Json(silence_json(&s))),
         None => Err(ApiError::NotFound(format!("no silence {id}"))),
@@ -419,7 +421,7 @@ pub async fn create_silence(State(state): State<AppState>, body: Bytes) -> ApiRe
     Ok((StatusCode::OK, Json(json!({"silenceID": silence.id}))))
 }
 
-pub async fn expire_silence(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn expire_silence(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<StatusCode> {
     if store(&state).expire(&id, now_ms()).await.map_err(storage_error)? {
         Ok(StatusCode::OK)
     } else {

@@ -6,7 +6,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
+use crate::extract::ApiPath;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use callscope_schemas::custom_metrics::{CustomMetric, builtin_definitions, validate_set};
@@ -48,7 +49,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<CustomMet
     Ok(Json(store(&state).effective().await.map_err(storage_error)?))
 }
 
-pub async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<CustomMetric>> {
+pub async fn get_one(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult<Json<CustomMetric>> {
     let all = store(&state).effective().await.map_err(storage_error)?;
     all.into_iter()
         .find(|d| d.name == name)
@@ -71,7 +72,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<imp
 
 pub async fn replace(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     body: Bytes,
 ) -> ApiResult<Json<CustomMetric>> {
     let def = parse(&body)?;
@@ -82,7 +83,7 @@ pub async fn replace(
     Ok(Json(def))
 }
 
-pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult<StatusCode> {
     let store = store(&state);
     // Deleting a metric that others' expressions use would break them.
     let mut remaining = store.stored().await.map_err(storage_error)?;

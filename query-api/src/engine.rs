@@ -4,6 +4,10 @@
 //! Tables list their directory on every query (DataFusion's list-files cache is turned off),
 //! so files written by the workers are visible without a restart. The `date` and `hour`
 //! Hive partitions are columns too, which lets time filters skip whole directories.
+//!
+//! Every query runs in its own [`QueryEngine::session`], whose memory pool holds
+//! `memory_limit` bytes: one heavy query fails with "resources exhausted" (a 422) instead of
+//! starving every other query of a shared pool.
 
 use std::sync::Arc;
 
@@ -17,12 +21,14 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::error::Result;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 /// A DataFusion session with the callscope tables registered.
 #[derive(Clone)]
 pub struct QueryEngine {
     ctx: SessionContext,
+    memory_limit: usize,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -86,10 +92,26 @@ impl QueryEngine {
             ]);
         let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(rollup_schema());
         ctx.register_table(ROLLUP_TABLE, Arc::new(ListingTable::try_new(config)?))?;
-        Ok(QueryEngine { ctx })
+        Ok(QueryEngine { ctx, memory_limit: options.memory_limit })
     }
 
-    pub fn context(&self) -> &SessionContext {
-        &self.ctx
+    /// A session for one query: the registered tables and object stores, and a memory pool
+    /// of its own.
+    pub fn session(&self) -> SessionContext {
+        let state = self.ctx.state();
+        let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+            .with_memory_limit(self.memory_limit, 1.0)
+            .build_arc();
+        match runtime {
+            Ok(runtime) => {
+                SessionContext::new_with_state(SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build())
+            }
+            Err(e) => {
+                // Building a runtime from a working one only fails if its temp directory
+                // vanished; the shared session still answers.
+                tracing::warn!(error = %e, "per-query runtime failed; using the shared session");
+                self.ctx.clone()
+            }
+        }
     }
 }

@@ -128,13 +128,28 @@ pub async fn component_health(State(state): State<AppState>) -> Json<Value> {
     let kafka_ok = kafka["connected"].as_bool().unwrap_or(false);
     let storage_ok = storage["reachable"].as_bool().unwrap_or(false);
     let workers_ok = workers.iter().any(|w| w["alive"].as_bool().unwrap_or(false));
-    let status = if kafka_ok && storage_ok && workers_ok { "ok" } else { "degraded" };
+    // Partitions a live worker stopped after a permanent write failure: nothing of them is
+    // stored until they are reassigned; an operator must look.
+    let stopped: Vec<Value> = workers
+        .iter()
+        .filter(|w| w["alive"].as_bool().unwrap_or(false))
+        .flat_map(|w| {
+            let worker = w["worker_id"].clone();
+            w["stopped"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(move |(p, reason)| json!({"partition": p, "worker": worker.clone(), "reason": reason}))
+        })
+        .collect();
+    let status = if kafka_ok && storage_ok && workers_ok && stopped.is_empty() { "ok" } else { "degraded" };
     Json(json!({
         "status": status,
         "kafka": kafka,
         "storage": storage,
         "workers": workers,
         "workers_by_state": by_state,
+        "stopped_partitions": stopped,
         "uptime_s": state.started.elapsed().as_secs(),
     }))
 }

@@ -15,7 +15,9 @@
 //! * [`alerting`]: active alerts, incidents, history, silences, acknowledgements, rules and
 //!   Alertmanager health, read from what the leading evaluator publishes.
 //! * [`smart_rules`]: CRUD and insights of smart alert rules.
-//! * [`error`]: the JSON error shape every route answers with.
+//! * [`error`]: the JSON error shape every route answers with, panics included.
+//! * [`extract`]: query and path extractors that refuse in that shape.
+//! * [`time_params`]: the one parser of times and durations in parameters.
 //! * [`json_rows`]: Arrow values as JSON.
 
 pub mod alerting;
@@ -23,6 +25,7 @@ pub mod custom_metrics;
 pub mod derived;
 pub mod engine;
 pub mod error;
+pub mod extract;
 pub mod health;
 pub mod ingest;
 pub mod json_rows;
@@ -32,7 +35,11 @@ pub mod schema_registry;
 pub mod series_query;
 pub mod smart_rules;
 pub mod sql;
+pub mod time_params;
 pub mod traces;
+
+#[cfg(test)]
+mod route_tests;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,6 +47,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use callscope_schemas::Dataset;
 use callscope_storage::Tier;
@@ -93,8 +103,18 @@ impl AppState {
     }
 }
 
-/// The router with every endpoint.
+/// Every request ends within the query time limit: a JSON 408 when it does not.
+async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(limit).into_response(),
+    }
+}
+
+/// The router with every endpoint: a time limit on every request, and a panicking handler
+/// answers a JSON 500 (and is logged) instead of dropping the connection.
 pub fn router(state: AppState) -> Router {
+    let limit = state.sql_limits.timeout;
     Router::new()
         .route("/health", get(health::liveness))
         .route("/metrics", get(health::prometheus_text))
@@ -130,6 +150,8 @@ pub fn router(state: AppState) -> Router {
         .route("/schemas/ids/{id}", get(schema_registry::schema_by_id))
         .route("/schemas/ids/{id}/schema", get(schema_registry::raw_schema_by_id))
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(limit, time_limit))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

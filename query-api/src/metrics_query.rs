@@ -4,7 +4,8 @@
 //! [`crate::series_query`] (roll-ups where windows have closed, raw samples after them).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
+use crate::extract::ApiQuery;
 use axum::http::HeaderName;
 use axum::response::IntoResponse;
 use callscope_storage::CustomMetricStore;
@@ -15,9 +16,9 @@ use crate::series_query::{SeriesQuery, answer};
 
 pub async fn get_series(
     State(state): State<AppState>,
-    Query(params): Query<Vec<(String, String)>>,
+    ApiQuery(params): ApiQuery<Vec<(String, String)>>,
 ) -> ApiResult<impl IntoResponse> {
-    let q = SeriesQuery::parse(params)?;
+    let q = SeriesQuery::parse(params, callscope_runtime::now_ms())?;
     let definitions =
         CustomMetricStore::new(state.hot.clone()).effective().await.map_err(|e| ApiError::internal(e.to_string()))?;
     let (series, sources) = match definitions.iter().find(|d| d.name == q.name) {

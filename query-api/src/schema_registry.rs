@@ -5,7 +5,7 @@
 //! schema: `POST /subjects/{s}` and `POST /subjects/{s}/versions` answer with its id;
 //! any other schema is refused with 409, as a registry with compatibility checks would.
 
-use axum::extract::Path;
+use crate::extract::ApiPath;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use callscope_schemas::avro::{RegisteredSchema, SchemaRegistry};
@@ -42,14 +42,14 @@ pub async fn subjects() -> Response {
     reply(StatusCode::OK, json!(subjects))
 }
 
-pub async fn versions(Path(subject): Path<String>) -> Response {
+pub async fn versions(ApiPath(subject): ApiPath<String>) -> Response {
     match SchemaRegistry::builtin().by_subject(&subject) {
         Some(_) => reply(StatusCode::OK, json!([1])),
         None => subject_not_found(&subject),
     }
 }
 
-pub async fn subject_version(Path((subject, version)): Path<(String, String)>) -> Response {
+pub async fn subject_version(ApiPath((subject, version)): ApiPath<(String, String)>) -> Response {
     let Some(registered) = SchemaRegistry::builtin().by_subject(&subject) else { return subject_not_found(&subject) };
     match version.as_str() {
         "latest" | "1" | "-1" => reply(StatusCode::OK, version_body(registered)),
@@ -57,14 +57,14 @@ pub async fn subject_version(Path((subject, version)): Path<(String, String)>) -
     }
 }
 
-pub async fn schema_by_id(Path(id): Path<String>) -> Response {
+pub async fn schema_by_id(ApiPath(id): ApiPath<String>) -> Response {
     match id.parse::<i32>().ok().and_then(|id| SchemaRegistry::builtin().by_id(id)) {
         Some(registered) => reply(StatusCode::OK, json!({ "schema": compact(registered), "schemaType": "AVRO" })),
         None => error(StatusCode::NOT_FOUND, 40403, &format!("Schema {id} not found")),
     }
 }
 
-pub async fn raw_schema_by_id(Path(id): Path<String>) -> Response {
+pub async fn raw_schema_by_id(ApiPath(id): ApiPath<String>) -> Response {
     match id.parse::<i32>().ok().and_then(|id| SchemaRegistry::builtin().by_id(id)) {
         Some(registered) => reply(StatusCode::OK, serde_json::from_str(registered.text).unwrap_or(Value::Null)),
         None => error(StatusCode::NOT_FOUND, 40403, &format!("Schema {id} not found")),
@@ -93,7 +93,7 @@ fn lookup(subject: &str, body: &[u8]) -> Result<&'static RegisteredSchema, Respo
 }
 
 /// `POST /subjects/{subject}`: is this schema registered under the subject?
-pub async fn lookup_schema(Path(subject): Path<String>, body: axum::body::Bytes) -> Response {
+pub async fn lookup_schema(ApiPath(subject): ApiPath<String>, body: axum::body::Bytes) -> Response {
     match lookup(&subject, &body) {
         Ok(registered) => reply(StatusCode::OK, version_body(registered)),
         Err(response) => response,
@@ -101,7 +101,7 @@ pub async fn lookup_schema(Path(subject): Path<String>, body: axum::body::Bytes)
 }
 
 /// `POST /subjects/{subject}/versions`: registering the built-in schema again is idempotent.
-pub async fn register_schema(Path(subject): Path<String>, body: axum::body::Bytes) -> Response {
+pub async fn register_schema(ApiPath(subject): ApiPath<String>, body: axum::body::Bytes) -> Response {
     match lookup(&subject, &body) {
         Ok(registered) => reply(StatusCode::OK, version_body(registered)),
         Err(response) => response,

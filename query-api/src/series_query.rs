@@ -11,8 +11,8 @@
 //! multiples of `step`.
 //!
 //! Parameters: `name` (required), `service`, `label.<key>=<value>` (any number), `start` and
-//! `end` (unix ms or RFC 3339; default the last hour), `step` (`15s`, `1m`, `1h`, or ms;
-//! default 60 s), `resolution` (`auto` (default), `raw`, or a roll-up resolution such as `1m`), `agg` (`avg|sum|min|max|count|rate|last|p50|p90|p95|p99`; default `avg`).
+//! `end` (unix seconds or milliseconds, RFC 3339, or `now-1h`: see [`crate::time_params`];
+//! default the last hour), `step` (`15s`, `1m`, `1h`, or ms; default 60 s), `resolution` (`auto` (default), `raw`, or a roll-up resolution such as `1m`), `agg` (`avg|sum|min|max|count|rate|last|p50|p90|p95|p99`; default `avg`).
 //! One series per (service, label set); each point is `[bucket start unix ms, value]`, buckets
 //! aligned to multiples of `step` since the epoch.
 
@@ -31,6 +31,7 @@ use sketches_ddsketch::DDSketch;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::json_rows::column_values;
+use crate::time_params::{parse_duration, parse_time};
 
 /// Most points one request may ask for (per series).
 pub const MAX_POINTS: i64 = 11_000;
@@ -41,38 +42,6 @@ pub struct Series {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub points: Vec<(i64, f64)>,
-}
-
-/// Parses a time given as unix milliseconds or RFC 3339.
-pub fn parse_time(field: &str, text: &str) -> ApiResult<i64> {
-    if let Ok(ms) = text.trim().parse::<i64>() {
-        return Ok(ms);
-    }
-    if let Ok(secs) = text.trim().parse::<f64>()
-        && secs.is_finite()
-    {
-        return Ok((secs * 1000.0) as i64);
-    }
-    chrono::DateTime::parse_from_rfc3339(text.trim())
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| ApiError::bad_field(field, format!("{field}={text:?} is neither unix milliseconds nor RFC 3339")))
-}
-
-/// Parses a Prometheus-style duration (`30s`, `1m`, `1h30m`, `500ms`) or plain milliseconds.
-pub fn parse_step(text: &str) -> ApiResult<i64> {
-    let text = text.trim();
-    if let Ok(ms) = text.parse::<i64>() {
-        if ms <= 0 {
-            return Err(ApiError::bad_field("step", "step must be positive"));
-        }
-        return Ok(ms);
-    }
-    let d = humantime::parse_duration(text).map_err(|e| ApiError::bad_field("step", format!("step={text:?}: {e}")))?;
-    let ms = d.as_millis() as i64;
-    if ms <= 0 {
-        return Err(ApiError::bad_field("step", "step must be at least 1ms"));
-    }
-    Ok(ms)
 }
 
 /// An aggregation of the series endpoint.
@@ -171,7 +140,10 @@ pub struct SeriesQuery {
 }
 
 impl SeriesQuery {
-    pub fn parse(params: Vec<(String, String)>) -> ApiResult<SeriesQuery> {
+    /// Parses the query string; `now_ms` is the default `end` and anchors `now-…`. Times are
+    /// bounded to the years 1–9999 and steps to 100 years by the parsers, so the bucket
+    /// arithmetic below cannot overflow.
+    pub fn parse(params: Vec<(String, String)>, now_ms: i64) -> ApiResult<SeriesQuery> {
         let mut name = None;
         let mut service = None;
         let mut labels = Vec::new();
@@ -182,9 +154,9 @@ impl SeriesQuery {
             match k.as_str() {
                 "name" => name = Some(v),
                 "service" => service = Some(v),
-                "start" => start = Some(parse_time("start", &v)?),
-                "end" => end = Some(parse_time("end", &v)?),
-                "step" => step = Some(parse_step(&v)?),
+                "start" => start = Some(parse_time("start", &v, now_ms)?),
+                "end" => end = Some(parse_time("end", &v, now_ms)?),
+                "step" => step = Some(parse_duration("step", &v)?),
                 "agg" => {
                     agg = v;
                     agg_given = true;
@@ -193,10 +165,10 @@ impl SeriesQuery {
                     resolution = match v.as_str() {
                         "" | "auto" => None,
                         "raw" => Some(0),
-                        text => Some(humantime::parse_duration(text).map(|d| d.as_millis() as i64).map_err(|e| {
+                        text => Some(parse_duration("resolution", text).map_err(|e| {
                             ApiError::bad_field(
                                 "resolution",
-                                format!("resolution={text:?}: {e}; use auto, raw or a roll-up resolution such as 1m"),
+                                format!("{e}; use auto, raw or a roll-up resolution such as 1m"),
                             )
                         })?),
                     }
@@ -206,7 +178,7 @@ impl SeriesQuery {
             }
         }
         let name = name.filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_field("name", "name is required"))?;
-        let end = end.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        let end = end.unwrap_or(now_ms);
         let start = start.unwrap_or(end - 3_600_000);
         if start >= end {
             return Err(ApiError::bad_field("start", "start must be before end"));
@@ -289,10 +261,13 @@ pub(crate) async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
         }
     };
     let Some(r) = r else { return Ok(all_raw) };
-    // How far closed windows reach, and whether they carry sketches (quantiles need them).
+    // How far closed windows reach in each Kafka partition, and whether they carry sketches
+    // (quantiles need them). Each partition's worker closes its own windows: the roll-ups
+    // answer only up to the partition that is furthest behind, or a lagging partition's raw
+    // rows would be left out of buckets labelled exact.
     let df = state
         .engine
-        .context()
+        .session()
         .table(ROLLUP_TABLE)
         .await?
         .filter(
@@ -306,26 +281,37 @@ pub(crate) async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
                 .and(col("date").lt_eq(lit(date_of(q.end)))),
         )?
         .aggregate(
-            vec![],
+            vec![col("kafka_partition")],
             vec![
                 max(col("window_start_ms")).alias("newest"),
                 count(lit(1)).alias("n"),
                 count(col("sketch")).alias("s"),
             ],
         )?;
-    let batches = df.collect().await?;
-    let Some(batch) = batches.first().filter(|b| b.num_rows() > 0) else { return Ok(all_raw) };
-    let newest = column_values(batch.column(0).as_ref())[0].as_i64();
-    let n = column_values(batch.column(1).as_ref())[0].as_i64().unwrap_or(0);
-    let with_sketch = column_values(batch.column(2).as_ref())[0].as_i64().unwrap_or(0);
-    let Some(newest) = newest else { return Ok(all_raw) };
+    // The newest window that every partition with rows has closed.
+    let (mut closed_by_all, mut n, mut with_sketch) = (None::<i64>, 0, 0);
+    for batch in df.collect().await? {
+        let (ends, rows, sketches) = (
+            column_values(batch.column(1).as_ref()),
+            column_values(batch.column(2).as_ref()),
+            column_values(batch.column(3).as_ref()),
+        );
+        for i in 0..batch.num_rows() {
+            if let Some(end) = ends[i].as_i64() {
+                closed_by_all = Some(closed_by_all.map_or(end, |t| t.min(end)));
+            }
+            n += rows[i].as_i64().unwrap_or(0);
+            with_sketch += sketches[i].as_i64().unwrap_or(0);
+        }
+    }
+    let Some(closed_by_all) = closed_by_all else { return Ok(all_raw) };
     if matches!(q.agg, Agg::Quantile(_)) && with_sketch < n {
         // Counters and gauges keep no sketch: their quantiles come from raw samples.
         return Ok(all_raw);
     }
     // Windows are closed up to the newest one stored, and, for data older than the allowed
     // lateness plus the idle timeout, everywhere: a window without rows there has no data.
-    let horizon = (newest + r).max(chrono::Utc::now().timestamp_millis() - state.rollups_settled_after_ms);
+    let horizon = (closed_by_all + r).max(callscope_runtime::now_ms() - state.rollups_settled_after_ms);
     let covered = (horizon.div_euclid(q.step) * q.step).min(q.end);
     if covered <= q.start {
         return Ok(all_raw);
@@ -367,7 +353,7 @@ pub(crate) async fn grouped_by(state: &AppState, q: &SeriesQuery, plan: &Plan, k
             .and(col("window_start_ms").lt(lit(to)))
             .and(col("date").gt_eq(lit(date_of(from))))
             .and(col("date").lt_eq(lit(date_of(to))));
-        let table = state.engine.context().table(ROLLUP_TABLE).await?.filter(filter)?;
+        let table = state.engine.session().table(ROLLUP_TABLE).await?.filter(filter)?;
         if let Some(expr) = q.agg.rollup_expr(q.step) {
             let df = table.aggregate(keys("window_start_ms"), vec![cast(expr, DataType::Float64).alias("value")])?;
             collect(df, n, &mut out).await?;
@@ -410,7 +396,7 @@ pub(crate) async fn grouped_by(state: &AppState, q: &SeriesQuery, plan: &Plan, k
             .and(col("date").gt_eq(lit(date_of(from))))
             .and(col("date").lt_eq(lit(date_of(to))));
         let df =
-            state.engine.context().table("metrics").await?.filter(filter)?.aggregate(
+            state.engine.session().table("metrics").await?.filter(filter)?.aggregate(
                 keys("timestamp_ms"),
                 vec![cast(q.agg.raw_expr(q.step), DataType::Float64).alias("value")],
             )?;
@@ -445,16 +431,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_and_steps_parse() {
-        assert_eq!(parse_time("start", "1700000000000").expect("ms"), 1_700_000_000_000);
-        assert_eq!(parse_time("start", "2023-11-14T22:13:20Z").expect("rfc3339"), 1_700_000_000_000);
-        assert!(parse_time("start", "yesterday").is_err());
-        assert_eq!(parse_step("60s").expect("60s"), 60_000);
-        assert_eq!(parse_step("1m").expect("1m"), 60_000);
-        assert_eq!(parse_step("1h").expect("1h"), 3_600_000);
-        assert_eq!(parse_step("250").expect("ms"), 250);
-        assert!(parse_step("0").is_err());
-        assert!(parse_step("soon").is_err());
+    fn extreme_ranges_are_refused_not_wrapped() {
+        let params = |s: &str, e: &str, step: &str| {
+            vec![
+                ("name".into(), "x".into()),
+                ("start".into(), s.into()),
+                ("end".into(), e.into()),
+                ("step".into(), step.into()),
+            ]
+        };
+        for (s, e, step) in [
+            ("-9223372036854775808", "0", "1m"),
+            ("0", "9223372036854775807", "1m"),
+            ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "1ms"),
+            ("0", "1", "100y"),
+        ] {
+            let err = SeriesQuery::parse(params(s, e, step), 0);
+            assert!(matches!(err, Err(ApiError::BadRequest { .. }) | Ok(_)), "{s} {e} {step}");
+            if let Ok(q) = err {
+                assert!((q.end - q.start) / q.step <= MAX_POINTS + 2, "{s} {e} {step}: {q:?}");
+            }
+        }
+        assert!(SeriesQuery::parse(params("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "1ms"), 0).is_err());
     }
 
     #[test]
@@ -484,7 +482,7 @@ mod tests {
                 ("step".into(), "1m".into()),
             ]
         };
-        let q = SeriesQuery::parse(params("90000", "150000")).expect("query");
-        assert_eq!((q.start, q.end), (60_000, 180_000));
+        let q = SeriesQuery::parse(params("1700000090000", "1700000150000"), 0).expect("query");
+        assert_eq!((q.start, q.end), (1_700_000_040_000, 1_700_000_160_000));
     }
 }

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use crate::extract::{ApiPath, ApiQuery};
 use axum::http::StatusCode;
 use callscope_schemas::alerting_status::{RuleKind, RuleStatus};
 use callscope_schemas::smart_rules::SmartRule;
@@ -55,7 +56,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Value>>> 
     Ok(Json(rules.iter().map(|r| with_state(&published, r)).collect()))
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     match store(&state).get(&id).await.map_err(storage_error)? {
         Some(r) => Ok(Json(with_state(&crate::alerting::published_rules(&state).await, &r))),
         None => Err(ApiError::NotFound(format!("no smart rule {id}"))),
@@ -82,7 +83,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<(St
     Ok((StatusCode::CREATED, Json(rule)))
 }
 
-pub async fn replace(State(state): State<AppState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<SmartRule>> {
+pub async fn replace(State(state): State<AppState>, ApiPath(id): ApiPath<String>, body: Bytes) -> ApiResult<Json<SmartRule>> {
     let mut rule = parse(&body)?;
     if !rule.id.is_empty() && rule.id != id {
         return Err(ApiError::bad_field("id", format!("the body names {:?} but the path {id:?}", rule.id)));
@@ -98,7 +99,7 @@ pub async fn replace(State(state): State<AppState>, Path(id): Path<String>, body
     Ok(Json(rule))
 }
 
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<StatusCode> {
     if store(&state).delete(&id).await.map_err(storage_error)? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -118,7 +119,7 @@ type EventRow = (String, String, String, i64, Option<i64>, BTreeMap<String, Stri
 async fn events_since(state: &AppState, from: i64) -> ApiResult<Vec<EventRow>> {
     let df = state
         .engine
-        .context()
+        .session()
         .table("alerts")
         .await
         .map_err(|e| ApiError::internal(format!("alerts table: {e}")))?
@@ -156,15 +157,15 @@ const CORRELATION_MS: i64 = 5 * 60_000;
 
 pub async fn insights(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(p): Query<InsightParams>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(p): ApiQuery<InsightParams>,
 ) -> ApiResult<Json<Value>> {
     let Some(rule) = store(&state).get(&id).await.map_err(storage_error)? else {
         return Err(ApiError::NotFound(format!("no smart rule {id}")));
     };
     let window_ms = match p.window.as_deref() {
         None => 7 * 24 * 3_600_000,
-        Some(w) => crate::series_query::parse_step(w)?,
+        Some(w) => crate::time_params::parse_duration("window", w)?,
     };
     let now = now_ms();
     let events = events_since(&state, now - window_ms).await?;

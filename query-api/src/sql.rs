@@ -40,6 +40,15 @@ pub fn read_only() -> SQLOptions {
     SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
 }
 
+/// A query error, classified by cause ([`ApiError`]'s `From`); the asker's mistakes name
+/// the `sql` field.
+fn sql_error(e: datafusion::error::DataFusionError) -> ApiError {
+    match ApiError::from(e) {
+        ApiError::BadRequest { message, .. } => ApiError::bad_field("sql", message),
+        other => other,
+    }
+}
+
 /// Runs one read-only query with limits.
 pub async fn run_query(
     ctx: &datafusion::prelude::SessionContext,
@@ -48,15 +57,15 @@ pub async fn run_query(
 ) -> ApiResult<SqlResult> {
     let started = std::time::Instant::now();
     let work = async {
-        let df = ctx.sql_with_options(sql, read_only()).await.map_err(|e| ApiError::bad_field("sql", e.to_string()))?;
+        let df = ctx.sql_with_options(sql, read_only()).await.map_err(sql_error)?;
         let schema = df.schema().as_arrow().clone();
-        let mut stream = df.execute_stream().await.map_err(|e| ApiError::bad_field("sql", e.to_string()))?;
+        let mut stream = df.execute_stream().await.map_err(sql_error)?;
         let columns: Vec<Value> =
             schema.fields().iter().map(|f| json!({ "name": f.name(), "type": type_name(f.data_type()) })).collect();
         let mut rows: Vec<Vec<Value>> = Vec::new();
         let mut truncated = false;
         while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| ApiError::bad_field("sql", e.to_string()))?;
+            let batch = batch.map_err(sql_error)?;
             let values: Vec<Vec<Value>> = batch.columns().iter().map(|c| column_values(c.as_ref())).collect();
             for row in 0..batch.num_rows() {
                 if rows.len() >= limits.max_rows {
@@ -86,7 +95,7 @@ pub async fn post_sql(State(state): State<AppState>, body: axum::body::Bytes) ->
     if let Some(n) = request.max_rows {
         limits.max_rows = limits.max_rows.min(n);
     }
-    Ok(Json(run_query(state.engine.context(), &request.sql, limits).await?))
+    Ok(Json(run_query(&state.engine.session(), &request.sql, limits).await?))
 }
 
 #[cfg(test)]
@@ -134,5 +143,14 @@ mod tests {
             assert!(matches!(err, ApiError::BadRequest { .. }), "{sql}: {err}");
         }
         assert!(!std::path::Path::new("/tmp/callscope-copy-test.parquet").exists());
+    }
+
+    #[tokio::test]
+    async fn errors_are_classified_by_cause() {
+        let ctx = ctx().await;
+        let err = run_query(&ctx, "SELECT nope FROM t", SqlLimits::default()).await.expect_err("unknown column");
+        assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST, "{err}");
+        let err = run_query(&ctx, "SELECT column1 / 0 FROM t", SqlLimits::default()).await.expect_err("divide by zero");
+        assert_eq!(err.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY, "{err}");
     }
 }

@@ -1,7 +1,8 @@
 //! `GET /monitoring/tracing/traces/{trace_id}`: the spans of one trace, in start order.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
+use crate::extract::ApiPath;
 use datafusion::prelude::{col, lit};
 use serde_json::{Map, Value, json};
 
@@ -9,14 +10,14 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::json_rows::column_values;
 
-pub async fn get_trace(State(state): State<AppState>, Path(trace_id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get_trace(State(state): State<AppState>, ApiPath(trace_id): ApiPath<String>) -> ApiResult<Json<Value>> {
     let trace_id = trace_id.to_ascii_lowercase();
     if trace_id.len() != 32 || !trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::bad_field("trace_id", "a trace id is 32 hex characters"));
     }
     let df = state
         .engine
-        .context()
+        .session()
         .table("spans")
         .await?
         .filter(col("trace_id").eq(lit(trace_id.clone())))?

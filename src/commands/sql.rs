@@ -13,7 +13,7 @@ pub async fn run(config: SqlConfig) -> anyhow::Result<()> {
     // The query API's limits, at their defaults.
     let query: QueryArgs = crate::cli::defaults()?;
     let engine = QueryEngine::new(&hot, EngineOptions::from(&query))?;
-    let df = engine.context().sql_with_options(&config.query, read_only()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let df = engine.session().sql_with_options(&config.query, read_only()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let batches = df.collect().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     match config.format {
         SqlFormat::Json => print_json(&batches),

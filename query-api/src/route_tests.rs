@@ -1,0 +1,339 @@
+//! Random parameters against every GET route of the router (over a real tier in a temporary
+//! directory and a real DataFusion session): never a panic, never a 5xx for a bad parameter,
+//! and every refusal in the JSON error shape.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use callscope_storage::{Tier, TierConfig};
+use proptest::prelude::*;
+use tower::ServiceExt;
+
+use crate::engine::EngineOptions;
+use crate::{AppState, QueryEngine, SqlLimits, router};
+
+/// Every GET route, path parameters as `{}` (filled with generated values).
+const ROUTES: &[&str] = &[
+    "/health",
+    "/metrics",
+    "/monitoring/health",
+    "/monitoring/metrics",
+    "/monitoring/metrics/prometheus",
+    "/monitoring/metrics/custom",
+    "/monitoring/metrics/custom/{}",
+    "/monitoring/tracing/traces/{}",
+    "/monitoring/alerts",
+    "/monitoring/alerts/history",
+    "/monitoring/alerts/failures",
+    "/monitoring/alerts/smart",
+    "/monitoring/alerts/smart/{}",
+    "/monitoring/alerts/smart/{}/insights",
+    "/monitoring/alerts/smart/r1/insights",
+    "/monitoring/alerts/silences",
+    "/monitoring/alerts/silences/{}",
+    "/monitoring/alertmanager/rules",
+    "/monitoring/alertmanager/health",
+    "/subjects",
+    "/subjects/{}/versions",
+    "/subjects/{}/versions/{}",
+    "/schemas/ids/{}",
+    "/schemas/ids/{}/schema",
+];
+
+const NAMES: &[&str] = &[
+    "name", "service", "start", "end", "step", "agg", "resolution", "label.region", "from", "to", "alertname",
+    "status", "limit", "window", "match[]", "query", "time", "x",
+];
+
+const NASTY: &[&str] = &[
+    "",
+    "-9223372036854775808",
+    "9223372036854775807",
+    "18446744073709551616",
+    "-1",
+    "0",
+    "1",
+    "1e308",
+    "-1e308",
+    "NaN",
+    "inf",
+    "1700000000",
+    "1700000000.5",
+    "1700000000000",
+    "now",
+    "now-1000000y",
+    "now-1h",
+    "now+",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59Z",
+    "2026-13-45T99:99:99Z",
+    "1ms",
+    "100y",
+    "101y",
+    "p99",
+    "rate",
+    "raw",
+    "auto",
+    "1m",
+    "'; DROP TABLE metrics; --",
+    "%FF%FE",
+    "..%2F..%2Fetc%2Fpasswd",
+    "calls_total",
+    "{}",
+];
+
+fn value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => proptest::sample::select(NASTY).prop_map(str::to_string),
+        1 => "\\PC{0,40}",
+        1 => proptest::num::i64::ANY.prop_map(|n| n.to_string()),
+    ]
+}
+
+fn params() -> impl Strategy<Value = Vec<(String, String)>> {
+    proptest::collection::vec(
+        (prop_oneof![4 => proptest::sample::select(NAMES).prop_map(str::to_string), 1 => "[a-z.]{1,12}"], value()),
+        0..6,
+    )
+}
+
+struct Api {
+    router: axum::Router,
+    /// Status of each route without parameters: components this test does not run
+    /// (Kafka) may answer 503 there, which is not a parameter's fault.
+    baseline: BTreeMap<&'static str, StatusCode>,
+    runtime: tokio::runtime::Runtime,
+    hot: Tier,
+    _dir: tempfile::TempDir,
+}
+
+async fn call(router: &axum::Router, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Vec<u8>) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .expect("request");
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 16 << 20).await.expect("body");
+    (status, bytes.to_vec())
+}
+
+fn api() -> Api {
+    api_with(120_000)
+}
+
+/// The API over an empty hot tier; windows older than `settled_after_ms` count as closed.
+fn api_with(settled_after_ms: i64) -> Api {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let hot = Tier::open(&TierConfig::local_dir(&dir.path().join("hot")).expect("tier")).expect("open");
+    let engine = QueryEngine::new(&hot, EngineOptions::default()).expect("engine");
+    let state = AppState {
+        engine,
+        hot,
+        producer: None,
+        kafka_probe: None,
+        topics: BTreeMap::new(),
+        sql_limits: SqlLimits { max_rows: 1000, timeout: Duration::from_secs(20) },
+        started: Instant::now(),
+        resolutions_ms: vec![10_000, 60_000],
+        rollups_settled_after_ms: settled_after_ms,
+    };
+    let state_hot = state.hot.clone();
+    let router = router(state);
+    let baseline = runtime.block_on(async {
+        let rule = r#"{"id": "r1", "name": "CallFailureRate",
+            "query": {"metric": "calls_total", "aggregate": "rate", "by": ["service"], "window": "2m"},
+            "condition": {"type": "threshold", "op": ">", "value": 5.0}}"#;
+        let (status, body) = call(&router, "POST", "/monitoring/alerts/smart", Some(rule)).await;
+        assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+        let mut baseline = BTreeMap::new();
+        for route in ROUTES {
+            let uri = route.replace("{}", "r1");
+            baseline.insert(*route, call(&router, "GET", &uri, None).await.0);
+        }
+        baseline
+    });
+    Api { router, baseline, runtime, hot: state_hot, _dir: dir }
+}
+
+fn encode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+fn check(api: &Api, route: &'static str, segment: &str, params: &[(String, String)]) {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    // Required parameters first, so that the generated ones reach the code behind them.
+    if route == "/monitoring/metrics" {
+        query.append_pair("name", "calls_total");
+    }
+    for (k, v) in params {
+        query.append_pair(k, v);
+    }
+    // A raw `%FF` segment reaches the path extractor as bytes that are not UTF-8.
+    let segment = if segment.starts_with('%') { segment.to_string() } else { encode(segment) };
+    let uri = format!("{}?{}", route.replace("{}", &segment), query.finish());
+    let (status, body) = api.runtime.block_on(call(&api.router, "GET", &uri, None));
+    let baseline = api.baseline[route];
+    assert!(
+        !status.is_server_error() || status == baseline,
+        "GET {uri} answered {status} (without parameters: {baseline}): {}",
+        String::from_utf8_lossy(&body)
+    );
+    if status.is_client_error() || status.is_server_error() {
+        let json: serde_json::Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("GET {uri} answered {status} with a body that is not JSON ({e}): {body:?}"));
+        assert!(json["error"].is_string(), "GET {uri}: {json}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_parameters_never_panic_or_answer_5xx(segment in value(), params in params()) {
+        thread_local!(static API: Api = api());
+        API.with(|api| {
+            for route in ROUTES {
+                check(api, route, &segment, &params);
+            }
+        });
+    }
+}
+
+/// Every known parameter with every nasty value, one at a time, on the routes that read
+/// parameters (the random test above combines them).
+#[test]
+fn every_nasty_value_of_every_parameter_is_answered_without_a_5xx() {
+    const READERS: &[&str] = &[
+        "/monitoring/metrics",
+        "/monitoring/alerts/history",
+        "/monitoring/alerts/failures",
+        "/monitoring/alerts/smart/r1/insights",
+        "/monitoring/metrics/prometheus",
+    ];
+    let api = api();
+    for route in READERS {
+        for name in NAMES {
+            for value in NASTY {
+                check(&api, route, "", &[(name.to_string(), value.to_string())]);
+            }
+        }
+    }
+}
+
+#[test]
+fn overflowing_times_are_refused_by_name() {
+    let api = api();
+    for (uri, field) in [
+        ("/monitoring/metrics?name=x&end=-9223372036854775808", "end"),
+        ("/monitoring/metrics?name=x&start=0&end=9223372036854775807&step=1", "end"),
+        ("/monitoring/metrics?name=x&start=0001-01-01T00:00:00Z&end=9999-12-31T00:00:00Z&step=1ms", "step"),
+        ("/monitoring/alerts/history?from=-9223372036854775808", "from"),
+        ("/monitoring/alerts/smart/r1/insights?window=-1", "window"),
+    ] {
+        let (status, body) = api.runtime.block_on(call(&api.router, "GET", uri, None));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {}", String::from_utf8_lossy(&body));
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["field"], field, "{uri}: {json}");
+    }
+    // A query string axum cannot decode is a JSON 400 too.
+    let (status, body) = api.runtime.block_on(call(&api.router, "GET", "/monitoring/alerts/failures?limit=many", None));
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(serde_json::from_slice::<serde_json::Value>(&body).expect("json")["error"].is_string());
+}
+
+#[test]
+fn a_panicking_handler_answers_a_json_500() {
+    async fn boom() -> StatusCode {
+        panic!("handler bug")
+    }
+    let router = axum::Router::new()
+        .route("/boom", axum::routing::get(boom))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(crate::error::panic_response));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (status, body) = runtime.block_on(call(&router, "GET", "/boom", None));
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert!(json["error"].as_str().is_some_and(|e| e.contains("internal error")), "{json}");
+}
+
+/// Partition 0 has closed its windows up to minute 9 and partition 1 only up to minute 4
+/// (it lags); partition 1's raw samples of minutes 5–9 are stored. Roll-ups may answer only
+/// up to the slowest partition: after that, raw samples.
+#[test]
+fn rollups_answer_only_up_to_the_partition_furthest_behind() {
+    use callscope_schemas::arrow_schema::{SourcedEvent, to_record_batch};
+    use callscope_schemas::rollup::{Partial, RollupRow, SeriesKey, rollups_to_record_batch};
+    use callscope_schemas::{Dataset, Event, Metric, MetricKind};
+    use callscope_storage::{DataFileKey, HourPartition, RollupFileKey, RollupSource, parquet_file};
+
+    let api = api_with(86_400_000);
+    let t0 = (callscope_runtime::now_ms() - 3_600_000).div_euclid(3_600_000) * 3_600_000;
+    let minute = 60_000;
+    let metric = |t: i64| Metric {
+        name: "calls_answered".into(),
+        kind: MetricKind::Counter,
+        value: 1.0,
+        timestamp_ms: t,
+        service: "gw".into(),
+        labels: Default::default(),
+        unit: None,
+    };
+    let series = std::sync::Arc::new(SeriesKey::of(&metric(t0)));
+    let rollup = |partition: i32, m: i64| {
+        let mut partial = Partial::empty(MetricKind::Counter);
+        partial.add(1.0, t0 + m * minute);
+        RollupRow { resolution_ms: minute, window_start_ms: t0 + m * minute, series: series.clone(), partial, partition, late: false }
+    };
+    let rows: Vec<RollupRow> = (0..10).map(|m| rollup(0, m)).chain((0..5).map(|m| rollup(1, m))).collect();
+    let rollups = parquet_file::encode(&[rollups_to_record_batch(&rows).expect("batch")]).expect("encode");
+    let rollup_key = RollupFileKey {
+        resolution_ms: minute,
+        hour: HourPartition::of_unix_ms(t0),
+        topic: "callscope.metrics".into(),
+        partition: 0,
+        source: RollupSource::Batch { first_offset: 0, last_offset: 9 },
+    };
+    // Three raw samples a minute in partition 1's minutes 5..=9.
+    let raw: Vec<SourcedEvent> = (5..10)
+        .flat_map(|m| (0..3).map(move |i| (m, i)))
+        .enumerate()
+        .map(|(offset, (m, i))| SourcedEvent { partition: 1, offset: offset as i64, event: Event::Metric(metric(t0 + m * minute + i * 1000)) })
+        .collect();
+    let raw = parquet_file::encode(&[to_record_batch(Dataset::Metrics, &raw).expect("batch")]).expect("encode");
+    let raw_key = DataFileKey {
+        dataset: Dataset::Metrics,
+        hour: HourPartition::of_unix_ms(t0),
+        topic: "callscope.metrics".into(),
+        partition: 1,
+        first_offset: 0,
+        last_offset: 14,
+    };
+    api.runtime.block_on(async {
+        api.hot.put_durable(&rollup_key.path(), rollups, false).await.expect("put");
+        api.hot.put_durable(&raw_key.path(), raw, false).await.expect("put");
+    });
+    let uri = format!("/monitoring/metrics?name=calls_answered&agg=count&step=1m&start={t0}&end={}", t0 + 10 * minute);
+    let request = Request::builder().uri(&uri).body(Body::empty()).expect("request");
+    let (source, body) = api.runtime.block_on(async {
+        let response = api.router.clone().oneshot(request).await.expect("infallible");
+        let source = response.headers().get("x-callscope-source").map(|v| v.to_str().unwrap_or_default().to_string());
+        (source, axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body"))
+    });
+    let series: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(source.as_deref(), Some("rollup:1m+raw"), "{series}");
+    let points: Vec<(i64, f64)> = series[0]["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| (p[0].as_i64().unwrap_or_default(), p[1].as_f64().unwrap_or_default()))
+        .collect();
+    let expected: Vec<(i64, f64)> =
+        (0..10).map(|m| (t0 + m * minute, if m < 5 { 2.0 } else { 3.0 })).collect();
+    assert_eq!(points, expected, "minutes 0-4 from both partitions' roll-ups, 5-9 from partition 1's raw samples");
+}
