@@ -29,6 +29,11 @@ pub trait OffsetAck: Send + Sync {
     /// The next offset the group will read for the partition, as last confirmed by the
     /// broker (`None` when nothing was confirmed yet). Batch records below it are pruned.
     fn committed(&self, topic: &str, partition: i32) -> Option<i64>;
+
+    /// The writer of `topic`/`partition` stopped after a permanent failure: stop reading
+    /// the partition (messages after the last acknowledgement stay in Kafka, unread) until
+    /// it is assigned again.
+    fn pause(&self, topic: &str, partition: i32);
 }
 
 /// Sends dead letters and returns once every one is acknowledged.
@@ -62,6 +67,8 @@ pub(crate) mod fakes {
         DeadLetters { partition: i32, offsets: Vec<i64> },
         /// An offset acknowledgement.
         Ack { partition: i32, next_offset: i64 },
+        /// Reading a stopped partition was paused.
+        Paused { partition: i32 },
     }
 
     type Hook = Box<dyn Fn(&Told) + Send + Sync>;
@@ -107,7 +114,7 @@ pub(crate) mod fakes {
                 .into_iter()
                 .filter_map(|t| match t {
                     Told::Ack { next_offset, .. } => Some(next_offset),
-                    Told::DeadLetters { .. } => None,
+                    Told::DeadLetters { .. } | Told::Paused { .. } => None,
                 })
                 .collect()
         }
@@ -130,6 +137,10 @@ pub(crate) mod fakes {
 
         fn committed(&self, topic: &str, partition: i32) -> Option<i64> {
             self.committed.lock().expect("lock").get(&(topic.to_string(), partition)).copied()
+        }
+
+        fn pause(&self, _topic: &str, partition: i32) {
+            self.tell(Told::Paused { partition });
         }
     }
 

@@ -33,6 +33,16 @@ impl PipelineError {
         match self {
             PipelineError::Kafka(_) | PipelineError::Runtime(_) | PipelineError::Fenced => RetryHint::Retry,
             PipelineError::Storage(e) if e.is_transient() => RetryHint::Retry,
+            // A store that cannot do what the commit protocol needs (a conditional PUT), or
+            // refuses our credentials, will not change its mind: stop with its message.
+            PipelineError::Storage(callscope_storage::StorageError::ObjectStore(
+                object_store::Error::NotImplemented { .. }
+                | object_store::Error::NotSupported { .. }
+                | object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+                | object_store::Error::InvalidPath { .. }
+                | object_store::Error::UnknownConfigurationKey { .. },
+            )) => RetryHint::Stop,
             PipelineError::Storage(callscope_storage::StorageError::ObjectStore(_)) => RetryHint::Retry,
             PipelineError::Storage(_) | PipelineError::Config(_) | PipelineError::Other(_) => RetryHint::Stop,
         }
@@ -40,3 +50,27 @@ impl PipelineError {
 }
 
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storage(e: object_store::Error) -> PipelineError {
+        PipelineError::Storage(callscope_storage::StorageError::ObjectStore(e))
+    }
+
+    #[test]
+    fn a_store_that_cannot_do_conditional_puts_stops_instead_of_retrying_forever() {
+        let not_implemented = storage(object_store::Error::NotImplemented {
+            operation: "put_opts with PutMode::Create".into(),
+            implementer: "a store".into(),
+        });
+        assert_eq!(not_implemented.retry_hint(), RetryHint::Stop);
+        let denied = storage(object_store::Error::PermissionDenied { path: "x".into(), source: "403".into() });
+        assert_eq!(denied.retry_hint(), RetryHint::Stop);
+        let outage = storage(object_store::Error::Generic { store: "S3", source: "connection reset".into() });
+        assert_eq!(outage.retry_hint(), RetryHint::Retry);
+        let not_found = storage(object_store::Error::NotFound { path: "x".into(), source: "gone".into() });
+        assert_eq!(not_found.retry_hint(), RetryHint::Retry);
+    }
+}

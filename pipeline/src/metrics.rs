@@ -19,6 +19,7 @@ pub struct PipelineMetrics {
     pub batches: IntCounterVec,
     pub rollbacks: IntCounterVec,
     pub fenced: IntCounterVec,
+    pub stopped_partitions: IntCounterVec,
     pub write_retries: IntCounterVec,
     pub write_seconds: Histogram,
     pub consumer_lag: IntGaugeVec,
@@ -146,6 +147,12 @@ impl PipelineMetrics {
                 registry,
                 "callscope_pipeline_batches_fenced_total",
                 "Batches refused because another writer committed the same range",
+                &["topic"],
+            ),
+            stopped_partitions: counter(
+                registry,
+                "callscope_pipeline_partitions_stopped_total",
+                "Partitions stopped (and paused) after a permanent write failure",
                 &["topic"],
             ),
             write_retries: counter(

@@ -177,4 +177,14 @@ impl OffsetAck for KafkaSource {
         let committed = self.consumer.context().committed.lock().ok()?;
         committed.get(&(topic.to_string(), partition)).copied()
     }
+
+    fn pause(&self, topic: &str, partition: i32) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        // librdkafka forgets a pause on the next assignment, which is when the writer
+        // retries the partition.
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::error!(topic, partition, error = %e, "could not pause a stopped partition; its messages are read and not stored");
+        }
+    }
 }

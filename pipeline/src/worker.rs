@@ -45,6 +45,10 @@ use crate::windows::aggregate::AggregationConfig;
 use crate::windows::definitions::{self, AggregationShared};
 use crate::writer::{PartitionWriter, WriterContext};
 
+/// How long a shutting-down worker lets its writers retry a failing storage before it
+/// gives up on what is not stored yet (it stays unacknowledged in Kafka).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 /// Settings of one worker.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -129,6 +133,7 @@ impl Worker {
             worker_id: config.worker_id.clone(),
             status: status.clone(),
             aggregation: config.aggregation.clone().map(|c| Arc::new(AggregationShared::new(c, hot.clone()))),
+            give_up: CancellationToken::new(),
         };
         Ok(Worker { config, source, writer_ctx, status, tier: hot })
     }
@@ -229,7 +234,15 @@ impl Worker {
         }
 
         // Ordered shutdown: flush every buffer, let writers drain, commit final offsets.
+        // During a storage outage the writers stop retrying after a grace period, so that
+        // shutdown ends; what they could not store is re-read after the restart.
         self.status.update(|s| s.state = WorkerState::Stopping);
+        let give_up = self.writer_ctx.give_up.clone();
+        let give_up_timer = tokio::spawn(async move {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "writers still retrying at shutdown; giving up on what is not stored");
+            give_up.cancel();
+        });
         let keys: Vec<_> = buffers.keys().cloned().collect();
         for key in keys {
             self.flush(&key, &mut buffers, &mut writers, &mut buffered).await;
@@ -247,6 +260,7 @@ impl Worker {
                 Err(e) => result = Err(PipelineError::Other(format!("writer task failed: {e}"))),
             }
         }
+        give_up_timer.abort();
         if let Err(e) = self.source.commit_final(&final_offsets) {
             tracing::warn!(error = %e, "final offset commit failed; stored batches will be skipped on replay");
         }

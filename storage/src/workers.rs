@@ -61,6 +61,11 @@ pub struct WorkerStatus {
     /// Consumer lag in messages by `topic/partition` (from librdkafka statistics).
     pub lag: BTreeMap<String, i64>,
     pub last_error: Option<String>,
+    /// Partitions this worker stopped after a permanent write failure, by `topic/partition`,
+    /// with the reason. Reading them is paused (nothing is skipped or acknowledged) until
+    /// the partition is assigned again or the worker restarts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stopped: BTreeMap<String, String>,
 }
 
 /// Reads every worker's last heartbeat from a tier.

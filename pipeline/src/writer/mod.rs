@@ -24,6 +24,7 @@ use std::time::Duration;
 use callscope_schemas::Dataset;
 use callscope_storage::CommitLog;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::acks::{DeadLetterSink, OffsetAck};
 use crate::batch::{PendingBatch, WriterJob};
@@ -44,6 +45,9 @@ pub struct WriterContext {
     pub status: StatusHandle,
     /// Windowed aggregation of the metrics dataset; `None` turns it off.
     pub aggregation: Option<Arc<AggregationShared>>,
+    /// Cancelled when a shutting-down worker stops waiting for storage: writers stop
+    /// retrying and leave what is not durable unacknowledged (re-read after a restart).
+    pub give_up: CancellationToken,
 }
 
 /// Handle to a running partition writer.
@@ -122,6 +126,14 @@ impl WriterState {
                 WriterJob::Assigned => {
                     self.needs_recovery = true;
                     self.owned = true;
+                    // A new assignment gives a stopped partition another try.
+                    if self.stopped {
+                        self.stopped = false;
+                        let key = format!("{}/{}", self.topic, self.partition);
+                        self.ctx.status.update(|s| {
+                            s.stopped.remove(&key);
+                        });
+                    }
                 }
                 WriterJob::Revoked => {
                     self.owned = false;
@@ -157,25 +169,45 @@ impl WriterState {
 
     /// Sleeps before a retry, or stops the partition when `e` is not transient. Returns
     /// whether to retry.
+    /// A shutting-down worker that gave up waiting ([`WriterContext::give_up`]) gets no
+    /// more retries: the batch stays unacknowledged and is re-read after the restart.
     async fn backoff_or_stop(&mut self, e: &PipelineError, backoff: &mut Duration) -> bool {
         if e.retry_hint() != RetryHint::Retry {
             self.stop(e);
             return false;
         }
+        if self.ctx.give_up.is_cancelled() {
+            tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "shutting down during a storage failure; the batch is left unacknowledged and re-read after the restart");
+            return false;
+        }
         PipelineMetrics::global().write_retries.with_label_values(&[&self.topic]).inc();
         tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, backoff = ?*backoff, "batch write failed; retrying");
         self.ctx.status.update(|s| s.last_error = Some(e.to_string()));
-        tokio::time::sleep(*backoff).await;
+        tokio::select! {
+            _ = tokio::time::sleep(*backoff) => {}
+            _ = self.ctx.give_up.cancelled() => {
+                tracing::warn!(topic = %self.topic, partition = self.partition, "shutting down during a storage failure; the batch is left unacknowledged and re-read after the restart");
+                return false;
+            }
+        }
         *backoff = (*backoff * 2).min(MAX_BACKOFF);
         true
     }
 
     /// Writing later batches would leave a hole behind the durable high-water mark: stop
-    /// this partition instead. Nothing after the last checkpoint or batch is acknowledged,
-    /// so a restart re-reads it.
+    /// this partition instead, pause reading it, and say so in the heartbeat (shown by
+    /// `/monitoring/health`). Nothing after the last checkpoint or batch is acknowledged, so
+    /// the next owner (after a rebalance or restart) re-reads it.
     fn stop(&mut self, e: &dyn std::fmt::Display) {
-        tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "batch write failed permanently; this partition stops until the worker restarts");
-        self.ctx.status.update(|s| s.last_error = Some(format!("{}/{} stopped: {e}", self.topic, self.partition)));
+        tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "batch write failed permanently; reading this partition is paused until it is assigned again or the worker restarts");
+        let key = format!("{}/{}", self.topic, self.partition);
+        let reason = e.to_string();
+        self.ctx.status.update(|s| {
+            s.last_error = Some(format!("{key} stopped: {reason}"));
+            s.stopped.insert(key, reason);
+        });
+        PipelineMetrics::global().stopped_partitions.with_label_values(&[&self.topic]).inc();
+        self.ctx.acks.pause(&self.topic, self.partition);
         self.stopped = true;
     }
 

@@ -72,6 +72,7 @@ fn writer(
         worker_id: format!("worker-{}", Arc::as_ptr(kafka) as usize),
         status: StatusHandle::default(),
         aggregation,
+        give_up: tokio_util::sync::CancellationToken::new(),
     };
     WriterState::new(ctx, topic.to_string(), PARTITION, Dataset::Metrics)
 }
@@ -338,7 +339,21 @@ async fn a_batch_whose_dead_letters_cannot_be_sent_is_not_committed() {
     assert!(w.stopped, "a permanent failure stops the partition");
     assert_stored_exactly(&tier, []).await;
     assert!(batch_records(&tier, topic).await.is_empty());
-    assert!(kafka.told().is_empty(), "nothing is acknowledged");
+    assert_eq!(
+        kafka.told(),
+        vec![Told::Paused { partition: PARTITION }],
+        "nothing is acknowledged, and reading the partition is paused"
+    );
+    let key = format!("{topic}/{PARTITION}");
+    assert!(w.ctx.status.snapshot().stopped[&key].contains("no dead-letter topic"), "the heartbeat says why");
+    // Assigned again (after a rebalance), the partition gets another try and succeeds.
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender.send(crate::batch::WriterJob::Assigned).await.expect("send");
+    sender.send(crate::batch::WriterJob::Batch(batch(0..=9, &[5]))).await.expect("send");
+    drop(sender);
+    tokio::time::timeout(Duration::from_secs(30), w.run(receiver)).await.expect("writer finished");
+    assert_stored_exactly(&tier, (0..=9).filter(|o| *o != 5)).await;
+    assert_eq!(kafka.acks(), vec![10]);
 }
 
 /// Samples 10 s apart in event time, so that windows close as the batches go on.
