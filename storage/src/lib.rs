@@ -2,6 +2,8 @@
 //! commit log that gives the pipeline its exactly-once effect.
 //!
 //! * [`tier`]: a tier is an object_store URL (`file://`, `memory://`, `s3://`); opening one.
+//! * [`instrumented_store`]: metrics on every object-store call (every tier has them).
+//! * [`fault_store`]: fault injection (errors, latency, pauses) for tests and soak runs.
 //! * [`layout`]: typed object keys (`<dataset>/date=YYYY-MM-DD/hour=HH/<name>.parquet`).
 //! * [`parquet_file`]: encoding record batches as Parquet.
 //! * [`catalog`]: typed keys of every `_catalog/…` object.
@@ -16,6 +18,8 @@ pub mod alerting;
 pub mod catalog;
 pub mod commit_log;
 pub mod custom_metrics;
+pub mod fault_store;
+pub mod instrumented_store;
 pub mod json_objects;
 pub mod layout;
 pub mod parquet_file;
@@ -27,8 +31,13 @@ pub use alerting::{Ack, AckStore, Silence, SilenceMatcher, SilenceState, Silence
 pub use catalog::{CatalogDir, CatalogKey};
 pub use commit_log::{BatchRecord, CommitLog, Recovery};
 pub use custom_metrics::CustomMetricStore;
+pub use fault_store::{
+    Fault, FaultControl, FaultRule, FaultSpecError, FaultStore, InjectedError, PathMatch, Pause, RuleHandle, Stage,
+    parse_fault_spec,
+};
+pub use instrumented_store::{InstrumentedStore, StoreMetrics, StoreOp};
 pub use layout::{DataFileKey, HourPartition, RollupFileKey, RollupSource};
-pub use tier::{Tier, TierConfig};
+pub use tier::{FAULT_SPEC_OPTION, Tier, TierConfig};
 pub use window_state::CheckpointStore;
 
 /// Errors of the storage layer.
@@ -48,6 +57,8 @@ pub enum StorageError {
     Fenced { topic: String, partition: i32, first_offset: i64 },
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("invalid fault_spec tier option: {0}")]
+    FaultSpec(#[from] FaultSpecError),
 }
 
 impl StorageError {

@@ -1,4 +1,8 @@
 //! A storage tier: one object_store URL, opened once and shared.
+//!
+//! Every tier's store is wrapped in an [`InstrumentedStore`] (metrics on every call) and,
+//! when the `fault_spec` option is set or a test asks for it, a [`FaultStore`] beneath that
+//! (so injected faults show in the metrics as the callers see them).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,11 +12,18 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use url::Url;
 
+use crate::fault_store::{FaultControl, FaultStore, parse_fault_spec};
+use crate::instrumented_store::InstrumentedStore;
 use crate::{Result, StorageError};
+
+/// The tier option holding fault rules (see [`crate::fault_store::spec`]); taken out of the
+/// options before they reach object_store.
+pub const FAULT_SPEC_OPTION: &str = "fault_spec";
 
 /// How to open a tier: its URL plus options for remote stores
 /// (for S3: `aws_endpoint`, `aws_access_key_id`, `aws_secret_access_key`, `aws_region`,
-/// `aws_allow_http`, … as accepted by object_store's `AmazonS3Builder`).
+/// `aws_allow_http`, … as accepted by object_store's `AmazonS3Builder`), and
+/// [`FAULT_SPEC_OPTION`] for soak runs.
 #[derive(Debug, Clone)]
 pub struct TierConfig {
     pub url: String,
@@ -51,6 +62,17 @@ pub struct Tier {
 
 impl Tier {
     pub fn open(config: &TierConfig) -> Result<Tier> {
+        Tier::open_inner(config, None)
+    }
+
+    /// Opens a tier with a fault injector in front of its store, holding the rules of the
+    /// `fault_spec` option if any, plus whatever the returned control adds (tests).
+    pub fn open_with_faults(config: &TierConfig) -> Result<(Tier, FaultControl)> {
+        let control = FaultControl::new();
+        Ok((Tier::open_inner(config, Some(control.clone()))?, control))
+    }
+
+    fn open_inner(config: &TierConfig, faults: Option<FaultControl>) -> Result<Tier> {
         let invalid = |reason: String| StorageError::InvalidUrl { url: config.url.clone(), reason };
         let mut url = Url::parse(&config.url).map_err(|e| invalid(e.to_string()))?;
         if !url.path().ends_with('/') {
@@ -64,17 +86,40 @@ impl Tier {
         } else {
             None
         };
-        let (store, base) =
-            object_store::parse_url_opts(&url, config.options.clone()).map_err(|e| invalid(e.to_string()))?;
+        let mut options = config.options.clone();
+        let faults = match options.remove(FAULT_SPEC_OPTION) {
+            Some(spec) => {
+                let rules = parse_fault_spec(&spec)?;
+                tracing::warn!(url = %config.url, spec = %spec, "fault injection is active on this tier");
+                let control = faults.unwrap_or_default();
+                for rule in rules {
+                    control.add(rule);
+                }
+                Some(control)
+            }
+            None => faults,
+        };
+        let (store, base) = object_store::parse_url_opts(&url, options).map_err(|e| invalid(e.to_string()))?;
+        let mut store: Arc<dyn ObjectStore> = Arc::from(store);
+        if let Some(control) = faults {
+            store = Arc::new(FaultStore::with_control(store, control).with_base(&base));
+        }
         let mut store_url = url.clone();
         store_url.set_path("/");
         store_url.set_query(None);
-        Ok(Tier { store: Arc::from(store), store_url, base, local_root })
+        Ok(Tier { store: Arc::new(InstrumentedStore::new(store)), store_url, base, local_root })
     }
 
-    /// A tier over a given store (tests, benchmarks).
+    /// A tier over a given store (tests, benchmarks), with metrics on its calls.
     pub fn from_store(store: Arc<dyn ObjectStore>, store_url: Url) -> Tier {
-        Tier { store, store_url, base: Path::default(), local_root: None }
+        Tier { store: Arc::new(InstrumentedStore::new(store)), store_url, base: Path::default(), local_root: None }
+    }
+
+    /// A tier over a given store with a fault injector in front of it (tests).
+    pub fn from_store_with_faults(store: Arc<dyn ObjectStore>, store_url: Url) -> (Tier, FaultControl) {
+        let faults = FaultStore::new(store);
+        let control = faults.control().clone();
+        (Tier::from_store(Arc::new(faults), store_url), control)
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -227,6 +272,67 @@ mod tests {
         tier.delete("metrics/date=2026-01-01/hour=05/a.parquet").await.expect("delete");
         tier.delete("metrics/none").await.expect("deleting a missing object is fine");
         assert!(!tier.exists("metrics/date=2026-01-01/hour=05/a.parquet").await.expect("head"));
+    }
+
+    #[tokio::test]
+    async fn every_opened_tier_records_store_metrics() {
+        let metrics = crate::StoreMetrics::global();
+        let puts = || metrics.call_seconds.with_label_values(&["put"]).get_sample_count();
+        let missing = || metrics.errors.with_label_values(&["head", "not_found"]).get();
+        let (puts_before, missing_before) = (puts(), missing());
+        let tier = Tier::open(&TierConfig::new("memory:///")).expect("open");
+        tier.put_durable("m/a", Bytes::from_static(b"x"), false).await.expect("put");
+        assert!(!tier.exists("m/none").await.expect("head"));
+        // Other tests share the process-wide registry, so only growth is certain.
+        assert!(puts() > puts_before);
+        assert!(missing() > missing_before);
+        let exported = prometheus::default_registry().gather();
+        assert!(exported.iter().any(|f| f.name() == "callscope_store_call_seconds"));
+    }
+
+    /// The building block of crash and zombie tests: a writer stopped between its batch
+    /// record and its data files.
+    #[tokio::test]
+    async fn commit_batch_can_be_paused_between_its_record_and_its_files() {
+        use crate::commit_log::{BatchRecord, CommitLog};
+        use crate::fault_store::PathMatch;
+        use crate::instrumented_store::StoreOp;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tier, faults) = Tier::open_with_faults(&TierConfig::local_dir(dir.path()).expect("config")).expect("open");
+        let pause = faults.pause(Some(StoreOp::Put), PathMatch::prefix("metrics/"));
+        let record = BatchRecord {
+            topic: "callscope.metrics".into(),
+            partition: 0,
+            first_offset: 0,
+            last_offset: 9,
+            files: vec!["metrics/a.parquet".into()],
+            rows: 10,
+            dead_letters: 0,
+            writer: "w1".into(),
+            created_at_ms: 0,
+        };
+        let record_key =
+            crate::catalog::CatalogKey::BatchRecord { topic: record.topic.clone(), partition: 0, first_offset: 0 }
+                .path();
+        let log = CommitLog::new(tier.clone());
+        let writer = tokio::spawn(async move {
+            log.commit_batch(&record, vec![("metrics/a.parquet".into(), Bytes::from_static(b"PAR1"))]).await
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(10), pause.wait_until_paused())
+            .await
+            .expect("the writer reaches its data file");
+        assert!(tier.exists(&record_key).await.expect("head"), "the batch record is written");
+        assert!(!tier.exists("metrics/a.parquet").await.expect("head"), "the data file is not");
+        assert!(!writer.is_finished());
+
+        pause.release();
+        tokio::time::timeout(std::time::Duration::from_secs(10), writer)
+            .await
+            .expect("released")
+            .expect("join")
+            .expect("commit");
+        assert!(tier.exists("metrics/a.parquet").await.expect("head"));
     }
 
     #[test]
