@@ -426,3 +426,57 @@ async fn windowed_partitions_replay_from_the_checkpoint_and_emit_the_same_rollup
     assert_eq!(rows(&got), rows(&want), "roll-up files and their row counts");
     assert!(got == want, "a replay emits exactly the roll-ups of an uninterrupted run");
 }
+
+/// A writer over a memory tier with a fault injector in front of it.
+fn faulty_tier() -> (Tier, callscope_storage::FaultControl) {
+    Tier::open_with_faults(&TierConfig::new("memory:///")).expect("memory tier")
+}
+
+#[tokio::test]
+async fn a_store_without_conditional_put_stops_the_partition_with_its_message() {
+    use callscope_storage::{Fault, FaultRule, InjectedError, PathMatch, StoreOp};
+    let topic = "t.no-conditional-put";
+    let (tier, faults) = faulty_tier();
+    faults.add(FaultRule::new(
+        Some(StoreOp::Put),
+        PathMatch::contains("_catalog/commits/"),
+        Fault::Error(InjectedError::NotImplemented),
+    ));
+    let kafka = Arc::new(FakeKafka::default());
+    let mut w = writer(&tier, &kafka, topic, None);
+    handle(&mut w, batch(0..=9, &[])).await;
+    assert!(w.stopped, "retrying a store that cannot do a create-only PUT would never end");
+    assert_eq!(kafka.told(), vec![Told::Paused { partition: PARTITION }]);
+    let reason = w.ctx.status.snapshot().stopped[&format!("{topic}/{PARTITION}")].clone();
+    assert!(reason.contains("not yet implemented"), "{reason}");
+    assert_stored_exactly(&tier, []).await;
+}
+
+#[tokio::test]
+async fn a_shutdown_during_a_storage_outage_ends_without_acknowledging() {
+    use callscope_storage::{Fault, FaultRule, InjectedError, PathMatch, StoreOp};
+    let topic = "t.outage-shutdown";
+    let (tier, faults) = faulty_tier();
+    let outage = faults.add(FaultRule::new(Some(StoreOp::Put), PathMatch::Any, Fault::Error(InjectedError::Transient)));
+    let kafka = Arc::new(FakeKafka::default());
+    let mut w = writer(&tier, &kafka, topic, None);
+    let give_up = w.ctx.give_up.clone();
+    let writing = tokio::spawn(async move {
+        w.handle_batch(batch(0..=9, &[])).await;
+        w
+    });
+    // Wait until the writer is retrying, then shut down.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while outage.fired() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the writer never tried to write");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    give_up.cancel();
+    let w = tokio::time::timeout(Duration::from_secs(10), writing)
+        .await
+        .expect("the writer gave up when told to")
+        .expect("writer task");
+    assert!(!w.stopped, "giving up at shutdown is not a permanent failure");
+    assert!(kafka.acks().is_empty(), "nothing is acknowledged");
+    assert_stored_exactly(&tier, []).await;
+}
