@@ -11,7 +11,9 @@
 //! of the one-partition lease topic in the `callscope-alerting` consumer group. The others
 //! evaluate the same data and stay ready; on a change of leader the new one loads the
 //! notification log that the old one kept in object storage, so a group is not notified
-//! twice. Evaluation runs after every batch of messages and every `eval_interval`
+//! twice, and publishes the transitions after the last one the old leader confirmed (the
+//! [`crate::publisher`] does that in its own task, so a Kafka outage never stalls
+//! evaluation). Evaluation runs after every batch of messages and every `eval_interval`
 //! (default 250 ms), never waiting for windows to close.
 
 mod run_loop;
@@ -22,11 +24,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use callscope_runtime::now_ms;
 use callscope_schemas::alerting_status::{ActiveAlert, AlertingStatus, AlertmanagerHealth};
-use callscope_schemas::events::{Alert, Event};
+use callscope_schemas::events::Event;
 use callscope_schemas::{Dataset, DecodeOptions, decode_event};
 use callscope_storage::alerting::SilenceState;
 use callscope_storage::{CatalogKey, Tier};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 pub use self::run_loop::run;
 use crate::config::{AlertingConfig, default_smart_rules, load_notify, load_rules};
@@ -35,6 +36,7 @@ use crate::metrics::AlertingMetrics;
 use crate::notify::config::parse_matcher;
 use crate::notify::dispatch::{Dispatcher, Notification, RoutedAlert, SilenceRule};
 use crate::notify::notifier::{DeliveryFailure, FailureSink, Notifier};
+use crate::publisher::{Publisher, TransitionKey};
 use crate::state::DurableState;
 
 fn failure_sink(tier: Tier) -> FailureSink {
@@ -61,14 +63,13 @@ struct Evaluator {
     engine: AlertEngine,
     dispatcher: Dispatcher,
     notifier: Option<Notifier>,
-    producer: FutureProducer,
+    /// Publishes transitions (as leader) to the alerts topic.
+    publisher: Publisher,
     leader: bool,
     state: DurableState,
     state_dirty: bool,
     rule_errors: Vec<String>,
     decode: DecodeOptions,
-    /// Recent transitions (event time, alert event), for publishing by whoever leads.
-    recent: std::collections::VecDeque<(i64, Alert)>,
     silences: callscope_storage::SilenceStore,
     smart_rules: callscope_storage::SmartRuleStore,
     acks: callscope_storage::AckStore,
@@ -84,7 +85,7 @@ struct Evaluator {
 /// A standby rejoins the lease group when no leader has published status for this long.
 const LEADER_SILENCE: Duration = Duration::from_secs(10);
 
-/// Transitions kept for a new leader to publish.
+/// Transitions kept for a new leader to publish (and waiting while Kafka is unreachable).
 const RECENT_TRANSITIONS: usize = 10_000;
 
 impl Evaluator {
@@ -117,7 +118,7 @@ impl Evaluator {
         }
     }
 
-    async fn evaluate(&mut self, trigger: &str, wall: i64) {
+    fn evaluate(&mut self, trigger: &str, wall: i64) {
         let metrics = AlertingMetrics::global();
         let started = Instant::now();
         let changes = self.engine.evaluate(wall);
@@ -127,46 +128,16 @@ impl Evaluator {
         for change in changes {
             self.on_change(change, wall);
         }
-        self.publish_recent().await;
     }
 
     fn on_change(&mut self, change: AlertChange, wall: i64) {
         let metrics = AlertingMetrics::global();
         metrics.transitions.with_label_values(&[&format!("{:?}", change.to).to_lowercase()]).inc();
         let Some(event) = change.to_event() else { return };
-        self.dispatcher.receive(RoutedAlert::from_event(&event), wall);
-        self.recent.push_back((change.at_ms, event));
-        while self.recent.len() > RECENT_TRANSITIONS {
-            self.recent.pop_front();
-        }
-    }
-
-    /// Publishes (as leader) the transitions newer than what is already on the topic; a
-    /// new leader thereby publishes what happened while nobody led.
-    async fn publish_recent(&mut self) {
-        if !self.leader {
-            return;
-        }
-        let through = self.state.published_through_ms;
-        let mut newest = through;
-        for (at_ms, event) in self.recent.iter().filter(|(at, _)| *at > through) {
-            self.publish(event).await;
-            newest = newest.max(*at_ms);
-        }
-        if newest > through {
-            self.state.published_through_ms = newest;
-            self.state_dirty = true;
-        }
-    }
-
-    async fn publish(&self, alert: &Alert) {
-        let event = Event::Alert(alert.clone());
-        let payload = callscope_schemas::json::encode(&event);
-        let key = event.partition_key();
-        let record = FutureRecord::to(&self.config.alerts_topic).key(&key).payload(&payload);
-        if let Err((e, _)) = self.producer.send(record, Duration::from_secs(10)).await {
-            tracing::warn!(error = %e, alert = %alert.alert_name, "publishing an alert transition failed");
-        }
+        let routed = RoutedAlert::from_event(&event);
+        let key = TransitionKey::new(change.at_ms, routed.fingerprint.clone(), event.status);
+        self.dispatcher.receive(routed, wall);
+        self.publisher.submit(key, event);
     }
 
     fn flush(&mut self, wall: i64) {
@@ -177,16 +148,15 @@ impl Evaluator {
             self.dispatcher.forget_resolved_before(wall - 3_600_000);
             return;
         }
-        let sent = self.dispatcher.flush(wall);
-        if sent.is_empty() {
-            return;
+        // A notification some channel could not queue is not logged as sent: the group's
+        // next flush tries it again.
+        let notifier = &self.notifier;
+        let changed = self
+            .dispatcher
+            .flush_with(wall, |n| notifier.as_ref().is_none_or(|notifier| notifier.enqueue(n)));
+        if changed {
+            self.state_dirty = true;
         }
-        for n in &sent {
-            if let Some(notifier) = &self.notifier {
-                notifier.enqueue(n);
-            }
-        }
-        self.state_dirty = true;
     }
 
     /// Firing alerts are re-sent to Alertmanagers every minute so that they stay active there.
@@ -209,7 +179,15 @@ impl Evaluator {
     }
 
     async fn save_state(&mut self) {
-        if !self.leader || !self.state_dirty {
+        if !self.leader {
+            return;
+        }
+        let through = self.publisher.through();
+        if through != self.state.published_through {
+            self.state.set_published_through(through);
+            self.state_dirty = true;
+        }
+        if !self.state_dirty {
             return;
         }
         self.state.nflog = self.dispatcher.log().clone();

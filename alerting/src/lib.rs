@@ -12,6 +12,7 @@
 //! * [`replay`]: reading history back by time after a restart.
 //! * [`lease`]: the one-partition lease group that picks the leader.
 //! * [`state`]: the leader's notification log and publishing progress.
+//! * [`publisher`]: alert transitions onto the alerts topic, in one order, off the loop.
 //! * [`evaluator`]: the evaluator task that ties them together ([`run`]).
 //! * [`metrics`]: alerting's own Prometheus metrics.
 //!
@@ -26,6 +27,7 @@ pub mod lease;
 pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
+pub mod publisher;
 pub mod replay;
 pub mod rules;
 pub mod smart;

@@ -2,8 +2,8 @@
 
 use std::sync::OnceLock;
 
-use callscope_runtime::telemetry::{counter_vec as counter, gauge, gauge_vec, histogram};
-use prometheus::{Histogram, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+use callscope_runtime::telemetry::{counter as plain_counter, counter_vec as counter, gauge, gauge_vec, histogram};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 #[derive(Debug)]
 pub struct AlertingMetrics {
@@ -13,6 +13,10 @@ pub struct AlertingMetrics {
     pub evaluation_seconds: Histogram,
     pub evaluation_errors: IntCounterVec,
     pub transitions: IntCounterVec,
+    pub transitions_published: IntCounter,
+    pub transition_publish_failures: IntCounter,
+    pub transition_publish_backlog: IntGauge,
+    pub transitions_dropped: IntCounter,
     pub alerts_active: IntGaugeVec,
     pub window_series: IntGauge,
     pub samples_ingested: IntCounterVec,
@@ -61,6 +65,26 @@ impl AlertingMetrics {
                 "callscope_alerting_transitions_total",
                 "Alert state changes, by new state",
                 &["state"],
+            ),
+            transitions_published: plain_counter(
+                registry,
+                "callscope_alerting_transitions_published_total",
+                "Alert transitions confirmed on the alerts topic",
+            ),
+            transition_publish_failures: plain_counter(
+                registry,
+                "callscope_alerting_transition_publish_failures_total",
+                "Failed attempts to publish an alert transition (each is retried)",
+            ),
+            transition_publish_backlog: gauge(
+                registry,
+                "callscope_alerting_transition_publish_backlog",
+                "Alert transitions waiting to be published by the leader",
+            ),
+            transitions_dropped: plain_counter(
+                registry,
+                "callscope_alerting_transitions_dropped_total",
+                "Alert transitions the leader dropped unpublished because too many were waiting",
             ),
             alerts_active: gauge_vec(registry, "callscope_alerting_alerts", "Alert instances by state", &["state"]),
             window_series: gauge(

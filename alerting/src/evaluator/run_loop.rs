@@ -14,7 +14,7 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::{AlertingStatus, Evaluator, LEADER_SILENCE, failure_sink};
+use super::{AlertingStatus, Evaluator, LEADER_SILENCE, RECENT_TRANSITIONS, failure_sink};
 use crate::Result;
 use crate::config::{AlertingConfig, files_version, load_notify, load_rules};
 use crate::engine::AlertEngine;
@@ -23,6 +23,7 @@ use crate::metrics::AlertingMetrics;
 use crate::notify::config::NotifyConfig;
 use crate::notify::dispatch::Dispatcher;
 use crate::notify::notifier::Notifier;
+use crate::publisher::{Backoff, KafkaSink, Publisher};
 use crate::replay::assign_from;
 use crate::state::read_state;
 
@@ -56,7 +57,11 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
     topics.push(config.alerts_topic.clone());
     let ends = assign_from(&source, &topics, now_ms() - replay_ms).await?;
     let lease = Lease::join(&config.kafka, &config.lease_topic, &config.lease_group, shutdown.clone())?;
-    let producer = config.kafka.producer()?;
+    let publisher = Publisher::start(
+        KafkaSink::new(config.kafka.producer()?, config.alerts_topic.clone()),
+        RECENT_TRANSITIONS,
+        Backoff::default(),
+    );
     let silences = callscope_storage::SilenceStore::new(tier.clone());
     let acks = callscope_storage::AckStore::new(tier.clone());
     let smart_rules = callscope_storage::SmartRuleStore::new(tier.clone());
@@ -67,11 +72,10 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
         engine,
         dispatcher,
         notifier,
-        producer,
+        publisher,
         leader: false,
         state_dirty: false,
         rule_errors: Vec::new(),
-        recent: Default::default(),
         silences,
         smart_rules,
         acks,
@@ -124,7 +128,7 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
                         tracing::info!("alert evaluator read back its history");
                     }
                 }
-                ev.evaluate("batch", wall).await;
+                ev.evaluate("batch", wall);
                 ev.flush(wall);
             }
             _ = ticker.tick() => {
@@ -135,16 +139,18 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
                         // Take over the notification log of the previous leader.
                         ev.state = read_state(&ev.tier).await;
                         ev.dispatcher.restore_log(ev.state.nflog.clone());
+                        // Publish the transitions after the last one the old leader confirmed.
+                        ev.publisher.activate(ev.state.published_through.clone());
                         tracing::info!(instance = %ev.config.instance_id, "this process now sends alert notifications");
                     } else {
+                        ev.publisher.deactivate();
                         tracing::info!(instance = %ev.config.instance_id, "another process sends alert notifications now");
                     }
                     ev.leader = leader;
                     metrics.leader.set(i64::from(leader));
-                    ev.publish_recent().await;
                 }
                 if caught_up {
-                    ev.evaluate("interval", wall).await;
+                    ev.evaluate("interval", wall);
                 }
                 ev.flush(wall);
                 if last_resend.elapsed() >= Duration::from_secs(60) && ev.leader {

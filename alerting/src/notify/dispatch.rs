@@ -4,7 +4,9 @@
 //! `group_interval`, and a flush notifies only when something changed (a new firing
 //! alert, all alerts resolved, a newly resolved one) or `repeat_interval` passed — the
 //! same rule as Alertmanager's notification log, so a group is never notified twice for
-//! the same state.
+//! the same state. A notification goes in the log only once it is queued for delivery
+//! ([`Dispatcher::flush_with`]): one that could not be queued is tried again at the group's
+//! next flush. A group whose alerts are all muted sends nothing, never an empty message.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -226,9 +228,24 @@ impl Dispatcher {
         self.groups.values().map(|g| g.next_flush_ms).min()
     }
 
-    /// Flushes the groups that are due at `now_ms`; returns the notifications to send.
+    /// Flushes the groups that are due at `now_ms`; returns the notifications to send (all
+    /// recorded as sent).
     pub fn flush(&mut self, now_ms: i64) -> Vec<Notification> {
         let mut out = Vec::new();
+        let _ = self.flush_with(now_ms, |n| {
+            out.push(n.clone());
+            true
+        });
+        out
+    }
+
+    /// Flushes the groups that are due at `now_ms`, handing each notification to `queue`.
+    /// One that `queue` refuses (returns `false`, say on a full channel queue) is not
+    /// recorded: the log keeps what it said before and the group keeps its resolved alerts,
+    /// so the group's next flush tries again. Returns whether the log changed.
+    #[must_use]
+    pub fn flush_with(&mut self, now_ms: i64, mut queue: impl FnMut(&Notification) -> bool) -> bool {
+        let mut changed = false;
         let due: Vec<String> =
             self.groups.iter().filter(|(_, g)| g.next_flush_ms <= now_ms).map(|(k, _)| k.clone()).collect();
         for key in due {
@@ -251,14 +268,24 @@ impl Dispatcher {
                 Some(e) if !resolved.is_subset(&e.resolved) => true,
                 Some(e) => e.at_ms <= now_ms - group.repeat_interval_ms,
             };
+            // Whether a notification of this group was refused (to be tried again).
+            let mut refused = false;
             if notify {
-                out.push(Notification {
-                    receiver: group.receiver.clone(),
-                    group_key: key.clone(),
-                    group_labels: group.labels.clone(),
-                    alerts: unmuted.clone(),
-                    at_ms: now_ms,
-                });
+                // All muted (say, silenced, then resolved): nothing is sent, but the log moves
+                // on as before, so that alerts still firing are announced again once unmuted.
+                if !unmuted.is_empty() {
+                    let n = Notification {
+                        receiver: group.receiver.clone(),
+                        group_key: key.clone(),
+                        group_labels: group.labels.clone(),
+                        alerts: unmuted.clone(),
+                        at_ms: now_ms,
+                    };
+                    refused = !queue(&n);
+                }
+            }
+            if notify && !refused {
+                changed = true;
                 let previous = self.sent.remove(&key).unwrap_or_default();
                 let mut notified_at = previous.notified_at;
                 notified_at.retain(|fp, _| firing.contains(fp));
@@ -294,33 +321,41 @@ impl Dispatcher {
                     .cloned()
                     .collect();
                 if !due.is_empty() {
-                    for a in &due {
-                        match a.status {
-                            AlertStatus::Firing => entry.escalated.insert(a.fingerprint.clone()),
-                            AlertStatus::Resolved => entry.escalated.remove(&a.fingerprint),
-                        };
-                    }
                     let mut labels = group.labels.clone();
                     labels.insert("escalated".into(), "true".into());
-                    out.push(Notification {
+                    let n = Notification {
                         receiver: to,
                         group_key: format!("{key}:escalated"),
                         group_labels: labels,
                         alerts: due,
                         at_ms: now_ms,
-                    });
+                    };
+                    if queue(&n) {
+                        changed = true;
+                        for a in &n.alerts {
+                            match a.status {
+                                AlertStatus::Firing => entry.escalated.insert(a.fingerprint.clone()),
+                                AlertStatus::Resolved => entry.escalated.remove(&a.fingerprint),
+                            };
+                        }
+                    } else {
+                        refused = true;
+                    }
                 }
+            }
+            if refused {
+                continue;
             }
             // Resolved alerts leave the group once their state is in the log.
             group.alerts.retain(|_, a| a.status == AlertStatus::Firing);
             if group.alerts.is_empty() {
                 self.groups.remove(&key);
                 if firing.is_empty() {
-                    self.sent.remove(&key);
+                    changed |= self.sent.remove(&key).is_some();
                 }
             }
         }
-        out
+        changed
     }
 }
 

@@ -97,18 +97,22 @@ impl Notifier {
     }
 
     /// Queues a notification on every channel of its receiver; never waits. A full queue
-    /// drops the notification for that channel and counts it.
-    pub fn enqueue(&self, n: &Notification) {
+    /// drops the notification for that channel and counts it. Returns whether every channel
+    /// took it: when one did not, the caller should not count it as sent (and try again).
+    pub fn enqueue(&self, n: &Notification) -> bool {
         let metrics = AlertingMetrics::global();
+        let mut all = true;
         for (receiver, channel, tx) in self.queues.iter().filter(|(r, _, _)| *r == n.receiver) {
             match tx.try_send(n.clone()) {
                 Ok(()) => metrics.notification_queue.with_label_values(&[receiver.as_str(), channel]).inc(),
                 Err(_) => {
+                    all = false;
                     metrics.notifications.with_label_values(&[receiver.as_str(), channel, "dropped"]).inc();
-                    tracing::warn!(receiver = %receiver, channel, group = %n.group_key, "notification queue full; dropped");
+                    tracing::warn!(receiver = %receiver, channel, group = %n.group_key, "notification queue full; dropped, to be tried again");
                 }
             }
         }
+        all
     }
 
     /// Queues a notification on the Alertmanager channels of its receiver only (re-sends).
@@ -179,3 +183,6 @@ async fn deliver(channel: Channel, mut rx: mpsc::Receiver<Notification>, failure
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

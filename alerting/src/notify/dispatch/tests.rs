@@ -185,3 +185,88 @@ receivers: [{name: oncall}, {name: manager}]
     receivers.sort();
     assert_eq!(receivers, ["manager", "oncall"], "the resolution follows the escalation");
 }
+
+#[test]
+fn a_group_whose_alerts_were_all_muted_sends_no_empty_notification() {
+    let mut d = dispatcher();
+    d.receive(alert("HighLatency", "billing", Severity::Warning, AlertStatus::Firing), 0);
+    assert_eq!(summary(&d.flush(10_000)), [("oncall".to_string(), AlertStatus::Firing, 1)]);
+    // Silenced while firing, then resolved while silenced: nothing to tell anybody.
+    d.set_silences(vec![SilenceRule {
+        id: "s1".into(),
+        matchers: vec![crate::notify::config::parse_matcher(r#"service="billing""#).expect("matcher")],
+        starts_at_ms: 20_000,
+        ends_at_ms: 1_000_000,
+    }]);
+    let mut sent = d.flush(70_000);
+    d.receive(alert("HighLatency", "billing", Severity::Warning, AlertStatus::Resolved), 80_000);
+    sent.extend(d.flush(130_000));
+    assert!(sent.is_empty(), "no notification without alerts: {:?}", summary(&sent));
+    assert_eq!(d.group_count(), 0);
+    assert!(d.log().is_empty(), "the resolved group leaves the log");
+}
+
+#[test]
+fn a_muted_alert_still_firing_when_unmuted_is_announced_again() {
+    let mut d = dispatcher();
+    d.receive(alert("HighLatency", "billing", Severity::Warning, AlertStatus::Firing), 0);
+    assert_eq!(d.flush(10_000).len(), 1);
+    d.set_silences(vec![SilenceRule {
+        id: "s1".into(),
+        matchers: vec![crate::notify::config::parse_matcher(r#"service="billing""#).expect("matcher")],
+        starts_at_ms: 20_000,
+        ends_at_ms: 100_000,
+    }]);
+    let changed = d.flush_with(70_000, |n| panic!("silenced: nothing, not an empty message: {n:?}"));
+    assert!(changed, "the log records that the receiver heard no more of it");
+    assert_eq!(summary(&d.flush(130_000)), [("oncall".to_string(), AlertStatus::Firing, 1)], "silence over");
+}
+
+#[test]
+fn a_notification_that_could_not_be_queued_is_tried_again() {
+    let mut d = dispatcher();
+    d.receive(alert("HighLatency", "asr", Severity::Warning, AlertStatus::Firing), 0);
+    let mut offered = 0;
+    let changed = d.flush_with(10_000, |_| {
+        offered += 1;
+        false
+    });
+    assert_eq!((offered, changed), (1, false));
+    assert!(d.log().is_empty(), "a refused notification is not logged as sent");
+    assert_eq!(summary(&d.flush(70_000)), [("oncall".to_string(), AlertStatus::Firing, 1)], "the next flush");
+    assert!(d.flush(130_000).is_empty(), "once queued, it is sent once");
+
+    // A refused resolution keeps the resolved alert in its group and the log as it was.
+    d.receive(alert("HighLatency", "asr", Severity::Warning, AlertStatus::Resolved), 140_000);
+    assert!(!d.flush_with(190_000, |_| false));
+    assert_eq!(d.group_count(), 1);
+    assert_eq!(d.log().values().map(|e| e.firing.len()).collect::<Vec<_>>(), [1]);
+    assert_eq!(summary(&d.flush(250_000)), [("oncall".to_string(), AlertStatus::Resolved, 1)]);
+    assert_eq!(d.group_count(), 0);
+    assert!(d.log().is_empty());
+}
+
+#[test]
+fn a_refused_escalation_is_tried_again_and_the_first_receiver_is_not_renotified() {
+    let config = r#"
+route:
+  receiver: oncall
+  group_by: [alertname]
+  group_wait: 0s
+  group_interval: 1m
+  escalate_after: 5m
+  escalate_to: manager
+receivers: [{name: oncall}, {name: manager}]
+"#;
+    let mut d = Dispatcher::new(NotifyConfig::parse(config).expect("config").1);
+    d.receive(alert("CallFailures", "gw", Severity::Critical, AlertStatus::Firing), 0);
+    assert_eq!(d.flush(0).len(), 1);
+    let mut offered = Vec::new();
+    let _ = d.flush_with(300_000, |n| {
+        offered.push(n.receiver.clone());
+        n.receiver != "manager"
+    });
+    assert_eq!(offered, ["manager"]);
+    assert_eq!(summary(&d.flush(360_000)), [("manager".to_string(), AlertStatus::Firing, 1)], "tried again");
+    assert!(d.flush(420_000).is_empty());
+}
