@@ -18,6 +18,7 @@ pub struct PipelineMetrics {
     pub replay_skipped: IntCounterVec,
     pub batches: IntCounterVec,
     pub rollbacks: IntCounterVec,
+    pub published_by_recovery: IntCounterVec,
     pub fenced: IntCounterVec,
     pub stopped_partitions: IntCounterVec,
     pub write_retries: IntCounterVec,
@@ -140,7 +141,13 @@ impl PipelineMetrics {
             rollbacks: counter(
                 registry,
                 "callscope_pipeline_batch_rollbacks_total",
-                "Incomplete batches rolled back during recovery",
+                "Incomplete batches of the older commit protocol rolled back during recovery",
+                &["topic"],
+            ),
+            published_by_recovery: counter(
+                registry,
+                "callscope_pipeline_batches_published_by_recovery_total",
+                "Committed batches whose files recovery moved from pending to their final keys",
                 &["topic"],
             ),
             fenced: counter(

@@ -5,6 +5,7 @@
 //! | key | object |
 //! | --- | --- |
 //! | `_catalog/commits/<topic>/p<partition>/<first offset>.json` | a batch record ([`crate::commit_log`]) |
+//! | `_catalog/pending/<topic>/p<partition>/<first offset>-<writer>/<final key>` | a data file before its batch commits |
 //! | `_catalog/window_state/<topic>/p<partition>/<offset>.parquet` | a window-state checkpoint ([`crate::window_state`]) |
 //! | `_catalog/workers/<worker id>.json` | a worker heartbeat ([`crate::workers`]) |
 //! | `_catalog/custom_metrics/<name>.json` | a custom metric definition |
@@ -28,6 +29,12 @@ pub enum CatalogDir {
         topic: String,
         partition: i32,
     },
+    /// Data files of one topic partition waiting for their batch record (one directory per
+    /// attempt: `<first offset>-<writer>`).
+    Pending {
+        topic: String,
+        partition: i32,
+    },
     /// Window-state checkpoints of one topic partition.
     WindowState {
         topic: String,
@@ -48,6 +55,9 @@ impl CatalogDir {
         match self {
             CatalogDir::Commits { topic, partition } => {
                 format!("{CATALOG_ROOT}/commits/{}/p{partition}", sanitize(topic))
+            }
+            CatalogDir::Pending { topic, partition } => {
+                format!("{CATALOG_ROOT}/pending/{}/p{partition}", sanitize(topic))
             }
             CatalogDir::WindowState { topic, partition } => {
                 format!("{CATALOG_ROOT}/window_state/{}/p{partition}", sanitize(topic))

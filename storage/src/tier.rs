@@ -174,6 +174,14 @@ impl Tier {
         self.sync(&path).await
     }
 
+    /// Renames an object (atomically on local disks; copy and delete on S3) and makes the
+    /// new name durable before returning.
+    pub async fn rename_durable(&self, from: &str, to: &str) -> Result<()> {
+        let to = self.path(to);
+        self.store.rename(&self.path(from), &to).await?;
+        self.sync(&to).await
+    }
+
     /// fsyncs a local file and its directory; a no-op for remote stores, whose PUT is
     /// durable when it returns.
     async fn sync(&self, path: &Path) -> Result<()> {
@@ -290,17 +298,17 @@ mod tests {
         assert!(exported.iter().any(|f| f.name() == "callscope_store_call_seconds"));
     }
 
-    /// The building block of crash and zombie tests: a writer stopped between its batch
-    /// record and its data files.
+    /// The building block of crash and zombie tests: a writer stopped after its batch
+    /// record, before its data files are published.
     #[tokio::test]
-    async fn commit_batch_can_be_paused_between_its_record_and_its_files() {
+    async fn commit_batch_can_be_paused_between_its_record_and_the_publication_of_its_files() {
         use crate::commit_log::{BatchRecord, CommitLog};
         use crate::fault_store::PathMatch;
         use crate::instrumented_store::StoreOp;
 
         let dir = tempfile::tempdir().expect("tempdir");
         let (tier, faults) = Tier::open_with_faults(&TierConfig::local_dir(dir.path()).expect("config")).expect("open");
-        let pause = faults.pause(Some(StoreOp::Put), PathMatch::prefix("metrics/"));
+        let pause = faults.pause(Some(StoreOp::Rename), PathMatch::prefix("metrics/"));
         let record = BatchRecord {
             topic: "callscope.metrics".into(),
             partition: 0,
@@ -311,6 +319,7 @@ mod tests {
             dead_letters: 0,
             writer: "w1".into(),
             created_at_ms: 0,
+            pending: String::new(),
         };
         let record_key =
             crate::catalog::CatalogKey::BatchRecord { topic: record.topic.clone(), partition: 0, first_offset: 0 }
@@ -321,9 +330,9 @@ mod tests {
         });
         tokio::time::timeout(std::time::Duration::from_secs(10), pause.wait_until_paused())
             .await
-            .expect("the writer reaches its data file");
+            .expect("the writer reaches the publication of its data file");
         assert!(tier.exists(&record_key).await.expect("head"), "the batch record is written");
-        assert!(!tier.exists("metrics/a.parquet").await.expect("head"), "the data file is not");
+        assert!(!tier.exists("metrics/a.parquet").await.expect("head"), "the data file is not published");
         assert!(!writer.is_finished());
 
         pause.release();

@@ -1,8 +1,9 @@
 //! The exactly-once sequence of one batch, after it is prepared:
 //!
 //! 1. its dead letters are sent and acknowledged ([`DeadLetterSink`](crate::acks::DeadLetterSink));
-//! 2. the batch record and then its files are written ([`CommitLog::commit_batch`]); a
-//!    record another writer already holds fences this one ([`PipelineError::Fenced`]);
+//! 2. the files are staged, the batch record commits them and they are published
+//!    ([`CommitLog::commit_batch`]); a record another writer already holds fences this one
+//!    ([`PipelineError::Fenced`]);
 //! 3. the offset is acknowledged ([`OffsetAck`](crate::acks::OffsetAck)): right away without
 //!    windows, with windows once a checkpoint covers the batch;
 //! 4. batch records the group's committed offset has passed are pruned.
@@ -31,6 +32,7 @@ impl WriterState {
             dead_letters: batch.dead_letters.len() as u64,
             writer: self.ctx.worker_id.clone(),
             created_at_ms: callscope_runtime::now_ms(),
+            pending: String::new(),
         };
         match self.ctx.log.commit_batch(&record, prepared.files.clone()).await {
             Ok(()) => Ok(()),
@@ -86,7 +88,8 @@ impl WriterState {
         self.prune().await;
     }
 
-    /// Deletes batch records that the group's committed offset has passed.
+    /// Deletes batch records that the group's committed offset has passed (once they are
+    /// old enough that no frozen writer can still race for them).
     async fn prune(&mut self) {
         let Some(committed) = self.ctx.acks.committed(&self.topic, self.partition) else { return };
         // Keep the newest record: it carries the durable high-water mark.
@@ -96,8 +99,8 @@ impl WriterState {
         if prunable.is_empty() {
             return;
         }
-        match self.ctx.log.prune(&self.topic, self.partition, &prunable, committed).await {
-            Ok(_) => self.ranges.retain(|r| !prunable.contains(r)),
+        match self.ctx.log.prune(&self.topic, self.partition, &prunable, committed, callscope_runtime::now_ms()).await {
+            Ok(deleted) => self.ranges.retain(|r| !deleted.contains(r)),
             Err(e) => tracing::debug!(error = %e, "could not prune batch records"),
         }
     }

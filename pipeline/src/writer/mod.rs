@@ -259,6 +259,12 @@ impl WriterState {
                 continue;
             }
             match self.durable_last {
+                // The log holds exactly this range (this writer's record, whose publication
+                // recovery finished, or an identical claim): the batch is stored.
+                Some(d) if d >= prepared.last && self.ranges.contains(&(prepared.first, prepared.last)) => {
+                    self.ranges.retain(|r| *r != (prepared.first, prepared.last));
+                    break;
+                }
                 Some(d) if d >= prepared.last => return,
                 Some(d) if d >= prepared.first => {
                     self.stop(&format!("offsets {}..={d} were committed by another writer", prepared.first));

@@ -33,7 +33,9 @@ impl WriterState {
         let topic = self.topic.clone();
         let partition = self.partition;
         let (batch_first, last) = (batch.first_offset, batch.last_offset);
-        let first = durable.map_or(batch_first, |d| batch_first.max(d + 1));
+        // The record claims from the offset after the stored ones, so the chain of records
+        // has no gap even where Kafka has no message (transaction markers, retention).
+        let first = durable.map_or(batch_first, |d| d + 1);
         let events = std::mem::take(&mut batch.events);
         let aggregator = self.windows.as_mut().and_then(PartitionWindows::lend);
         let definitions = self.windows.as_ref().map(|w| w.definitions()).unwrap_or_default();

@@ -1,6 +1,7 @@
 //! Recovery of a partition's durable state when the writer (re)gains the partition, before
-//! it writes again: the commit log first (rolling back the one incomplete batch a crash
-//! can leave, and learning the highest stored offset, which replays skip), then the
+//! it writes again: the commit log first (finishing the publication of committed batches,
+//! deleting pending files that can never commit, and learning the highest stored offset,
+//! which replays skip), then the
 //! window state from the newest checkpoint at or below it. What recovery finds durable is
 //! acknowledged, so the group does not re-read it again.
 
@@ -21,11 +22,19 @@ impl WriterState {
         Ok(())
     }
 
-    /// Reads the commit log: rolls back an incomplete batch, and learns the complete ones.
+    /// Reads the commit log: finishes what a crash or another writer left half-published,
+    /// and learns the stored ranges.
     pub(super) async fn recover_log(&mut self) -> Result<()> {
         let recovery = self.ctx.log.recover(&self.topic, self.partition, 0).await?;
+        let metrics = PipelineMetrics::global();
         if recovery.rolled_back > 0 {
-            PipelineMetrics::global().rollbacks.with_label_values(&[&self.topic]).inc_by(recovery.rolled_back as u64);
+            metrics.rollbacks.with_label_values(&[&self.topic]).inc_by(recovery.rolled_back as u64);
+        }
+        if recovery.published > 0 {
+            metrics.published_by_recovery.with_label_values(&[&self.topic]).inc_by(recovery.published as u64);
+        }
+        if recovery.orphans_deleted > 0 {
+            tracing::info!(topic = %self.topic, partition = self.partition, attempts = recovery.orphans_deleted, "deleted the pending files of batches that can never commit");
         }
         self.durable_last = recovery.durable_last;
         self.ranges = recovery.complete.into_iter().collect();

@@ -136,48 +136,128 @@ fn counter(vec: &prometheus::IntCounterVec, topic: &str) -> u64 {
     vec.with_label_values(&[topic]).get()
 }
 
-/// Data files of the batch that starts at `first_offset`.
-async fn files_of_batch(tier: &Tier, first_offset: i64) -> Vec<String> {
-    let marker = format!("-p{PARTITION}-{first_offset:020}-");
-    let files: Vec<String> =
-        tier.list(Dataset::Metrics.name()).await.expect("list").into_iter().filter(|p| p.contains(&marker)).collect();
-    assert_eq!(files.len(), 2, "a batch writes one file per hour");
-    files
+/// Keys of data files still waiting for their batch record, under the tier.
+async fn pending_files(tier: &Tier) -> Vec<String> {
+    tier.list("_catalog/pending").await.expect("list")
 }
 
-/// Crash after the batch record and before `missing` of its two files: the next owner rolls
-/// the batch back and the replay rewrites it, row for row.
-async fn crash_between_record_and_files(topic: &str, missing: usize) {
-    let tier = memory_tier();
+/// Runs `w` on `batch` in a task that stops at `pause`; returns the task and the writer's
+/// Kafka view once the pause is reached.
+async fn stop_at(
+    mut w: WriterState,
+    batch: PendingBatch,
+    pause: &callscope_storage::Pause,
+) -> tokio::task::JoinHandle<WriterState> {
+    let task = tokio::spawn(async move {
+        w.handle_batch(batch).await;
+        w
+    });
+    tokio::time::timeout(Duration::from_secs(10), pause.wait_until_paused()).await.expect("the writer reached the pause");
+    task
+}
+
+/// A crash (the task dropped) after the batch record and before its files are published:
+/// the record is the commit, so the next owner publishes the files and skips the replay.
+#[tokio::test]
+async fn crash_after_the_record_before_publication_is_published_by_the_next_owner() {
+    use callscope_storage::{PathMatch, StoreOp};
+    let topic = "t.crash-before-publication";
+    let (tier, faults) = faulty_tier();
     let old = Arc::new(FakeKafka::unconfirmed());
     let mut a = writer(&tier, &old, topic, None);
     handle(&mut a, batch(0..=9, &[])).await;
-    handle(&mut a, batch(10..=19, &[])).await;
-    drop(a);
-    // What the crash did not write (the record is written first, then the files).
-    for file in files_of_batch(&tier, 10).await.iter().take(missing) {
-        tier.delete(file).await.expect("delete");
-    }
-    // The group committed 10 (the first batch's acknowledgement), so the new owner re-reads from 10.
+    let pause = faults.pause(Some(StoreOp::Rename), PathMatch::prefix(Dataset::Metrics.name()));
+    let task = stop_at(a, batch(10..=19, &[]), &pause).await;
+    task.abort();
+    assert_stored_exactly(&tier, 0..=9).await;
+    // The group committed 10, so the new owner re-reads from 10.
     let kafka = Arc::new(FakeKafka::default());
     let mut b = writer(&tier, &kafka, topic, None);
     handle(&mut b, batch(10..=19, &[])).await;
-    assert_eq!(counter(&PipelineMetrics::global().rollbacks, topic), 1, "the incomplete batch is rolled back");
+    assert_eq!(counter(&PipelineMetrics::global().published_by_recovery, topic), 1);
+    assert_eq!(counter(&PipelineMetrics::global().rollbacks, topic), 0, "nothing committed is rolled back");
+    assert_eq!(counter(&PipelineMetrics::global().replay_skipped, topic), 10);
     assert_stored_exactly(&tier, 0..=19).await;
-    // Recovery acknowledges what was durable (…9), the rewritten batch the rest; once the
-    // broker confirms 20, the record of 0..=9 is pruned.
+    assert_eq!(kafka.acks(), vec![20]);
+    assert!(pending_files(&tier).await.is_empty());
+}
+
+/// A crash between the staged files and the batch record: nothing of the batch is
+/// visible, the next owner writes it again, and the staged files of the crashed attempt
+/// are deleted once a record shows they can never commit.
+#[tokio::test]
+async fn crash_before_the_record_leaves_nothing_visible() {
+    use callscope_storage::{PathMatch, StoreOp};
+    let topic = "t.crash-before-record";
+    let (tier, faults) = faulty_tier();
+    let old = Arc::new(FakeKafka::unconfirmed());
+    let mut a = writer(&tier, &old, topic, None);
+    handle(&mut a, batch(0..=9, &[])).await;
+    let pause = faults.pause(Some(StoreOp::Put), PathMatch::contains("_catalog/commits/"));
+    let task = stop_at(a, batch(10..=19, &[]), &pause).await;
+    task.abort();
+    assert_eq!(pending_files(&tier).await.len(), 2, "the attempt staged its two files");
+    assert_stored_exactly(&tier, 0..=9).await;
+    let kafka = Arc::new(FakeKafka::default());
+    let mut b = writer(&tier, &kafka, topic, None);
+    handle(&mut b, batch(10..=19, &[])).await;
+    assert_stored_exactly(&tier, 0..=19).await;
     assert_eq!(kafka.acks(), vec![10, 20]);
-    assert_eq!(batch_records(&tier, topic).await, vec![10]);
+    // The next recovery sees that 10 was committed by b and deletes a's staged files.
+    b.recover_log().await.expect("recover");
+    assert!(pending_files(&tier).await.is_empty(), "{:?}", pending_files(&tier).await);
 }
 
+/// The zombie of issue 10: a live writer stopped between its batch record and the
+/// publication of its files while the new owner recovers. The new owner does not roll the
+/// batch back (the old protocol deleted it while its files were still landing); it
+/// publishes it, continues after it, and the zombie's late renames find their work done.
 #[tokio::test]
-async fn crash_after_the_record_before_any_file_is_rolled_back_and_rewritten() {
-    crash_between_record_and_files("t.crash-before-files", 2).await;
+async fn a_live_writer_after_its_record_is_completed_not_rolled_back() {
+    use callscope_storage::{PathMatch, StoreOp};
+    let topic = "t.zombie-after-record";
+    let (tier, faults) = faulty_tier();
+    let zombie_kafka = Arc::new(FakeKafka::default());
+    let mut zombie = writer(&tier, &zombie_kafka, topic, None);
+    handle(&mut zombie, batch(0..=9, &[])).await;
+    let pause = faults.pause(Some(StoreOp::Rename), PathMatch::prefix(Dataset::Metrics.name()));
+    let zombie_task = stop_at(zombie, batch(10..=19, &[]), &pause).await;
+    let kafka = Arc::new(FakeKafka::default());
+    let mut owner = writer(&tier, &kafka, topic, None);
+    handle(&mut owner, batch(10..=19, &[])).await;
+    handle(&mut owner, batch(20..=29, &[])).await;
+    pause.release();
+    let zombie = tokio::time::timeout(Duration::from_secs(10), zombie_task).await.expect("zombie finished").expect("join");
+    assert!(!zombie.stopped);
+    assert_eq!(counter(&PipelineMetrics::global().rollbacks, topic), 0);
+    assert_stored_exactly(&tier, 0..=29).await;
+    assert_eq!(kafka.acks(), vec![20, 30]);
+    assert!(pending_files(&tier).await.is_empty());
 }
 
+/// The other half: a live writer stopped between its staged files and its batch record
+/// while the new owner commits the same first offset. The zombie's record is refused, it
+/// deletes its staged files, and nothing it wrote is ever visible.
 #[tokio::test]
-async fn crash_between_the_files_of_a_batch_is_rolled_back_and_rewritten() {
-    crash_between_record_and_files("t.crash-between-files", 1).await;
+async fn a_live_writer_before_its_record_loses_the_race_and_leaves_nothing() {
+    use callscope_storage::{PathMatch, StoreOp};
+    let topic = "t.zombie-before-record";
+    let (tier, faults) = faulty_tier();
+    let zombie_kafka = Arc::new(FakeKafka::default());
+    let mut zombie = writer(&tier, &zombie_kafka, topic, None);
+    handle(&mut zombie, batch(0..=9, &[])).await;
+    let pause = faults.pause(Some(StoreOp::Put), PathMatch::contains("_catalog/commits/"));
+    let zombie_task = stop_at(zombie, batch(10..=19, &[]), &pause).await;
+    let kafka = Arc::new(FakeKafka::default());
+    let mut owner = writer(&tier, &kafka, topic, None);
+    handle(&mut owner, batch(10..=24, &[])).await;
+    pause.release();
+    let zombie = tokio::time::timeout(Duration::from_secs(10), zombie_task).await.expect("zombie finished").expect("join");
+    assert_eq!(counter(&PipelineMetrics::global().fenced, topic), 1);
+    assert!(!zombie.stopped, "a range the owner already stored is simply dropped");
+    assert_stored_exactly(&tier, 0..=24).await;
+    assert_eq!(zombie_kafka.acks(), vec![10], "the zombie acknowledges only its own batch");
+    assert!(pending_files(&tier).await.is_empty(), "{:?}", pending_files(&tier).await);
 }
 
 #[tokio::test]
@@ -251,8 +331,8 @@ async fn a_zombie_is_fenced_and_its_range_not_duplicated() {
     assert_eq!(counter(&PipelineMetrics::global().fenced, topic), 1);
     assert!(!zombie.stopped, "a range the owner already stored is simply dropped");
     assert_stored_exactly(&tier, 0..=14).await;
-    // The owner's record (the zombie's, at 0, was pruned once the owner's 15 was committed).
-    assert_eq!(batch_records(&tier, topic).await, vec![5]);
+    // Records stay for the prune grace, so that a frozen writer still collides with them.
+    assert_eq!(batch_records(&tier, topic).await, vec![0, 5]);
     assert_eq!(zombie_kafka.acks(), vec![5], "the zombie acknowledges only its own batch");
 }
 
@@ -267,7 +347,7 @@ async fn a_zombie_batch_reaching_past_the_owner_stops_the_zombie() {
     assert_eq!(counter(&PipelineMetrics::global().fenced, topic), 1);
     assert!(zombie.stopped);
     assert_stored_exactly(&tier, 0..=14).await;
-    assert_eq!(batch_records(&tier, topic).await, vec![5]);
+    assert_eq!(batch_records(&tier, topic).await, vec![0, 5]);
     assert_eq!(zombie_kafka.acks(), vec![5]);
 }
 
