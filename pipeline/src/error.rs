@@ -11,6 +11,8 @@ pub enum PipelineError {
     Storage(#[from] callscope_storage::StorageError),
     #[error("batch range already committed by another writer; recovering")]
     Fenced,
+    #[error("another writer took this partition (epoch {newer} exists, this writer holds {held}); waiting for a new assignment")]
+    LostPartition { held: u64, newer: u64 },
     #[error("configuration: {0}")]
     Config(String),
     #[error("{0}")]
@@ -44,7 +46,10 @@ impl PipelineError {
                 | object_store::Error::UnknownConfigurationKey { .. },
             )) => RetryHint::Stop,
             PipelineError::Storage(callscope_storage::StorageError::ObjectStore(_)) => RetryHint::Retry,
-            PipelineError::Storage(_) | PipelineError::Config(_) | PipelineError::Other(_) => RetryHint::Stop,
+            PipelineError::Storage(_)
+            | PipelineError::Config(_)
+            | PipelineError::Other(_)
+            | PipelineError::LostPartition { .. } => RetryHint::Stop,
         }
     }
 }

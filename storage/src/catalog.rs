@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | `_catalog/commits/<topic>/p<partition>/<first offset>.json` | a batch record ([`crate::commit_log`]) |
 //! | `_catalog/pending/<topic>/p<partition>/<first offset>-<writer>/<final key>` | a data file before its batch commits |
+//! | `_catalog/epochs/<topic>/p<partition>/<epoch>.json` | a writer's ownership epoch ([`crate::epochs`]) |
 //! | `_catalog/window_state/<topic>/p<partition>/<offset>.parquet` | a window-state checkpoint ([`crate::window_state`]) |
 //! | `_catalog/workers/<worker id>.json` | a worker heartbeat ([`crate::workers`]) |
 //! | `_catalog/custom_metrics/<name>.json` | a custom metric definition |
@@ -35,6 +36,11 @@ pub enum CatalogDir {
         topic: String,
         partition: i32,
     },
+    /// Ownership epochs of one topic partition.
+    Epochs {
+        topic: String,
+        partition: i32,
+    },
     /// Window-state checkpoints of one topic partition.
     WindowState {
         topic: String,
@@ -59,6 +65,9 @@ impl CatalogDir {
             CatalogDir::Pending { topic, partition } => {
                 format!("{CATALOG_ROOT}/pending/{}/p{partition}", sanitize(topic))
             }
+            CatalogDir::Epochs { topic, partition } => {
+                format!("{CATALOG_ROOT}/epochs/{}/p{partition}", sanitize(topic))
+            }
             CatalogDir::WindowState { topic, partition } => {
                 format!("{CATALOG_ROOT}/window_state/{}/p{partition}", sanitize(topic))
             }
@@ -82,6 +91,7 @@ impl CatalogDir {
 pub enum CatalogKey {
     BatchRecord { topic: String, partition: i32, first_offset: i64 },
     WindowCheckpoint { topic: String, partition: i32, offset: i64 },
+    Epoch { topic: String, partition: i32, epoch: u64 },
     WorkerHeartbeat { worker_id: String },
     AlertingState,
     AlertingStatus,
@@ -98,6 +108,10 @@ impl CatalogKey {
             CatalogKey::WindowCheckpoint { topic, partition, offset } => format!(
                 "{}/{offset:020}.parquet",
                 CatalogDir::WindowState { topic: topic.clone(), partition: *partition }.path()
+            ),
+            CatalogKey::Epoch { topic, partition, epoch } => format!(
+                "{}/{epoch:020}.json",
+                CatalogDir::Epochs { topic: topic.clone(), partition: *partition }.path()
             ),
             CatalogKey::WorkerHeartbeat { worker_id } => CatalogDir::Workers.json_object(worker_id),
             CatalogKey::AlertingState => format!("{CATALOG_ROOT}/alerting/state.json"),

@@ -18,6 +18,7 @@ pub mod alerting;
 pub mod catalog;
 pub mod commit_log;
 pub mod custom_metrics;
+pub mod epochs;
 pub mod fault_store;
 pub mod instrumented_store;
 pub mod json_objects;
@@ -31,6 +32,7 @@ pub use alerting::{Ack, AckStore, Silence, SilenceMatcher, SilenceState, Silence
 pub use catalog::{CatalogDir, CatalogKey};
 pub use commit_log::{BatchRecord, CommitLog, Recovery};
 pub use custom_metrics::CustomMetricStore;
+pub use epochs::PartitionEpochs;
 pub use fault_store::{
     Fault, FaultControl, FaultRule, FaultSpecError, FaultStore, InjectedError, PathMatch, Pause, RuleHandle, Stage,
     parse_fault_spec,

@@ -21,6 +21,7 @@ use crate::metrics::PipelineMetrics;
 impl WriterState {
     /// Steps 1 and 2: dead letters, then the batch record and files.
     pub(super) async fn commit(&self, batch: &PendingBatch, prepared: &Prepared) -> Result<()> {
+        self.ensure_owner().await?;
         self.send_dead_letters(&batch.dead_letters).await?;
         let record = BatchRecord {
             topic: self.topic.clone(),
@@ -77,6 +78,13 @@ impl WriterState {
         self.durable_last = Some(prepared.last);
         self.ranges.push_back((prepared.first, prepared.last));
         self.publish_progress(had_events);
+        if self.windows.is_some()
+            && let Err(e) = self.ensure_owner().await
+        {
+            // Lost between the batch and its checkpoint: the next owner replays from its own.
+            self.stop(&e);
+            return;
+        }
         match self.windows.as_mut() {
             Some(windows) => {
                 if let Err(e) = windows.checkpoint_if_due(self.durable_last, &*self.ctx.acks).await {

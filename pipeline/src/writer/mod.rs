@@ -22,13 +22,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callscope_schemas::Dataset;
-use callscope_storage::CommitLog;
+use callscope_storage::{CommitLog, PartitionEpochs};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::acks::{DeadLetterSink, OffsetAck};
 use crate::batch::{PendingBatch, WriterJob};
-use crate::error::{PipelineError, RetryHint};
+use crate::error::{PipelineError, Result, RetryHint};
 use crate::metrics::PipelineMetrics;
 use crate::status::StatusHandle;
 use crate::windows::definitions::AggregationShared;
@@ -78,6 +78,8 @@ struct WriterState {
     /// Cleared between a revoke and the next assignment.
     owned: bool,
     durable_last: Option<i64>,
+    /// The ownership epoch taken at the last recovery (see [`callscope_storage::epochs`]).
+    epoch: Option<u64>,
     /// Committed batch ranges whose records may still be needed by recovery.
     ranges: VecDeque<(i64, i64)>,
     /// Set when this partition's events are aggregated in windows.
@@ -105,6 +107,7 @@ impl WriterState {
             stopped: false,
             owned: true,
             durable_last: None,
+            epoch: None,
             ranges: VecDeque::new(),
             windows,
             max_event_ms: None,
@@ -150,6 +153,7 @@ impl WriterState {
         if self.owned
             && !self.stopped
             && !self.needs_recovery
+            && self.ensure_owner().await.is_ok()
             && let Some(windows) = self.windows.as_mut()
             && let Err(e) = windows.checkpoint(self.durable_last, &*self.ctx.acks).await
         {
@@ -215,8 +219,15 @@ impl WriterState {
         let mut backoff = Duration::from_millis(100);
         // Windows an idle close emitted must be in a checkpoint before later batches are
         // committed (see `PartitionWindows::idle_close_unsaved`).
-        while let Some(windows) = self.windows.as_mut().filter(|w| w.idle_close_unsaved()) {
-            if let Err(e) = windows.checkpoint(self.durable_last, &*self.ctx.acks).await
+        while self.windows.as_ref().is_some_and(|w| w.idle_close_unsaved()) {
+            let saved = match self.ensure_owner().await {
+                Ok(()) => match self.windows.as_mut() {
+                    Some(windows) => windows.checkpoint(self.durable_last, &*self.ctx.acks).await,
+                    None => Ok(()),
+                },
+                Err(e) => Err(e),
+            };
+            if let Err(e) = saved
                 && !self.backoff_or_stop(&e, &mut backoff).await
             {
                 return;
@@ -276,6 +287,18 @@ impl WriterState {
         self.after_commit(prepared, had_events).await;
     }
 
+    /// Checks that no newer writer took the partition since this one's recovery: called
+    /// before every durable step (batch record, checkpoints, idle roll-ups).
+    pub(super) async fn ensure_owner(&self) -> Result<()> {
+        let Some(held) = self.epoch else { return Ok(()) };
+        let epochs = PartitionEpochs::new(self.ctx.log.tier().clone());
+        if epochs.is_current(&self.topic, self.partition, held).await? {
+            return Ok(());
+        }
+        PipelineMetrics::global().fenced.with_label_values(&[&self.topic]).inc();
+        Err(PipelineError::LostPartition { held, newer: held + 1 })
+    }
+
     /// Publishes the partition's watermark and state gauges.
     fn publish_progress(&mut self, had_events: bool) {
         if let Some(windows) = self.windows.as_mut() {
@@ -293,6 +316,13 @@ impl WriterState {
             && let Err(e) = self.recover().await
         {
             tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "recovery failed; will retry");
+            return;
+        }
+        // A writer that lost the partition closes and writes nothing more.
+        if let Err(e) = self.ensure_owner().await {
+            if e.retry_hint() == RetryHint::Stop {
+                self.stop(&e);
+            }
             return;
         }
         let Some(windows) = self.windows.as_mut() else { return };

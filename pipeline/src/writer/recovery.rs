@@ -5,13 +5,20 @@
 //! window state from the newest checkpoint at or below it. What recovery finds durable is
 //! acknowledged, so the group does not re-read it again.
 
+use callscope_storage::PartitionEpochs;
+
 use super::WriterState;
 use crate::error::Result;
 use crate::metrics::PipelineMetrics;
 
 impl WriterState {
-    /// Reads the partition's durable state: the commit log, then the window state.
+    /// Takes the partition's next ownership epoch (which fences the previous owner), then
+    /// reads its durable state: the commit log, then the window state.
     pub(super) async fn recover(&mut self) -> Result<()> {
+        let epochs = PartitionEpochs::new(self.ctx.log.tier().clone());
+        let epoch = epochs.take(&self.topic, self.partition, &self.ctx.worker_id, callscope_runtime::now_ms()).await?;
+        tracing::info!(topic = %self.topic, partition = self.partition, epoch, "took the partition's ownership epoch");
+        self.epoch = Some(epoch);
         self.recover_log().await?;
         if let Some(windows) = self.windows.as_mut() {
             windows.restore(self.durable_last, &*self.ctx.acks).await?;

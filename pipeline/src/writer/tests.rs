@@ -329,7 +329,8 @@ async fn a_zombie_is_fenced_and_its_range_not_duplicated() {
     // The zombie's next batch starts where the owner's did.
     handle(&mut zombie, batch(5..=9, &[7])).await;
     assert_eq!(counter(&PipelineMetrics::global().fenced, topic), 1);
-    assert!(!zombie.stopped, "a range the owner already stored is simply dropped");
+    assert!(zombie.stopped, "the owner's newer epoch stops the zombie before it writes anything");
+    assert!(zombie_kafka.told().contains(&Told::Paused { partition: PARTITION }));
     assert_stored_exactly(&tier, 0..=14).await;
     // Records stay for the prune grace, so that a frozen writer still collides with them.
     assert_eq!(batch_records(&tier, topic).await, vec![0, 5]);
@@ -505,6 +506,31 @@ async fn windowed_partitions_replay_from_the_checkpoint_and_emit_the_same_rollup
     };
     assert_eq!(rows(&got), rows(&want), "roll-up files and their row counts");
     assert!(got == want, "a replay emits exactly the roll-ups of an uninterrupted run");
+}
+
+/// A windowed writer that lost its partition (a newer owner took the next epoch) writes
+/// nothing more: no batch, no checkpoint, no roll-up of windows it closes, not even at
+/// shutdown.
+#[tokio::test]
+async fn a_writer_that_lost_its_partition_writes_nothing_more() {
+    let topic = "t.lost-partition";
+    let windowed = |range, bad: &[i64]| batch_of(range, bad, windowed_sample);
+    let tier = memory_tier();
+    let zombie_kafka = Arc::new(FakeKafka::default());
+    let mut zombie = writer(&tier, &zombie_kafka, topic, Some(aggregation(&tier)));
+    handle(&mut zombie, windowed(0..=9, &[])).await;
+    handle(&mut zombie, windowed(10..=19, &[])).await;
+    let kafka = Arc::new(FakeKafka::default());
+    let mut owner = writer(&tier, &kafka, topic, Some(aggregation(&tier)));
+    handle(&mut owner, windowed(10..=29, &[])).await;
+    let before = tier.list("").await.expect("list");
+    zombie.on_quiet().await;
+    handle(&mut zombie, windowed(20..=24, &[])).await;
+    assert!(zombie.stopped);
+    assert_eq!(shut_down(zombie).await, Some(9), "its last checkpoint is where it stopped");
+    assert_eq!(tier.list("").await.expect("list"), before, "the zombie changed nothing in storage");
+    assert_eq!(shut_down(owner).await, Some(29));
+    assert_stored_exactly(&tier, 0..=29).await;
 }
 
 /// A writer over a memory tier with a fault injector in front of it.
