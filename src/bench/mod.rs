@@ -4,10 +4,13 @@
 //! * [`pipeline`]: `bench ingest` (bare consumer vs the full pipeline) and `bench aggregate`
 //!   (window aggregation on vs off, window state per series).
 //! * [`alert_latency`]: `bench alert-latency` (breaching event to webhook notification).
+//! * [`chaos`]: `bench chaos` (a soak of exactly-once: kills, two writers, store faults).
 //! * [`common`]: what they share: generated metrics, statistics, scratch directories.
 
 #[cfg(feature = "embedded-broker")]
 mod alert_latency;
+#[cfg(feature = "embedded-broker")]
+mod chaos;
 mod common;
 mod pipeline;
 
@@ -21,5 +24,9 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::AlertLatency(c) => alert_latency::run(c).await,
         #[cfg(not(feature = "embedded-broker"))]
         BenchCommand::AlertLatency(_) => anyhow::bail!("bench alert-latency needs the embedded broker feature"),
+        #[cfg(feature = "embedded-broker")]
+        BenchCommand::Chaos(c) => chaos::run(c).await,
+        #[cfg(not(feature = "embedded-broker"))]
+        BenchCommand::Chaos(_) => anyhow::bail!("bench chaos needs the embedded broker feature"),
     }
 }

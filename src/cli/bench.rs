@@ -19,6 +19,38 @@ pub enum BenchCommand {
     /// Latency from producing a breaching event to the webhook receiving its notification,
     /// under background traffic (p50 / p99 over trials).
     AlertLatency(BenchAlertConfig),
+    /// Soak of exactly-once: two pipelines, one killed with SIGKILL and restarted in a loop,
+    /// faults injected into the store; prints events produced, stored, duplicated, lost.
+    Chaos(BenchChaosConfig),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchChaosConfig {
+    /// How long events are produced (kills and faults go on meanwhile).
+    #[arg(long, default_value = "60s")]
+    pub duration: humantime::Duration,
+    /// Metric events per second.
+    #[arg(long, default_value_t = 2_000, env = "CALLSCOPE_BENCH_RATE")]
+    pub rate: u64,
+    /// One of the two pipelines is killed and restarted this often (alternating).
+    #[arg(long, default_value = "5s")]
+    pub kill_every: humantime::Duration,
+    /// Faults injected into every store call of the pipelines (syntax of the storage
+    /// crate's fault_store; empty for none).
+    #[arg(long, default_value = "put:*:error:0.02;rename:*:error:0.02;get:*:latency:2ms")]
+    pub fault_spec: String,
+    /// After production stops, how long to wait for every event to be stored.
+    #[arg(long, default_value = "120s")]
+    pub settle: humantime::Duration,
+    /// Partitions of the topics.
+    #[arg(long, default_value_t = DEFAULT_PARTITIONS, env = "CALLSCOPE_PARTITIONS")]
+    pub partitions: i32,
+    /// How the events are encoded.
+    #[arg(long, value_enum, default_value = "json", env = "CALLSCOPE_ENCODING")]
+    pub encoding: EncodingArg,
+    /// Embedded broker storage.
+    #[arg(long, env = "CALLSCOPE_BROKER_STORAGE", value_enum, default_value = "memory")]
+    pub broker_storage: BrokerStorage,
 }
 
 #[derive(Debug, Args)]
