@@ -109,14 +109,3 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
         "the new definition was applied by the running worker: {applied} samples (expected {asr_after_definition}..={asr_total})"
     );
 }
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-        }
-    }
-    out
-}

@@ -59,20 +59,3 @@ fn kill_9_during_ingestion_loses_and_duplicates_nothing() {
     assert_eq!(dupes[0][0], json!(0));
     assert!(node.proc.terminate().is_some_and(|s| s.success()), "clean exit on SIGTERM");
 }
-
-/// Rows stored in the data directory, counted by the `sql` subcommand (no server).
-fn sql_direct(data_dir: &std::path::Path) -> i64 {
-    let out = std::process::Command::new(BIN)
-        .args([
-            "sql",
-            "--data-dir",
-            data_dir.to_str().expect("path"),
-            "--format",
-            "csv",
-            "SELECT COUNT(*) AS n FROM metrics",
-        ])
-        .output()
-        .expect("run callscope sql");
-    assert!(out.status.success(), "callscope sql failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("count")
-}

@@ -498,3 +498,44 @@ pub fn python_with(import: &str) -> PathBuf {
     }
     python
 }
+
+/// Rows stored in the data directory, counted by the `sql` subcommand (no server).
+pub fn sql_direct(data_dir: &std::path::Path) -> i64 {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "sql",
+            "--data-dir",
+            data_dir.to_str().expect("path"),
+            "--format",
+            "csv",
+            "SELECT COUNT(*) AS n FROM metrics",
+        ])
+        .output()
+        .expect("run callscope sql");
+    assert!(out.status.success(), "callscope sql failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("count")
+}
+
+/// The sum of a counter's series in a Prometheus text exposition at `url`.
+pub fn counter_total(client: &Http, url: &str, name: &str) -> f64 {
+    let reply = client.call("GET", url, None);
+    assert_eq!(reply.status, 200, "{url}: {}", reply.body);
+    reply
+        .body
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Every file under `dir`, recursively (none if it does not exist).
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        }
+    }
+    out
+}
