@@ -34,6 +34,9 @@ pub trait OffsetAck: Send + Sync {
     /// the partition (messages after the last acknowledgement stay in Kafka, unread) until
     /// it is assigned again.
     fn pause(&self, topic: &str, partition: i32);
+
+    /// Reading the partition may go on (it was assigned again after a stop).
+    fn resume(&self, topic: &str, partition: i32);
 }
 
 /// Sends dead letters and returns once every one is acknowledged.
@@ -69,6 +72,8 @@ pub(crate) mod fakes {
         Ack { partition: i32, next_offset: i64 },
         /// Reading a stopped partition was paused.
         Paused { partition: i32 },
+        /// Reading a partition was resumed.
+        Resumed { partition: i32 },
     }
 
     type Hook = Box<dyn Fn(&Told) + Send + Sync>;
@@ -114,7 +119,7 @@ pub(crate) mod fakes {
                 .into_iter()
                 .filter_map(|t| match t {
                     Told::Ack { next_offset, .. } => Some(next_offset),
-                    Told::DeadLetters { .. } | Told::Paused { .. } => None,
+                    Told::DeadLetters { .. } | Told::Paused { .. } | Told::Resumed { .. } => None,
                 })
                 .collect()
         }
@@ -141,6 +146,10 @@ pub(crate) mod fakes {
 
         fn pause(&self, _topic: &str, partition: i32) {
             self.tell(Told::Paused { partition });
+        }
+
+        fn resume(&self, _topic: &str, partition: i32) {
+            self.tell(Told::Resumed { partition });
         }
     }
 

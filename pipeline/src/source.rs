@@ -181,10 +181,17 @@ impl OffsetAck for KafkaSource {
     fn pause(&self, topic: &str, partition: i32) {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, partition);
-        // librdkafka forgets a pause on the next assignment, which is when the writer
-        // retries the partition.
+        // A new assignment resumes it (the writer asks when it is told; see `resume`).
         if let Err(e) = self.consumer.pause(&tpl) {
             tracing::error!(topic, partition, error = %e, "could not pause a stopped partition; its messages are read and not stored");
+        }
+    }
+
+    fn resume(&self, topic: &str, partition: i32) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        if let Err(e) = self.consumer.resume(&tpl) {
+            tracing::warn!(topic, partition, error = %e, "could not resume a partition");
         }
     }
 }

@@ -4,10 +4,14 @@
 //! Why: a group coordinator can hand a dead member's partitions to nobody. Tansu 0.6.0 does
 //! so when the group's leader dies (`kill -9`): after the session timeout it drops the
 //! member, but the survivors' next assignment still leaves its partitions unowned, and a
-//! restarted worker is assigned nothing. Workers publish their assignments in heartbeat
-//! objects, so any worker can see that a partition has had no live owner for three checks
-//! in a row (15 s); rejoining starts a new generation whose leader is alive and assigns
-//! every partition. On a healthy cluster this never fires.
+//! restarted worker is assigned nothing; and it keeps a *frozen* member (SIGSTOP, a hung
+//! process) in the group, holding its partitions. Workers publish their assignments in
+//! heartbeat objects (every 2 s); a worker whose heartbeat is older than the session
+//! timeout ([`STALE_AFTER`]) is not a live owner, and a partition without a live owner for
+//! two checks in a row (2 s apart) makes the survivors rejoin, which starts a new
+//! generation whose leader is alive and assigns every partition. So a hung worker loses its
+//! partitions about 15 s after it stops, as with Kafka's own session timeout. On a healthy
+//! cluster this never fires.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,7 +26,11 @@ use crate::source::KafkaSource;
 use crate::status::StatusHandle;
 
 /// How often the watchdog looks.
-const EVERY: Duration = Duration::from_secs(5);
+const EVERY: Duration = Duration::from_secs(2);
+/// A heartbeat older than this (the consumer's session timeout) is not a live owner's.
+const STALE_AFTER: Duration = Duration::from_secs(10);
+/// Checks in a row that must find a partition without a live owner before rejoining.
+const STRIKES: u32 = 2;
 
 /// The watchdog of one worker.
 pub struct OrphanWatchdog {
@@ -49,6 +57,7 @@ impl OrphanWatchdog {
             }
             let own = self.status.snapshot();
             let settle_ms = 3 * EVERY.as_millis() as i64;
+            let stale_ms = STALE_AFTER.as_millis() as i64;
             if own.last_rebalance_at_ms.is_some_and(|t| callscope_runtime::now_ms() - t < settle_ms) {
                 // Assignments are still settling (and others' heartbeats may lag behind).
                 strikes = 0;
@@ -66,7 +75,7 @@ impl OrphanWatchdog {
                 .filter(|h| {
                     h.worker_id != own.worker_id
                         && h.group_id == self.group_id
-                        && now - h.updated_at_ms < settle_ms
+                        && now - h.updated_at_ms < stale_ms
                         && h.state == WorkerState::Running
                 })
                 .flat_map(|h| h.assigned)
@@ -78,8 +87,8 @@ impl OrphanWatchdog {
                 continue;
             }
             strikes += 1;
-            if strikes >= 3 {
-                tracing::warn!(orphaned = ?orphaned, "partitions have had no live owner for 15 s; rejoining the consumer group");
+            if strikes >= STRIKES {
+                tracing::warn!(orphaned = ?orphaned, "partitions have no live owner (a dead or hung worker); rejoining the consumer group");
                 self.rejoin.store(true, Ordering::Relaxed);
                 strikes = 0;
             }

@@ -84,7 +84,7 @@ impl WorkerConfig {
             flush_interval: Self::DEFAULT_FLUSH_INTERVAL,
             max_time_skew: Self::DEFAULT_MAX_TIME_SKEW,
             worker_id: format!("worker-{}", uuid::Uuid::new_v4().simple()),
-            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(2),
             aggregation: Some(AggregationConfig::default()),
         }
     }

@@ -109,3 +109,86 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
         "the new definition was applied by the running worker: {applied} samples (expected {asr_after_definition}..={asr_total})"
     );
 }
+
+/// The partitions a worker's last heartbeat in `shared` says it holds.
+fn assigned(shared: &std::path::Path, worker: &str) -> Vec<String> {
+    let path = shared.join(format!("hot/_catalog/workers/{worker}.json"));
+    std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["assigned"].as_array().map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect()))
+        .unwrap_or_default()
+}
+
+/// As an operator would try it: two pipelines, one frozen with SIGSTOP under load. The live
+/// one takes the frozen one's partitions within the session timeout plus a few seconds and
+/// stores what arrives meanwhile; thawed, the frozen one (a zombie until it rejoins) stores
+/// nothing twice.
+#[test]
+fn a_frozen_worker_loses_its_partitions_and_stores_nothing_twice_when_thawed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shared = dir.path().join("shared");
+    let broker = Node::broker(dir.path()).spawn();
+    let pipeline = |name: &str| {
+        Node::pipeline(dir.path(), name)
+            .broker(&broker)
+            .data_dir(&shared)
+            .args(["--group-id", "frozen-group", "--flush-interval", "200ms"])
+            .spawn()
+    };
+    let mut frozen = pipeline("frozen-a");
+    let mut live = pipeline("frozen-b");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let inputs = loop {
+        let (a, b) = (assigned(&shared, "frozen-a"), assigned(&shared, "frozen-b"));
+        if !a.is_empty() && !b.is_empty() {
+            break a.len() + b.len();
+        }
+        assert!(Instant::now() < deadline, "both workers never held partitions: {a:?} {b:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let rt = runtime();
+    let producer = rt.block_on(async { producer(&broker.brokers) });
+    let events = |from: usize| -> Vec<(String, Vec<u8>)> {
+        (from..from + 2000).map(|i| (format!("key-{i}"), encode_mixed(i, &metric(i)))).collect()
+    };
+    assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &events(0))), 2000);
+    let wait_stored = |n: i64| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let stored = sql_direct(&shared);
+            if stored >= n {
+                return stored;
+            }
+            assert!(Instant::now() < deadline, "{stored} of {n} events stored");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    wait_stored(2000);
+
+    let pid = frozen.proc.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().expect("kill").success());
+    let stopped = Instant::now();
+    assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &events(2000))), 2000);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while assigned(&shared, "frozen-b").len() < inputs {
+        assert!(Instant::now() < deadline, "the live worker never took the frozen one's partitions");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("the live worker held every partition {:?} after the freeze", stopped.elapsed());
+    wait_stored(4000);
+
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().expect("kill").success());
+    assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &events(4000))), 2000);
+    assert_eq!(wait_stored(6000), 6000);
+    // Whatever the thawed worker still had queued must not show up as a second copy.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sql_direct(&shared), 6000, "no event stored twice");
+    let duplicates = sql_direct_value(
+        &shared,
+        "SELECT COUNT(*) FROM (SELECT kafka_partition, kafka_offset FROM metrics GROUP BY 1, 2 HAVING COUNT(*) > 1)",
+    );
+    assert_eq!(duplicates, 0);
+    frozen.proc.terminate();
+    live.proc.terminate();
+}

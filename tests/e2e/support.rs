@@ -501,19 +501,17 @@ pub fn python_with(import: &str) -> PathBuf {
 
 /// Rows stored in the data directory, counted by the `sql` subcommand (no server).
 pub fn sql_direct(data_dir: &std::path::Path) -> i64 {
+    sql_direct_value(data_dir, "SELECT COUNT(*) AS n FROM metrics")
+}
+
+/// The single integer a query answers, run by the `sql` subcommand over the data directory.
+pub fn sql_direct_value(data_dir: &std::path::Path, query: &str) -> i64 {
     let out = std::process::Command::new(BIN)
-        .args([
-            "sql",
-            "--data-dir",
-            data_dir.to_str().expect("path"),
-            "--format",
-            "csv",
-            "SELECT COUNT(*) AS n FROM metrics",
-        ])
+        .args(["sql", "--data-dir", data_dir.to_str().expect("path"), "--format", "csv", query])
         .output()
         .expect("run callscope sql");
     assert!(out.status.success(), "callscope sql failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("count")
+    String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("an integer")
 }
 
 /// The sum of a counter's series in a Prometheus text exposition at `url`.

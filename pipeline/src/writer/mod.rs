@@ -129,13 +129,15 @@ impl WriterState {
                 WriterJob::Assigned => {
                     self.needs_recovery = true;
                     self.owned = true;
-                    // A new assignment gives a stopped partition another try.
+                    // A new assignment gives a stopped partition another try, and reading
+                    // it resumes (a pause outlives the assignment it was made in).
                     if self.stopped {
                         self.stopped = false;
                         let key = format!("{}/{}", self.topic, self.partition);
                         self.ctx.status.update(|s| {
                             s.stopped.remove(&key);
                         });
+                        self.ctx.acks.resume(&self.topic, self.partition);
                     }
                 }
                 WriterJob::Revoked => {

@@ -435,6 +435,7 @@ async fn a_batch_whose_dead_letters_cannot_be_sent_is_not_committed() {
     tokio::time::timeout(Duration::from_secs(30), w.run(receiver)).await.expect("writer finished");
     assert_stored_exactly(&tier, (0..=9).filter(|o| *o != 5)).await;
     assert_eq!(kafka.acks(), vec![10]);
+    assert!(kafka.told().contains(&Told::Resumed { partition: PARTITION }), "reading the partition resumes");
 }
 
 /// Samples 10 s apart in event time, so that windows close as the batches go on.
