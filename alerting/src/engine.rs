@@ -6,6 +6,13 @@
 //! Event time "now" is the newest event time ingested. When nothing arrives for
 //! `idle_after_ms` the wall clock (minus that delay) drives time instead, so that absence
 //! rules fire when a whole platform goes quiet.
+//!
+//! While history is read back ([`AlertEngine::begin_replay`] to
+//! [`AlertEngine::end_replay`]) the engine only ingests: [`AlertEngine::evaluate`] returns
+//! nothing, and event time is the minimum over the replayed partitions of each one's
+//! newest event time (samples say where they come from with [`AlertEngine::ingest_from`]).
+//! Once caught up, the rules are evaluated over the history read back, in event-time steps,
+//! and then at the caught-up event time: see [`replay`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -22,6 +29,7 @@ use crate::rules::AlertRule;
 use crate::smart::{CompileError, SmartState};
 use crate::template::render;
 use callscope_schemas::smart_rules::SmartRule;
+use replay::ReplayClock;
 
 /// `source` of the alert events callscope itself emits.
 pub const ALERT_SOURCE: &str = "callscope";
@@ -118,6 +126,7 @@ pub struct AlertEngine {
     /// Wall clock of the newest ingested sample.
     last_ingest_wall_ms: Option<i64>,
     now_ms: Option<i64>,
+    replay: ReplayClock,
 }
 
 fn selector_names(expr: &Expr, names: &mut Option<BTreeSet<String>>) {
@@ -173,6 +182,7 @@ impl AlertEngine {
             max_event_ms: None,
             last_ingest_wall_ms: None,
             now_ms: None,
+            replay: ReplayClock::default(),
         };
         engine.set_rules(rules);
         engine
@@ -311,6 +321,9 @@ impl AlertEngine {
 
     /// Event time "now": the newest event time, or the wall clock once the stream is idle.
     pub fn event_time(&self, wall_ms: i64) -> i64 {
+        if let Some(t) = self.replay.now() {
+            return self.now_ms.map_or(t, |now| now.max(t));
+        }
         let idle_clock = wall_ms - self.config.idle_after_ms;
         let t = match (self.max_event_ms, self.last_ingest_wall_ms) {
             (Some(max), Some(last)) if wall_ms - last < self.config.idle_after_ms => max,
@@ -320,9 +333,19 @@ impl AlertEngine {
         self.now_ms.map_or(t, |now| now.max(t))
     }
 
-    /// Evaluates every rule at the current event time; returns the state changes.
+    /// Evaluates every rule at the current event time; returns the state changes. Does
+    /// nothing during a replay.
     pub fn evaluate(&mut self, wall_ms: i64) -> Vec<AlertChange> {
+        if self.replay.is_replaying() {
+            return Vec::new();
+        }
         let now = self.event_time(wall_ms);
+        self.evaluate_at(now)
+    }
+
+    /// Evaluates every rule at event time `now` (never before an earlier evaluation).
+    fn evaluate_at(&mut self, now: i64) -> Vec<AlertChange> {
+        let now = self.now_ms.map_or(now, |t| t.max(now));
         self.now_ms = Some(now);
         let mut changes = std::mem::take(&mut self.pending);
         for lr in &mut self.rules {
@@ -542,5 +565,6 @@ fn change(rule: &AlertRule, t: crate::lifecycle::Transition, value: Option<f64>)
     }
 }
 
+mod replay;
 #[cfg(test)]
 mod tests;

@@ -7,11 +7,19 @@
 //! timers and firing alerts in event time, which is what makes alert state survive a
 //! restart or `kill -9`.
 //!
+//! While it reads back history it only ingests (no evaluation, no notification; event time
+//! is that of the slowest replayed partition, see [`crate::engine`]). Once caught up it
+//! evaluates over the history read back and at the caught-up event time, then resolves every alert the notification log
+//! says fires and that fires nowhere now (it fired before the history read back and
+//! resolved during it, or its rule is gone), so that the log never says "firing" forever.
+//!
 //! Only the leader notifies and publishes transitions: the instance that holds partition 0
 //! of the one-partition lease topic in the `callscope-alerting` consumer group. The others
-//! evaluate the same data and stay ready; on a change of leader the new one loads the
-//! notification log that the old one kept in object storage, so a group is not notified
-//! twice, and publishes the transitions after the last one the old leader confirmed (the
+//! evaluate the same data and stay ready. Every instance restores the notification log from
+//! object storage at start, before replaying; on a change of leader the new one loads the
+//! log that the old one kept, so a group is not notified twice, takes the next leader term
+//! (an old leader that has not noticed stops saving the state, see [`crate::state`]), and
+//! publishes the transitions after the last one the old leader confirmed (the
 //! [`crate::publisher`] does that in its own task, so a Kafka outage never stalls
 //! evaluation). Evaluation runs after every batch of messages and every `eval_interval`
 //! (default 250 ms), never waiting for windows to close.
@@ -37,7 +45,7 @@ use crate::notify::config::parse_matcher;
 use crate::notify::dispatch::{Dispatcher, Notification, RoutedAlert, SilenceRule};
 use crate::notify::notifier::{DeliveryFailure, FailureSink, Notifier};
 use crate::publisher::{Publisher, TransitionKey};
-use crate::state::DurableState;
+use crate::state::{DurableState, Saved, read_state};
 
 fn failure_sink(tier: Tier) -> FailureSink {
     std::sync::Arc::new(move |f: DeliveryFailure| {
@@ -68,6 +76,10 @@ struct Evaluator {
     leader: bool,
     state: DurableState,
     state_dirty: bool,
+    /// This process's leader term while it leads (see [`crate::state`]).
+    term: u64,
+    /// A newer leader owns the durable state: this process stops saving it.
+    superseded: bool,
     rule_errors: Vec<String>,
     decode: DecodeOptions,
     silences: callscope_storage::SilenceStore,
@@ -82,6 +94,9 @@ struct Evaluator {
     heartbeat_seen: HashMap<String, (i64, u64)>,
 }
 
+/// The evaluation trigger that ends the history replay.
+const CATCH_UP: &str = "catch_up";
+
 /// A standby rejoins the lease group when no leader has published status for this long.
 const LEADER_SILENCE: Duration = Duration::from_secs(10);
 
@@ -89,7 +104,91 @@ const LEADER_SILENCE: Duration = Duration::from_secs(10);
 const RECENT_TRANSITIONS: usize = 10_000;
 
 impl Evaluator {
-    fn on_message(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8], wall: i64) {
+    /// An evaluator (not leading) with the durable `state` read at start: its notification
+    /// log is restored before any history is read back.
+    fn new(
+        config: AlertingConfig,
+        tier: Tier,
+        engine: AlertEngine,
+        mut dispatcher: Dispatcher,
+        notifier: Option<Notifier>,
+        publisher: Publisher,
+        state: DurableState,
+    ) -> Evaluator {
+        dispatcher.restore_log(state.nflog.clone());
+        Evaluator {
+            state,
+            silences: callscope_storage::SilenceStore::new(tier.clone()),
+            acks: callscope_storage::AckStore::new(tier.clone()),
+            smart_rules: callscope_storage::SmartRuleStore::new(tier.clone()),
+            config,
+            tier,
+            engine,
+            dispatcher,
+            notifier,
+            publisher,
+            leader: false,
+            state_dirty: false,
+            term: 0,
+            superseded: false,
+            rule_errors: Vec::new(),
+            smart_version: String::new(),
+            smart_errors: Vec::new(),
+            config_inhibit: Vec::new(),
+            alertmanager_health: Vec::new(),
+            last_probe: None,
+            heartbeat_seen: HashMap::new(),
+            decode: DecodeOptions { max_time_skew_ms: DecodeOptions::DEFAULT_MAX_SKEW_MS, now_ms: now_ms() },
+        }
+    }
+
+    /// After a batch of messages: evaluate and flush, unless history is still being read
+    /// back (then the messages were only ingested).
+    fn after_batch(&mut self, wall: i64) {
+        if self.engine.replaying() {
+            return;
+        }
+        self.evaluate("batch", wall);
+        self.flush(wall);
+    }
+
+    /// The history is read back: evaluate over it and at the caught-up event time (which
+    /// rebuilds the instances and their timers from the samples read back, see
+    /// [`AlertEngine::end_replay`]), resolve what the log says fires and fires nowhere
+    /// now, and flush (only the leader sends).
+    fn catch_up(&mut self, wall: i64) {
+        self.evaluate(CATCH_UP, wall);
+        self.resolve_missing(wall);
+        self.flush(wall);
+    }
+
+    fn resolve_missing(&mut self, wall: i64) {
+        let resolved = self.dispatcher.resolve_missing(wall);
+        if !resolved.is_empty() {
+            tracing::info!(alerts = ?resolved, "alerts the notification log says fire and that fire nowhere now are resolved");
+            self.state_dirty = true;
+        }
+    }
+
+    /// This process leads from now on: it takes over the notification log the previous
+    /// leader saved and the next leader term.
+    async fn take_over(&mut self) {
+        self.state = read_state(&self.tier).await;
+        self.dispatcher.restore_log(self.state.nflog.clone());
+        self.term = self.state.term + 1;
+        self.superseded = false;
+        // Claim the term at the next save, so that an old leader stops saving.
+        self.state_dirty = true;
+        if !self.engine.replaying() {
+            self.resolve_missing(now_ms());
+        }
+        // Publish the transitions after the last one the old leader confirmed.
+        self.publisher.activate(self.state.published_through.clone());
+        self.leader = true;
+        tracing::info!(instance = %self.config.instance_id, term = self.term, "this process now sends alert notifications");
+    }
+
+    fn on_message(&mut self, topic: &str, partition: i32, key: Option<&[u8]>, payload: &[u8], wall: i64) {
         let metrics = AlertingMetrics::global();
         let is_alert = topic == self.config.alerts_topic;
         if !is_alert && !self.engine.wants_all() {
@@ -106,7 +205,7 @@ impl Evaluator {
         self.decode.now_ms = wall;
         match decode_event(dataset, payload, &self.decode) {
             Ok((Event::Metric(m), _)) => {
-                self.engine.ingest(&m, wall);
+                self.engine.ingest_from(&m, wall, topic, partition);
                 metrics.samples_ingested.with_label_values(&["read"]).inc();
             }
             Ok((Event::Alert(a), _)) if a.source != ALERT_SOURCE => {
@@ -121,7 +220,7 @@ impl Evaluator {
     fn evaluate(&mut self, trigger: &str, wall: i64) {
         let metrics = AlertingMetrics::global();
         let started = Instant::now();
-        let changes = self.engine.evaluate(wall);
+        let changes = if trigger == CATCH_UP { self.engine.end_replay(wall) } else { self.engine.evaluate(wall) };
         metrics.evaluation_seconds.observe(started.elapsed().as_secs_f64());
         metrics.evaluations.with_label_values(&[trigger]).inc();
         metrics.window_series.set(self.engine.store_series() as i64);
@@ -151,9 +250,8 @@ impl Evaluator {
         // A notification some channel could not queue is not logged as sent: the group's
         // next flush tries it again.
         let notifier = &self.notifier;
-        let changed = self
-            .dispatcher
-            .flush_with(wall, |n| notifier.as_ref().is_none_or(|notifier| notifier.enqueue(n)));
+        let changed =
+            self.dispatcher.flush_with(wall, |n| notifier.as_ref().is_none_or(|notifier| notifier.enqueue(n)));
         if changed {
             self.state_dirty = true;
         }
@@ -179,7 +277,7 @@ impl Evaluator {
     }
 
     async fn save_state(&mut self) {
-        if !self.leader {
+        if !self.leader || self.superseded {
             return;
         }
         let through = self.publisher.through();
@@ -192,10 +290,19 @@ impl Evaluator {
         }
         self.state.nflog = self.dispatcher.log().clone();
         self.state.leader = self.config.instance_id.clone();
+        self.state.term = self.term;
         self.state.saved_at_ms = now_ms();
-        let bytes = Bytes::from(serde_json::to_vec(&self.state).unwrap_or_default());
-        match self.tier.put_durable(&CatalogKey::AlertingState.path(), bytes, false).await {
-            Ok(()) => self.state_dirty = false,
+        match crate::state::save(&self.tier, &self.state).await {
+            Ok(Saved::Written) => self.state_dirty = false,
+            Ok(Saved::Conflict) => tracing::info!("the alerting state changed while being saved; will retry"),
+            Ok(Saved::Superseded { term }) => {
+                self.superseded = true;
+                tracing::warn!(
+                    term = self.term,
+                    newer_term = term,
+                    "a newer alerting leader owns the state; this process stops saving it"
+                );
+            }
             Err(e) => tracing::warn!(error = %e, "saving the alerting state failed; will retry"),
         }
     }
@@ -403,3 +510,6 @@ impl Evaluator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

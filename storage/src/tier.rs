@@ -174,6 +174,46 @@ impl Tier {
         self.sync(&path).await
     }
 
+    /// Read-check-write of one object that several processes may write: `decide` sees the
+    /// object's current bytes (`None`: absent) and returns what to write, or `None` to leave
+    /// it. The write is conditional on the object being unchanged since the read
+    /// (`PutMode::Update` with the e-tag/version read, `PutMode::Create` when absent), so a
+    /// concurrent writer makes it return `Ok(false)`, as does `decide` declining; `Ok(true)`
+    /// once the write is durable. object_store's `LocalFileSystem` does not implement
+    /// `PutMode::Update` (it returns `NotImplemented`): there the checked bytes are written
+    /// with a plain overwrite, so two writers racing between the read and the write are not
+    /// told apart on local tiers (the caller's check is all that protects them).
+    pub async fn put_if_match(
+        &self,
+        relative: &str,
+        decide: impl FnOnce(Option<&[u8]>) -> Option<Bytes>,
+    ) -> Result<bool> {
+        use object_store::{Error as E, UpdateVersion};
+        let path = self.path(relative);
+        let (current, version) = match self.store.get(&path).await {
+            Ok(got) => {
+                let version = UpdateVersion { e_tag: got.meta.e_tag.clone(), version: got.meta.version.clone() };
+                (Some(got.bytes().await?), Some(version))
+            }
+            Err(E::NotFound { .. }) => (None, None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(bytes) = decide(current.as_deref()) else { return Ok(false) };
+        let payload = PutPayload::from_bytes(bytes);
+        let mode = version.map_or(PutMode::Create, PutMode::Update);
+        match self.store.put_opts(&path, payload.clone(), PutOptions { mode, ..Default::default() }).await {
+            Ok(_) => {}
+            Err(E::Precondition { .. } | E::AlreadyExists { .. }) => return Ok(false),
+            Err(E::NotImplemented { .. }) => {
+                let overwrite = PutOptions { mode: PutMode::Overwrite, ..Default::default() };
+                self.store.put_opts(&path, payload, overwrite).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.sync(&path).await?;
+        Ok(true)
+    }
+
     /// Renames an object (atomically on local disks; copy and delete on S3) and makes the
     /// new name durable before returning.
     pub async fn rename_durable(&self, from: &str, to: &str) -> Result<()> {

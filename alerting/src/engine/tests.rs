@@ -162,3 +162,73 @@ fn reloading_rules_keeps_the_state_of_unchanged_rules() {
         [("CallFailureRateHigh", AlertState::Resolved)]
     );
 }
+
+#[test]
+fn a_replay_only_ingests_and_keeps_event_time_at_the_slowest_partition() {
+    let rule = FAILURE_RATIO.replace("for: 20s", "for: 0s");
+    let mut engine = AlertEngine::new(EngineConfig::default(), rules(&rule));
+    engine.begin_replay([("m".to_string(), 0), ("m".to_string(), 1), ("alerts".to_string(), 0)]);
+    // Partition 0 carries the calls and is read back to 60 s; partition 1 carries the
+    // failures and lags at 20 s (the alerts partition delivers no samples).
+    let wall = T0 + 3_600_000;
+    for s in 0..60 {
+        for i in 0..10 {
+            engine.ingest_from(&counter("calls_total", "gw", 1.0, T0 + s * 1000 + i), wall, "m", 0);
+        }
+    }
+    for s in 0..20 {
+        for i in 0..5 {
+            engine.ingest_from(&counter("calls_failed_total", "gw", 1.0, T0 + s * 1000 + i), wall, "m", 1);
+        }
+    }
+    assert_eq!(engine.event_time(wall), T0 + 19_004, "the slowest partition's newest sample");
+    assert!(engine.evaluate(wall).is_empty(), "no evaluation while replaying");
+    assert!(engine.status()[0].active.is_empty());
+    // Partition 1 catches up (half the calls fail until 60 s): evaluated once, at the
+    // caught-up event time, the alert fires.
+    for s in 20..60 {
+        for i in 0..5 {
+            engine.ingest_from(&counter("calls_failed_total", "gw", 1.0, T0 + s * 1000 + i), wall, "m", 1);
+        }
+    }
+    assert_eq!(engine.event_time(wall), T0 + 59_004);
+    assert!(engine.evaluate(wall).is_empty());
+    let changes = engine.end_replay(wall);
+    assert!(!engine.replaying());
+    assert_eq!(engine.event_time(wall), T0 + 59_009, "the newest event time once caught up");
+    assert_eq!(changes.iter().map(|c| (c.to, c.at_ms)).collect::<Vec<_>>(), [(AlertState::Firing, T0 + 10_000)]);
+    assert!(engine.evaluate(wall).is_empty(), "still firing");
+}
+
+#[test]
+fn catching_up_rebuilds_for_timers_from_the_history_read_back() {
+    let mut engine = AlertEngine::new(EngineConfig::default(), rules(FAILURE_RATIO));
+    engine.begin_replay([("m".to_string(), 0)]);
+    // Half the calls fail for the whole minute read back: longer than `for: 20s`.
+    let wall = T0 + 3_600_000;
+    for s in 0..60 {
+        for i in 0..10 {
+            engine.ingest_from(&counter("calls_total", "gw", 1.0, T0 + s * 1000 + i), wall, "m", 0);
+        }
+        for i in 0..5 {
+            engine.ingest_from(&counter("calls_failed_total", "gw", 1.0, T0 + s * 1000 + i), wall, "m", 0);
+        }
+    }
+    let changes = engine.end_replay(wall);
+    let states: Vec<(AlertState, i64)> = changes.iter().map(|c| (c.to, c.at_ms - T0)).collect();
+    assert_eq!(states, [(AlertState::Pending, 10_000), (AlertState::Firing, 30_000)], "{states:?}");
+    assert_eq!(engine.status()[0].state, AlertState::Firing, "firing when caught up, not pending again");
+}
+
+#[test]
+fn samples_outside_a_replay_or_its_partitions_do_not_hold_event_time_back() {
+    let mut engine = AlertEngine::new(EngineConfig::default(), rules(FAILURE_RATIO));
+    engine.ingest_from(&counter("calls_total", "gw", 1.0, T0), T0, "m", 0);
+    engine.begin_replay([("m".to_string(), 1)]);
+    engine.ingest_from(&counter("calls_total", "gw", 1.0, T0 + 5_000), T0, "m", 0);
+    engine.ingest_from(&counter("calls_total", "gw", 1.0, T0 + 2_000), T0, "m", 1);
+    engine.ingest_from(&counter("unread_metric", "gw", 1.0, T0 + 1), T0, "m", 1);
+    assert_eq!(engine.event_time(T0), T0 + 2_000);
+    assert!(engine.end_replay(T0).is_empty());
+    assert_eq!(engine.event_time(T0), T0 + 5_000);
+}

@@ -1,13 +1,13 @@
-//! The evaluator task: start-up (rules, notification config, history replay, the lease),
-//! then one loop that reads messages, evaluates after every batch and every tick, takes
-//! over or hands back leadership, and reloads what changed.
+//! The evaluator task: start-up (rules, notification config, the durable state and its
+//! notification log, history replay, the lease), then one loop that reads messages (only
+//! ingesting them until the history is read back), evaluates after every batch and every
+//! tick once caught up, takes over or hands back leadership, and reloads what changed.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use callscope_runtime::kafka::ensure_topics;
 use callscope_runtime::now_ms;
-use callscope_schemas::DecodeOptions;
 use callscope_storage::{CatalogKey, Tier};
 use futures::FutureExt;
 use rdkafka::consumer::StreamConsumer;
@@ -26,6 +26,9 @@ use crate::notify::notifier::Notifier;
 use crate::publisher::{Backoff, KafkaSink, Publisher};
 use crate::replay::assign_from;
 use crate::state::read_state;
+
+/// Nothing read for this long while reading back history: the history is taken as read.
+const REPLAY_STALL: Duration = Duration::from_secs(30);
 
 /// Runs the evaluator until `shutdown`.
 pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken) -> Result<()> {
@@ -55,6 +58,9 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
         .create()?;
     let mut topics = config.metric_topics.clone();
     topics.push(config.alerts_topic.clone());
+    // Every instance restores the notification log before reading back history: a
+    // resolution read back of an alert that fired before the replay window is then news.
+    let state = read_state(&tier).await;
     let ends = assign_from(&source, &topics, now_ms() - replay_ms).await?;
     let lease = Lease::join(&config.kafka, &config.lease_topic, &config.lease_group, shutdown.clone())?;
     let publisher = Publisher::start(
@@ -62,42 +68,27 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
         RECENT_TRANSITIONS,
         Backoff::default(),
     );
-    let silences = callscope_storage::SilenceStore::new(tier.clone());
-    let acks = callscope_storage::AckStore::new(tier.clone());
-    let smart_rules = callscope_storage::SmartRuleStore::new(tier.clone());
-    let mut ev = Evaluator {
-        state: read_state(&tier).await,
-        config,
-        tier,
-        engine,
-        dispatcher,
-        notifier,
-        publisher,
-        leader: false,
-        state_dirty: false,
-        rule_errors: Vec::new(),
-        silences,
-        smart_rules,
-        acks,
-        smart_version: String::new(),
-        smart_errors: Vec::new(),
-        config_inhibit,
-        alertmanager_health: Vec::new(),
-        last_probe: None,
-        heartbeat_seen: HashMap::new(),
-        decode: DecodeOptions { max_time_skew_ms: DecodeOptions::DEFAULT_MAX_SKEW_MS, now_ms: now_ms() },
-    };
+    let mut ev = Evaluator::new(config, tier, engine, dispatcher, notifier, publisher, state);
+    ev.config_inhibit = config_inhibit;
     ev.apply_inhibitions();
     ev.load_silences().await;
     ev.load_acks().await;
     ev.load_smart_rules().await;
     let mut positions: HashMap<(String, i32), i64> = HashMap::new();
     let mut caught_up = ends.is_empty();
+    if caught_up {
+        ev.catch_up(now_ms());
+    } else {
+        ev.engine.begin_replay(ends.keys().cloned());
+    }
     let mut ticker = tokio::time::interval(ev.config.eval_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut slow = tokio::time::interval(Duration::from_secs(2));
     let mut last_resend = Instant::now();
     let mut last_rejoin = Instant::now();
+    // When the history read back was read: a partition whose end offset is never reached
+    // (say, a record gone from the log) must not keep the evaluator from evaluating.
+    let mut last_read = Instant::now();
     let mut version = files_version(&ev.config);
     tracing::info!(instance = %ev.config.instance_id, rules = ev.engine.rule_count(), replay_ms, "alert evaluator started");
     loop {
@@ -105,6 +96,7 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
             _ = shutdown.cancelled() => break,
             first = source.recv() => {
                 let wall = now_ms();
+                last_read = Instant::now();
                 let mut batch = vec![first];
                 // Drain what is already fetched: one evaluation per batch.
                 while batch.len() < 5000 {
@@ -117,31 +109,35 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
                     match m {
                         Ok(m) => {
                             positions.insert((m.topic().to_string(), m.partition()), m.offset());
-                            ev.on_message(m.topic(), m.key(), m.payload().unwrap_or_default(), wall);
+                            ev.on_message(m.topic(), m.partition(), m.key(), m.payload().unwrap_or_default(), wall);
                         }
                         Err(e) => tracing::warn!(error = %e, "alert evaluator read failed"),
                     }
                 }
-                if !caught_up {
+                if caught_up {
+                    ev.after_batch(wall);
+                } else {
                     caught_up = ends.iter().all(|(k, end)| positions.get(k).is_some_and(|p| *p + 1 >= *end));
                     if caught_up {
                         tracing::info!("alert evaluator read back its history");
+                        ev.catch_up(wall);
                     }
                 }
-                ev.evaluate("batch", wall);
-                ev.flush(wall);
             }
             _ = ticker.tick() => {
                 let wall = now_ms();
+                if !caught_up && last_read.elapsed() >= REPLAY_STALL {
+                    tracing::warn!(
+                        stalled_s = REPLAY_STALL.as_secs(),
+                        "the history read back stopped short of its end offsets; evaluating what was read"
+                    );
+                    caught_up = true;
+                    ev.catch_up(wall);
+                }
                 let leader = lease.is_leader();
                 if leader != ev.leader {
                     if leader {
-                        // Take over the notification log of the previous leader.
-                        ev.state = read_state(&ev.tier).await;
-                        ev.dispatcher.restore_log(ev.state.nflog.clone());
-                        // Publish the transitions after the last one the old leader confirmed.
-                        ev.publisher.activate(ev.state.published_through.clone());
-                        tracing::info!(instance = %ev.config.instance_id, "this process now sends alert notifications");
+                        ev.take_over().await;
                     } else {
                         ev.publisher.deactivate();
                         tracing::info!(instance = %ev.config.instance_id, "another process sends alert notifications now");
@@ -151,9 +147,9 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
                 }
                 if caught_up {
                     ev.evaluate("interval", wall);
+                    ev.flush(wall);
                 }
-                ev.flush(wall);
-                if last_resend.elapsed() >= Duration::from_secs(60) && ev.leader {
+                if caught_up && last_resend.elapsed() >= Duration::from_secs(60) && ev.leader {
                     ev.resend_to_alertmanagers(wall);
                     last_resend = Instant::now();
                 }

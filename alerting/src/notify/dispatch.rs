@@ -70,6 +70,10 @@ pub struct SentEntry {
     /// Alerts already escalated.
     #[serde(default)]
     pub escalated: BTreeSet<String>,
+    /// The firing alerts as notified, to notify their resolution even when their source is
+    /// gone (logs of older versions lack it).
+    #[serde(default)]
+    pub alerts: BTreeMap<String, RoutedAlert>,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +218,49 @@ impl Dispatcher {
         self.groups.retain(|_, g| !g.alerts.is_empty());
     }
 
+    /// Resolves every alert the log says was notified firing and that fires nowhere now (no
+    /// group holds it firing): after a restart has read back its history, an alert that
+    /// fired before the history read and resolved during it (or whose rule is gone) is
+    /// otherwise "firing" in the log forever. The resolutions go into the groups like any
+    /// other, so only a flush (the leader's) notifies them. An alert the log has no record
+    /// of (logs of older versions) cannot be notified: it leaves the log's firing set.
+    /// Returns the fingerprints resolved.
+    pub fn resolve_missing(&mut self, now_ms: i64) -> Vec<String> {
+        let live: BTreeSet<String> = self
+            .alerts()
+            .filter(|(_, a)| a.status == AlertStatus::Firing)
+            .map(|(_, a)| a.fingerprint.clone())
+            .collect();
+        let mut stale: BTreeMap<String, Option<RoutedAlert>> = BTreeMap::new();
+        for entry in self.sent.values() {
+            for fp in entry.firing.iter().filter(|fp| !live.contains(*fp)) {
+                let record = entry.alerts.get(fp).cloned();
+                let known = stale.entry(fp.clone()).or_default();
+                if known.is_none() {
+                    *known = record;
+                }
+            }
+        }
+        for (fp, record) in &stale {
+            match record {
+                Some(alert) => {
+                    let mut alert = alert.clone();
+                    alert.status = AlertStatus::Resolved;
+                    alert.ends_at_ms = Some(now_ms.max(alert.starts_at_ms));
+                    self.receive(alert, now_ms);
+                }
+                None => {
+                    for entry in self.sent.values_mut() {
+                        entry.firing.remove(fp);
+                        entry.notified_at.remove(fp);
+                    }
+                }
+            }
+        }
+        self.sent.retain(|key, e| !e.firing.is_empty() || self.groups.contains_key(key));
+        stale.into_keys().collect()
+    }
+
     /// Drops resolved alerts that ended before `cutoff_ms` without being flushed (a
     /// standby's groups), and groups left empty.
     pub fn forget_resolved_before(&mut self, cutoff_ms: i64) {
@@ -298,6 +345,11 @@ impl Dispatcher {
                     resolved: resolved.clone(),
                     notified_at,
                     escalated: previous.escalated,
+                    alerts: unmuted
+                        .iter()
+                        .filter(|a| a.status == AlertStatus::Firing)
+                        .map(|a| (a.fingerprint.clone(), a.clone()))
+                        .collect(),
                 };
                 self.sent.insert(key.clone(), entry);
             }

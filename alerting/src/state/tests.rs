@@ -25,3 +25,53 @@ fn the_mark_round_trips_and_stays_readable_by_older_versions() {
     let json: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
     assert_eq!(json["published_through_ms"], 1_999, "everything before the key's millisecond is published");
 }
+
+fn leader(name: &str, term: u64) -> DurableState {
+    let mut state = DurableState::default();
+    (state.leader, state.term) = (name.into(), term);
+    state
+}
+
+#[tokio::test]
+async fn a_leader_of_an_older_term_loses_the_state_to_the_newer_one() {
+    let tier = Tier::open(&callscope_storage::TierConfig::new("memory:///")).expect("memory tier");
+    let mut old = leader("a", 1);
+    assert_eq!(save(&tier, &old).await.expect("save"), Saved::Written, "the first leader creates the state");
+    old.saved_at_ms = 1;
+    assert_eq!(save(&tier, &old).await.expect("save"), Saved::Written, "and keeps writing it");
+
+    // A new leader takes over with the stored term + 1.
+    let stored = read_state(&tier).await;
+    assert_eq!((stored.leader.as_str(), stored.term), ("a", 1));
+    let new = leader("b", stored.term + 1);
+    assert_eq!(save(&tier, &new).await.expect("save"), Saved::Written);
+
+    // The old leader (a zombie that has not noticed yet) no longer writes.
+    old.saved_at_ms = 2;
+    assert_eq!(save(&tier, &old).await.expect("save"), Saved::Superseded { term: 2 });
+    // Nor does another instance that claimed the same term.
+    assert_eq!(save(&tier, &leader("c", 2)).await.expect("save"), Saved::Superseded { term: 2 });
+    let stored = read_state(&tier).await;
+    assert_eq!((stored.leader.as_str(), stored.term), ("b", 2), "the newer leader's state stands");
+    assert_eq!(save(&tier, &new).await.expect("save"), Saved::Written, "the leader itself goes on writing");
+}
+
+#[tokio::test]
+async fn a_state_file_without_a_term_is_taken_over() {
+    let tier = Tier::open(&callscope_storage::TierConfig::new("memory:///")).expect("memory tier");
+    let old = br#"{"nflog":{},"published_through_ms":0,"leader":"a","saved_at_ms":5}"#;
+    tier.put_durable(&CatalogKey::AlertingState.path(), Bytes::from_static(old), false).await.expect("put");
+    let stored = read_state(&tier).await;
+    assert_eq!(stored.term, 0);
+    assert_eq!(save(&tier, &leader("b", stored.term + 1)).await.expect("save"), Saved::Written);
+}
+
+#[tokio::test]
+async fn a_local_tier_falls_back_to_read_compare_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tier = Tier::open(&callscope_storage::TierConfig::local_dir(dir.path()).expect("dir")).expect("local tier");
+    assert_eq!(save(&tier, &leader("a", 1)).await.expect("save"), Saved::Written);
+    assert_eq!(save(&tier, &leader("a", 1)).await.expect("save"), Saved::Written, "no conditional update there");
+    assert_eq!(save(&tier, &leader("b", 2)).await.expect("save"), Saved::Written);
+    assert_eq!(save(&tier, &leader("a", 1)).await.expect("save"), Saved::Superseded { term: 2 });
+}

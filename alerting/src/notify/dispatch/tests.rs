@@ -270,3 +270,45 @@ receivers: [{name: oncall}, {name: manager}]
     assert_eq!(summary(&d.flush(360_000)), [("manager".to_string(), AlertStatus::Firing, 1)], "tried again");
     assert!(d.flush(420_000).is_empty());
 }
+
+#[test]
+fn a_logged_firing_alert_that_fires_nowhere_after_a_restart_is_resolved() {
+    // Before the restart: two alerts notified firing.
+    let mut before = dispatcher();
+    before.receive(alert("HighLatency", "asr", Severity::Warning, AlertStatus::Firing), 0);
+    before.receive(alert("HighLatency", "tts", Severity::Warning, AlertStatus::Firing), 0);
+    assert_eq!(before.flush(10_000).len(), 1);
+    let log = before.log().clone();
+
+    // After it, read back history: only `tts` still fires; `asr` resolved before the history
+    // read starts (nothing of it is read back).
+    let mut after = dispatcher();
+    after.restore_log(log);
+    after.receive(alert("HighLatency", "tts", Severity::Warning, AlertStatus::Firing), 500_000);
+    let resolved = after.resolve_missing(500_000);
+    assert_eq!(resolved, [alert("HighLatency", "asr", Severity::Warning, AlertStatus::Firing).fingerprint]);
+    // Nothing is sent by resolving: a standby keeps the resolution for an hour, unsent...
+    after.forget_resolved_before(500_000 - 3_600_000);
+    assert_eq!(after.alerts().filter(|(_, a)| a.status == AlertStatus::Resolved).count(), 1);
+    // ...and the leader's flush notifies it, with the alert's labels.
+    let sent = after.flush(510_000);
+    assert_eq!(sent.len(), 1);
+    let gone: Vec<_> = sent[0].alerts.iter().filter(|a| a.status == AlertStatus::Resolved).collect();
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].labels.get("service").map(String::as_str), Some("asr"));
+    assert_eq!(gone[0].ends_at_ms, Some(500_000));
+    let entry = after.log().values().next().expect("the group still fires");
+    assert_eq!(entry.firing.len(), 1, "the log no longer says `asr` fires: {entry:?}");
+    assert!(after.resolve_missing(520_000).is_empty(), "nothing left to resolve");
+}
+
+#[test]
+fn a_log_of_an_older_version_drops_what_it_cannot_notify() {
+    let mut d = dispatcher();
+    let fp = alert("HighLatency", "asr", Severity::Warning, AlertStatus::Firing).fingerprint;
+    let entry = SentEntry { at_ms: 1, firing: [fp.clone()].into(), ..SentEntry::default() };
+    d.restore_log([("{}:alertname=\"HighLatency\"".to_string(), entry)].into());
+    assert_eq!(d.resolve_missing(10), [fp]);
+    assert!(d.log().is_empty(), "no record of the alert to notify: it leaves the log");
+    assert!(d.flush(100_000).is_empty());
+}
