@@ -52,4 +52,12 @@ pub enum AlertingError {
     Config(String),
 }
 
+impl AlertingError {
+    /// Whether starting the evaluator again later may succeed (a broker or store that did
+    /// not answer), as opposed to a configuration that will fail the same way.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, AlertingError::Kafka(_) | AlertingError::Runtime(_) | AlertingError::Storage(_))
+    }
+}
+
 pub type Result<T, E = AlertingError> = std::result::Result<T, E>;

@@ -67,11 +67,7 @@ impl Workers {
         let instance = args.ingest.worker_id.clone().unwrap_or_else(|| format!("{kind}-{}", std::process::id()));
         if let Some(config) = args.alerts.config(connection, &args.windows, &instance) {
             let (hot, cancel) = (hot.clone(), cancel.clone());
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = callscope_alerting::run(config, hot, cancel).await {
-                    tracing::error!(error = %e, "alert evaluator stopped");
-                }
-            }));
+            tasks.push(tokio::spawn(supervise_evaluator(config, hot, cancel)));
         }
         Ok(Workers { tasks, cancel })
     }
@@ -82,6 +78,30 @@ impl Workers {
         self.cancel.cancel();
         for task in self.tasks {
             let _ = task.await;
+        }
+    }
+}
+
+/// Runs the alert evaluator until `cancel`, starting it again (with backoff, up to 30 s)
+/// when it stops on a transient error, such as a broker that does not answer at start-up;
+/// a configuration error stops it for good, with its message.
+async fn supervise_evaluator(config: callscope_alerting::AlertingConfig, hot: Tier, cancel: CancellationToken) {
+    let mut backoff = std::time::Duration::from_secs(1);
+    loop {
+        match callscope_alerting::run(config.clone(), hot.clone(), cancel.clone()).await {
+            Ok(()) => return,
+            Err(e) if e.is_transient() && !cancel.is_cancelled() => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "alert evaluator stopped on a transient error; starting it again");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "alert evaluator stopped");
+                return;
+            }
         }
     }
 }
