@@ -268,6 +268,11 @@ impl WriterState {
             // The failed attempt may have left a record, or another writer may have
             // committed the range (a rebalance raced with us).
             if let Err(e) = self.recover_log().await {
+                if e.retry_hint() != RetryHint::Retry {
+                    // A log with a gap, an overlap or an unreadable record needs an operator.
+                    self.stop(&e);
+                    return;
+                }
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "recovery before retry failed");
                 continue;
             }
