@@ -129,18 +129,21 @@ mod tests {
     #[tokio::test]
     async fn anything_but_queries_is_refused() {
         let ctx = ctx().await;
-        for sql in [
-            "CREATE TABLE x AS VALUES (1)",
-            "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc/'",
-            "INSERT INTO t VALUES (4, 'd')",
-            "COPY t TO '/tmp/callscope-copy-test.parquet'",
-            "DROP TABLE t",
-            "SET datafusion.execution.batch_size = 1",
-            "SELECT * FROM '/etc/passwd'",
-            "SELECT 1; SELECT 2",
+        // Each refusal names the `sql` field and says why (the kind of statement refused).
+        for (sql, reason) in [
+            ("CREATE TABLE x AS VALUES (1)", "DDL not supported"),
+            ("CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc/'", "DDL not supported"),
+            ("INSERT INTO t VALUES (4, 'd')", "DML not supported"),
+            ("COPY t TO '/tmp/callscope-copy-test.parquet'", "DML not supported"),
+            ("DROP TABLE t", "DDL not supported"),
+            ("SET datafusion.execution.batch_size = 1", "Statement not supported"),
+            ("SELECT * FROM '/etc/passwd'", "not found"),
+            ("SELECT 1; SELECT 2", "single SQL statement"),
         ] {
             let err = run_query(&ctx, sql, SqlLimits::default()).await.expect_err(sql);
-            assert!(matches!(err, ApiError::BadRequest { .. }), "{sql}: {err}");
+            let ApiError::BadRequest { message, field } = &err else { panic!("{sql}: not a 400: {err}") };
+            assert_eq!(field.as_deref(), Some("sql"), "{sql}: {err}");
+            assert!(message.contains(reason), "{sql}: {message:?} does not say {reason:?}");
         }
         assert!(!std::path::Path::new("/tmp/callscope-copy-test.parquet").exists());
     }

@@ -163,8 +163,9 @@ fn silences_and_inhibition_mute_notifications() {
         Some(&serde_json::json!({"matchers": [], "endsAt": ends, "createdBy": "e2e", "comment": "x"})),
     );
     assert_eq!((bad.status, bad.json()["field"].as_str()), (400, Some("matchers")));
-    // Workers pick silences up within 2 s.
-    std::thread::sleep(Duration::from_secs(3));
+    // Workers pick silences up on their 2 s status tick: wait for two status publications
+    // after the silence was stored (the second one's tick began after it).
+    wait_for_status_ticks(&node, now_ms(), 2);
 
     let rt = runtime();
     let producer = producer(&node.brokers);
@@ -178,6 +179,7 @@ fn silences_and_inhibition_mute_notifications() {
     }
     assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &batch)), batch.len());
     let hooks = receivers.wait_for("hook", 2, Duration::from_secs(60), &mut node);
+    // Deliberate quiet window: a muted alert sent anyway would arrive in it.
     std::thread::sleep(Duration::from_secs(3));
     let hooks_now = receivers.received("hook");
     assert_eq!(hooks_now.len(), 2, "{hooks_now:?}");
@@ -229,8 +231,8 @@ fn alert_state_survives_kill_9_without_renotifying() {
     }
     let hooks = receivers.wait_for("hook", 1, Duration::from_secs(60), &mut node);
     assert_eq!(hooks[0]["status"], "firing");
-    // Let the notification log reach storage, then kill every process.
-    std::thread::sleep(Duration::from_secs(1));
+    // Once the notification log records it in storage, kill every process.
+    wait_for_notification_logged(&node.data_dir, "gw");
     node.proc.kill9();
     let mut node = start.spawn();
     // The restarted evaluator rebuilds the firing alert from history and knows it was sent.
@@ -247,6 +249,7 @@ fn alert_state_survives_kill_9_without_renotifying() {
         assert!(Instant::now() < deadline, "firing alert not restored: {active}\n{}", node.proc.log_tail());
         std::thread::sleep(Duration::from_millis(250));
     }
+    // Deliberate quiet window: a re-notification would arrive in it.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(receivers.received("hook").len(), 1, "no re-notification after the restart");
     // Recovery after the restart resolves it, once.
@@ -255,6 +258,7 @@ fn alert_state_survives_kill_9_without_renotifying() {
     assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &recovery)), recovery.len());
     let hooks = receivers.wait_for("hook", 2, Duration::from_secs(60), &mut node);
     assert_eq!(hooks[1]["status"], "resolved");
+    // Deliberate quiet window: a duplicate resolution would arrive in it.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(receivers.received("hook").len(), 2);
     node.proc.terminate();
@@ -427,6 +431,7 @@ fn unacknowledged_alerts_escalate_and_acknowledged_ones_do_not() {
     };
     assert_eq!(services_of(&escalated[0]), ["billing"], "only the unacknowledged alert escalates");
     assert_eq!(escalated[0]["groupLabels"]["escalated"], "true");
+    // Deliberate quiet window: a second escalation would arrive in it.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(receivers.received("manager").len(), 1, "escalated once");
     node.proc.terminate();
@@ -540,10 +545,12 @@ fn two_pipelines_notify_once_and_the_survivor_takes_over() {
         assert!(Instant::now() < deadline, "no notification:\n{}", nodes[leader].proc.log_tail());
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Deliberate quiet window: the second process's notification would arrive in it.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(receivers.received("hook").len(), 1, "two processes evaluate, one notifies");
-    // The leader dies; the other takes the lease and the notification log.
-    std::thread::sleep(Duration::from_secs(1));
+    // The leader dies once its notification log is in storage; the other takes the lease
+    // and the notification log.
+    wait_for_notification_logged(&shared, "gw");
     nodes[leader].proc.kill9();
     let survivor = 1 - leader;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -552,6 +559,7 @@ fn two_pipelines_notify_once_and_the_survivor_takes_over() {
         assert!(Instant::now() < deadline, "the survivor never led:\n{}", nodes[survivor].proc.log_tail());
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Deliberate quiet window after the takeover: a re-notification would arrive in it.
     std::thread::sleep(Duration::from_secs(2));
     // Nothing fires again. (A takeover slower than the rule's range may already see the
     // alert resolved by the idle clock and send that resolution.)
@@ -569,8 +577,40 @@ fn two_pipelines_notify_once_and_the_survivor_takes_over() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(receivers.received("hook")[1]["status"], "resolved");
+    // Deliberate quiet window: a duplicate resolution would arrive in it.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(receivers.received("hook").len(), 2);
     nodes[survivor].proc.terminate();
     broker.proc.terminate();
+}
+
+/// Waits until the leader's notification log in storage (`data_dir`'s hot tier) records a
+/// firing alert of `service`.
+fn wait_for_notification_logged(data_dir: &std::path::Path, service: &str) {
+    let needle = format!("\"{service}\"");
+    wait_for_json_file(
+        &data_dir.join("hot/_catalog/alerting/state.json"),
+        Duration::from_secs(30),
+        &format!("a firing alert of {service} in the stored notification log"),
+        |state| {
+            state["nflog"].as_object().is_some_and(|log| {
+                // An entry with a firing alert, whose notified alerts carry the service label.
+                log.values()
+                    .any(|e| e["firing"].as_array().is_some_and(|f| !f.is_empty()) && e.to_string().contains(&needle))
+            })
+        },
+    );
+}
+
+/// Waits until the alerting leader of `node` has published its status `ticks` times after
+/// `after_ms` (each publication ends a tick that reloaded silences, acks and smart rules).
+fn wait_for_status_ticks(node: &Node, after_ms: i64, ticks: usize) {
+    let path = node.data_dir.join("hot/_catalog/alerting/status.json");
+    let mut since = after_ms;
+    for tick in 1..=ticks {
+        let status = wait_for_json_file(&path, Duration::from_secs(30), &format!("status publication {tick}"), |s| {
+            s["updated_at_ms"].as_i64().is_some_and(|t| t > since)
+        });
+        since = status["updated_at_ms"].as_i64().expect("updated_at_ms");
+    }
 }

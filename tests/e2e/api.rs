@@ -76,17 +76,20 @@ fn http_api_contracts() {
     assert_eq!(result["columns"], json!([{"name": "name", "type": "string"}, {"name": "total", "type": "number"}]));
     assert_eq!(result["rows"], json!([["calls_total", 3.0]]));
     assert_eq!(result["row_count"], 1);
-    for forbidden in [
-        "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc/'",
-        "COPY (SELECT 1) TO '/tmp/x.parquet'",
-        "INSERT INTO metrics SELECT * FROM metrics",
-        "DROP TABLE metrics",
-        "SELECT * FROM '/etc/passwd'",
-        "SELEC nonsense",
+    // Each refusal names the `sql` field and says why.
+    for (forbidden, reason) in [
+        ("CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc/'", "DDL not supported"),
+        ("COPY (SELECT 1) TO '/tmp/x.parquet'", "DML not supported"),
+        ("INSERT INTO metrics SELECT * FROM metrics", "DML not supported"),
+        ("DROP TABLE metrics", "DDL not supported"),
+        ("SELECT * FROM '/etc/passwd'", "not found"),
+        ("SELEC nonsense", "Expected: an SQL statement"),
     ] {
         let reply = client.call("POST", &format!("{base}/monitoring/sql"), Some(&json!({ "sql": forbidden })));
         assert_eq!(reply.status, 400, "{forbidden}: {}", reply.body);
-        assert!(reply.json()["error"].as_str().is_some_and(|e| !e.is_empty()));
+        let v = reply.json();
+        assert_eq!(v["field"], "sql", "{forbidden}: {v}");
+        assert!(v["error"].as_str().is_some_and(|e| e.contains(reason)), "{forbidden}: {v} does not say {reason:?}");
     }
     let reply = client.call(
         "POST",

@@ -18,9 +18,10 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
             .broker(&broker)
             .data_dir(&shared)
             .args(["--group-id", "shared-group", "--flush-interval", "200ms"])
+            .metrics_endpoint()
             .spawn()
     };
-    let _a = pipeline("pipeline-a");
+    let a = pipeline("pipeline-a");
     let mut b = pipeline("pipeline-b");
     let api =
         Node::query_api(dir.path()).broker(&broker).data_dir(&shared).args(["--group-id", "shared-group"]).spawn();
@@ -79,6 +80,16 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
     // and if the coordinator leaves them unowned, after the worker's orphan watchdog
     // rejoins the group).
     b.proc.kill9();
+    // The survivor's definitions as loaded at start (built-ins), before the new one exists.
+    let a_metrics = format!("{}/metrics", a.http);
+    wait_for_counter(
+        &client,
+        &a_metrics,
+        "callscope_pipeline_custom_metrics_reloads_total",
+        1.0,
+        Duration::from_secs(30),
+    );
+    let loaded_before = counter_total(&client, &a_metrics, "callscope_pipeline_custom_metrics_loaded");
     // A custom metric created now reaches the surviving worker (a separate process) within
     // seconds: it materializes a series of its own from the samples that follow.
     let def = json!({"name": "asr_latency_by_region", "type": "summary", "help": "ASR latency per region",
@@ -86,11 +97,19 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
         "rule": {"source": "ai_response_time_ms", "filter": {"service": "asr"}, "aggregate": "p95"}});
     let reply = client.call("POST", &format!("{base}/monitoring/metrics/custom"), Some(&def));
     assert_eq!(reply.status, 201, "{}", reply.body);
-    std::thread::sleep(Duration::from_secs(5));
+    // The survivor has loaded it (one definition more) before the samples it must count.
+    wait_for_counter(
+        &client,
+        &a_metrics,
+        "callscope_pipeline_custom_metrics_loaded",
+        loaded_before + 1.0,
+        Duration::from_secs(30),
+    );
     let second: Vec<(String, Vec<u8>)> =
         (4000..6000).map(|i| (format!("key-{i}"), encode_mixed(i, &metric(i)))).collect();
     assert_eq!(rt.block_on(produce_all(&producer, "callscope.metrics", &second)), 2000);
     assert_eq!(wait_for_count(&client, &base, "SELECT COUNT(*) FROM metrics", 6000, Duration::from_secs(120)), 6000);
+    // Deliberate quiet window: a late duplicate would show up in it.
     std::thread::sleep(Duration::from_secs(1));
     let rows = sql(&client, &base, "SELECT COUNT(*), COUNT(DISTINCT labels['seq']) FROM metrics");
     assert_eq!(rows[0], vec![json!(6000), json!(6000)], "every event stored exactly once");

@@ -91,9 +91,13 @@ fn custom_metric_crud_values_and_prometheus_export() {
     }
     let mut changed = def.clone();
     changed["help"] = json!("changed");
-    assert_eq!(client.call("PUT", &url("/other_name"), Some(&changed)).status, 400);
+    let reply = client.call("PUT", &url("/other_name"), Some(&changed));
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(reply.json()["field"], "name", "the body's name must match the path: {}", reply.body);
     assert_eq!(client.call("PUT", &url("/north_answer_ratio"), Some(&changed)).status, 200);
-    assert_eq!(client.call("DELETE", &url("/call_volume"), None).status, 409, "built-ins are not deleted");
+    let reply = client.call("DELETE", &url("/call_volume"), None);
+    assert_eq!(reply.status, 409, "built-ins are not deleted: {}", reply.body);
+    assert!(reply.json()["error"].as_str().is_some_and(|e| e.contains("is built in")), "{}", reply.body);
     let temp = json!({"name": "temp_metric", "type": "counter", "rule": {"source": "calls_total"}});
     assert_eq!(client.call("POST", &url(""), Some(&temp)).status, 201);
     assert_eq!(client.call("DELETE", &url("/temp_metric"), None).status, 204);

@@ -359,6 +359,34 @@ pub fn wait_for_count(client: &Http, base: &str, query: &str, expected: i64, tim
     }
 }
 
+/// Polls the JSON file at `path` until `ok` holds for its content; returns that content.
+/// Panics after `timeout`, saying `what` it waited for and the last content seen.
+pub fn wait_for_json_file(path: &Path, timeout: Duration, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let current = std::fs::read(path).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        if let Some(v) = current.as_ref().filter(|v| ok(v)) {
+            return v.clone();
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}; {} holds {current:?}", path.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Polls the Prometheus text exposition at `url` until the sum of counter or gauge `name`
+/// reaches `at_least`; returns it. Panics after `timeout`.
+pub fn wait_for_counter(client: &Http, url: &str, name: &str, at_least: f64, timeout: Duration) -> f64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let n = counter_total(client, url, name);
+        if n >= at_least {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "{name} at {url} is {n} after {timeout:?}, expected at least {at_least}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn metric(i: usize) -> Event {
     Event::Metric(Metric {
         name: "ai_response_time_ms".into(),
