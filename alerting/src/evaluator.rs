@@ -239,8 +239,28 @@ impl Evaluator {
         self.publisher.submit(key, event);
     }
 
+    /// A leader whose lease has not expired yet (say, cut off from the group but not from
+    /// storage) learns from the state object that a newer leader took over, and stops
+    /// notifying and publishing at once instead of when its session times out.
+    async fn check_superseded(&mut self) {
+        if !self.leader || self.superseded {
+            return;
+        }
+        let stored = read_state(&self.tier).await;
+        if crate::state::is_superseded(&stored, self.term, &self.config.instance_id) {
+            self.superseded = true;
+            self.publisher.deactivate();
+            tracing::warn!(
+                term = self.term,
+                newer_term = stored.term,
+                newer_leader = %stored.leader,
+                "a newer alerting leader took over; this process stops notifying"
+            );
+        }
+    }
+
     fn flush(&mut self, wall: i64) {
-        if !self.leader {
+        if !self.leader || self.superseded {
             // A standby sends nothing and keeps resolved alerts for an hour: if it takes over
             // before the leader notified a resolution, its first flush (with the leader's
             // log) sends it.

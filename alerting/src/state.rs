@@ -74,7 +74,13 @@ pub enum Saved {
 
 /// Whether the stored state belongs to a leader that supersedes `ours`.
 fn superseded_by(stored: &DurableState, ours: &DurableState) -> bool {
-    stored.term > ours.term || (stored.term == ours.term && !stored.leader.is_empty() && stored.leader != ours.leader)
+    is_superseded(stored, ours.term, &ours.leader)
+}
+
+/// Whether the stored state belongs to a leader that supersedes the leader `leader` of
+/// `term`: a higher term, or the same term claimed by another instance.
+pub fn is_superseded(stored: &DurableState, term: u64, leader: &str) -> bool {
+    stored.term > term || (stored.term == term && !stored.leader.is_empty() && stored.leader != leader)
 }
 
 /// Writes `state` (with its `term` and `leader` set by the caller) unless a newer leader

@@ -156,6 +156,7 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
                 ev.save_state().await;
             }
             _ = slow.tick() => {
+                ev.check_superseded().await;
                 // Tansu 0.6 can leave a dead member's partition unassigned (see the worker's
                 // orphan watchdog): when no leader has published status for 10 s, rejoin.
                 if !ev.leader && last_rejoin.elapsed() >= LEADER_SILENCE {

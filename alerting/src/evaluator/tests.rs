@@ -125,4 +125,31 @@ async fn a_restart_replays_without_evaluating_then_resolves_what_the_log_says_fi
 
     // The old leader, still believing it leads, can no longer save.
     assert_eq!(save(&tier, &old).await.expect("save"), Saved::Superseded { term: 4 });
+
+    // A newer leader takes over while this one still holds its lease (cut off from the
+    // group, not from storage): it notices within a slow tick and notifies nothing more.
+    let mut newer = stored.clone();
+    newer.term = 5;
+    newer.leader = "c".into();
+    assert_eq!(save(&tier, &newer).await.expect("save"), Saved::Written);
+    ev.check_superseded().await;
+    assert!(ev.superseded);
+    let alert = Alert {
+        alert_name: "SentByTheService".into(),
+        severity: Severity::Critical,
+        status: AlertStatus::Firing,
+        service: "gw".into(),
+        labels: Default::default(),
+        annotations: Default::default(),
+        starts_at_ms: wall,
+        ends_at_ms: None,
+        value: None,
+        source: "gw".into(),
+    };
+    ev.dispatcher.receive(RoutedAlert::from_event(&alert), wall + 2);
+    let logged = ev.dispatcher.log().clone();
+    ev.flush(wall + 60_000);
+    assert_eq!(ev.dispatcher.log(), &logged, "a superseded leader sends nothing");
+    ev.save_state().await;
+    assert_eq!(read_state(&tier).await.term, 5, "nor saves");
 }
