@@ -437,6 +437,15 @@ impl AlertEngine {
             .collect()
     }
 
+    /// How long after a restart a condition that still holds may take to fire again: the
+    /// longest `for` of any rule, plus how long event time can stand still before the idle
+    /// clock moves it on (the `for` timers run in event time).
+    pub fn refire_within_ms(&self) -> i64 {
+        let longest_for =
+            self.rules.iter().map(|lr| lr.timing.for_ms).chain(self.smart.iter().map(|s| s.timing.for_ms)).max();
+        longest_for.unwrap_or(0).saturating_add(self.config.idle_after_ms)
+    }
+
     pub fn store_series(&self) -> usize {
         self.store.series_count()
     }

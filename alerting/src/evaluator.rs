@@ -80,6 +80,9 @@ struct Evaluator {
     term: u64,
     /// A newer leader owns the durable state: this process stops saving it.
     superseded: bool,
+    /// When logged firing alerts that fire nowhere are resolved: after catch-up (or a
+    /// takeover), once a condition that still holds has had time to fire again.
+    resolve_missing_due: Option<i64>,
     rule_errors: Vec<String>,
     decode: DecodeOptions,
     silences: callscope_storage::SilenceStore,
@@ -131,6 +134,7 @@ impl Evaluator {
             state_dirty: false,
             term: 0,
             superseded: false,
+            resolve_missing_due: None,
             rule_errors: Vec::new(),
             smart_version: String::new(),
             smart_errors: Vec::new(),
@@ -158,8 +162,24 @@ impl Evaluator {
     /// now, and flush (only the leader sends).
     fn catch_up(&mut self, wall: i64) {
         self.evaluate(CATCH_UP, wall);
-        self.resolve_missing(wall);
+        self.schedule_resolve_missing(wall);
+        self.resolve_missing_if_due(wall);
         self.flush(wall);
+    }
+
+    /// A logged firing alert whose condition still holds may be pending again right after a
+    /// restart (its `for` timer restarts, in event time): it is resolved only if it has not
+    /// fired again within [`AlertEngine::refire_within_ms`] plus two evaluation intervals.
+    fn schedule_resolve_missing(&mut self, wall: i64) {
+        let grace = i64::try_from(self.config.eval_interval.as_millis()).unwrap_or(i64::MAX).saturating_mul(2);
+        self.resolve_missing_due = Some(wall.saturating_add(self.engine.refire_within_ms()).saturating_add(grace));
+    }
+
+    fn resolve_missing_if_due(&mut self, wall: i64) {
+        if self.resolve_missing_due.is_some_and(|due| wall >= due) {
+            self.resolve_missing_due = None;
+            self.resolve_missing(wall);
+        }
     }
 
     fn resolve_missing(&mut self, wall: i64) {
@@ -180,7 +200,7 @@ impl Evaluator {
         // Claim the term at the next save, so that an old leader stops saving.
         self.state_dirty = true;
         if !self.engine.replaying() {
-            self.resolve_missing(now_ms());
+            self.schedule_resolve_missing(now_ms());
         }
         // Publish the transitions after the last one the old leader confirmed.
         self.publisher.activate(self.state.published_through.clone());

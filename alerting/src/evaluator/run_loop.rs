@@ -147,6 +147,7 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
                 }
                 if caught_up {
                     ev.evaluate("interval", wall);
+                    ev.resolve_missing_if_due(wall);
                     ev.flush(wall);
                 }
                 if caught_up && last_resend.elapsed() >= Duration::from_secs(60) && ev.leader {
