@@ -11,7 +11,9 @@ pub enum PipelineError {
     Storage(#[from] callscope_storage::StorageError),
     #[error("batch range already committed by another writer; recovering")]
     Fenced,
-    #[error("another writer took this partition (epoch {newer} exists, this writer holds {held}); waiting for a new assignment")]
+    #[error(
+        "another writer took this partition (epoch {newer} exists, this writer holds {held}); waiting for a new assignment"
+    )]
     LostPartition { held: u64, newer: u64 },
     #[error("configuration: {0}")]
     Config(String),

@@ -14,10 +14,10 @@
 //! Rules, states and active alerts come from the status object the leading evaluator
 //! publishes every 2 s; `stale` says when it is older than 30 s.
 
+use crate::extract::{ApiPath, ApiQuery};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use crate::extract::{ApiPath, ApiQuery};
 use axum::http::StatusCode;
 use callscope_schemas::AlertStatus;
 use callscope_schemas::alerting_status::{ActiveAlert, AlertingStatus, RuleStatus};
@@ -190,7 +190,10 @@ pub struct FailureParams {
 /// `GET /monitoring/alerts/failures?limit=`: notifications that could not be delivered
 /// after their retries, newest first (receiver, channel, group, alerts, attempts, error;
 /// never a URL or secret).
-pub async fn failures(State(state): State<AppState>, ApiQuery(p): ApiQuery<FailureParams>) -> ApiResult<Json<Vec<Value>>> {
+pub async fn failures(
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<FailureParams>,
+) -> ApiResult<Json<Vec<Value>>> {
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let keys = state
         .hot
@@ -297,7 +300,10 @@ pub async fn acknowledge(
     Ok(Json(serde_json::to_value(&ack).unwrap_or_default()))
 }
 
-pub async fn unacknowledge(State(state): State<AppState>, ApiPath(fingerprint): ApiPath<String>) -> ApiResult<StatusCode> {
+pub async fn unacknowledge(
+    State(state): State<AppState>,
+    ApiPath(fingerprint): ApiPath<String>,
+) -> ApiResult<StatusCode> {
     let deleted = callscope_storage::AckStore::new(state.hot.clone())
         .delete(&fingerprint)
         .await

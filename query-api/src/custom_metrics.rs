@@ -4,10 +4,10 @@
 //! validated (400 naming the field), stored in the hot tier, and reach running workers
 //! within a few seconds.
 
+use crate::extract::ApiPath;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use crate::extract::ApiPath;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use callscope_schemas::custom_metrics::{CustomMetric, builtin_definitions, validate_set};

@@ -103,9 +103,9 @@ impl QueryEngine {
             .with_memory_limit(self.memory_limit, 1.0)
             .build_arc();
         match runtime {
-            Ok(runtime) => {
-                SessionContext::new_with_state(SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build())
-            }
+            Ok(runtime) => SessionContext::new_with_state(
+                SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build(),
+            ),
             Err(e) => {
                 // Building a runtime from a working one only fails if its temp directory
                 // vanished; the shared session still answers.

@@ -3,9 +3,9 @@
 //! A name that is a custom metric is answered by [`crate::derived`]; any other name by
 //! [`crate::series_query`] (roll-ups where windows have closed, raw samples after them).
 
+use crate::extract::ApiQuery;
 use axum::Json;
 use axum::extract::State;
-use crate::extract::ApiQuery;
 use axum::http::HeaderName;
 use axum::response::IntoResponse;
 use callscope_storage::CustomMetricStore;

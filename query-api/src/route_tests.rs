@@ -43,8 +43,24 @@ const ROUTES: &[&str] = &[
 ];
 
 const NAMES: &[&str] = &[
-    "name", "service", "start", "end", "step", "agg", "resolution", "label.region", "from", "to", "alertname",
-    "status", "limit", "window", "match[]", "query", "time", "x",
+    "name",
+    "service",
+    "start",
+    "end",
+    "step",
+    "agg",
+    "resolution",
+    "label.region",
+    "from",
+    "to",
+    "alertname",
+    "status",
+    "limit",
+    "window",
+    "match[]",
+    "query",
+    "time",
+    "x",
 ];
 
 const NASTY: &[&str] = &[
@@ -289,7 +305,14 @@ fn rollups_answer_only_up_to_the_partition_furthest_behind() {
     let rollup = |partition: i32, m: i64| {
         let mut partial = Partial::empty(MetricKind::Counter);
         partial.add(1.0, t0 + m * minute);
-        RollupRow { resolution_ms: minute, window_start_ms: t0 + m * minute, series: series.clone(), partial, partition, late: false }
+        RollupRow {
+            resolution_ms: minute,
+            window_start_ms: t0 + m * minute,
+            series: series.clone(),
+            partial,
+            partition,
+            late: false,
+        }
     };
     let rows: Vec<RollupRow> = (0..10).map(|m| rollup(0, m)).chain((0..5).map(|m| rollup(1, m))).collect();
     let rollups = parquet_file::encode(&[rollups_to_record_batch(&rows).expect("batch")]).expect("encode");
@@ -304,7 +327,11 @@ fn rollups_answer_only_up_to_the_partition_furthest_behind() {
     let raw: Vec<SourcedEvent> = (5..10)
         .flat_map(|m| (0..3).map(move |i| (m, i)))
         .enumerate()
-        .map(|(offset, (m, i))| SourcedEvent { partition: 1, offset: offset as i64, event: Event::Metric(metric(t0 + m * minute + i * 1000)) })
+        .map(|(offset, (m, i))| SourcedEvent {
+            partition: 1,
+            offset: offset as i64,
+            event: Event::Metric(metric(t0 + m * minute + i * 1000)),
+        })
         .collect();
     let raw = parquet_file::encode(&[to_record_batch(Dataset::Metrics, &raw).expect("batch")]).expect("encode");
     let raw_key = DataFileKey {
@@ -334,7 +361,6 @@ fn rollups_answer_only_up_to_the_partition_furthest_behind() {
         .iter()
         .map(|p| (p[0].as_i64().unwrap_or_default(), p[1].as_f64().unwrap_or_default()))
         .collect();
-    let expected: Vec<(i64, f64)> =
-        (0..10).map(|m| (t0 + m * minute, if m < 5 { 2.0 } else { 3.0 })).collect();
+    let expected: Vec<(i64, f64)> = (0..10).map(|m| (t0 + m * minute, if m < 5 { 2.0 } else { 3.0 })).collect();
     assert_eq!(points, expected, "minutes 0-4 from both partitions' roll-ups, 5-9 from partition 1's raw samples");
 }

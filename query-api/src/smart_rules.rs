@@ -6,10 +6,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::extract::{ApiPath, ApiQuery};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use crate::extract::{ApiPath, ApiQuery};
 use axum::http::StatusCode;
 use callscope_schemas::alerting_status::{RuleKind, RuleStatus};
 use callscope_schemas::smart_rules::SmartRule;
@@ -83,7 +83,11 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<(St
     Ok((StatusCode::CREATED, Json(rule)))
 }
 
-pub async fn replace(State(state): State<AppState>, ApiPath(id): ApiPath<String>, body: Bytes) -> ApiResult<Json<SmartRule>> {
+pub async fn replace(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    body: Bytes,
+) -> ApiResult<Json<SmartRule>> {
     let mut rule = parse(&body)?;
     if !rule.id.is_empty() && rule.id != id {
         return Err(ApiError::bad_field("id", format!("the body names {:?} but the path {id:?}", rule.id)));

@@ -33,9 +33,7 @@ pub fn parse_time(field: &str, text: &str, now_ms: i64) -> ApiResult<i64> {
     let t = text.trim();
     let ms = if let Some(rest) = t.strip_prefix("now") {
         relative(field, text, rest.trim(), now_ms)?
-    } else if t.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.')
-        && !looks_like_date(t)
-    {
+    } else if t.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.') && !looks_like_date(t) {
         number(field, text, t)?
     } else {
         chrono::DateTime::parse_from_rfc3339(t).map(|d| d.timestamp_millis()).map_err(|_| {
@@ -81,7 +79,10 @@ fn relative(field: &str, text: &str, rest: &str, now_ms: i64) -> ApiResult<i64> 
         ("-", d) => (-1, d),
         ("+", d) => (1, d),
         _ => {
-            return Err(ApiError::bad_field(field, format!("{field}={text:?}: write now, now-<duration> or now+<duration>")));
+            return Err(ApiError::bad_field(
+                field,
+                format!("{field}={text:?}: write now, now-<duration> or now+<duration>"),
+            ));
         }
     };
     let d = parse_duration(field, d.trim())?;
@@ -96,7 +97,10 @@ pub fn parse_duration(field: &str, text: &str) -> ApiResult<i64> {
         Ok(ms) => ms,
         Err(_) => {
             let d = humantime::parse_duration(t).map_err(|e| {
-                ApiError::bad_field(field, format!("{field}={text:?}: {e}; use milliseconds or a duration such as 15s, 1m, 1h"))
+                ApiError::bad_field(
+                    field,
+                    format!("{field}={text:?}: {e}; use milliseconds or a duration such as 15s, 1m, 1h"),
+                )
             })?;
             i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
         }

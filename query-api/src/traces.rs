@@ -1,8 +1,8 @@
 //! `GET /monitoring/tracing/traces/{trace_id}`: the spans of one trace, in start order.
 
+use crate::extract::ApiPath;
 use axum::Json;
 use axum::extract::State;
-use crate::extract::ApiPath;
 use datafusion::prelude::{col, lit};
 use serde_json::{Map, Value, json};
 

@@ -35,7 +35,17 @@ fn spawn_pipeline(name: &str, brokers: &str, data_dir: &Path, spec: &str, start:
     let log = std::fs::File::create(data_dir.join(format!("{name}-{start}.log")))?;
     let mut command = Command::new(std::env::current_exe()?);
     command
-        .args(["pipeline", "--brokers", brokers, "--group-id", GROUP, "--flush-rows", "500", "--flush-interval", "100ms"])
+        .args([
+            "pipeline",
+            "--brokers",
+            brokers,
+            "--group-id",
+            GROUP,
+            "--flush-rows",
+            "500",
+            "--flush-interval",
+            "100ms",
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--worker-id")
@@ -72,7 +82,9 @@ async fn stored(hot: &Tier) -> anyhow::Result<Stored> {
     let values: Vec<i64> = batches
         .first()
         .map(|b| {
-            (0..3).map(|i| callscope_query_api::json_rows::column_values(b.column(i).as_ref())[0].as_i64().unwrap_or(0)).collect()
+            (0..3)
+                .map(|i| callscope_query_api::json_rows::column_values(b.column(i).as_ref())[0].as_i64().unwrap_or(0))
+                .collect()
         })
         .unwrap_or_default();
     anyhow::ensure!(values.len() == 3, "counting the stored events returned no row");
@@ -176,7 +188,11 @@ pub async fn run(config: BenchChaosConfig) -> anyhow::Result<()> {
     println!("rows stored            {}", s.rows);
     println!("duplicated             {duplicated}");
     println!("lost                   {lost}");
-    anyhow::ensure!(duplicated == 0 && lost == 0, "exactly-once violated: {duplicated} duplicated, {lost} lost (logs in {})", dir.display());
+    anyhow::ensure!(
+        duplicated == 0 && lost == 0,
+        "exactly-once violated: {duplicated} duplicated, {lost} lost (logs in {})",
+        dir.display()
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -205,7 +205,8 @@ impl CommitLog {
         let mut legacy_broken = false;
         for (key, record) in &records {
             if let Some(p) = previous {
-                let gap = record.first_offset > p.last_offset + 1 && !p.pending.is_empty() && !record.pending.is_empty();
+                let gap =
+                    record.first_offset > p.last_offset + 1 && !p.pending.is_empty() && !record.pending.is_empty();
                 if record.first_offset <= p.last_offset || gap {
                     return Err(StorageError::CorruptRecord {
                         path: key.clone(),
@@ -248,7 +249,12 @@ impl CommitLog {
                 }
             }
             if pending {
-                tracing::info!(topic, partition, first_offset = record.first_offset, "finishing the publication of a committed batch");
+                tracing::info!(
+                    topic,
+                    partition,
+                    first_offset = record.first_offset,
+                    "finishing the publication of a committed batch"
+                );
                 self.publish(record).await?;
                 recovery.published += 1;
             }

@@ -135,7 +135,9 @@ fn assigned(shared: &std::path::Path, worker: &str) -> Vec<String> {
     std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["assigned"].as_array().map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect()))
+        .and_then(|v| {
+            v["assigned"].as_array().map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
+        })
         .unwrap_or_default()
 }
 

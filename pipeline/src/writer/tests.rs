@@ -152,7 +152,9 @@ async fn stop_at(
         w.handle_batch(batch).await;
         w
     });
-    tokio::time::timeout(Duration::from_secs(10), pause.wait_until_paused()).await.expect("the writer reached the pause");
+    tokio::time::timeout(Duration::from_secs(10), pause.wait_until_paused())
+        .await
+        .expect("the writer reached the pause");
     task
 }
 
@@ -227,7 +229,8 @@ async fn a_live_writer_after_its_record_is_completed_not_rolled_back() {
     handle(&mut owner, batch(10..=19, &[])).await;
     handle(&mut owner, batch(20..=29, &[])).await;
     pause.release();
-    let zombie = tokio::time::timeout(Duration::from_secs(10), zombie_task).await.expect("zombie finished").expect("join");
+    let zombie =
+        tokio::time::timeout(Duration::from_secs(10), zombie_task).await.expect("zombie finished").expect("join");
     assert!(!zombie.stopped);
     assert_eq!(counter(&PipelineMetrics::global().rollbacks, topic), 0);
     assert_stored_exactly(&tier, 0..=29).await;
@@ -252,7 +255,8 @@ async fn a_live_writer_before_its_record_loses_the_race_and_leaves_nothing() {
     let mut owner = writer(&tier, &kafka, topic, None);
     handle(&mut owner, batch(10..=24, &[])).await;
     pause.release();
-    let zombie = tokio::time::timeout(Duration::from_secs(10), zombie_task).await.expect("zombie finished").expect("join");
+    let zombie =
+        tokio::time::timeout(Duration::from_secs(10), zombie_task).await.expect("zombie finished").expect("join");
     assert_eq!(counter(&PipelineMetrics::global().fenced, topic), 1);
     assert!(!zombie.stopped, "a range the owner already stored is simply dropped");
     assert_stored_exactly(&tier, 0..=24).await;

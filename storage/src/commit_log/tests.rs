@@ -87,9 +87,13 @@ async fn a_lost_answer_to_the_record_put_is_not_a_fence() {
     let log = CommitLog::new(tier);
     // The record is stored, but its writer is told the PUT failed; the retry finds its own record.
     faults.add(
-        FaultRule::new(Some(StoreOp::Put), PathMatch::contains("_catalog/commits/"), Fault::Error(InjectedError::Transient))
-            .once()
-            .stage(Stage::After),
+        FaultRule::new(
+            Some(StoreOp::Put),
+            PathMatch::contains("_catalog/commits/"),
+            Fault::Error(InjectedError::Transient),
+        )
+        .once()
+        .stage(Stage::After),
     );
     let r = record(0, 9, &["m/a"], "w1");
     assert!(log.commit_batch(&r, vec![file("m/a")]).await.is_err(), "the first attempt sees the error");
