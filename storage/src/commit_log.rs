@@ -142,16 +142,15 @@ impl CommitLog {
         self.publish(&record).await
     }
 
-    /// Moves a committed batch's files from its pending prefix to their final keys; files
-    /// already final are left alone, so two processes may publish the same batch at once.
+    /// Moves a committed batch's files from its pending prefix to their final keys; a file
+    /// whose pending copy is gone must already be final (published earlier, or by another
+    /// process at the same time), so two processes may publish the same batch at once. The
+    /// rename comes first: on the commit path the files are never final yet, and a look
+    /// before it would cost a HEAD per file per batch.
     async fn publish(&self, record: &BatchRecord) -> Result<()> {
         for file in &record.files {
-            if self.tier.exists(file).await? {
-                continue;
-            }
             match self.tier.rename_durable(&format!("{}/{file}", record.pending), file).await {
                 Ok(()) => {}
-                // Another process published it between the look and the rename.
                 Err(StorageError::ObjectStore(object_store::Error::NotFound { .. }))
                     if self.tier.exists(file).await? => {}
                 Err(StorageError::ObjectStore(object_store::Error::NotFound { .. })) => {
