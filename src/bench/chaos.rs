@@ -68,8 +68,7 @@ struct Stored {
     distinct_events: i64,
 }
 
-async fn stored(hot: &Tier) -> anyhow::Result<Stored> {
-    let engine = QueryEngine::new(hot, EngineOptions::default())?;
+async fn stored(engine: &QueryEngine) -> anyhow::Result<Stored> {
     let batches = engine
         .session()
         .sql(
@@ -128,6 +127,7 @@ pub async fn run(config: BenchChaosConfig) -> anyhow::Result<()> {
         pipelines.push(Pipeline { name, child, starts: 0 });
     }
     let hot = Tier::open(&TierConfig::local_dir(&dir.join("hot"))?)?;
+    let engine = QueryEngine::new(&hot, EngineOptions::default())?;
 
     let mut sink = EventSink::new(&connection, config.encoding)?;
     let started = Instant::now();
@@ -150,7 +150,7 @@ pub async fn run(config: BenchChaosConfig) -> anyhow::Result<()> {
             p.child = spawn_pipeline(p.name, &brokers, &dir, &config.fault_spec, p.starts)?;
             kills += 1;
             next_kill += kill_every;
-            let s = stored(&hot).await?;
+            let s = stored(&engine).await?;
             eprintln!(
                 "  t={:>4.0}s produced {seq} stored {} (distinct {}) kills {kills}",
                 started.elapsed().as_secs_f64(),
@@ -167,14 +167,14 @@ pub async fn run(config: BenchChaosConfig) -> anyhow::Result<()> {
     // Settle: wait until every event is stored, or nothing changes for a while.
     let settle: Duration = config.settle.into();
     let deadline = Instant::now() + settle;
-    let mut last = stored(&hot).await?;
+    let mut last = stored(&engine).await?;
     while last.distinct_events < produced && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        last = stored(&hot).await?;
+        last = stored(&engine).await?;
     }
     // Late duplicates (a zombie's batch) would show up now.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let s = stored(&hot).await?;
+    let s = stored(&engine).await?;
     for p in &mut pipelines {
         let _ = p.child.kill();
         let _ = p.child.wait();
