@@ -115,33 +115,28 @@ pub async fn component_health(State(state): State<AppState>) -> Json<Value> {
     for w in &heartbeats {
         *by_state.entry(w.state.as_str()).or_default() += 1;
     }
+    let alive = |w: &workers::WorkerStatus| now - w.updated_at_ms < 30_000;
+    // Partitions a live worker stopped after a permanent write failure: nothing of them is
+    // stored until they are reassigned; an operator must look.
+    let stopped: Vec<Value> = heartbeats
+        .iter()
+        .filter(|w| alive(w))
+        .flat_map(|w| {
+            w.stopped.iter().map(|(p, reason)| json!({"partition": p, "worker": w.worker_id, "reason": reason}))
+        })
+        .collect();
+    let workers_ok = heartbeats.iter().any(|w| alive(w));
     let workers: Vec<Value> = heartbeats
-        .into_iter()
+        .iter()
         .map(|w| {
-            let age_ms = now - w.updated_at_ms;
-            let mut v = serde_json::to_value(&w).unwrap_or(Value::Null);
-            v["heartbeat_age_ms"] = json!(age_ms);
-            v["alive"] = json!(age_ms < 30_000);
+            let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
+            v["heartbeat_age_ms"] = json!(now - w.updated_at_ms);
+            v["alive"] = json!(alive(w));
             v
         })
         .collect();
     let kafka_ok = kafka["connected"].as_bool().unwrap_or(false);
     let storage_ok = storage["reachable"].as_bool().unwrap_or(false);
-    let workers_ok = workers.iter().any(|w| w["alive"].as_bool().unwrap_or(false));
-    // Partitions a live worker stopped after a permanent write failure: nothing of them is
-    // stored until they are reassigned; an operator must look.
-    let stopped: Vec<Value> = workers
-        .iter()
-        .filter(|w| w["alive"].as_bool().unwrap_or(false))
-        .flat_map(|w| {
-            let worker = w["worker_id"].clone();
-            w["stopped"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(move |(p, reason)| json!({"partition": p, "worker": worker.clone(), "reason": reason}))
-        })
-        .collect();
     let status = if kafka_ok && storage_ok && workers_ok && stopped.is_empty() { "ok" } else { "degraded" };
     Json(json!({
         "status": status,
