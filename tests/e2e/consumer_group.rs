@@ -13,14 +13,8 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let shared = dir.path().join("shared");
     let broker = Node::broker(dir.path()).spawn();
-    let pipeline = |name: &str| {
-        Node::pipeline(dir.path(), name)
-            .broker(&broker)
-            .data_dir(&shared)
-            .args(["--group-id", "shared-group", "--flush-interval", "200ms"])
-            .metrics_endpoint()
-            .spawn()
-    };
+    let pipeline =
+        |name: &str| group_member(dir.path(), &broker, &shared, "shared-group", name).metrics_endpoint().spawn();
     let a = pipeline("pipeline-a");
     let mut b = pipeline("pipeline-b");
     let api =
@@ -129,6 +123,17 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
     );
 }
 
+/// A `pipeline` named `name` in consumer group `group`, storing into `shared`.
+fn group_member(
+    dir: &std::path::Path,
+    broker: &Node,
+    shared: &std::path::Path,
+    group: &str,
+    name: &str,
+) -> NodeBuilder {
+    Node::pipeline(dir, name).broker(broker).data_dir(shared).args(["--group-id", group, "--flush-interval", "200ms"])
+}
+
 /// The partitions a worker's last heartbeat in `shared` says it holds.
 fn assigned(shared: &std::path::Path, worker: &str) -> Vec<String> {
     let path = shared.join(format!("hot/_catalog/workers/{worker}.json"));
@@ -150,13 +155,7 @@ fn a_frozen_worker_loses_its_partitions_and_stores_nothing_twice_when_thawed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let shared = dir.path().join("shared");
     let broker = Node::broker(dir.path()).spawn();
-    let pipeline = |name: &str| {
-        Node::pipeline(dir.path(), name)
-            .broker(&broker)
-            .data_dir(&shared)
-            .args(["--group-id", "frozen-group", "--flush-interval", "200ms"])
-            .spawn()
-    };
+    let pipeline = |name: &str| group_member(dir.path(), &broker, &shared, "frozen-group", name).spawn();
     let mut frozen = pipeline("frozen-a");
     let mut live = pipeline("frozen-b");
     let deadline = Instant::now() + Duration::from_secs(60);
