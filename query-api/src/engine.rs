@@ -1,9 +1,10 @@
-//! The DataFusion session: one listing table per dataset over the hot tier, and
-//! `metric_rollups` (partition columns `resolution`, `date`, `hour`).
+//! The DataFusion session: one table per dataset, and `metric_rollups` (partition columns
+//! `resolution`, `date`, `hour`), each over the file catalog of the four tiers
+//! ([`callscope_storage::file_catalog`]).
 //!
-//! Tables list their directory on every query (DataFusion's list-files cache is turned off),
-//! so files written by the workers are visible without a restart. The `date` and `hour`
-//! Hive partitions are columns too, which lets time filters skip whole directories.
+//! Every scan takes a fresh snapshot of the catalog, so files written by the workers and
+//! moved by the lifecycle are visible without a restart, each row exactly once. Time
+//! filters (`timestamp_ms`, `event_time`, `date`, …) limit the table-hours listed and read.
 //!
 //! Every query runs in its own [`QueryEngine::session`], whose memory pool holds
 //! `memory_limit` bytes: one heavy query fails with "resources exhausted" (a 422) instead of
@@ -11,15 +12,9 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::DataType;
-use callscope_schemas::Dataset;
-use callscope_schemas::arrow_schema::schema;
-use callscope_schemas::rollup::{ROLLUP_TABLE, rollup_schema};
-use callscope_storage::Tier;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use callscope_storage::file_catalog::table::{CatalogTable, register_tier_stores};
+use callscope_storage::{DataTable, FileCatalog, Tiers};
 use datafusion::error::Result;
-use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -57,41 +52,18 @@ impl Default for EngineOptions {
 }
 
 impl QueryEngine {
-    pub fn new(hot: &Tier, options: EngineOptions) -> Result<QueryEngine> {
-        let runtime = RuntimeEnvBuilder::new()
-            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
-            .with_memory_limit(options.memory_limit, 1.0)
-            .build_arc()?;
+    /// A session over the file catalog of `tiers`: one table per dataset and
+    /// `metric_rollups`, each reading from every tier what the catalog says is visible.
+    pub fn new(tiers: &Tiers, options: EngineOptions) -> Result<QueryEngine> {
+        let runtime = RuntimeEnvBuilder::new().with_memory_limit(options.memory_limit, 1.0).build_arc()?;
+        register_tier_stores(&runtime, tiers);
         let config =
             SessionConfig::new().with_target_partitions(options.target_partitions).with_information_schema(true);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        let store_url = url::Url::parse(hot.store_url().as_str())
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        ctx.register_object_store(&store_url, hot.store().clone());
-        for dataset in Dataset::ALL {
-            hot.ensure_dir(dataset.name()).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-            let url = ListingTableUrl::parse(hot.dir_url(dataset.name()))?;
-            let listing = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet")
-                .with_table_partition_cols(vec![
-                    ("date".to_string(), DataType::Utf8),
-                    ("hour".to_string(), DataType::Utf8),
-                ]);
-            let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(schema(dataset));
-            ctx.register_table(dataset.name(), Arc::new(ListingTable::try_new(config)?))?;
+        let catalog = FileCatalog::new(tiers.clone());
+        for table in DataTable::ALL {
+            ctx.register_table(table.name(), Arc::new(CatalogTable::new(catalog.clone(), table)))?;
         }
-        // Roll-ups: `metric_rollups/resolution=1m/date=…/hour=…/…parquet`.
-        hot.ensure_dir(ROLLUP_TABLE).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let url = ListingTableUrl::parse(hot.dir_url(ROLLUP_TABLE))?;
-        let listing = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet")
-            .with_table_partition_cols(vec![
-                ("resolution".to_string(), DataType::Utf8),
-                ("date".to_string(), DataType::Utf8),
-                ("hour".to_string(), DataType::Utf8),
-            ]);
-        let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(rollup_schema());
-        ctx.register_table(ROLLUP_TABLE, Arc::new(ListingTable::try_new(config)?))?;
         Ok(QueryEngine { ctx, memory_limit: options.memory_limit })
     }
 

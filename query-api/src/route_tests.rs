@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use callscope_storage::{Tier, TierConfig};
+use callscope_storage::{Tier, Tiers};
 use proptest::prelude::*;
 use tower::ServiceExt;
 
@@ -146,8 +146,9 @@ fn api() -> Api {
 fn api_with(settled_after_ms: i64) -> Api {
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let hot = Tier::open(&TierConfig::local_dir(&dir.path().join("hot")).expect("tier")).expect("open");
-    let engine = QueryEngine::new(&hot, EngineOptions::default()).expect("engine");
+    let tiers = Tiers::local(dir.path()).expect("tiers");
+    let hot = tiers.hot.clone();
+    let engine = QueryEngine::new(&tiers, EngineOptions::default()).expect("engine");
     let state = AppState {
         engine,
         hot,

@@ -15,7 +15,7 @@ use callscope_query_api::QueryEngine;
 use callscope_query_api::engine::EngineOptions;
 use callscope_runtime::KafkaConnection;
 use callscope_schemas::{Event, Metric, MetricKind};
-use callscope_storage::{Tier, TierConfig};
+use callscope_storage::Tiers;
 
 use super::common::{cores, scratch_dir};
 use crate::cli::BenchChaosConfig;
@@ -126,8 +126,7 @@ pub async fn run(config: BenchChaosConfig) -> anyhow::Result<()> {
         let child = spawn_pipeline(name, &brokers, &dir, &config.fault_spec, 0)?;
         pipelines.push(Pipeline { name, child, starts: 0 });
     }
-    let hot = Tier::open(&TierConfig::local_dir(&dir.join("hot"))?)?;
-    let engine = QueryEngine::new(&hot, EngineOptions::default())?;
+    let engine = QueryEngine::new(&Tiers::local(&dir)?, EngineOptions::default())?;
 
     let mut sink = EventSink::new(&connection, config.encoding)?;
     let started = Instant::now();

@@ -1,9 +1,9 @@
-//! Where the data lives: the local data directory and the hot tier's object store.
+//! Where the data lives: the local data directory and the four tiers' object stores.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use callscope_storage::{Tier, TierConfig};
+use callscope_storage::{Tier, TierConfig, TierName, Tiers};
 use clap::Args;
 
 use super::values::parse_key_value;
@@ -13,13 +13,24 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
-    /// Local data directory: the broker's database and, unless --hot-url is set, the tiers.
+    /// Local data directory: the broker's database and the tiers whose URL is not set
+    /// (`<data-dir>/hot`, `…/warm`, `…/cold`, `…/archive`).
     #[arg(long, env = "CALLSCOPE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Object-store URL of the hot tier (`file:///…`, `s3://bucket/prefix`, `memory:///`).
     /// Default: `<data-dir>/hot`.
     #[arg(long, env = "CALLSCOPE_HOT_URL")]
     pub hot_url: Option<String>,
+    /// Object-store URL of the warm tier (compacted files). Default: `<data-dir>/warm`.
+    #[arg(long, env = "CALLSCOPE_WARM_URL")]
+    pub warm_url: Option<String>,
+    /// Object-store URL of the cold tier (downsampled, densely encoded). Default: `<data-dir>/cold`.
+    #[arg(long, env = "CALLSCOPE_COLD_URL")]
+    pub cold_url: Option<String>,
+    /// Object-store URL of the archive tier (plain Hive-partitioned Parquet, maximum
+    /// compression). Default: `<data-dir>/archive`.
+    #[arg(long, env = "CALLSCOPE_ARCHIVE_URL")]
+    pub archive_url: Option<String>,
     /// Object-store option `key=value` (repeatable), e.g. `aws_endpoint=http://127.0.0.1:9000`,
     /// `aws_allow_http=true`. AWS_* environment variables are read as well.
     #[arg(long = "storage-option", env = "CALLSCOPE_STORAGE_OPTIONS", value_delimiter = ',', value_parser = parse_key_value)]
@@ -27,13 +38,45 @@ pub struct StorageArgs {
 }
 
 impl StorageArgs {
-    /// Opens the hot tier: `--hot-url` with the AWS_* environment and `--storage-option`s,
-    /// or `<data-dir>/hot`.
+    /// Opens the hot tier (see [`StorageArgs::tier`]).
     pub fn hot_tier(&self) -> anyhow::Result<Tier> {
-        let mut config = match &self.hot_url {
+        self.tier(TierName::Hot)
+    }
+
+    /// Opens all four tiers. Two tiers must not share one location: each tier's files are
+    /// told apart by where they are.
+    pub fn tiers(&self) -> anyhow::Result<Tiers> {
+        let tiers = Tiers {
+            hot: self.tier(TierName::Hot)?,
+            warm: self.tier(TierName::Warm)?,
+            cold: self.tier(TierName::Cold)?,
+            archive: self.tier(TierName::Archive)?,
+        };
+        let mut seen = std::collections::BTreeMap::new();
+        for (name, tier) in tiers.iter() {
+            if let Some(other) = seen.insert(tier.dir_url(""), name) {
+                anyhow::bail!(
+                    "the {other} and {name} tiers are both at {}: give each tier its own URL",
+                    tier.dir_url("")
+                );
+            }
+        }
+        Ok(tiers)
+    }
+
+    /// Opens one tier: its `--<tier>-url` with the AWS_* environment and `--storage-option`s,
+    /// or `<data-dir>/<tier>`.
+    pub fn tier(&self, name: TierName) -> anyhow::Result<Tier> {
+        let url = match name {
+            TierName::Hot => &self.hot_url,
+            TierName::Warm => &self.warm_url,
+            TierName::Cold => &self.cold_url,
+            TierName::Archive => &self.archive_url,
+        };
+        let mut config = match url {
             Some(url) => TierConfig::new(url.clone()),
             None => {
-                let dir = self.data_dir.join("hot");
+                let dir = self.data_dir.join(name.as_str());
                 TierConfig::local_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?
             }
         };
@@ -43,6 +86,6 @@ impl StorageArgs {
             }
         }
         config.options.extend(self.storage_options.iter().cloned());
-        Ok(Tier::open(&config)?)
+        Tier::open(&config).with_context(|| format!("{name} tier"))
     }
 }

@@ -11,20 +11,20 @@ use callscope_query_api::{AppState, KafkaProbe, QueryEngine};
 use callscope_runtime::KafkaConnection;
 use callscope_runtime::shutdown::stop_signal;
 use callscope_schemas::Dataset;
-use callscope_storage::Tier;
+use callscope_storage::Tiers;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{QueryApiConfig, QueryArgs, WindowArgs};
 
 pub async fn run(config: QueryApiConfig) -> anyhow::Result<()> {
-    let hot = config.storage.hot_tier()?;
+    let tiers = config.storage.tiers()?;
     let connection = config.kafka.brokers.as_ref().map(|b| config.kafka.connection(b));
     let kafka = connection.as_ref().map(|c| (c, config.group_id.as_str()));
-    let state = api_state(&hot, kafka, &config.query, &config.windows)?;
+    let state = api_state(&tiers, kafka, &config.query, &config.windows)?;
     let cancel = CancellationToken::new();
     let (addr, handle) = serve_api(config.http.http_addr, state, cancel.clone()).await?;
-    println!("callscope query API listening on http://{addr} over {}", hot.dir_url(""));
+    println!("callscope query API listening on http://{addr} over {}", tiers.hot.dir_url(""));
     stop_signal().await;
     cancel.cancel();
     let _ = handle.await;
@@ -34,12 +34,12 @@ pub async fn run(config: QueryApiConfig) -> anyhow::Result<()> {
 /// What the handlers share. With `kafka` (the cluster and the workers' consumer group),
 /// the ingest endpoints produce to it and health reports the group's lag.
 pub(super) fn api_state(
-    hot: &Tier,
+    tiers: &Tiers,
     kafka: Option<(&KafkaConnection, &str)>,
     query: &QueryArgs,
     windows: &WindowArgs,
 ) -> anyhow::Result<AppState> {
-    let engine = QueryEngine::new(hot, query.into())?;
+    let engine = QueryEngine::new(tiers, query.into())?;
     let (producer, kafka_probe) = match kafka {
         Some((connection, group)) => (
             Some(connection.producer()?),
@@ -49,7 +49,7 @@ pub(super) fn api_state(
     };
     Ok(AppState {
         engine,
-        hot: hot.clone(),
+        hot: tiers.hot.clone(),
         producer,
         kafka_probe,
         topics: Dataset::ALL.iter().map(|d| (*d, d.default_topic().to_string())).collect(),

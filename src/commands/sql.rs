@@ -9,10 +9,10 @@ use callscope_query_api::sql::read_only;
 use crate::cli::{QueryArgs, SqlConfig, SqlFormat};
 
 pub async fn run(config: SqlConfig) -> anyhow::Result<()> {
-    let hot = config.storage.hot_tier()?;
+    let tiers = config.storage.tiers()?;
     // The query API's limits, at their defaults.
     let query: QueryArgs = crate::cli::defaults()?;
-    let engine = QueryEngine::new(&hot, EngineOptions::from(&query))?;
+    let engine = QueryEngine::new(&tiers, EngineOptions::from(&query))?;
     let df = engine.session().sql_with_options(&config.query, read_only()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let batches = df.collect().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     match config.format {

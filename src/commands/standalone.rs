@@ -13,7 +13,8 @@ use crate::loadgen::LoadGenerator;
 
 pub async fn run(config: StandaloneConfig) -> anyhow::Result<()> {
     let args = &config.workers;
-    let hot = args.storage.hot_tier()?;
+    let tiers = args.storage.tiers()?;
+    let hot = tiers.hot.clone();
     #[cfg(feature = "embedded-broker")]
     let mut embedded = None;
     let brokers = match &args.kafka.brokers {
@@ -37,7 +38,7 @@ pub async fn run(config: StandaloneConfig) -> anyhow::Result<()> {
     };
     let connection = args.kafka.connection(&brokers);
     let workers = Workers::start(args, &connection, &hot, "standalone").await?;
-    let state = api_state(&hot, Some((&connection, &args.ingest.group_id)), &config.query, &args.windows)?;
+    let state = api_state(&tiers, Some((&connection, &args.ingest.group_id)), &config.query, &args.windows)?;
     let http_cancel = CancellationToken::new();
     let (http_addr, http) = serve_api(config.http.http_addr, state, http_cancel.clone()).await?;
 
@@ -58,7 +59,9 @@ pub async fn run(config: StandaloneConfig) -> anyhow::Result<()> {
     println!("callscope standalone is running");
     println!("  Kafka bootstrap : {brokers}");
     println!("  query API       : http://{http_addr}  (try /monitoring/health, /monitoring/sql)");
-    println!("  hot tier        : {}", hot.dir_url(""));
+    for (name, tier) in tiers.iter() {
+        println!("  {:<16}: {}", format!("{name} tier"), tier.dir_url(""));
+    }
     if config.demo {
         println!("  demo traffic    : {} simulated calls/s", config.demo_rate);
     }

@@ -9,6 +9,9 @@
 //! | `_catalog/epochs/<topic>/p<partition>/<epoch>.json` | a writer's ownership epoch ([`crate::epochs`]) |
 //! | `_catalog/window_state/<topic>/p<partition>/<offset>.parquet` | a window-state checkpoint ([`crate::window_state`]) |
 //! | `_catalog/workers/<worker id>.json` | a worker heartbeat ([`crate::workers`]) |
+//! | `_catalog/manifests/<unit>/<generation>.json` | the files of one table-hour once the lifecycle touched it ([`crate::file_catalog`]) |
+//! | `_catalog/lifecycle/jobs/<job id>.json` | a lifecycle job's progress and outcome ([`crate::lifecycle`]) |
+//! | `_catalog/lifecycle/deletions/date=YYYY-MM-DD/<ms>-<job id>.json` | what a job deleted and why |
 //! | `_catalog/custom_metrics/<name>.json` | a custom metric definition |
 //! | `_catalog/alerting/state.json` | the alerting leader's notification log |
 //! | `_catalog/alerting/status.json` | rules, their state and the active alerts |
@@ -46,8 +49,16 @@ pub enum CatalogDir {
         topic: String,
         partition: i32,
     },
+    /// Manifests of one unit (`<table>/[resolution=…/]date=…/hour=…`).
+    Manifests {
+        unit: String,
+    },
     /// Worker heartbeats.
     Workers,
+    /// Lifecycle jobs.
+    LifecycleJobs,
+    /// The deletion log of the lifecycle (all dates).
+    Deletions,
     CustomMetrics,
     Silences,
     SmartRules,
@@ -71,7 +82,10 @@ impl CatalogDir {
             CatalogDir::WindowState { topic, partition } => {
                 format!("{CATALOG_ROOT}/window_state/{}/p{partition}", sanitize(topic))
             }
+            CatalogDir::Manifests { unit } => format!("{CATALOG_ROOT}/manifests/{}", unit.trim_matches('/')),
             CatalogDir::Workers => format!("{CATALOG_ROOT}/workers"),
+            CatalogDir::LifecycleJobs => format!("{CATALOG_ROOT}/lifecycle/jobs"),
+            CatalogDir::Deletions => format!("{CATALOG_ROOT}/lifecycle/deletions"),
             CatalogDir::CustomMetrics => format!("{CATALOG_ROOT}/custom_metrics"),
             CatalogDir::Silences => format!("{CATALOG_ROOT}/alerting/silences"),
             CatalogDir::SmartRules => format!("{CATALOG_ROOT}/alerting/smart_rules"),
@@ -86,12 +100,20 @@ impl CatalogDir {
     }
 }
 
+fn date_of(at_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(at_ms)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "invalid-date".into())
+}
+
 /// One object of the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CatalogKey {
     BatchRecord { topic: String, partition: i32, first_offset: i64 },
     WindowCheckpoint { topic: String, partition: i32, offset: i64 },
     Epoch { topic: String, partition: i32, epoch: u64 },
+    Manifest { unit: String, generation: u64 },
+    Deletion { at_ms: i64, job: String },
     WorkerHeartbeat { worker_id: String },
     AlertingState,
     AlertingStatus,
@@ -113,16 +135,20 @@ impl CatalogKey {
                 "{}/{epoch:020}.json",
                 CatalogDir::Epochs { topic: topic.clone(), partition: *partition }.path()
             ),
+            CatalogKey::Manifest { unit, generation } => {
+                format!("{}/{generation:020}.json", CatalogDir::Manifests { unit: unit.clone() }.path())
+            }
+            CatalogKey::Deletion { at_ms, job } => {
+                format!("{}/date={}/{at_ms}-{}.json", CatalogDir::Deletions.path(), date_of(*at_ms), sanitize(job))
+            }
             CatalogKey::WorkerHeartbeat { worker_id } => CatalogDir::Workers.json_object(worker_id),
             CatalogKey::AlertingState => format!("{CATALOG_ROOT}/alerting/state.json"),
             CatalogKey::AlertingStatus => format!("{CATALOG_ROOT}/alerting/status.json"),
             CatalogKey::AlertFailure { at_ms, receiver, channel } => {
-                let date = chrono::DateTime::from_timestamp_millis(*at_ms)
-                    .map(|t| t.format("%Y-%m-%d").to_string())
-                    .unwrap_or_else(|| "invalid-date".into());
                 format!(
-                    "{}/date={date}/{at_ms}-{}-{}.json",
+                    "{}/date={}/{at_ms}-{}-{}.json",
                     CatalogDir::AlertFailures.path(),
+                    date_of(*at_ms),
                     sanitize(receiver),
                     sanitize(channel)
                 )
@@ -165,5 +191,13 @@ mod tests {
         assert_eq!(CatalogKey::offset_of("_catalog/commits/t/p0/00000000000000000042.json"), Some(42));
         assert_eq!(CatalogKey::offset_of("_catalog/window_state/t/p0/00000000000000000007.parquet"), Some(7));
         assert_eq!(CatalogKey::offset_of("_catalog/window_state/t/p0/x.parquet"), None);
+        assert_eq!(
+            CatalogKey::Manifest { unit: "metrics/date=2026-12-01/hour=05".into(), generation: 3 }.path(),
+            "_catalog/manifests/metrics/date=2026-12-01/hour=05/00000000000000000003.json"
+        );
+        assert_eq!(
+            CatalogKey::Deletion { at_ms: 0, job: "j 1".into() }.path(),
+            "_catalog/lifecycle/deletions/date=1970-01-01/0-j_1.json"
+        );
     }
 }

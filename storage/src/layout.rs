@@ -31,6 +31,34 @@ impl HourPartition {
     pub fn dir(&self) -> String {
         format!("date={}/hour={:02}", self.date(), self.hour)
     }
+
+    /// The partition a directory names: the last `date=…/hour=…` pair of a path, if any.
+    pub fn parse_dir(path: &str) -> Option<HourPartition> {
+        let mut date = None;
+        let mut hour = None;
+        for part in path.split('/') {
+            if let Some(d) = part.strip_prefix("date=") {
+                date = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok();
+            } else if let Some(h) = part.strip_prefix("hour=") {
+                hour = h.parse::<u32>().ok().filter(|h| *h < 24);
+            }
+        }
+        let date = date?;
+        Some(HourPartition { year: date.year(), month: date.month(), day: date.day(), hour: hour? })
+    }
+
+    /// Unix milliseconds of the first instant of this hour (UTC).
+    pub fn start_ms(&self) -> i64 {
+        chrono::NaiveDate::from_ymd_opt(self.year, self.month, self.day)
+            .and_then(|d| d.and_hms_opt(self.hour, 0, 0))
+            .map(|t| t.and_utc().timestamp_millis())
+            .unwrap_or_default()
+    }
+
+    /// Unix milliseconds just after this hour.
+    pub fn end_ms(&self) -> i64 {
+        self.start_ms() + 3_600_000
+    }
 }
 
 /// The key of one data file.
@@ -111,6 +139,12 @@ mod tests {
         let p = HourPartition::of_unix_ms(1_795_917_220_000);
         assert_eq!(p.dir(), "date=2026-11-29/hour=01");
         assert_eq!(HourPartition::of_unix_ms(0).dir(), "date=1970-01-01/hour=00");
+        assert_eq!(HourPartition::parse_dir("metrics/date=2026-11-29/hour=01"), Some(p));
+        assert_eq!(p.start_ms(), 1_795_917_220_000 - (53 * 60 + 40) * 1000);
+        assert_eq!(p.end_ms() - p.start_ms(), 3_600_000);
+        assert_eq!(HourPartition::parse_dir("metrics/date=2026-11-29"), None);
+        assert_eq!(HourPartition::parse_dir("metrics/date=2026-13-29/hour=01"), None);
+        assert_eq!(HourPartition::parse_dir("metrics/date=2026-11-29/hour=24"), None);
     }
 
     #[test]

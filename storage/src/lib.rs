@@ -2,6 +2,9 @@
 //! commit log that gives the pipeline its exactly-once effect.
 //!
 //! * [`tier`]: a tier is an object_store URL (`file://`, `memory://`, `s3://`); opening one.
+//! * [`tiers`]: the four tiers (hot, warm, cold, archive).
+//! * [`file_catalog`]: which files of which tier a query reads; atomic lifecycle commits;
+//!   the DataFusion table over it.
 //! * [`instrumented_store`]: metrics on every object-store call (every tier has them).
 //! * [`fault_store`]: fault injection (errors, latency, pauses) for tests and soak runs.
 //! * [`layout`]: typed object keys (`<dataset>/date=YYYY-MM-DD/hour=HH/<name>.parquet`).
@@ -20,11 +23,13 @@ pub mod commit_log;
 pub mod custom_metrics;
 pub mod epochs;
 pub mod fault_store;
+pub mod file_catalog;
 pub mod instrumented_store;
 pub mod json_objects;
 pub mod layout;
 pub mod parquet_file;
 pub mod tier;
+pub mod tiers;
 pub mod window_state;
 pub mod workers;
 
@@ -37,9 +42,11 @@ pub use fault_store::{
     Fault, FaultControl, FaultRule, FaultSpecError, FaultStore, InjectedError, PathMatch, Pause, RuleHandle, Stage,
     parse_fault_spec,
 };
+pub use file_catalog::{CatalogFile, DataTable, FileCatalog, Manifest, TimeRange, UnitSnapshot};
 pub use instrumented_store::{InstrumentedStore, StoreMetrics, StoreOp};
 pub use layout::{DataFileKey, HourPartition, RollupFileKey, RollupSource};
-pub use tier::{FAULT_SPEC_OPTION, Tier, TierConfig};
+pub use tier::{FAULT_SPEC_OPTION, ObjectInfo, Tier, TierConfig};
+pub use tiers::{TierName, Tiers};
 pub use window_state::CheckpointStore;
 
 /// Errors of the storage layer.

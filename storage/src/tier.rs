@@ -47,6 +47,15 @@ impl TierConfig {
     }
 }
 
+/// One listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key relative to the tier.
+    pub key: String,
+    pub size: u64,
+    pub modified_ms: i64,
+}
+
 /// An opened tier. Object keys are relative to the tier's base path.
 #[derive(Debug, Clone)]
 pub struct Tier {
@@ -279,6 +288,32 @@ impl Tier {
         let mut keys: Vec<String> = metas.iter().map(|m| self.relative(&m.location)).collect();
         keys.sort();
         Ok(keys)
+    }
+
+    /// Lists objects under a prefix with their size and modification time, sorted by key.
+    pub async fn list_meta(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        use futures::TryStreamExt;
+        let prefix_path = self.path(prefix);
+        let metas: Vec<_> = self.store.list(Some(&prefix_path)).try_collect().await?;
+        let mut objects: Vec<ObjectInfo> = metas
+            .into_iter()
+            .map(|m| ObjectInfo {
+                key: self.relative(&m.location),
+                size: m.size,
+                modified_ms: m.last_modified.timestamp_millis(),
+            })
+            .collect();
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
+    /// The immediate sub-directories of a prefix (keys relative to the tier, without a
+    /// trailing `/`), sorted.
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+        let listing = self.store.list_with_delimiter(Some(&self.path(prefix))).await?;
+        let mut dirs: Vec<String> = listing.common_prefixes.iter().map(|p| self.relative(p)).collect();
+        dirs.sort();
+        Ok(dirs)
     }
 
     /// Checks that the store answers (used by health endpoints).

@@ -29,7 +29,9 @@ fn config_file_then_environment_then_flags() {
     let (ok, stdout, stderr) = run(&["--config", config, "sql", "SELECT COUNT(*) AS n FROM metrics"], &[]);
     assert!(ok, "{stderr}");
     assert_eq!(stdout.trim(), "n\n0");
-    assert!(data.join("hot/metrics").is_dir(), "data-dir from the config file is used");
+    for tier in ["hot", "warm", "cold", "archive"] {
+        assert!(data.join(tier).is_dir(), "data-dir from the config file holds the {tier} tier");
+    }
 
     // The environment beats the file, a flag beats both.
     let (ok, stdout, _) = run(&["--config", config, "sql", "SELECT 1 AS one"], &[("CALLSCOPE_FORMAT", "json")]);

@@ -1,0 +1,471 @@
+//! The catalog of data files: which Parquet files, in which tier, hold the rows of a table.
+//! It is the single source of truth for what a query reads.
+//!
+//! The unit of the catalog is one **table-hour** (a *unit*): the directory
+//! `<table>/[resolution=…/]date=YYYY-MM-DD/hour=HH` that the workers write into. A unit's
+//! visible files are
+//!
+//! * the files its latest **manifest** names (`_catalog/manifests/<unit>/<generation>.json`,
+//!   in the hot tier), in whichever tier each one lives, plus
+//! * every Parquet file of the unit in the hot tier that the manifest does not list as
+//!   **replaced** (fresh batches: a batch file is published by rename only once its batch
+//!   record committed it, see [`crate::commit_log`]).
+//!
+//! A unit that the lifecycle never touched has no manifest: its visible files are its hot
+//! files. Every lifecycle step on a unit (compaction, a move between tiers, downsampling,
+//! retention) is one **manifest commit**: it writes its new files first under names no
+//! reader looks at (they are not in any manifest yet), then creates manifest generation
+//! `g + 1` with `PutMode::Create`. That PUT is the step's atomic commit point: a reader sees
+//! either generation `g` (the old files) or `g + 1` (the new ones), never both and never
+//! neither; of two jobs racing on one unit exactly one commits, and the other's files are
+//! garbage. Replaced files are deleted only [`GC_GRACE_MS`] after the generation that
+//! replaced them, longer than any query may run, so a query that read generation `g` finds
+//! every file it names. A crash at any step leaves the old or the new state, plus garbage
+//! that [`FileCatalog::collect_garbage`] removes.
+//!
+//! Readers read the manifest first and list the hot files second: a hot file replaced
+//! after the manifest was read is still there (grace), and a hot file published after it
+//! holds rows no manifest has yet.
+
+pub mod table;
+pub mod time_range;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+use callscope_schemas::Dataset;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{CATALOG_ROOT, CatalogDir, CatalogKey};
+use crate::layout::HourPartition;
+use crate::tier::{ObjectInfo, Tier};
+use crate::tiers::{TierName, Tiers};
+use crate::{Result, StorageError};
+
+pub use time_range::TimeRange;
+
+/// How long replaced files stay readable after the manifest that replaced them (queries
+/// are cut off well before: see the query API's time limit).
+pub const GC_GRACE_MS: i64 = 10 * 60_000;
+
+/// A table of stored data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DataTable {
+    /// The raw events of a dataset.
+    Events(Dataset),
+    /// The metric roll-ups (`metric_rollups/resolution=…/…`).
+    Rollups,
+}
+
+impl DataTable {
+    pub const ALL: [DataTable; 4] = [
+        DataTable::Events(Dataset::Metrics),
+        DataTable::Events(Dataset::Spans),
+        DataTable::Events(Dataset::Alerts),
+        DataTable::Rollups,
+    ];
+
+    /// The table's name in SQL and its first path segment in every tier.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataTable::Events(dataset) => dataset.name(),
+            DataTable::Rollups => callscope_schemas::rollup::ROLLUP_TABLE,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<DataTable> {
+        DataTable::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Hive partition columns, outermost first (values come from the unit's directory).
+    pub fn partition_columns(self) -> &'static [&'static str] {
+        match self {
+            DataTable::Events(_) => &["date", "hour"],
+            DataTable::Rollups => &["resolution", "date", "hour"],
+        }
+    }
+
+    /// Schema of the Parquet files (without the partition columns).
+    pub fn file_schema(self) -> SchemaRef {
+        match self {
+            DataTable::Events(dataset) => callscope_schemas::arrow_schema::schema(dataset),
+            DataTable::Rollups => callscope_schemas::rollup::rollup_schema(),
+        }
+    }
+
+    /// The column whose value placed a row in its hour, and how many of its units make a
+    /// millisecond.
+    pub fn time_column(self) -> (&'static str, i64) {
+        match self {
+            DataTable::Events(Dataset::Metrics) => ("timestamp_ms", 1),
+            DataTable::Events(Dataset::Spans) => ("start_time_us", 1000),
+            DataTable::Events(Dataset::Alerts) => ("starts_at_ms", 1),
+            DataTable::Rollups => ("window_start_ms", 1),
+        }
+    }
+
+    /// The same instant as a timestamp column (what SQL users filter on).
+    pub fn timestamp_column(self) -> &'static str {
+        match self {
+            DataTable::Events(Dataset::Metrics) => "event_time",
+            DataTable::Events(Dataset::Spans) => "start_time",
+            DataTable::Events(Dataset::Alerts) => "starts_at",
+            DataTable::Rollups => "window_start",
+        }
+    }
+
+    /// How compacted files are sorted: by series (spans: by trace), then time.
+    pub fn sort_columns(self) -> &'static [&'static str] {
+        match self {
+            DataTable::Events(Dataset::Metrics) => &["name", "service", "labels_key", "timestamp_ms"],
+            DataTable::Events(Dataset::Spans) => &["trace_id", "start_time_us"],
+            DataTable::Events(Dataset::Alerts) => &["alert_name", "service", "starts_at_ms"],
+            DataTable::Rollups => &["name", "service", "labels_key", "window_start_ms"],
+        }
+    }
+
+    /// Columns that identify one series (spans: one trace): counted per compacted file.
+    pub fn series_columns(self) -> &'static [&'static str] {
+        match self {
+            DataTable::Events(Dataset::Metrics) | DataTable::Rollups => &["name", "service", "labels_key"],
+            DataTable::Events(Dataset::Spans) => &["trace_id"],
+            DataTable::Events(Dataset::Alerts) => &["alert_name", "service"],
+        }
+    }
+
+    /// Columns that point lookups filter by equality: compacted files carry bloom filters
+    /// on them.
+    pub fn bloom_filter_columns(self) -> &'static [&'static str] {
+        match self {
+            DataTable::Events(Dataset::Metrics) | DataTable::Rollups => &["name", "service"],
+            DataTable::Events(Dataset::Spans) => &["trace_id", "service"],
+            DataTable::Events(Dataset::Alerts) => &["alert_name"],
+        }
+    }
+}
+
+/// One data file the catalog names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogFile {
+    pub tier: TierName,
+    /// Key relative to its tier.
+    pub key: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Time range of the rows (the table's time column, in unix ms).
+    pub min_time_ms: i64,
+    pub max_time_ms: i64,
+    /// Distinct series (metrics, roll-ups, alerts) or trace ids (spans) in the file.
+    pub series: u64,
+    /// The lifecycle job that wrote it.
+    pub produced_by: String,
+}
+
+/// One generation of a unit's files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// `<table>/[resolution=…/]date=…/hour=…`
+    pub unit: String,
+    pub generation: u64,
+    /// The unit's files outside the hot listing.
+    pub files: Vec<CatalogFile>,
+    /// Hot files whose rows `files` hold (hidden from readers, deleted after the grace).
+    pub replaced_hot: BTreeSet<String>,
+    /// Files of earlier generations that this one no longer names (deleted after the grace;
+    /// kept here as the record of what the step replaced).
+    pub superseded: Vec<CatalogFile>,
+    /// Bytes of the hot files this unit's rows were first written as (for compression
+    /// statistics), summed over generations.
+    pub raw_bytes: u64,
+    /// The job that committed this generation, and what it did.
+    pub job: String,
+    pub step: String,
+    pub created_at_ms: i64,
+}
+
+impl Manifest {
+    pub fn rows(&self) -> u64 {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+}
+
+/// A file a query reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisibleFile {
+    pub tier: TierName,
+    pub key: String,
+    pub size: u64,
+}
+
+/// The visible state of one unit at one instant.
+#[derive(Debug, Clone)]
+pub struct UnitSnapshot {
+    pub unit: String,
+    pub hour: HourPartition,
+    pub manifest: Option<Arc<Manifest>>,
+    /// Hot files not replaced by the manifest (fresh batches).
+    pub fresh_hot: Vec<ObjectInfo>,
+}
+
+impl UnitSnapshot {
+    /// Every file a query of this unit reads.
+    pub fn files(&self) -> Vec<VisibleFile> {
+        let mut files: Vec<VisibleFile> = self
+            .manifest
+            .iter()
+            .flat_map(|m| m.files.iter())
+            .map(|f| VisibleFile { tier: f.tier, key: f.key.clone(), size: f.bytes })
+            .collect();
+        files.extend(self.fresh_hot.iter().map(|o| VisibleFile {
+            tier: TierName::Hot,
+            key: o.key.clone(),
+            size: o.size,
+        }));
+        files
+    }
+
+    /// Hive partition values (`resolution`, `date`, `hour`) of the unit, in the order of
+    /// [`DataTable::partition_columns`].
+    pub fn partition_values(&self, table: DataTable) -> Vec<String> {
+        table
+            .partition_columns()
+            .iter()
+            .map(|col| {
+                self.unit
+                    .split('/')
+                    .find_map(|part| part.strip_prefix(&format!("{col}=")[..]))
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    }
+}
+
+/// What garbage collection removed from one unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub files_deleted: u64,
+    pub bytes_deleted: u64,
+    pub manifests_deleted: u64,
+}
+
+/// The file catalog over the four tiers.
+#[derive(Debug, Clone)]
+pub struct FileCatalog {
+    tiers: Tiers,
+    /// Manifests are immutable once written: read each once.
+    cache: Arc<Mutex<HashMap<String, Arc<Manifest>>>>,
+}
+
+/// Manifests kept in memory per catalog (a year of hourly units of every table is ~35k).
+const CACHE_LIMIT: usize = 50_000;
+
+impl FileCatalog {
+    pub fn new(tiers: Tiers) -> FileCatalog {
+        FileCatalog { tiers, cache: Arc::default() }
+    }
+
+    pub fn tiers(&self) -> &Tiers {
+        &self.tiers
+    }
+
+    fn hot(&self) -> &Tier {
+        &self.tiers.hot
+    }
+
+    /// The units of a table that may hold rows in `range` (all units when `None`), each
+    /// with its visible files.
+    pub async fn snapshot(&self, table: DataTable, range: Option<TimeRange>) -> Result<Vec<UnitSnapshot>> {
+        let manifests_root = format!("{CATALOG_ROOT}/manifests/{}", table.name());
+        let manifest_dirs = self.list_units(&manifests_root, table, range).await?;
+        let mut latest: BTreeMap<String, Arc<Manifest>> = BTreeMap::new();
+        for (dir, objects) in manifest_dirs {
+            let unit = dir.strip_prefix(&format!("{CATALOG_ROOT}/manifests/")[..]).unwrap_or(&dir).to_string();
+            let Some(generation) = objects.iter().filter_map(|o| CatalogKey::offset_of(&o.key)).max() else {
+                continue;
+            };
+            let manifest = self.manifest(&unit, generation as u64).await?;
+            latest.insert(unit, manifest);
+        }
+        // Hot files are listed after the manifests were read (see the module docs).
+        let mut hot = self.list_units(table.name(), table, range).await?;
+        let units: BTreeSet<String> = latest.keys().chain(hot.keys()).cloned().collect();
+        let mut snapshots = Vec::with_capacity(units.len());
+        for unit in units {
+            let Some(hour) = HourPartition::parse_dir(&unit) else { continue };
+            if let Some(range) = range
+                && !range.overlaps(hour.start_ms(), hour.end_ms())
+            {
+                continue;
+            }
+            let manifest = latest.remove(&unit);
+            let listed = hot.remove(&unit).unwrap_or_default();
+            let fresh_hot = listed
+                .into_iter()
+                .filter(|o| o.key.ends_with(".parquet"))
+                .filter(|o| manifest.as_ref().is_none_or(|m| !m.replaced_hot.contains(&o.key)))
+                .collect();
+            snapshots.push(UnitSnapshot { unit, hour, manifest, fresh_hot });
+        }
+        Ok(snapshots)
+    }
+
+    /// The visible state of one unit.
+    pub async fn unit_snapshot(&self, unit: &str) -> Result<UnitSnapshot> {
+        let hour = HourPartition::parse_dir(unit).ok_or_else(|| StorageError::CorruptRecord {
+            path: unit.to_string(),
+            reason: "not a table-hour directory (no date=…/hour=…)".into(),
+        })?;
+        let manifest = self.latest_manifest(unit).await?;
+        let listed = self.hot().list_meta(&format!("{unit}/")).await?;
+        let fresh_hot = listed
+            .into_iter()
+            .filter(|o| o.key.ends_with(".parquet"))
+            .filter(|o| manifest.as_ref().is_none_or(|m| !m.replaced_hot.contains(&o.key)))
+            .collect();
+        Ok(UnitSnapshot { unit: unit.to_string(), hour, manifest, fresh_hot })
+    }
+
+    /// The newest manifest of a unit, if the lifecycle ever touched it.
+    pub async fn latest_manifest(&self, unit: &str) -> Result<Option<Arc<Manifest>>> {
+        let dir = CatalogDir::Manifests { unit: unit.to_string() }.path();
+        let generations = self.hot().list(&format!("{dir}/")).await?;
+        match generations.iter().filter_map(|k| CatalogKey::offset_of(k)).max() {
+            Some(generation) => Ok(Some(self.manifest(unit, generation as u64).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn manifest(&self, unit: &str, generation: u64) -> Result<Arc<Manifest>> {
+        let key = CatalogKey::Manifest { unit: unit.to_string(), generation }.path();
+        if let Some(found) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(found.clone());
+        }
+        let bytes = self.hot().get(&key).await?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| StorageError::CorruptRecord { path: key.clone(), reason: e.to_string() })?;
+        let manifest = Arc::new(manifest);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(key, manifest.clone());
+        Ok(manifest)
+    }
+
+    /// Commits a new generation of a unit (create-only). Returns `Ok(false)` when another
+    /// job committed that generation first: this job lost and its files are garbage.
+    pub async fn commit(&self, manifest: &Manifest) -> Result<bool> {
+        let key = CatalogKey::Manifest { unit: manifest.unit.clone(), generation: manifest.generation }.path();
+        let bytes = serde_json::to_vec_pretty(manifest)
+            .map_err(|e| StorageError::CorruptRecord { path: key.clone(), reason: e.to_string() })?;
+        match self.hot().put_durable(&key, Bytes::from(bytes), true).await {
+            Ok(()) => Ok(true),
+            Err(StorageError::ObjectStore(object_store::Error::AlreadyExists { .. })) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes what the newest manifest of a unit made garbage, once that manifest is
+    /// [`GC_GRACE_MS`] old: replaced hot files, superseded files of older generations,
+    /// files of jobs that never committed, and the older manifests. Idempotent.
+    pub async fn collect_garbage(&self, unit: &str, now_ms: i64) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        let dir = CatalogDir::Manifests { unit: unit.to_string() }.path();
+        let mut generations: Vec<u64> = self
+            .hot()
+            .list(&format!("{dir}/"))
+            .await?
+            .iter()
+            .filter_map(|k| CatalogKey::offset_of(k))
+            .map(|g| g as u64)
+            .collect();
+        generations.sort_unstable();
+        let Some(&newest) = generations.last() else { return Ok(report) };
+        let latest = self.manifest(unit, newest).await?;
+        if now_ms - latest.created_at_ms < GC_GRACE_MS {
+            return Ok(report);
+        }
+        let keep: BTreeSet<(TierName, &str)> = latest.files.iter().map(|f| (f.tier, f.key.as_str())).collect();
+        let mut doomed: BTreeMap<(TierName, String), u64> = BTreeMap::new();
+        // Replaced hot files still present.
+        for object in self.hot().list_meta(&format!("{unit}/")).await? {
+            if latest.replaced_hot.contains(&object.key) {
+                doomed.insert((TierName::Hot, object.key), object.size);
+            }
+        }
+        // Files of colder tiers that the newest generation does not name: superseded by it
+        // or an earlier one, or written by a job that never committed (decided by a
+        // generation at or below the newest, or older than the grace).
+        for (name, tier) in self.tiers.iter().filter(|(name, _)| *name != TierName::Hot) {
+            for object in tier.list_meta(&format!("{unit}/")).await? {
+                if keep.contains(&(name, object.key.as_str())) {
+                    continue;
+                }
+                let decided = generation_of(&object.key).is_some_and(|g| g <= newest);
+                if decided || now_ms - object.modified_ms > GC_GRACE_MS {
+                    doomed.insert((name, object.key), object.size);
+                }
+            }
+        }
+        for ((tier, key), bytes) in doomed {
+            self.tiers.get(tier).delete(&key).await?;
+            report.files_deleted += 1;
+            report.bytes_deleted += bytes;
+        }
+        for &generation in generations.iter().filter(|g| **g < newest) {
+            self.hot().delete(&CatalogKey::Manifest { unit: unit.to_string(), generation }.path()).await?;
+            report.manifests_deleted += 1;
+        }
+        Ok(report)
+    }
+
+    /// Lists the objects under `root` (a table directory in the hot tier, or its manifest
+    /// directory), grouped by unit directory; only the dates `range` touches are listed.
+    async fn list_units(
+        &self,
+        root: &str,
+        table: DataTable,
+        range: Option<TimeRange>,
+    ) -> Result<BTreeMap<String, Vec<ObjectInfo>>> {
+        let tier = self.hot();
+        let prefixes = match table {
+            DataTable::Rollups => tier.list_dirs(&format!("{root}/")).await?,
+            DataTable::Events(_) => vec![root.to_string()],
+        };
+        let mut listed = Vec::new();
+        for prefix in prefixes {
+            match range.and_then(|r| r.dates()) {
+                Some(dates) => {
+                    for date in dates {
+                        listed.extend(tier.list_meta(&format!("{prefix}/date={date}/")).await?);
+                    }
+                }
+                None => listed.extend(tier.list_meta(&format!("{prefix}/")).await?),
+            }
+        }
+        let mut units: BTreeMap<String, Vec<ObjectInfo>> = BTreeMap::new();
+        for object in listed {
+            if let Some((dir, _)) = object.key.rsplit_once('/') {
+                units.entry(dir.to_string()).or_default().push(object);
+            }
+        }
+        Ok(units)
+    }
+}
+
+/// The generation a lifecycle-written file name carries (`g<generation>-…`).
+pub fn generation_of(key: &str) -> Option<u64> {
+    let name = key.rsplit('/').next()?;
+    name.strip_prefix('g')?.split('-').next()?.parse().ok()
+}
+
+/// The key of a file a lifecycle job writes into a unit: `<unit>/g<generation>-<job>-<n>.parquet`.
+pub fn lifecycle_file_key(unit: &str, generation: u64, job: &str, n: usize) -> String {
+    format!("{unit}/g{generation:06}-{}-{n:03}.parquet", crate::layout::sanitize(job))
+}
+
+#[cfg(test)]
+mod tests;
