@@ -11,6 +11,8 @@
 //! | `_catalog/workers/<worker id>.json` | a worker heartbeat ([`crate::workers`]) |
 //! | `_catalog/manifests/<unit>/<generation>.json` | the files of one table-hour once the lifecycle touched it ([`crate::file_catalog`]) |
 //! | `_catalog/lifecycle/jobs/<job id>.json` | a lifecycle job's progress and outcome ([`crate::lifecycle`]) |
+//! | `_catalog/lifecycle/policies/<policy id>.json` | a lifecycle policy |
+//! | `_catalog/lifecycle/holds/<hold id>.json` | a legal hold |
 //! | `_catalog/lifecycle/deletions/date=YYYY-MM-DD/<ms>-<job id>.json` | what a job deleted and why |
 //! | `_catalog/custom_metrics/<name>.json` | a custom metric definition |
 //! | `_catalog/alerting/state.json` | the alerting leader's notification log |
@@ -57,6 +59,10 @@ pub enum CatalogDir {
     Workers,
     /// Lifecycle jobs.
     LifecycleJobs,
+    /// Lifecycle policies.
+    Policies,
+    /// Legal holds.
+    LegalHolds,
     /// The deletion log of the lifecycle (all dates).
     Deletions,
     CustomMetrics,
@@ -85,6 +91,8 @@ impl CatalogDir {
             CatalogDir::Manifests { unit } => format!("{CATALOG_ROOT}/manifests/{}", unit.trim_matches('/')),
             CatalogDir::Workers => format!("{CATALOG_ROOT}/workers"),
             CatalogDir::LifecycleJobs => format!("{CATALOG_ROOT}/lifecycle/jobs"),
+            CatalogDir::Policies => format!("{CATALOG_ROOT}/lifecycle/policies"),
+            CatalogDir::LegalHolds => format!("{CATALOG_ROOT}/lifecycle/holds"),
             CatalogDir::Deletions => format!("{CATALOG_ROOT}/lifecycle/deletions"),
             CatalogDir::CustomMetrics => format!("{CATALOG_ROOT}/custom_metrics"),
             CatalogDir::Silences => format!("{CATALOG_ROOT}/alerting/silences"),

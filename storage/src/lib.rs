@@ -11,6 +11,7 @@
 //! * [`parquet_file`]: encoding record batches as Parquet.
 //! * [`catalog`]: typed keys of every `_catalog/…` object.
 //! * [`commit_log`]: per-partition batch records, crash recovery and pruning.
+//! * [`lifecycle`]: policies, compaction, retention, legal holds, jobs.
 //! * [`custom_metrics`]: stored custom metric definitions.
 //! * [`alerting`]: silences and the alert evaluator's state, status and failures.
 //! * [`json_objects`]: a directory of JSON objects (the catalog's small shared records).
@@ -27,6 +28,7 @@ pub mod file_catalog;
 pub mod instrumented_store;
 pub mod json_objects;
 pub mod layout;
+pub mod lifecycle;
 pub mod parquet_file;
 pub mod tier;
 pub mod tiers;
@@ -68,6 +70,10 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     #[error("invalid fault_spec tier option: {0}")]
     FaultSpec(#[from] FaultSpecError),
+    #[error("query: {0}")]
+    Query(Box<datafusion::error::DataFusionError>),
+    #[error("invalid policy: {0}")]
+    Policy(#[from] lifecycle::policy::PolicyError),
 }
 
 impl StorageError {

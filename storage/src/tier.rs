@@ -231,6 +231,12 @@ impl Tier {
         self.sync(&to).await
     }
 
+    /// Makes an object written by other means (a multipart upload) durable: fsyncs it on a
+    /// local tier; remote stores need nothing.
+    pub async fn make_durable(&self, relative: &str) -> Result<()> {
+        self.sync(&self.path(relative)).await
+    }
+
     /// fsyncs a local file and its directory; a no-op for remote stores, whose PUT is
     /// durable when it returns.
     async fn sync(&self, path: &Path) -> Result<()> {

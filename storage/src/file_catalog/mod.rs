@@ -207,6 +207,17 @@ pub struct UnitSnapshot {
     pub manifest: Option<Arc<Manifest>>,
     /// Hot files not replaced by the manifest (fresh batches).
     pub fresh_hot: Vec<ObjectInfo>,
+    /// Garbage in sight: replaced hot files still listed, and manifests older than the
+    /// newest (what tells the lifecycle that [`FileCatalog::collect_garbage`] has work).
+    pub hidden_hot: usize,
+    pub older_manifests: usize,
+}
+
+impl UnitSnapshot {
+    /// Whether garbage collection has anything to look at in this unit.
+    pub fn has_garbage(&self) -> bool {
+        self.hidden_hot > 0 || self.older_manifests > 0
+    }
 }
 
 impl UnitSnapshot {
@@ -280,14 +291,13 @@ impl FileCatalog {
     pub async fn snapshot(&self, table: DataTable, range: Option<TimeRange>) -> Result<Vec<UnitSnapshot>> {
         let manifests_root = format!("{CATALOG_ROOT}/manifests/{}", table.name());
         let manifest_dirs = self.list_units(&manifests_root, table, range).await?;
-        let mut latest: BTreeMap<String, Arc<Manifest>> = BTreeMap::new();
+        let mut latest: BTreeMap<String, (Arc<Manifest>, usize)> = BTreeMap::new();
         for (dir, objects) in manifest_dirs {
             let unit = dir.strip_prefix(&format!("{CATALOG_ROOT}/manifests/")[..]).unwrap_or(&dir).to_string();
-            let Some(generation) = objects.iter().filter_map(|o| CatalogKey::offset_of(&o.key)).max() else {
-                continue;
-            };
+            let generations: Vec<i64> = objects.iter().filter_map(|o| CatalogKey::offset_of(&o.key)).collect();
+            let Some(&generation) = generations.iter().max() else { continue };
             let manifest = self.manifest(&unit, generation as u64).await?;
-            latest.insert(unit, manifest);
+            latest.insert(unit, (manifest, generations.len() - 1));
         }
         // Hot files are listed after the manifests were read (see the module docs).
         let mut hot = self.list_units(table.name(), table, range).await?;
@@ -300,14 +310,13 @@ impl FileCatalog {
             {
                 continue;
             }
-            let manifest = latest.remove(&unit);
+            let (manifest, older_manifests) = match latest.remove(&unit) {
+                Some((m, older)) => (Some(m), older),
+                None => (None, 0),
+            };
             let listed = hot.remove(&unit).unwrap_or_default();
-            let fresh_hot = listed
-                .into_iter()
-                .filter(|o| o.key.ends_with(".parquet"))
-                .filter(|o| manifest.as_ref().is_none_or(|m| !m.replaced_hot.contains(&o.key)))
-                .collect();
-            snapshots.push(UnitSnapshot { unit, hour, manifest, fresh_hot });
+            let (fresh_hot, hidden_hot) = split_hot(listed, manifest.as_deref());
+            snapshots.push(UnitSnapshot { unit, hour, manifest, hidden_hot, fresh_hot, older_manifests });
         }
         Ok(snapshots)
     }
@@ -318,24 +327,17 @@ impl FileCatalog {
             path: unit.to_string(),
             reason: "not a table-hour directory (no date=…/hour=…)".into(),
         })?;
-        let manifest = self.latest_manifest(unit).await?;
-        let listed = self.hot().list_meta(&format!("{unit}/")).await?;
-        let fresh_hot = listed
-            .into_iter()
-            .filter(|o| o.key.ends_with(".parquet"))
-            .filter(|o| manifest.as_ref().is_none_or(|m| !m.replaced_hot.contains(&o.key)))
-            .collect();
-        Ok(UnitSnapshot { unit: unit.to_string(), hour, manifest, fresh_hot })
-    }
-
-    /// The newest manifest of a unit, if the lifecycle ever touched it.
-    pub async fn latest_manifest(&self, unit: &str) -> Result<Option<Arc<Manifest>>> {
         let dir = CatalogDir::Manifests { unit: unit.to_string() }.path();
-        let generations = self.hot().list(&format!("{dir}/")).await?;
-        match generations.iter().filter_map(|k| CatalogKey::offset_of(k)).max() {
-            Some(generation) => Ok(Some(self.manifest(unit, generation as u64).await?)),
-            None => Ok(None),
-        }
+        let generations: Vec<i64> =
+            self.hot().list(&format!("{dir}/")).await?.iter().filter_map(|k| CatalogKey::offset_of(k)).collect();
+        let manifest = match generations.iter().max() {
+            Some(&generation) => Some(self.manifest(unit, generation as u64).await?),
+            None => None,
+        };
+        let listed = self.hot().list_meta(&format!("{unit}/")).await?;
+        let (fresh_hot, hidden_hot) = split_hot(listed, manifest.as_deref());
+        let older_manifests = generations.len().saturating_sub(1);
+        Ok(UnitSnapshot { unit: unit.to_string(), hour, manifest, fresh_hot, hidden_hot, older_manifests })
     }
 
     async fn manifest(&self, unit: &str, generation: u64) -> Result<Arc<Manifest>> {
@@ -454,6 +456,15 @@ impl FileCatalog {
         }
         Ok(units)
     }
+}
+
+/// Splits a unit's hot listing into fresh Parquet files and the number of replaced ones.
+fn split_hot(listed: Vec<ObjectInfo>, manifest: Option<&Manifest>) -> (Vec<ObjectInfo>, usize) {
+    let (fresh, hidden): (Vec<ObjectInfo>, Vec<ObjectInfo>) = listed
+        .into_iter()
+        .filter(|o| o.key.ends_with(".parquet"))
+        .partition(|o| manifest.is_none_or(|m| !m.replaced_hot.contains(&o.key)));
+    (fresh, hidden.len())
 }
 
 /// The generation a lifecycle-written file name carries (`g<generation>-…`).

@@ -55,11 +55,18 @@ pub struct CatalogTable {
     catalog: FileCatalog,
     table: DataTable,
     schema: SchemaRef,
+    /// A fixed set of units to read instead of a fresh snapshot per scan (lifecycle jobs).
+    fixed: Option<Vec<UnitSnapshot>>,
 }
 
 impl CatalogTable {
     pub fn new(catalog: FileCatalog, table: DataTable) -> CatalogTable {
-        CatalogTable { catalog, table, schema: table_schema(table) }
+        CatalogTable { catalog, table, schema: table_schema(table), fixed: None }
+    }
+
+    /// A table that reads exactly the files of `units`, as they were when taken.
+    pub fn of_units(catalog: FileCatalog, table: DataTable, units: Vec<UnitSnapshot>) -> CatalogTable {
+        CatalogTable { catalog, table, schema: table_schema(table), fixed: Some(units) }
     }
 }
 
@@ -86,6 +93,9 @@ impl TableProvider for CatalogTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if let Some(units) = &self.fixed {
+            return scan_units(state, self.catalog.tiers(), self.table, units, projection, limit).await;
+        }
         let range = TimeRange::from_filters(self.table, filters);
         let units = if range.is_empty() {
             Vec::new()

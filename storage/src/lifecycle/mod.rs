@@ -1,0 +1,235 @@
+//! The storage lifecycle: policies (steps with ages), the jobs that run them, legal holds
+//! and the deletion log.
+//!
+//! A job runs one policy over every table it names. Each table-hour goes to the last step
+//! whose age it has passed (an hour due for deletion is not compacted first). Every step on
+//! a unit is one atomic manifest commit ([`crate::file_catalog`]), so a job is idempotent
+//! and resumable: after `kill -9`, the next run finds the units already done (nothing to
+//! do) and does the rest; the files of a step that died before its commit are garbage that
+//! the next run's collection removes. Two runners at once are safe too (one wins each unit;
+//! the other's outcome is `lost_race`). Garbage collection (replaced files, once
+//! [`crate::file_catalog::GC_GRACE_MS`] old) closes every job.
+//!
+//! A job works on one unit at a time, with a bounded sort memory, so it never competes
+//! with ingestion for more than one core and a few hundred MB.
+
+pub mod compaction;
+pub mod holds;
+pub mod jobs;
+pub mod metrics;
+pub mod policy;
+pub mod retention;
+pub mod sorted_files;
+pub mod stores;
+
+use std::time::Instant;
+
+use crate::Result;
+use crate::file_catalog::{DataTable, FileCatalog, UnitSnapshot};
+use compaction::{CompactOptions, compact_unit};
+use jobs::{JobRecord, JobState};
+use metrics::LifecycleMetrics;
+use policy::{Policy, PolicyStep};
+use retention::expire_unit;
+use stores::{HoldStore, JobStore};
+
+/// What one step did to one unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Compacted, or deleted (or, in a dry run, would have been).
+    Changed,
+    NothingToDo,
+    /// Another job committed this unit's next generation first.
+    LostRace,
+    /// A legal hold kept it.
+    Held,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Changed => "done",
+            Outcome::NothingToDo => "nothing_to_do",
+            Outcome::LostRace => "lost_race",
+            Outcome::Held => "held",
+        }
+    }
+}
+
+/// The figures of one step on one unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepResult {
+    pub outcome: Outcome,
+    pub rows: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub files_replaced: u64,
+    pub files_deleted: u64,
+}
+
+impl StepResult {
+    pub fn nothing() -> StepResult {
+        StepResult {
+            outcome: Outcome::NothingToDo,
+            rows: 0,
+            bytes_read: 0,
+            bytes_written: 0,
+            files_replaced: 0,
+            files_deleted: 0,
+        }
+    }
+}
+
+/// Runs lifecycle jobs over a catalog.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    catalog: FileCatalog,
+    runner: String,
+    options: CompactOptions,
+}
+
+/// How often a running job's record is rewritten.
+const RECORD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Lifecycle {
+    pub fn new(catalog: FileCatalog, runner: impl Into<String>) -> Lifecycle {
+        Lifecycle { catalog, runner: runner.into(), options: CompactOptions::default() }
+    }
+
+    pub fn with_options(mut self, options: CompactOptions) -> Lifecycle {
+        self.options = options;
+        self
+    }
+
+    pub fn catalog(&self) -> &FileCatalog {
+        &self.catalog
+    }
+
+    pub fn jobs(&self) -> JobStore {
+        JobStore::new(self.catalog.tiers().hot.clone())
+    }
+
+    pub fn holds(&self) -> HoldStore {
+        HoldStore::new(self.catalog.tiers().hot.clone())
+    }
+
+    /// A new job id for `policy`.
+    pub fn new_job_id(policy: &str, now_ms: i64) -> String {
+        format!("{policy}-{now_ms}-{:04x}", rand::random::<u16>())
+    }
+
+    /// Runs `policy` once as job `job_id` (see the module docs); `progress` sees the job's
+    /// record after every unit. Errors of single units are counted in the record and do not
+    /// stop the job; an error reading the catalog or the holds does.
+    pub async fn run(
+        &self,
+        policy: &Policy,
+        job_id: &str,
+        dry_run: bool,
+        now_ms: i64,
+        progress: &mut (dyn FnMut(&JobRecord) + Send),
+    ) -> Result<JobRecord> {
+        policy.validate()?;
+        let metrics = LifecycleMetrics::global();
+        let started = Instant::now();
+        let jobs = self.jobs();
+        let mut record = JobRecord::new(job_id.to_string(), policy.id.clone(), dry_run, self.runner.clone(), now_ms);
+        let holds: Vec<_> = self.holds().list().await?.into_iter().filter(|h| h.is_active()).collect();
+        let steps: Vec<(PolicyStep, i64)> =
+            policy.steps.iter().map(|s| Ok((s.clone(), s.after_ms()?))).collect::<Result<_, policy::PolicyError>>()?;
+
+        // Plan: every unit of every table, with the last step whose age it has passed.
+        record.step = "plan".into();
+        let mut plan: Vec<(DataTable, UnitSnapshot, Option<PolicyStep>)> = Vec::new();
+        for table in policy.tables() {
+            for unit in self.catalog.snapshot(table, None).await? {
+                let age = now_ms - unit.hour.end_ms();
+                let step = steps.iter().rev().find(|(_, after)| age >= *after).map(|(s, _)| s.clone());
+                if step.is_some() || unit.has_garbage() {
+                    plan.push((table, unit, step));
+                }
+            }
+        }
+        record.units_total = plan.len() as u64;
+        jobs.put(&record).await?;
+        progress(&record);
+
+        let mut last_saved = Instant::now();
+        for (table, unit, step) in plan {
+            if let Some(step) = step {
+                record.step = step.name().into();
+                let result = match &step {
+                    PolicyStep::Compact { .. } => {
+                        compact_unit(&self.catalog, table, &unit.unit, job_id, &self.options, now_ms, dry_run).await
+                    }
+                    PolicyStep::Delete { after } => {
+                        let reason = format!("policy {}: delete {} after {after}", policy.id, table.name());
+                        expire_unit(
+                            &self.catalog,
+                            table,
+                            &unit.unit,
+                            &holds,
+                            &policy.id,
+                            &reason,
+                            job_id,
+                            now_ms,
+                            dry_run,
+                        )
+                        .await
+                    }
+                };
+                match result {
+                    Ok(r) => {
+                        metrics.units.with_label_values(&[step.name(), r.outcome.name()]).inc();
+                        metrics.bytes_read.with_label_values(&[step.name()]).inc_by(r.bytes_read);
+                        metrics.bytes_written.with_label_values(&[step.name()]).inc_by(r.bytes_written);
+                        metrics.files_replaced.with_label_values(&[step.name()]).inc_by(r.files_replaced);
+                        record.rows += r.rows;
+                        record.bytes_read += r.bytes_read;
+                        record.bytes_written += r.bytes_written;
+                        record.files_replaced += r.files_replaced;
+                        match r.outcome {
+                            Outcome::Changed => record.units_changed += 1,
+                            Outcome::Held => record.units_held += 1,
+                            Outcome::LostRace => record.units_lost_race += 1,
+                            Outcome::NothingToDo => {}
+                        }
+                    }
+                    Err(e) => {
+                        metrics.units.with_label_values(&[step.name(), "failed"]).inc();
+                        tracing::warn!(unit = %unit.unit, step = step.name(), error = %e, "lifecycle step failed");
+                        record.errors.push(format!("{} {}: {e}", step.name(), unit.unit));
+                    }
+                }
+            }
+            if !dry_run {
+                match self.catalog.collect_garbage(&unit.unit, now_ms).await {
+                    Ok(gc) => {
+                        metrics.files_deleted.with_label_values(&["gc"]).inc_by(gc.files_deleted);
+                        record.files_deleted += gc.files_deleted;
+                        record.bytes_deleted += gc.bytes_deleted;
+                    }
+                    Err(e) => record.errors.push(format!("gc {}: {e}", unit.unit)),
+                }
+            }
+            record.units_done += 1;
+            record.updated_at_ms = now_ms + started.elapsed().as_millis() as i64;
+            progress(&record);
+            if last_saved.elapsed() >= RECORD_EVERY {
+                jobs.put(&record).await?;
+                last_saved = Instant::now();
+            }
+        }
+        record.step = "done".into();
+        record.state = if record.errors.is_empty() { JobState::Finished } else { JobState::FinishedWithErrors };
+        record.finished_at_ms = Some(record.updated_at_ms.max(now_ms));
+        jobs.put(&record).await?;
+        let outcome = if record.errors.is_empty() { "ok" } else { "errors" };
+        metrics.job_seconds.with_label_values(&[&policy.id, outcome]).observe(started.elapsed().as_secs_f64());
+        progress(&record);
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+//! Lifecycle policies: for some tables, a list of steps, each applied to the table-hours
+//! older than its age.
+//!
+//! ```json
+//! {"id": "default", "tables": [], "steps": [
+//!   {"action": "compact", "after": "2h"},
+//!   {"action": "delete", "after": "730d"}]}
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::file_catalog::DataTable;
+
+/// One lifecycle policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub id: String,
+    #[serde(default)]
+    pub description: String,
+    /// Tables the policy applies to (`metrics`, `spans`, `alerts`, `metric_rollups`);
+    /// empty: every table.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    pub steps: Vec<PolicyStep>,
+}
+
+/// One step of a policy. `after` is an age (`90m`, `2h`, `7d`, `730d`) measured from the
+/// end of a table-hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PolicyStep {
+    /// Merge each table-hour's small hot files (and late arrivals) into sorted,
+    /// compressed files in the warm tier.
+    Compact { after: String },
+    /// Delete each table-hour (every tier), unless a legal hold covers it.
+    Delete { after: String },
+}
+
+impl PolicyStep {
+    pub fn name(&self) -> &'static str {
+        match self {
+            PolicyStep::Compact { .. } => "compact",
+            PolicyStep::Delete { .. } => "delete",
+        }
+    }
+
+    pub fn after(&self) -> &str {
+        match self {
+            PolicyStep::Compact { after } | PolicyStep::Delete { after } => after,
+        }
+    }
+
+    /// The step's age in milliseconds.
+    pub fn after_ms(&self) -> Result<i64, PolicyError> {
+        parse_age(self.after())
+    }
+}
+
+/// Why a policy is not valid; `field` names what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct PolicyError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> PolicyError {
+    PolicyError { field: field.into(), reason: reason.into() }
+}
+
+/// Parses an age such as `90m`, `2h`, `7d` into milliseconds.
+pub fn parse_age(text: &str) -> Result<i64, PolicyError> {
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| invalid("after", format!("{text:?} is not an age such as 90m, 2h or 7d ({e})")))?;
+    i64::try_from(duration.as_millis()).map_err(|_| invalid("after", format!("{text:?} is too long")))
+}
+
+impl Policy {
+    /// The built-in policy: compact after 2 hours, delete after two years.
+    pub fn default_policy() -> Policy {
+        Policy {
+            id: "default".into(),
+            description: "Compact every table-hour into the warm tier 2 h after it ends; delete it after 730 days."
+                .into(),
+            tables: Vec::new(),
+            steps: vec![PolicyStep::Compact { after: "2h".into() }, PolicyStep::Delete { after: "730d".into() }],
+        }
+    }
+
+    /// Checks the policy; the error names the field at fault.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        if self.id.is_empty() || !self.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(invalid("id", format!("{:?} must be non-empty letters, digits, '-' or '_'", self.id)));
+        }
+        for (i, table) in self.tables.iter().enumerate() {
+            if DataTable::from_name(table).is_none() {
+                return Err(invalid(
+                    format!("tables[{i}]"),
+                    format!("unknown table {table:?} (metrics, spans, alerts, metric_rollups)"),
+                ));
+            }
+        }
+        if self.steps.is_empty() {
+            return Err(invalid("steps", "a policy needs at least one step"));
+        }
+        let mut previous = -1;
+        for (i, step) in self.steps.iter().enumerate() {
+            let after = step.after_ms().map_err(|e| invalid(format!("steps[{i}].after"), e.reason))?;
+            if after <= previous {
+                return Err(invalid(format!("steps[{i}].after"), "ages must increase from one step to the next"));
+            }
+            previous = after;
+            if matches!(step, PolicyStep::Delete { .. }) && i + 1 != self.steps.len() {
+                return Err(invalid(format!("steps[{i}]"), "delete must be the last step"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The tables this policy applies to.
+    pub fn tables(&self) -> Vec<DataTable> {
+        if self.tables.is_empty() {
+            return DataTable::ALL.to_vec();
+        }
+        self.tables.iter().filter_map(|t| DataTable::from_name(t)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_policy_is_valid_and_reads_back() {
+        let policy = Policy::default_policy();
+        policy.validate().expect("valid");
+        let json = serde_json::to_string(&policy).expect("json");
+        assert!(json.contains(r#"{"action":"compact","after":"2h"}"#), "{json}");
+        assert_eq!(serde_json::from_str::<Policy>(&json).expect("parse"), policy);
+        assert_eq!(policy.tables().len(), 4);
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("2h"), Ok(7_200_000));
+        assert_eq!(parse_age("7d"), Ok(7 * 86_400_000));
+        assert_eq!(parse_age("90m"), Ok(5_400_000));
+        assert_eq!(parse_age("soon").unwrap_err().field, "after");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut p = Policy::default_policy();
+        p.tables = vec!["metrics".into(), "calls".into()];
+        assert_eq!(p.validate().unwrap_err().field, "tables[1]");
+        let mut p = Policy::default_policy();
+        p.steps = vec![PolicyStep::Delete { after: "1d".into() }, PolicyStep::Compact { after: "2d".into() }];
+        assert_eq!(p.validate().unwrap_err().field, "steps[0]");
+        let mut p = Policy::default_policy();
+        p.steps = vec![PolicyStep::Compact { after: "2d".into() }, PolicyStep::Delete { after: "1d".into() }];
+        assert_eq!(p.validate().unwrap_err().field, "steps[1].after");
+        let mut p = Policy::default_policy();
+        p.id = "a b".into();
+        assert_eq!(p.validate().unwrap_err().field, "id");
+        assert!(serde_json::from_str::<Policy>(r#"{"id":"x","steps":[{"action":"melt","after":"1d"}]}"#).is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! Writes a sorted stream of rows as lifecycle files of one unit: rolling to a new file
+//! every `target_rows`, with the layout the query patterns want (zstd, row groups sized
+//! for series pruning, page indexes, bloom filters on lookup columns, delta-encoded time),
+//! and the statistics the catalog keeps per file.
+
+use arrow::array::{Array, Int64Array, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use arrow::row::{OwnedRow, RowConverter, SortField};
+use object_store::buffered::BufWriter;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+
+use crate::Result;
+use crate::file_catalog::{CatalogFile, DataTable, lifecycle_file_key};
+use crate::tier::Tier;
+use crate::tiers::TierName;
+
+/// How lifecycle files are laid out.
+#[derive(Debug, Clone, Copy)]
+pub struct FileLayout {
+    /// Rows per file before the writer starts the next one.
+    pub target_rows: usize,
+    /// Rows per row group (the unit the reader skips by statistics and bloom filters).
+    pub row_group_rows: usize,
+    pub zstd_level: i32,
+}
+
+impl Default for FileLayout {
+    fn default() -> Self {
+        FileLayout { target_rows: 4_000_000, row_group_rows: 64 * 1024, zstd_level: 3 }
+    }
+}
+
+fn properties(table: DataTable, schema: &SchemaRef, layout: &FileLayout) -> Result<WriterProperties> {
+    let level = ZstdLevel::try_new(layout.zstd_level)?;
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(layout.row_group_rows))
+        .set_created_by(format!("callscope {} lifecycle", env!("CARGO_PKG_VERSION")));
+    let (time_column, _) = table.time_column();
+    builder = builder
+        .set_column_dictionary_enabled(ColumnPath::from(time_column), false)
+        .set_column_encoding(ColumnPath::from(time_column), Encoding::DELTA_BINARY_PACKED);
+    for column in table.bloom_filter_columns() {
+        builder = builder
+            .set_column_bloom_filter_enabled(ColumnPath::from(*column), true)
+            .set_column_bloom_filter_fpp(ColumnPath::from(*column), 0.01);
+    }
+    let sorting: Vec<SortingColumn> = table
+        .sort_columns()
+        .iter()
+        .filter_map(|c| schema.index_of(c).ok())
+        .map(|i| SortingColumn { column_idx: i as i32, descending: false, nulls_first: false })
+        .collect();
+    Ok(builder.set_sorting_columns(Some(sorting)).build())
+}
+
+struct OpenFile {
+    writer: AsyncArrowWriter<BufWriter>,
+    key: String,
+    rows: u64,
+    min_time: i64,
+    max_time: i64,
+    series: u64,
+}
+
+/// The rolling writer.
+pub struct SortedFileWriter {
+    tier: Tier,
+    tier_name: TierName,
+    table: DataTable,
+    unit: String,
+    generation: u64,
+    job: String,
+    schema: SchemaRef,
+    props: WriterProperties,
+    layout: FileLayout,
+    series: RowConverter,
+    series_columns: Vec<usize>,
+    last_series: Option<OwnedRow>,
+    open: Option<OpenFile>,
+    written: Vec<CatalogFile>,
+}
+
+impl SortedFileWriter {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        tier: Tier,
+        tier_name: TierName,
+        table: DataTable,
+        unit: &str,
+        generation: u64,
+        job: &str,
+        layout: FileLayout,
+    ) -> Result<SortedFileWriter> {
+        let schema = table.file_schema();
+        let series_columns: Vec<usize> =
+            table.series_columns().iter().filter_map(|c| schema.index_of(c).ok()).collect();
+        let series = RowConverter::new(
+            series_columns.iter().map(|i| SortField::new(schema.field(*i).data_type().clone())).collect(),
+        )?;
+        Ok(SortedFileWriter {
+            props: properties(table, &schema, &layout)?,
+            tier,
+            tier_name,
+            table,
+            unit: unit.to_string(),
+            generation,
+            job: job.to_string(),
+            schema,
+            layout,
+            series,
+            series_columns,
+            last_series: None,
+            open: None,
+            written: Vec::new(),
+        })
+    }
+
+    /// Appends rows (sorted, continuing the previous batch's order).
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            if self.open.as_ref().is_some_and(|f| f.rows as usize >= self.layout.target_rows) {
+                self.close_file().await?;
+            }
+            if self.open.is_none() {
+                self.open_file()?;
+            }
+            let room = self.layout.target_rows - self.open.as_ref().map_or(0, |f| f.rows as usize);
+            let take = room.min(batch.num_rows() - offset);
+            let slice = batch.slice(offset, take);
+            self.append(&slice).await?;
+            offset += take;
+        }
+        Ok(())
+    }
+
+    fn open_file(&mut self) -> Result<()> {
+        let key = lifecycle_file_key(&self.unit, self.generation, &self.job, self.written.len());
+        let object = BufWriter::new(self.tier.store().clone(), self.tier.path(&key));
+        let writer = AsyncArrowWriter::try_new(object, self.schema.clone(), Some(self.props.clone()))?;
+        self.open = Some(OpenFile { writer, key, rows: 0, min_time: i64::MAX, max_time: i64::MIN, series: 0 });
+        // A new file counts its first series afresh.
+        self.last_series = None;
+        Ok(())
+    }
+
+    async fn append(&mut self, batch: &RecordBatch) -> Result<()> {
+        let (time_column, units_per_ms) = self.table.time_column();
+        let times = batch
+            .column_by_name(time_column)
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+            .map(|a| (arrow::compute::min(a), arrow::compute::max(a)));
+        let columns: Vec<_> = self.series_columns.iter().map(|i| batch.column(*i).clone()).collect();
+        let rows = self.series.convert_columns(&columns)?;
+        let mut new_series = 0u64;
+        let mut previous = self.last_series.as_ref().map(|r| r.row());
+        for row in rows.iter() {
+            if previous != Some(row) {
+                new_series += 1;
+            }
+            previous = Some(row);
+        }
+        let last = previous.map(|r| r.owned());
+        let Some(file) = self.open.as_mut() else { return Ok(()) };
+        file.writer.write(batch).await?;
+        file.rows += batch.num_rows() as u64;
+        file.series += new_series;
+        if let Some((Some(min), Some(max))) = times {
+            file.min_time = file.min_time.min(min.div_euclid(units_per_ms));
+            file.max_time = file.max_time.max(max.div_euclid(units_per_ms));
+        }
+        self.last_series = last;
+        Ok(())
+    }
+
+    async fn close_file(&mut self) -> Result<()> {
+        let Some(mut file) = self.open.take() else { return Ok(()) };
+        file.writer.finish().await?;
+        let bytes = file.writer.bytes_written() as u64;
+        self.tier.make_durable(&file.key).await?;
+        self.written.push(CatalogFile {
+            tier: self.tier_name,
+            key: file.key,
+            rows: file.rows,
+            bytes,
+            min_time_ms: if file.rows == 0 { 0 } else { file.min_time },
+            max_time_ms: if file.rows == 0 { 0 } else { file.max_time },
+            series: file.series,
+            produced_by: self.job.clone(),
+        });
+        Ok(())
+    }
+
+    /// Finishes the last file; returns every file written.
+    pub async fn finish(mut self) -> Result<Vec<CatalogFile>> {
+        self.close_file().await?;
+        Ok(self.written)
+    }
+}
