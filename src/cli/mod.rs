@@ -19,6 +19,7 @@ pub mod encoding;
 pub mod http;
 pub mod ingest;
 pub mod kafka;
+pub mod lifecycle;
 pub mod query;
 pub mod storage;
 pub mod values;
@@ -38,6 +39,7 @@ pub use commands::{
 };
 pub use encoding::EncodingArg;
 pub use ingest::IngestArgs;
+pub use lifecycle::LifecycleCommand;
 pub use query::QueryArgs;
 pub use windows::WindowArgs;
 pub use workers::WorkersArgs;
@@ -85,6 +87,9 @@ pub enum Command {
     Loadgen(LoadgenConfig),
     /// Run one read-only SQL query over a data directory or object-store URL and print it.
     Sql(SqlConfig),
+    /// The storage lifecycle (compaction, retention): run it now, show its policies.
+    #[command(subcommand)]
+    Lifecycle(LifecycleCommand),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),

@@ -38,11 +38,6 @@ pub struct StorageArgs {
 }
 
 impl StorageArgs {
-    /// Opens the hot tier (see [`StorageArgs::tier`]).
-    pub fn hot_tier(&self) -> anyhow::Result<Tier> {
-        self.tier(TierName::Hot)
-    }
-
     /// Opens all four tiers. Two tiers must not share one location: each tier's files are
     /// told apart by where they are.
     pub fn tiers(&self) -> anyhow::Result<Tiers> {

@@ -6,6 +6,7 @@ use clap::Args;
 use super::alerting::AlertArgs;
 use super::ingest::IngestArgs;
 use super::kafka::KafkaArgs;
+use super::lifecycle::LifecycleArgs;
 use super::storage::StorageArgs;
 use super::windows::WindowArgs;
 
@@ -21,4 +22,6 @@ pub struct WorkersArgs {
     pub windows: WindowArgs,
     #[command(flatten)]
     pub alerts: AlertArgs,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
 }

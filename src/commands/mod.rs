@@ -3,6 +3,7 @@
 
 #[cfg(feature = "embedded-broker")]
 mod broker;
+mod lifecycle;
 mod loadgen;
 mod pipeline;
 mod produce;
@@ -22,6 +23,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Produce(c) => produce::run(c).await,
         Command::Loadgen(c) => loadgen::run(c).await,
         Command::Sql(c) => sql::run(c).await,
+        Command::Lifecycle(c) => lifecycle::run(c).await,
         Command::Bench(c) => crate::bench::run(c).await,
     }
 }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use callscope_pipeline::Worker;
 use callscope_runtime::KafkaConnection;
 use callscope_runtime::shutdown::stop_signal;
-use callscope_storage::Tier;
+use callscope_storage::{Tier, Tiers};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -15,8 +15,9 @@ use crate::cli::{PipelineConfig, WorkersArgs};
 pub async fn run(config: PipelineConfig) -> anyhow::Result<()> {
     let args = &config.workers;
     let brokers = args.kafka.brokers.clone().context("--brokers (or CALLSCOPE_BROKERS) is required for `pipeline`")?;
-    let hot = args.storage.hot_tier()?;
-    let workers = Workers::start(args, &args.kafka.connection(&brokers), &hot, "pipeline").await?;
+    let tiers = args.storage.tiers()?;
+    let hot = tiers.hot.clone();
+    let workers = Workers::start(args, &args.kafka.connection(&brokers), &tiers, "pipeline").await?;
     let http_cancel = CancellationToken::new();
     let http = match config.metrics_addr {
         Some(addr) => Some(serve_metrics(addr, http_cancel.clone()).await?),
@@ -43,14 +44,16 @@ pub(super) struct Workers {
 }
 
 impl Workers {
-    /// Creates the topics, then starts the `--workers` workers and, unless `--no-alerting`,
-    /// the alert evaluator (named by `--worker-id`, or `<kind>-<process id>`).
+    /// Creates the topics, then starts the `--workers` workers, unless `--no-alerting` the
+    /// alert evaluator (named by `--worker-id`, or `<kind>-<process id>`), and unless
+    /// `--lifecycle-interval 0s` the storage lifecycle's schedule.
     pub(super) async fn start(
         args: &WorkersArgs,
         connection: &KafkaConnection,
-        hot: &Tier,
+        tiers: &Tiers,
         kind: &str,
     ) -> anyhow::Result<Workers> {
+        let hot = &tiers.hot;
         crate::topics::create_all(connection, args.kafka.partitions).await?;
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -68,6 +71,11 @@ impl Workers {
         if let Some(config) = args.alerts.config(connection, &args.windows, &instance) {
             let (hot, cancel) = (hot.clone(), cancel.clone());
             tasks.push(tokio::spawn(supervise_evaluator(config, hot, cancel)));
+        }
+        if let Some(schedule) =
+            super::lifecycle::spawn_schedule(&args.lifecycle, tiers, instance, cancel.clone()).await?
+        {
+            tasks.push(schedule);
         }
         Ok(Workers { tasks, cancel })
     }

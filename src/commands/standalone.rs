@@ -14,7 +14,6 @@ use crate::loadgen::LoadGenerator;
 pub async fn run(config: StandaloneConfig) -> anyhow::Result<()> {
     let args = &config.workers;
     let tiers = args.storage.tiers()?;
-    let hot = tiers.hot.clone();
     #[cfg(feature = "embedded-broker")]
     let mut embedded = None;
     let brokers = match &args.kafka.brokers {
@@ -37,7 +36,7 @@ pub async fn run(config: StandaloneConfig) -> anyhow::Result<()> {
         }
     };
     let connection = args.kafka.connection(&brokers);
-    let workers = Workers::start(args, &connection, &hot, "standalone").await?;
+    let workers = Workers::start(args, &connection, &tiers, "standalone").await?;
     let state = api_state(&tiers, Some((&connection, &args.ingest.group_id)), &config.query, &args.windows)?;
     let http_cancel = CancellationToken::new();
     let (http_addr, http) = serve_api(config.http.http_addr, state, http_cancel.clone()).await?;

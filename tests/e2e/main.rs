@@ -11,6 +11,7 @@ mod consumer_group;
 mod crash_safety;
 mod custom_metrics;
 mod ingest;
+mod lifecycle;
 mod python_client;
 mod s3_tier;
 mod windows;
