@@ -12,6 +12,7 @@
 //! * [`ingest`]: HTTP producers of metric and span events.
 //! * [`schema_registry`]: the read side of the Confluent Schema Registry API.
 //! * [`health`]: liveness and component health.
+//! * [`storage`]: statistics, tiers, costs, lifecycle policies and jobs, legal holds.
 //! * [`alerting`]: active alerts, incidents, history, silences, acknowledgements, rules and
 //!   Alertmanager health, read from what the leading evaluator publishes.
 //! * [`smart_rules`]: CRUD and insights of smart alert rules.
@@ -35,6 +36,7 @@ pub mod schema_registry;
 pub mod series_query;
 pub mod smart_rules;
 pub mod sql;
+pub mod storage;
 pub mod time_params;
 pub mod traces;
 
@@ -52,7 +54,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use callscope_schemas::Dataset;
-use callscope_storage::Tier;
+use callscope_storage::costs::CostModel;
+use callscope_storage::{Tier, Tiers};
 use rdkafka::producer::FutureProducer;
 
 pub use engine::QueryEngine;
@@ -82,6 +85,10 @@ impl Default for SqlLimits {
 pub struct AppState {
     pub engine: QueryEngine,
     pub hot: Tier,
+    /// All four tiers (`hot` is `tiers.hot`).
+    pub tiers: Tiers,
+    /// Prices of the cost report.
+    pub costs: CostModel,
     /// Producer for the ingest endpoints; `None` when no Kafka cluster is configured.
     pub producer: Option<FutureProducer>,
     pub kafka_probe: Option<Arc<KafkaProbe>>,
@@ -143,6 +150,20 @@ pub fn router(state: AppState) -> Router {
         .route("/monitoring/alerts/silences/{id}", get(alerting::get_silence).delete(alerting::expire_silence))
         .route("/monitoring/alertmanager/rules", get(alerting::rules))
         .route("/monitoring/alertmanager/health", get(alerting::alertmanager_health))
+        .route("/monitoring/storage/statistics", get(storage::statistics))
+        .route("/monitoring/storage/tiers", get(storage::tiers))
+        .route("/monitoring/storage/costs", get(storage::costs))
+        .route("/monitoring/storage/policies", get(storage::list_policies).post(storage::create_policy))
+        .route(
+            "/monitoring/storage/policies/{id}",
+            get(storage::get_policy).put(storage::replace_policy).delete(storage::delete_policy),
+        )
+        .route("/monitoring/storage/policies/{id}/trigger", post(storage::trigger))
+        .route("/monitoring/storage/jobs", get(storage::list_jobs))
+        .route("/monitoring/storage/jobs/{id}", get(storage::get_job))
+        .route("/monitoring/storage/holds", get(storage::list_holds).post(storage::create_hold))
+        .route("/monitoring/storage/holds/{id}", get(storage::get_hold).delete(storage::release_hold))
+        .route("/monitoring/storage/deletions", get(storage::deletions))
         .route("/subjects", get(schema_registry::subjects))
         .route("/subjects/{subject}", post(schema_registry::lookup_schema))
         .route("/subjects/{subject}/versions", get(schema_registry::versions).post(schema_registry::register_schema))

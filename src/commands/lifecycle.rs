@@ -107,7 +107,7 @@ pub(super) async fn spawn_schedule(
                     continue;
                 }
             };
-            for policy in policies {
+            for policy in policies.into_iter().filter(|p| p.enabled) {
                 let now = callscope_runtime::now_ms();
                 let id = Lifecycle::new_job_id(&policy.id, now);
                 let mut quiet = |_: &JobRecord| {};

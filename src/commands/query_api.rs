@@ -50,6 +50,8 @@ pub(super) fn api_state(
     Ok(AppState {
         engine,
         hot: tiers.hot.clone(),
+        tiers: tiers.clone(),
+        costs: Default::default(),
         producer,
         kafka_probe,
         topics: Dataset::ALL.iter().map(|d| (*d, d.default_topic().to_string())).collect(),

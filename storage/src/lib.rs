@@ -12,6 +12,7 @@
 //! * [`catalog`]: typed keys of every `_catalog/…` object.
 //! * [`commit_log`]: per-partition batch records, crash recovery and pruning.
 //! * [`lifecycle`]: policies, compaction, retention, legal holds, jobs.
+//! * [`usage`]: files, rows, bytes per tier and table; [`costs`]: the cost model.
 //! * [`custom_metrics`]: stored custom metric definitions.
 //! * [`alerting`]: silences and the alert evaluator's state, status and failures.
 //! * [`json_objects`]: a directory of JSON objects (the catalog's small shared records).
@@ -21,6 +22,7 @@
 pub mod alerting;
 pub mod catalog;
 pub mod commit_log;
+pub mod costs;
 pub mod custom_metrics;
 pub mod epochs;
 pub mod fault_store;
@@ -32,6 +34,7 @@ pub mod lifecycle;
 pub mod parquet_file;
 pub mod tier;
 pub mod tiers;
+pub mod usage;
 pub mod window_state;
 pub mod workers;
 

@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use callscope_schemas::Event;
+use serde_json::{Value, json};
 
 use crate::support::*;
 
@@ -25,13 +26,12 @@ fn totals(client: &Http, base: &str) -> (i64, f64) {
     (rows[0][0].as_i64().expect("count"), rows[0][1].as_f64().unwrap_or(0.0))
 }
 
-#[test]
-fn lifecycle_run_compacts_beside_live_ingestion_and_a_kill_9_mid_step_is_finished_by_a_rerun() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = Node::standalone(dir.path())
+/// A standalone (lifecycle schedule off) holding `EVENTS` samples of an hour that ended
+/// more than 2 h ago, written as many small batch files; returns it and the hour's start.
+fn standalone_with_an_old_hour(dir: &std::path::Path, client: &Http) -> (Node, i64) {
+    let node = Node::standalone(dir)
         .args(["--flush-rows", "500", "--flush-interval", "100ms", "--lifecycle-interval", "0s"])
         .spawn();
-    // Samples of an hour that ended more than 2 h ago: due for compaction by the default policy.
     let hour = (callscope_runtime::now_ms() / HOUR_MS - 4) * HOUR_MS;
     let payloads: Vec<(String, Vec<u8>)> = (0..EVENTS)
         .map(|i| {
@@ -45,8 +45,16 @@ fn lifecycle_run_compacts_beside_live_ingestion_and_a_kill_9_mid_step_is_finishe
     let rt = runtime();
     let acked = rt.block_on(async { produce_all(&producer(&node.brokers), "callscope.metrics", &payloads).await });
     assert_eq!(acked, EVENTS);
+    wait_for_count(client, &node.http, "SELECT COUNT(*) FROM metrics", EVENTS as i64, Duration::from_secs(90));
+    (node, hour)
+}
+
+#[test]
+fn lifecycle_run_compacts_beside_live_ingestion_and_a_kill_9_mid_step_is_finished_by_a_rerun() {
+    let dir = tempfile::tempdir().expect("tempdir");
     let client = http();
-    wait_for_count(&client, &node.http, "SELECT COUNT(*) FROM metrics", EVENTS as i64, Duration::from_secs(90));
+    // Samples of an hour that ended more than 2 h ago: due for compaction by the default policy.
+    let (node, hour) = standalone_with_an_old_hour(dir.path(), &client);
     let before = totals(&client, &node.http);
     let unit = node.data_dir.join("hot/metrics").join(format!(
         "date={}/hour={}",
@@ -106,4 +114,114 @@ fn lifecycle_run_compacts_beside_live_ingestion_and_a_kill_9_mid_step_is_finishe
     assert!(stdout.contains(": 0 of"), "{stdout}");
     assert_eq!(walk(&unit).len(), small_files);
     assert_eq!(totals(&client, &node.http), before);
+}
+
+fn wait_for_job(client: &Http, base: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = client.call("GET", &format!("{base}/monitoring/storage/jobs/{id}"), None);
+        if reply.status == 200 && reply.json()["state"] != "running" {
+            return reply.json();
+        }
+        assert!(Instant::now() < deadline, "job {id} did not finish: {}", reply.body);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn table_usage<'a>(stats: &'a Value, tier: &str, table: &str) -> Option<&'a Value> {
+    stats["tables"].as_array()?.iter().find(|u| u["tier"] == tier && u["table"] == table)
+}
+
+#[test]
+fn the_storage_api_shows_policies_jobs_statistics_costs_and_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = http();
+    let (node, hour) = standalone_with_an_old_hour(dir.path(), &client);
+    let base = &node.http;
+    let before = totals(&client, base);
+
+    let stats = client.call("GET", &format!("{base}/monitoring/storage/statistics"), None).json();
+    let hot = table_usage(&stats, "hot", "metrics").expect("hot metrics");
+    assert_eq!(hot["rows"], EVENTS as i64, "{stats}");
+    assert!(hot["files"].as_i64().expect("files") > 1);
+    let tiers = client.call("GET", &format!("{base}/monitoring/storage/tiers"), None).json();
+    let names: Vec<&str> = tiers.as_array().expect("tiers").iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(names, ["hot", "warm", "cold", "archive"]);
+    assert!(tiers.as_array().expect("tiers").iter().all(|t| t["health"]["reachable"] == true), "{tiers}");
+
+    // Policies: the built-in default, validation naming the field, create, conflict.
+    let policies = client.call("GET", &format!("{base}/monitoring/storage/policies"), None).json();
+    assert_eq!(policies[0]["id"], "default");
+    let bad = client.call(
+        "POST",
+        &format!("{base}/monitoring/storage/policies"),
+        Some(&json!({"id": "p", "tables": ["calls"], "steps": [{"action": "compact", "after": "1h"}]})),
+    );
+    assert_eq!((bad.status, bad.json()["field"].as_str()), (400, Some("tables[0]")), "{}", bad.body);
+    let bad = client.call(
+        "POST",
+        &format!("{base}/monitoring/storage/policies"),
+        Some(&json!({"id": "p", "steps": [{"action": "compact", "after": "soon"}]})),
+    );
+    assert_eq!((bad.status, bad.json()["field"].as_str()), (400, Some("steps[0].after")), "{}", bad.body);
+    let policy = json!({"id": "metrics-fast", "tables": ["metrics"], "enabled": false,
+        "steps": [{"action": "compact", "after": "1h"}]});
+    let created = client.call("POST", &format!("{base}/monitoring/storage/policies"), Some(&policy));
+    assert_eq!(created.status, 201, "{}", created.body);
+    let again = client.call("POST", &format!("{base}/monitoring/storage/policies"), Some(&policy));
+    assert_eq!(again.status, 409);
+
+    // Trigger it; the job reports progress and figures, and the rows are now in warm.
+    let triggered = client.call("POST", &format!("{base}/monitoring/storage/policies/metrics-fast/trigger"), None);
+    assert_eq!(triggered.status, 202, "{}", triggered.body);
+    let job = wait_for_job(&client, base, triggered.json()["job_id"].as_str().expect("id"));
+    assert_eq!((job["state"].as_str(), job["units_changed"].as_i64()), (Some("finished"), Some(1)), "{job}");
+    assert_eq!(job["progress"], 1.0);
+    assert!(job["bytes_written"].as_i64().expect("bytes") > 0);
+    let jobs = client.call("GET", &format!("{base}/monitoring/storage/jobs"), None).json();
+    assert!(jobs.as_array().expect("jobs").iter().any(|j| j["id"] == job["id"]));
+    assert_eq!(totals(&client, base), before);
+    let stats = client.call("GET", &format!("{base}/monitoring/storage/statistics"), None).json();
+    let warm = table_usage(&stats, "warm", "metrics").expect("warm metrics");
+    assert_eq!((warm["rows"].as_i64(), warm["files"].as_i64()), (Some(EVENTS as i64), Some(1)), "{stats}");
+    assert!(warm["compression_ratio"].as_f64().expect("ratio") > 1.0, "{warm}");
+    assert!(table_usage(&stats, "hot", "metrics").is_none(), "no hot metrics rows left visible: {stats}");
+
+    let costs = client.call("GET", &format!("{base}/monitoring/storage/costs"), None).json();
+    assert_eq!(costs["policy"], "default");
+    assert!(costs["current_usd_per_month"].as_f64().expect("cost") > 0.0, "{costs}");
+    assert!(costs["projected_saving_usd_per_month"].as_f64().expect("saving") > 0.0, "{costs}");
+
+    // A legal hold keeps the hour from a delete policy until it is released.
+    let hold = client.call(
+        "POST",
+        &format!("{base}/monitoring/storage/holds"),
+        Some(&json!({"id": "case-9", "tables": ["metrics"], "start": hour.to_string(),
+            "end": (hour + HOUR_MS).to_string(), "reason": "regulator request"})),
+    );
+    assert_eq!(hold.status, 201, "{}", hold.body);
+    let delete = json!({"id": "purge", "tables": ["metrics"], "enabled": false,
+        "steps": [{"action": "delete", "after": "1h"}]});
+    assert_eq!(client.call("POST", &format!("{base}/monitoring/storage/policies"), Some(&delete)).status, 201);
+    let trigger = |path: &str| {
+        let reply = client.call("POST", &format!("{base}/monitoring/storage/policies/{path}/trigger"), None);
+        wait_for_job(&client, base, reply.json()["job_id"].as_str().expect("id"))
+    };
+    let held = trigger("purge");
+    assert_eq!((held["units_held"].as_i64(), held["units_changed"].as_i64()), (Some(1), Some(0)), "{held}");
+    assert_eq!(totals(&client, base), before);
+    let released = client.call("DELETE", &format!("{base}/monitoring/storage/holds/case-9"), None);
+    assert!(released.json()["released_at_ms"].is_i64(), "{}", released.body);
+    let purged = trigger("purge");
+    assert_eq!(purged["units_changed"].as_i64(), Some(1), "{purged}");
+    assert_eq!(totals(&client, base).0, 0);
+    let log = client.call("GET", &format!("{base}/monitoring/storage/deletions"), None).json();
+    assert_eq!(log[0]["policy"], "purge", "{log}");
+    assert!(log[0]["reason"].as_str().expect("reason").contains("purge"));
+    let bad_hold = client.call(
+        "POST",
+        &format!("{base}/monitoring/storage/holds"),
+        Some(&json!({"reason": "x", "start": "now", "end": "now-1h"})),
+    );
+    assert_eq!((bad_hold.status, bad_hold.json()["field"].as_str()), (400, Some("end")));
 }

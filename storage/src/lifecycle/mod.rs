@@ -134,12 +134,13 @@ impl Lifecycle {
         let started = Instant::now();
         let jobs = self.jobs();
         let mut record = JobRecord::new(job_id.to_string(), policy.id.clone(), dry_run, self.runner.clone(), now_ms);
+        record.step = "plan".into();
+        jobs.put(&record).await?;
         let holds: Vec<_> = self.holds().list().await?.into_iter().filter(|h| h.is_active()).collect();
         let steps: Vec<(PolicyStep, i64)> =
             policy.steps.iter().map(|s| Ok((s.clone(), s.after_ms()?))).collect::<Result<_, policy::PolicyError>>()?;
 
         // Plan: every unit of every table, with the last step whose age it has passed.
-        record.step = "plan".into();
         let mut plan: Vec<(DataTable, UnitSnapshot, Option<PolicyStep>)> = Vec::new();
         for table in policy.tables() {
             for unit in self.catalog.snapshot(table, None).await? {

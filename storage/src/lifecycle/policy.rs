@@ -23,6 +23,13 @@ pub struct Policy {
     #[serde(default)]
     pub tables: Vec<String>,
     pub steps: Vec<PolicyStep>,
+    /// Whether the schedule runs it (a disabled policy still runs when triggered).
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+fn enabled_by_default() -> bool {
+    true
 }
 
 /// One step of a policy. `after` is an age (`90m`, `2h`, `7d`, `730d`) measured from the
@@ -85,6 +92,7 @@ impl Policy {
                 .into(),
             tables: Vec::new(),
             steps: vec![PolicyStep::Compact { after: "2h".into() }, PolicyStep::Delete { after: "730d".into() }],
+            enabled: true,
         }
     }
 

@@ -9,7 +9,8 @@ use super::holds::LegalHold;
 use super::jobs::JobRecord;
 use super::policy::Policy;
 
-/// Lifecycle policies. With none stored, the built-in default policy applies.
+/// Lifecycle policies: the stored ones, and the built-in `default` unless a stored policy
+/// of that id replaces it (store it with `"enabled": false` to turn it off).
 #[derive(Debug, Clone)]
 pub struct PolicyStore {
     objects: JsonObjects,
@@ -20,10 +21,10 @@ impl PolicyStore {
         PolicyStore { objects: JsonObjects::new(hot, CatalogDir::Policies) }
     }
 
-    /// The stored policies, or the default policy when none is stored.
+    /// The policies in force: the stored ones and the built-in default (unless replaced).
     pub async fn list(&self) -> Result<Vec<Policy>> {
         let mut stored: Vec<Policy> = self.objects.list().await?;
-        if stored.is_empty() {
+        if !stored.iter().any(|p| p.id == Policy::default_policy().id) {
             stored.push(Policy::default_policy());
         }
         stored.sort_by(|a, b| a.id.cmp(&b.id));

@@ -83,6 +83,7 @@ fn compact_only() -> Policy {
         description: String::new(),
         tables: vec!["metrics".into()],
         steps: vec![PolicyStep::Compact { after: "1h".into() }],
+        enabled: true,
     }
 }
 
@@ -291,6 +292,7 @@ async fn retention_deletes_only_what_no_hold_keeps_and_logs_every_deletion() {
         description: String::new(),
         tables: vec![],
         steps: vec![PolicyStep::Compact { after: "1h".into() }, PolicyStep::Delete { after: "1d".into() }],
+        enabled: true,
     };
     let now = b + 2 * 86_400_000;
     let dry = lifecycle.run(&policy, "dry", true, now, &mut |_| {}).await.expect("dry run");

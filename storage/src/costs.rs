@@ -1,0 +1,180 @@
+//! The cost model: what the data costs per month in each tier now, what it will cost once
+//! the lifecycle policy has run for its whole horizon at today's ingest rate, and what
+//! keeping everything hot would cost instead.
+//!
+//! Prices are per GB-month (GB = 10⁹ bytes) and configurable; the defaults are list prices
+//! of common object-store classes (S3 Standard, Standard-IA, Glacier Instant Retrieval,
+//! Glacier Deep Archive in us-east-1). Request charges are not modelled: at callscope's
+//! file sizes they are a small fraction of the storage charge.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::lifecycle::policy::{Policy, PolicyStep};
+use crate::tiers::TierName;
+use crate::usage::TierTableUsage;
+
+/// Price per GB-month of each tier.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CostModel {
+    pub usd_per_gb_month: BTreeMap<TierName, f64>,
+}
+
+impl Default for CostModel {
+    fn default() -> Self {
+        CostModel {
+            usd_per_gb_month: BTreeMap::from([
+                (TierName::Hot, 0.023),
+                (TierName::Warm, 0.0125),
+                (TierName::Cold, 0.004),
+                (TierName::Archive, 0.00099),
+            ]),
+        }
+    }
+}
+
+const GB: f64 = 1e9;
+const DAY_MS: f64 = 86_400_000.0;
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CostLine {
+    pub tier: String,
+    pub table: String,
+    pub bytes: u64,
+    pub usd_per_month: f64,
+}
+
+/// The answer of the cost model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CostReport {
+    pub prices_usd_per_gb_month: BTreeMap<TierName, f64>,
+    /// What is stored now.
+    pub current: Vec<CostLine>,
+    pub current_usd_per_month: f64,
+    /// The same rows kept as first written, in the hot tier.
+    pub current_all_hot_usd_per_month: f64,
+    /// Steady state under `policy` at the ingest rate of the last day.
+    pub projected: Vec<CostLine>,
+    pub projected_usd_per_month: f64,
+    pub projected_all_hot_usd_per_month: f64,
+    pub projected_saving_usd_per_month: f64,
+    /// Inputs of the projection.
+    pub policy: String,
+    pub ingest_bytes_per_day: BTreeMap<String, u64>,
+    pub compaction_ratio: BTreeMap<String, f64>,
+}
+
+impl CostModel {
+    fn price(&self, tier: TierName) -> f64 {
+        self.usd_per_gb_month.get(&tier).copied().unwrap_or(0.0)
+    }
+
+    /// The report for `usage` (from [`crate::usage::collect`]) under `policy`.
+    /// `recent_raw_bytes_per_day` is, per table, the bytes the workers wrote in the last day.
+    pub fn report(
+        &self,
+        usage: &[TierTableUsage],
+        policy: &Policy,
+        recent_raw_bytes_per_day: &BTreeMap<String, u64>,
+    ) -> CostReport {
+        let mut current = Vec::new();
+        let mut all_hot = 0.0;
+        for u in usage {
+            let tier = u.tier.parse().unwrap_or(TierName::Hot);
+            current.push(CostLine {
+                tier: u.tier.clone(),
+                table: u.table.clone(),
+                bytes: u.bytes,
+                usd_per_month: u.bytes as f64 / GB * self.price(tier),
+            });
+            all_hot += u.raw_bytes as f64 / GB * self.price(TierName::Hot);
+        }
+        let current_total = current.iter().map(|l| l.usd_per_month).sum();
+
+        // Compaction ratio per table: bytes in warm and colder over the bytes they were
+        // first written as (1.0 until compaction has run).
+        let mut ratio = BTreeMap::new();
+        for table in recent_raw_bytes_per_day.keys() {
+            let (raw, now): (u64, u64) = usage
+                .iter()
+                .filter(|u| &u.table == table && u.tier != "hot")
+                .fold((0, 0), |(r, b), u| (r + u.raw_bytes, b + u.bytes));
+            ratio.insert(table.clone(), if raw > 0 && now > 0 { now as f64 / raw as f64 } else { 1.0 });
+        }
+        let ages: Vec<(&PolicyStep, f64)> =
+            policy.steps.iter().filter_map(|s| s.after_ms().ok().map(|ms| (s, ms as f64 / DAY_MS))).collect();
+        let compact_after = ages.iter().find(|(s, _)| matches!(s, PolicyStep::Compact { .. })).map(|(_, d)| *d);
+        let delete_after = ages.iter().find(|(s, _)| matches!(s, PolicyStep::Delete { .. })).map(|(_, d)| *d);
+        // Without a delete step, project one year.
+        let horizon = delete_after.unwrap_or(365.0);
+        let mut projected = Vec::new();
+        let mut projected_all_hot = 0.0;
+        for (table, per_day) in recent_raw_bytes_per_day {
+            let per_day = *per_day as f64;
+            let hot_days = compact_after.unwrap_or(horizon).min(horizon);
+            let warm_days = horizon - hot_days;
+            let hot_bytes = per_day * hot_days;
+            let warm_bytes = per_day * warm_days * ratio.get(table).copied().unwrap_or(1.0);
+            projected.push(CostLine {
+                tier: "hot".into(),
+                table: table.clone(),
+                bytes: hot_bytes as u64,
+                usd_per_month: hot_bytes / GB * self.price(TierName::Hot),
+            });
+            if warm_days > 0.0 {
+                projected.push(CostLine {
+                    tier: "warm".into(),
+                    table: table.clone(),
+                    bytes: warm_bytes as u64,
+                    usd_per_month: warm_bytes / GB * self.price(TierName::Warm),
+                });
+            }
+            projected_all_hot += per_day * horizon / GB * self.price(TierName::Hot);
+        }
+        let projected_total: f64 = projected.iter().map(|l| l.usd_per_month).sum();
+        CostReport {
+            prices_usd_per_gb_month: self.usd_per_gb_month.clone(),
+            current,
+            current_usd_per_month: current_total,
+            current_all_hot_usd_per_month: all_hot,
+            projected,
+            projected_usd_per_month: projected_total,
+            projected_all_hot_usd_per_month: projected_all_hot,
+            projected_saving_usd_per_month: projected_all_hot - projected_total,
+            policy: policy.id.clone(),
+            ingest_bytes_per_day: recent_raw_bytes_per_day.clone(),
+            compaction_ratio: ratio,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(tier: &str, table: &str, bytes: u64, raw: u64) -> TierTableUsage {
+        TierTableUsage { tier: tier.into(), table: table.into(), bytes, raw_bytes: raw, ..Default::default() }
+    }
+
+    #[test]
+    fn current_and_projected_costs_follow_the_policy() {
+        let model = CostModel::default();
+        let usage = vec![
+            usage("hot", "metrics", 2_000_000_000, 2_000_000_000),
+            usage("warm", "metrics", 1e9 as u64, 4e9 as u64),
+        ];
+        let per_day = BTreeMap::from([("metrics".to_string(), 1_000_000_000u64)]);
+        let report = model.report(&usage, &Policy::default_policy(), &per_day);
+        assert!((report.current_usd_per_month - (2.0 * 0.023 + 0.0125)).abs() < 1e-9);
+        assert!((report.current_all_hot_usd_per_month - 6.0 * 0.023).abs() < 1e-9);
+        assert_eq!(report.compaction_ratio["metrics"], 0.25);
+        // 2 h hot, the rest of 730 days warm at a quarter of the size.
+        let hot = 1e9 * (2.0 / 24.0) / 1e9 * 0.023;
+        let warm = 1e9 * (730.0 - 2.0 / 24.0) * 0.25 / 1e9 * 0.0125;
+        assert!((report.projected_usd_per_month - (hot + warm)).abs() < 1e-6, "{report:?}");
+        assert!((report.projected_all_hot_usd_per_month - 730.0 * 0.023).abs() < 1e-6);
+        assert!(report.projected_saving_usd_per_month > 0.0);
+    }
+}
