@@ -93,42 +93,61 @@ impl CostModel {
         }
         let current_total = current.iter().map(|l| l.usd_per_month).sum();
 
-        // Compaction ratio per table: bytes in warm and colder over the bytes they were
-        // first written as (1.0 until compaction has run).
+        // Per table and tier: bytes there over the bytes they were first written as (the
+        // tier before it when nothing has reached it yet; 1.0 in hot).
         let mut ratio = BTreeMap::new();
+        let mut tier_ratio: BTreeMap<(String, TierName), f64> = BTreeMap::new();
         for table in recent_raw_bytes_per_day.keys() {
-            let (raw, now): (u64, u64) = usage
-                .iter()
-                .filter(|u| &u.table == table && u.tier != "hot")
-                .fold((0, 0), |(r, b), u| (r + u.raw_bytes, b + u.bytes));
-            ratio.insert(table.clone(), if raw > 0 && now > 0 { now as f64 / raw as f64 } else { 1.0 });
+            let mut last = 1.0;
+            for tier in TierName::ALL {
+                let (raw, now): (u64, u64) = usage
+                    .iter()
+                    .filter(|u| &u.table == table && u.tier == tier.as_str())
+                    .fold((0, 0), |(r, b), u| (r + u.raw_bytes, b + u.bytes));
+                if tier != TierName::Hot && raw > 0 && now > 0 {
+                    last = now as f64 / raw as f64;
+                }
+                tier_ratio.insert((table.clone(), tier), last);
+                if tier == TierName::Warm {
+                    ratio.insert(table.clone(), last);
+                }
+            }
         }
-        let ages: Vec<(&PolicyStep, f64)> =
-            policy.steps.iter().filter_map(|s| s.after_ms().ok().map(|ms| (s, ms as f64 / DAY_MS))).collect();
-        let compact_after = ages.iter().find(|(s, _)| matches!(s, PolicyStep::Compact { .. })).map(|(_, d)| *d);
-        let delete_after = ages.iter().find(|(s, _)| matches!(s, PolicyStep::Delete { .. })).map(|(_, d)| *d);
-        // Without a delete step, project one year.
-        let horizon = delete_after.unwrap_or(365.0);
+        // Where a day-old byte lives: hot until the first step, then each step's tier until
+        // the next one, until deletion (or a one-year horizon without a delete step).
+        let mut spans: Vec<(TierName, f64, f64)> = Vec::new();
+        let mut tier = TierName::Hot;
+        let mut from = 0.0;
+        let mut horizon = 365.0;
+        for step in &policy.steps {
+            let Ok(ms) = step.after_ms() else { continue };
+            let at = ms as f64 / DAY_MS;
+            spans.push((tier, from, at));
+            from = at;
+            match step {
+                PolicyStep::Compact { .. } => tier = TierName::Warm,
+                PolicyStep::Cold { .. } => tier = TierName::Cold,
+                PolicyStep::Archive { .. } => tier = TierName::Archive,
+                PolicyStep::Delete { .. } => {
+                    horizon = at;
+                    break;
+                }
+            }
+        }
+        if from < horizon {
+            spans.push((tier, from, horizon));
+        }
         let mut projected = Vec::new();
         let mut projected_all_hot = 0.0;
         for (table, per_day) in recent_raw_bytes_per_day {
             let per_day = *per_day as f64;
-            let hot_days = compact_after.unwrap_or(horizon).min(horizon);
-            let warm_days = horizon - hot_days;
-            let hot_bytes = per_day * hot_days;
-            let warm_bytes = per_day * warm_days * ratio.get(table).copied().unwrap_or(1.0);
-            projected.push(CostLine {
-                tier: "hot".into(),
-                table: table.clone(),
-                bytes: hot_bytes as u64,
-                usd_per_month: hot_bytes / GB * self.price(TierName::Hot),
-            });
-            if warm_days > 0.0 {
+            for &(tier, from, to) in spans.iter().filter(|(_, f, t)| t > f) {
+                let bytes = per_day * (to - from) * tier_ratio.get(&(table.clone(), tier)).copied().unwrap_or(1.0);
                 projected.push(CostLine {
-                    tier: "warm".into(),
+                    tier: tier.to_string(),
                     table: table.clone(),
-                    bytes: warm_bytes as u64,
-                    usd_per_month: warm_bytes / GB * self.price(TierName::Warm),
+                    bytes: bytes as u64,
+                    usd_per_month: bytes / GB * self.price(tier),
                 });
             }
             projected_all_hot += per_day * horizon / GB * self.price(TierName::Hot);
@@ -166,7 +185,9 @@ mod tests {
             usage("warm", "metrics", 1e9 as u64, 4e9 as u64),
         ];
         let per_day = BTreeMap::from([("metrics".to_string(), 1_000_000_000u64)]);
-        let report = model.report(&usage, &Policy::default_policy(), &per_day);
+        let mut policy = Policy::default_policy();
+        policy.steps.retain(|s| matches!(s, PolicyStep::Compact { .. } | PolicyStep::Delete { .. }));
+        let report = model.report(&usage, &policy, &per_day);
         assert!((report.current_usd_per_month - (2.0 * 0.023 + 0.0125)).abs() < 1e-9);
         assert!((report.current_all_hot_usd_per_month - 6.0 * 0.023).abs() < 1e-9);
         assert_eq!(report.compaction_ratio["metrics"], 0.25);
@@ -176,5 +197,13 @@ mod tests {
         assert!((report.projected_usd_per_month - (hot + warm)).abs() < 1e-6, "{report:?}");
         assert!((report.projected_all_hot_usd_per_month - 730.0 * 0.023).abs() < 1e-6);
         assert!(report.projected_saving_usd_per_month > 0.0);
+
+        // The default policy: hot, warm, cold (at warm's ratio until measured), archive.
+        let report = model.report(&usage, &Policy::default_policy(), &per_day);
+        let tiers: Vec<&str> = report.projected.iter().map(|l| l.tier.as_str()).collect();
+        assert_eq!(tiers, ["hot", "warm", "cold", "archive"]);
+        let cold = &report.projected[2];
+        assert_eq!(cold.bytes, (1e9 * 83.0 * 0.25) as u64);
+        assert!(report.projected_usd_per_month < hot + warm);
     }
 }

@@ -225,3 +225,56 @@ fn the_storage_api_shows_policies_jobs_statistics_costs_and_holds() {
     );
     assert_eq!((bad_hold.status, bad_hold.json()["field"].as_str()), (400, Some("end")));
 }
+
+/// The DuckDB recipe of the README, run by DuckDB's Python package.
+const DUCKDB_READ_ARCHIVE: &str = r#"
+import duckdb, json, sys
+rows = duckdb.sql(f"""
+    SELECT kafka_partition, kafka_offset, name, service, value, timestamp_ms, CAST(date AS VARCHAR), CAST(hour AS INTEGER)
+    FROM read_parquet('{sys.argv[1]}/metrics/*/*/*.parquet', hive_partitioning = true)
+    ORDER BY kafka_partition, kafka_offset""").fetchall()
+print(json.dumps([list(r) for r in rows]))
+"#;
+
+#[test]
+fn duckdb_reads_the_archive_exactly_as_the_api_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let python = python_with("import duckdb");
+    let client = http();
+    let (node, hour) = standalone_with_an_old_hour(dir.path(), &client);
+    let policy = dir.path().join("archive.json");
+    std::fs::write(
+        &policy,
+        r#"{"id": "archive-now", "tables": ["metrics"], "steps": [{"action": "archive", "after": "1h"}]}"#,
+    )
+    .expect("write policy");
+    let out = lifecycle(&node.data_dir, &["--policy", "archive-now", "--policy-file", policy.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let api = sql(
+        &client,
+        &node.http,
+        "SELECT kafka_partition, kafka_offset, name, service, value, timestamp_ms FROM metrics \
+         ORDER BY kafka_partition, kafka_offset",
+    );
+    assert_eq!(api.len(), EVENTS);
+    let archive = node.data_dir.join("archive");
+    let duck = Command::new(&python)
+        .args(["-c", DUCKDB_READ_ARCHIVE, archive.to_str().expect("path")])
+        .output()
+        .expect("run python");
+    assert!(duck.status.success(), "duckdb: {}", String::from_utf8_lossy(&duck.stderr));
+    let duck: Vec<Vec<Value>> = serde_json::from_slice(&duck.stdout).expect("duckdb json");
+    assert_eq!(duck.len(), api.len(), "DuckDB reads as many rows as the API answers");
+    let date = chrono::DateTime::from_timestamp_millis(hour).expect("time").format("%Y-%m-%d").to_string();
+    let hour_of_day: i64 =
+        chrono::DateTime::from_timestamp_millis(hour).expect("time").format("%H").to_string().parse().expect("hour");
+    for (d, a) in duck.iter().zip(&api) {
+        assert_eq!(d[0].as_i64(), a[0].as_i64());
+        assert_eq!(d[1].as_i64(), a[1].as_i64());
+        assert_eq!((&d[2], &d[3]), (&a[2], &a[3]));
+        assert_eq!(d[4].as_f64().map(f64::to_bits), a[4].as_f64().map(f64::to_bits), "values bit for bit: {d:?} {a:?}");
+        assert_eq!(d[5].as_i64(), a[5].as_i64());
+        assert_eq!((d[6].as_str(), d[7].as_i64()), (Some(date.as_str()), Some(hour_of_day)), "Hive columns");
+    }
+}

@@ -13,12 +13,13 @@
 //! A job works on one unit at a time, with a bounded sort memory, so it never competes
 //! with ingestion for more than one core and a few hundred MB.
 
-pub mod compaction;
+pub mod dense;
 pub mod holds;
 pub mod jobs;
 pub mod metrics;
 pub mod policy;
 pub mod retention;
+pub mod rewrite;
 pub mod sorted_files;
 pub mod stores;
 
@@ -26,11 +27,11 @@ use std::time::Instant;
 
 use crate::Result;
 use crate::file_catalog::{DataTable, FileCatalog, UnitSnapshot};
-use compaction::{CompactOptions, compact_unit};
 use jobs::{JobRecord, JobState};
 use metrics::LifecycleMetrics;
 use policy::{Policy, PolicyStep};
 use retention::expire_unit;
+use rewrite::{Rewrite, RewriteOptions, rewrite_unit};
 use stores::{HoldStore, JobStore};
 
 /// What one step did to one unit.
@@ -85,7 +86,7 @@ impl StepResult {
 pub struct Lifecycle {
     catalog: FileCatalog,
     runner: String,
-    options: CompactOptions,
+    options: RewriteOptions,
 }
 
 /// How often a running job's record is rewritten.
@@ -93,10 +94,10 @@ const RECORD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Lifecycle {
     pub fn new(catalog: FileCatalog, runner: impl Into<String>) -> Lifecycle {
-        Lifecycle { catalog, runner: runner.into(), options: CompactOptions::default() }
+        Lifecycle { catalog, runner: runner.into(), options: RewriteOptions::default() }
     }
 
-    pub fn with_options(mut self, options: CompactOptions) -> Lifecycle {
+    pub fn with_options(mut self, options: RewriteOptions) -> Lifecycle {
         self.options = options;
         self
     }
@@ -160,8 +161,14 @@ impl Lifecycle {
             if let Some(step) = step {
                 record.step = step.name().into();
                 let result = match &step {
-                    PolicyStep::Compact { .. } => {
-                        compact_unit(&self.catalog, table, &unit.unit, job_id, &self.options, now_ms, dry_run).await
+                    PolicyStep::Compact { .. } | PolicyStep::Cold { .. } | PolicyStep::Archive { .. } => {
+                        let rewrite = match step {
+                            PolicyStep::Cold { .. } => Rewrite::Cold,
+                            PolicyStep::Archive { .. } => Rewrite::Archive,
+                            _ => Rewrite::Compact,
+                        };
+                        let (catalog, options) = (&self.catalog, &self.options);
+                        rewrite_unit(catalog, table, &unit.unit, job_id, rewrite, options, now_ms, dry_run).await
                     }
                     PolicyStep::Delete { after } => {
                         let reason = format!("policy {}: delete {} after {after}", policy.id, table.name());

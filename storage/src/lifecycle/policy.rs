@@ -4,6 +4,8 @@
 //! ```json
 //! {"id": "default", "tables": [], "steps": [
 //!   {"action": "compact", "after": "2h"},
+//!   {"action": "cold", "after": "7d"},
+//!   {"action": "archive", "after": "90d"},
 //!   {"action": "delete", "after": "730d"}]}
 //! ```
 
@@ -40,6 +42,13 @@ pub enum PolicyStep {
     /// Merge each table-hour's small hot files (and late arrivals) into sorted,
     /// compressed files in the warm tier.
     Compact { after: String },
+    /// Rewrite each table-hour into the cold tier, densely encoded: measurement columns
+    /// as exact decimals where every value allows it (delta-encoded integers), else as
+    /// doubles.
+    Cold { after: String },
+    /// Rewrite each table-hour into the archive tier at maximum compression, plain Parquet
+    /// in the Hive layout for DuckDB and Spark.
+    Archive { after: String },
     /// Delete each table-hour (every tier), unless a legal hold covers it.
     Delete { after: String },
 }
@@ -48,13 +57,28 @@ impl PolicyStep {
     pub fn name(&self) -> &'static str {
         match self {
             PolicyStep::Compact { .. } => "compact",
+            PolicyStep::Cold { .. } => "cold",
+            PolicyStep::Archive { .. } => "archive",
             PolicyStep::Delete { .. } => "delete",
+        }
+    }
+
+    /// Where the step takes a unit, in the order steps must come in.
+    fn rank(&self) -> u8 {
+        match self {
+            PolicyStep::Compact { .. } => 1,
+            PolicyStep::Cold { .. } => 2,
+            PolicyStep::Archive { .. } => 3,
+            PolicyStep::Delete { .. } => 4,
         }
     }
 
     pub fn after(&self) -> &str {
         match self {
-            PolicyStep::Compact { after } | PolicyStep::Delete { after } => after,
+            PolicyStep::Compact { after }
+            | PolicyStep::Cold { after }
+            | PolicyStep::Archive { after }
+            | PolicyStep::Delete { after } => after,
         }
     }
 
@@ -84,14 +108,21 @@ pub fn parse_age(text: &str) -> Result<i64, PolicyError> {
 }
 
 impl Policy {
-    /// The built-in policy: compact after 2 hours, delete after two years.
+    /// The built-in policy: hot for 2 hours, warm until 7 days, cold until 90 days,
+    /// archived until two years, then deleted.
     pub fn default_policy() -> Policy {
         Policy {
             id: "default".into(),
-            description: "Compact every table-hour into the warm tier 2 h after it ends; delete it after 730 days."
+            description: "Each table-hour: compacted into warm 2 h after it ends, cold after 7 days, \
+                          archived after 90 days, deleted after 730 days."
                 .into(),
             tables: Vec::new(),
-            steps: vec![PolicyStep::Compact { after: "2h".into() }, PolicyStep::Delete { after: "730d".into() }],
+            steps: vec![
+                PolicyStep::Compact { after: "2h".into() },
+                PolicyStep::Cold { after: "7d".into() },
+                PolicyStep::Archive { after: "90d".into() },
+                PolicyStep::Delete { after: "730d".into() },
+            ],
             enabled: true,
         }
     }
@@ -119,8 +150,11 @@ impl Policy {
                 return Err(invalid(format!("steps[{i}].after"), "ages must increase from one step to the next"));
             }
             previous = after;
-            if matches!(step, PolicyStep::Delete { .. }) && i + 1 != self.steps.len() {
-                return Err(invalid(format!("steps[{i}]"), "delete must be the last step"));
+            if i > 0 && step.rank() <= self.steps[i - 1].rank() {
+                return Err(invalid(
+                    format!("steps[{i}]"),
+                    "steps go one way, each at most once: compact, cold, archive, delete",
+                ));
             }
         }
         Ok(())
@@ -164,7 +198,9 @@ mod tests {
         assert_eq!(p.validate().unwrap_err().field, "tables[1]");
         let mut p = Policy::default_policy();
         p.steps = vec![PolicyStep::Delete { after: "1d".into() }, PolicyStep::Compact { after: "2d".into() }];
-        assert_eq!(p.validate().unwrap_err().field, "steps[0]");
+        assert_eq!(p.validate().unwrap_err().field, "steps[1]", "nothing after delete");
+        p.steps = vec![PolicyStep::Archive { after: "1d".into() }, PolicyStep::Cold { after: "2d".into() }];
+        assert_eq!(p.validate().unwrap_err().field, "steps[1]", "cold after archive");
         let mut p = Policy::default_policy();
         p.steps = vec![PolicyStep::Compact { after: "2d".into() }, PolicyStep::Delete { after: "1d".into() }];
         assert_eq!(p.validate().unwrap_err().field, "steps[1].after");

@@ -4,7 +4,7 @@
 //! and the statistics the catalog keeps per file.
 
 use arrow::array::{Array, Int64Array, RecordBatch};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
@@ -13,6 +13,7 @@ use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
+use super::dense::densify;
 use crate::Result;
 use crate::file_catalog::{CatalogFile, DataTable, lifecycle_file_key};
 use crate::tier::Tier;
@@ -26,11 +27,14 @@ pub struct FileLayout {
     /// Rows per row group (the unit the reader skips by statistics and bloom filters).
     pub row_group_rows: usize,
     pub zstd_level: i32,
+    /// Measurement columns as exact decimals where possible ([`super::dense`]); a file is
+    /// then held in memory until it is complete (keep `target_rows` moderate).
+    pub dense: bool,
 }
 
 impl Default for FileLayout {
     fn default() -> Self {
-        FileLayout { target_rows: 4_000_000, row_group_rows: 64 * 1024, zstd_level: 3 }
+        FileLayout { target_rows: 4_000_000, row_group_rows: 64 * 1024, zstd_level: 3, dense: false }
     }
 }
 
@@ -40,10 +44,22 @@ fn properties(table: DataTable, schema: &SchemaRef, layout: &FileLayout) -> Resu
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(layout.row_group_rows))
         .set_created_by(format!("callscope {} lifecycle", env!("CARGO_PKG_VERSION")));
+    // Times (and, in dense files, every integer and decimal column) delta-encoded.
     let (time_column, _) = table.time_column();
-    builder = builder
-        .set_column_dictionary_enabled(ColumnPath::from(time_column), false)
-        .set_column_encoding(ColumnPath::from(time_column), Encoding::DELTA_BINARY_PACKED);
+    let mut delta: Vec<&str> = vec![time_column];
+    if layout.dense {
+        delta = schema
+            .fields()
+            .iter()
+            .filter(|f| matches!(f.data_type(), DataType::Int64 | DataType::Timestamp(..) | DataType::Decimal128(..)))
+            .map(|f| f.name().as_str())
+            .collect();
+    }
+    for column in delta {
+        builder = builder
+            .set_column_dictionary_enabled(ColumnPath::from(column), false)
+            .set_column_encoding(ColumnPath::from(column), Encoding::DELTA_BINARY_PACKED);
+    }
     for column in table.bloom_filter_columns() {
         builder = builder
             .set_column_bloom_filter_enabled(ColumnPath::from(*column), true)
@@ -59,7 +75,9 @@ fn properties(table: DataTable, schema: &SchemaRef, layout: &FileLayout) -> Resu
 }
 
 struct OpenFile {
-    writer: AsyncArrowWriter<BufWriter>,
+    /// The streaming writer, or (dense layout) the batches held until the file is complete.
+    writer: Option<AsyncArrowWriter<BufWriter>>,
+    held: Vec<RecordBatch>,
     key: String,
     rows: u64,
     min_time: i64,
@@ -141,12 +159,30 @@ impl SortedFileWriter {
 
     fn open_file(&mut self) -> Result<()> {
         let key = lifecycle_file_key(&self.unit, self.generation, &self.job, self.written.len());
-        let object = BufWriter::new(self.tier.store().clone(), self.tier.path(&key));
-        let writer = AsyncArrowWriter::try_new(object, self.schema.clone(), Some(self.props.clone()))?;
-        self.open = Some(OpenFile { writer, key, rows: 0, min_time: i64::MAX, max_time: i64::MIN, series: 0 });
+        let writer =
+            if self.layout.dense { None } else { Some(self.writer_for(&key, self.schema.clone(), &self.props)?) };
+        self.open = Some(OpenFile {
+            writer,
+            held: Vec::new(),
+            key,
+            rows: 0,
+            min_time: i64::MAX,
+            max_time: i64::MIN,
+            series: 0,
+        });
         // A new file counts its first series afresh.
         self.last_series = None;
         Ok(())
+    }
+
+    fn writer_for(
+        &self,
+        key: &str,
+        schema: SchemaRef,
+        props: &WriterProperties,
+    ) -> Result<AsyncArrowWriter<BufWriter>> {
+        let object = BufWriter::new(self.tier.store().clone(), self.tier.path(key));
+        Ok(AsyncArrowWriter::try_new(object, schema, Some(props.clone()))?)
     }
 
     async fn append(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -167,7 +203,10 @@ impl SortedFileWriter {
         }
         let last = previous.map(|r| r.owned());
         let Some(file) = self.open.as_mut() else { return Ok(()) };
-        file.writer.write(batch).await?;
+        match file.writer.as_mut() {
+            Some(writer) => writer.write(batch).await?,
+            None => file.held.push(batch.clone()),
+        }
         file.rows += batch.num_rows() as u64;
         file.series += new_series;
         if let Some((Some(min), Some(max))) = times {
@@ -180,8 +219,21 @@ impl SortedFileWriter {
 
     async fn close_file(&mut self) -> Result<()> {
         let Some(mut file) = self.open.take() else { return Ok(()) };
-        file.writer.finish().await?;
-        let bytes = file.writer.bytes_written() as u64;
+        let mut writer = match file.writer.take() {
+            Some(writer) => writer,
+            None => {
+                let (schema, batches, _) = densify(&self.schema, &file.held)?;
+                let props = properties(self.table, &schema, &self.layout)?;
+                let mut writer = self.writer_for(&file.key, schema, &props)?;
+                file.held.clear();
+                for batch in &batches {
+                    writer.write(batch).await?;
+                }
+                writer
+            }
+        };
+        writer.finish().await?;
+        let bytes = writer.bytes_written() as u64;
         self.tier.make_durable(&file.key).await?;
         self.written.push(CatalogFile {
             tier: self.tier_name,

@@ -1,12 +1,14 @@
-//! Compaction (hot → warm) of one table-hour: its fresh hot files, merged with what the
-//! unit already holds, become a few sorted, compressed files in the warm tier, committed
-//! as the unit's next manifest generation (see [`crate::file_catalog`]).
+//! The steps that rewrite a table-hour into another tier: **compaction** (hot → warm),
+//! **cold** (dense encoding) and **archive** (maximum compression). Each reads the unit's
+//! visible files, sorts them by series (spans: by trace) and time, writes new files into
+//! the target tier and commits them as the unit's next manifest generation (see
+//! [`crate::file_catalog`]).
 //!
 //! Late data for a unit compacted before is compacted again, never refused: when the late
 //! files are small next to the unit's files (under a tenth of their bytes, and the unit has
 //! fewer than [`MAX_APPENDED_FILES`] files) they become one more sorted file beside them;
 //! otherwise the whole unit is merged and rewritten. A unit already moved to a colder tier
-//! always takes its late data as an extra warm file.
+//! takes its late data as an extra warm file, merged in when the colder step runs again.
 
 use std::sync::Arc;
 
@@ -24,17 +26,50 @@ use crate::{Result, StorageError};
 /// A unit with this many files is merged whole instead of taking one more.
 pub const MAX_APPENDED_FILES: usize = 8;
 
-/// Options of compaction.
+/// Options of the rewriting steps.
 #[derive(Debug, Clone, Copy)]
-pub struct CompactOptions {
-    pub layout: FileLayout,
+pub struct RewriteOptions {
+    pub warm: FileLayout,
+    pub cold: FileLayout,
+    pub archive: FileLayout,
     /// Memory the merge sort may hold before it spills to local disk.
     pub memory_limit: usize,
 }
 
-impl Default for CompactOptions {
+impl Default for RewriteOptions {
     fn default() -> Self {
-        CompactOptions { layout: FileLayout::default(), memory_limit: 256 << 20 }
+        RewriteOptions {
+            warm: FileLayout::default(),
+            cold: FileLayout { target_rows: 512 * 1024, zstd_level: 9, row_group_rows: 128 * 1024, dense: true },
+            archive: FileLayout { zstd_level: 19, row_group_rows: 1024 * 1024, ..FileLayout::default() },
+            memory_limit: 256 << 20,
+        }
+    }
+}
+
+/// Which rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewrite {
+    Compact,
+    Cold,
+    Archive,
+}
+
+impl Rewrite {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rewrite::Compact => "compact",
+            Rewrite::Cold => "cold",
+            Rewrite::Archive => "archive",
+        }
+    }
+
+    fn tier(self) -> TierName {
+        match self {
+            Rewrite::Compact => TierName::Warm,
+            Rewrite::Cold => TierName::Cold,
+            Rewrite::Archive => TierName::Archive,
+        }
     }
 }
 
@@ -42,28 +77,39 @@ fn df_error(e: datafusion::error::DataFusionError) -> StorageError {
     StorageError::Query(Box::new(e))
 }
 
-/// Compacts one unit. `snapshot` is the unit as the caller saw it; the step re-reads it so
-/// that what it commits is based on the newest generation.
-pub async fn compact_unit(
+fn session(catalog: &FileCatalog, memory_limit: usize) -> Result<SessionContext> {
+    let runtime = RuntimeEnvBuilder::new().with_memory_limit(memory_limit, 1.0).build_arc().map_err(df_error)?;
+    register_tier_stores(&runtime, catalog.tiers());
+    Ok(SessionContext::new_with_config_rt(SessionConfig::new().with_target_partitions(2), runtime))
+}
+
+/// Rewrites one unit as `rewrite` says (see the module docs). The step reads the unit's
+/// newest state itself, so that what it commits follows the newest generation.
+#[allow(clippy::too_many_arguments)]
+pub async fn rewrite_unit(
     catalog: &FileCatalog,
     table: DataTable,
     unit: &str,
     job: &str,
-    options: &CompactOptions,
+    rewrite: Rewrite,
+    options: &RewriteOptions,
     now_ms: i64,
     dry_run: bool,
 ) -> Result<StepResult> {
     let snapshot = catalog.unit_snapshot(unit).await?;
-    if snapshot.fresh_hot.is_empty() {
-        return Ok(StepResult::nothing());
-    }
-    let fresh_bytes: u64 = snapshot.fresh_hot.iter().map(|o| o.size).sum();
+    let target = rewrite.tier();
     let previous = snapshot.manifest.clone();
     let previous_files = previous.as_ref().map(|m| m.files.clone()).unwrap_or_default();
+    let fresh_bytes: u64 = snapshot.fresh_hot.iter().map(|o| o.size).sum();
     let previous_bytes: u64 = previous_files.iter().map(|f| f.bytes).sum();
-    let moved_on = previous_files.iter().any(|f| f.tier != TierName::Warm);
-    let append = !previous_files.is_empty()
-        && (moved_on || (fresh_bytes.saturating_mul(10) < previous_bytes && previous_files.len() < MAX_APPENDED_FILES));
+    let settled = previous_files.iter().all(|f| f.tier >= target);
+    if snapshot.fresh_hot.is_empty() && (settled || rewrite == Rewrite::Compact) {
+        return Ok(StepResult::nothing());
+    }
+    let append = rewrite == Rewrite::Compact
+        && !previous_files.is_empty()
+        && (previous_files.iter().any(|f| f.tier != TierName::Warm)
+            || (fresh_bytes.saturating_mul(10) < previous_bytes && previous_files.len() < MAX_APPENDED_FILES));
     let input = UnitSnapshot { manifest: if append { None } else { previous.clone() }, ..snapshot.clone() };
     let bytes_read = fresh_bytes + if append { 0 } else { previous_bytes };
     let files_replaced = (snapshot.fresh_hot.len() + if append { 0 } else { previous_files.len() }) as u64;
@@ -72,28 +118,23 @@ pub async fn compact_unit(
     }
     let generation = previous.as_ref().map_or(1, |m| m.generation + 1);
 
-    let runtime =
-        RuntimeEnvBuilder::new().with_memory_limit(options.memory_limit, 1.0).build_arc().map_err(df_error)?;
-    register_tier_stores(&runtime, catalog.tiers());
-    let ctx = SessionContext::new_with_config_rt(SessionConfig::new().with_target_partitions(2), runtime);
-    let provider = CatalogTable::of_units(catalog.clone(), table, vec![input]);
+    let ctx = session(catalog, options.memory_limit)?;
+    let provider = Arc::new(CatalogTable::of_units(catalog.clone(), table, vec![input]));
     let file_schema = table.file_schema();
     let columns: Vec<&str> = file_schema.fields().iter().map(|f| f.name().as_str()).collect();
     let sorted = ctx
-        .read_table(Arc::new(provider))
+        .read_table(provider)
         .and_then(|df| df.select_columns(&columns))
         .and_then(|df| df.sort(table.sort_columns().iter().map(|c| col(*c).sort(true, false)).collect()))
         .map_err(df_error)?;
     let mut stream = sorted.execute_stream().await.map_err(df_error)?;
-    let mut writer = SortedFileWriter::new(
-        catalog.tiers().warm.clone(),
-        TierName::Warm,
-        table,
-        unit,
-        generation,
-        job,
-        options.layout,
-    )?;
+    let layout = match rewrite {
+        Rewrite::Compact => options.warm,
+        Rewrite::Cold => options.cold,
+        Rewrite::Archive => options.archive,
+    };
+    let mut writer =
+        SortedFileWriter::new(catalog.tiers().get(target).clone(), target, table, unit, generation, job, layout)?;
     while let Some(batch) = stream.next().await {
         writer.write(&batch.map_err(df_error)?).await?;
     }
@@ -113,12 +154,12 @@ pub async fn compact_unit(
         superseded: if append { Vec::new() } else { previous_files },
         raw_bytes: previous.as_ref().map_or(0, |m| m.raw_bytes) + fresh_bytes,
         job: job.to_string(),
-        step: "compact".into(),
+        step: rewrite.name().into(),
         created_at_ms: now_ms,
     };
     if !catalog.commit(&manifest).await? {
         return Ok(StepResult { outcome: Outcome::LostRace, bytes_read, bytes_written, ..StepResult::nothing() });
     }
-    tracing::debug!(unit, generation, rows, bytes_read, bytes_written, append, "compacted");
+    tracing::debug!(unit, generation, step = rewrite.name(), rows, bytes_read, bytes_written, append, "rewrote");
     Ok(StepResult { outcome: Outcome::Changed, rows, bytes_read, bytes_written, files_replaced, files_deleted: 0 })
 }

@@ -1,0 +1,117 @@
+//! The cold tier's dense encoding of measurement columns: a column of doubles whose every
+//! value is an exact decimal with at most [`MAX_SCALE`] digits after the point is stored
+//! as `DECIMAL(18, scale)` (a Parquet INT64, delta-encoded), which a stock reader turns
+//! back into exactly the same doubles. Real metrics are mostly integers (counters, byte
+//! counts, queue lengths) or decimals with 2–4 digits (latencies, ratios): sorted by series
+//! and time, their deltas take a few bits where a double takes 64.
+//!
+//! "Exactly" is checked value by value, bit for bit, with the very arithmetic readers use
+//! (`unscaled as f64 / 10^scale`): a column with one value that does not come back
+//! identical (`-0.0`, `NaN`, `0.1 + 0.2`, a value past 10^15) stays a column of doubles.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Decimal128Array, Float64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use crate::Result;
+
+/// Most digits after the decimal point a dense column keeps.
+pub const MAX_SCALE: i8 = 4;
+/// Digits of a dense column (fits a Parquet INT64).
+pub const PRECISION: u8 = 18;
+/// Unscaled values must stay below this (exact in a double, far inside 18 digits).
+const MAX_UNSCALED: f64 = 1e15;
+
+fn reads_back(v: f64, scale: i8) -> Option<i128> {
+    let m = 10f64.powi(i32::from(scale));
+    let unscaled = (v * m).round();
+    if !unscaled.is_finite() || unscaled.abs() >= MAX_UNSCALED {
+        return None;
+    }
+    let unscaled = unscaled as i128;
+    ((unscaled as f64 / m).to_bits() == v.to_bits()).then_some(unscaled)
+}
+
+/// The smallest scale at which every value of the column reads back exactly, if any.
+pub fn decimal_scale<'a>(arrays: impl Iterator<Item = &'a Float64Array> + Clone) -> Option<i8> {
+    (0..=MAX_SCALE).find(|&scale| {
+        arrays.clone().all(|a| (0..a.len()).all(|i| a.is_null(i) || reads_back(a.value(i), scale).is_some()))
+    })
+}
+
+fn to_decimal(array: &Float64Array, scale: i8) -> Result<ArrayRef> {
+    let values: Decimal128Array =
+        (0..array.len()).map(|i| if array.is_null(i) { None } else { reads_back(array.value(i), scale) }).collect();
+    Ok(Arc::new(values.with_precision_and_scale(PRECISION, scale)?))
+}
+
+/// The batches of one file with every double column that allows it as decimals; returns
+/// the new schema, the batches, and the columns converted (name and scale).
+pub fn densify(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<(SchemaRef, Vec<RecordBatch>, Vec<(String, i8)>)> {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut converted = Vec::new();
+    for (i, field) in schema.fields().iter().enumerate() {
+        if field.data_type() != &DataType::Float64 {
+            continue;
+        }
+        let arrays = batches.iter().filter_map(|b| b.column(i).as_any().downcast_ref::<Float64Array>());
+        if let Some(scale) = decimal_scale(arrays) {
+            fields[i] = Field::new(field.name(), DataType::Decimal128(PRECISION, scale), field.is_nullable())
+                .with_metadata(field.metadata().clone());
+            converted.push((i, scale));
+        }
+    }
+    let dense: SchemaRef = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        for &(i, scale) in &converted {
+            if let Some(a) = batch.column(i).as_any().downcast_ref::<Float64Array>() {
+                columns[i] = to_decimal(a, scale)?;
+            }
+        }
+        out.push(RecordBatch::try_new(dense.clone(), columns)?);
+    }
+    let names = converted.into_iter().map(|(i, s)| (schema.field(i).name().clone(), s)).collect();
+    Ok((dense, out, names))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::compute::cast;
+
+    use super::*;
+
+    fn column(values: &[f64]) -> Float64Array {
+        Float64Array::from(values.to_vec())
+    }
+
+    #[test]
+    fn the_smallest_exact_scale_is_chosen() {
+        assert_eq!(decimal_scale([&column(&[1.0, 42.0, 1e12])].into_iter()), Some(0));
+        assert_eq!(decimal_scale([&column(&[12.5, 3.25, 0.001])].into_iter()), Some(3));
+        assert_eq!(decimal_scale([&column(&[0.1 + 0.2])].into_iter()), None, "0.30000000000000004");
+        assert_eq!(decimal_scale([&column(&[-0.0])].into_iter()), None, "the sign of zero would be lost");
+        assert_eq!(decimal_scale([&column(&[f64::NAN])].into_iter()), None);
+        assert_eq!(decimal_scale([&column(&[1e16])].into_iter()), None);
+        assert_eq!(decimal_scale([&Float64Array::from(vec![None, Some(2.5)])].into_iter()), Some(1));
+    }
+
+    #[test]
+    fn values_read_back_bit_for_bit_through_a_stock_cast() {
+        // As a producer writes them: `-37.50`, `-37.49`, … parsed into the nearest doubles.
+        let values: Vec<f64> = (-3750..6250).map(|i| f64::from(i) / 100.0).collect();
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("value", DataType::Float64, false)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(column(&values))]).expect("batch");
+        let (dense, batches, converted) = densify(&schema, &[batch]).expect("densify");
+        assert_eq!(converted, vec![("value".to_string(), 2)]);
+        assert_eq!(dense.field(0).data_type(), &DataType::Decimal128(18, 2));
+        let back = cast(batches[0].column(0), &DataType::Float64).expect("cast");
+        let back = back.as_any().downcast_ref::<Float64Array>().expect("f64");
+        assert!(values.iter().enumerate().all(|(i, v)| back.value(i).to_bits() == v.to_bits()));
+    }
+}
