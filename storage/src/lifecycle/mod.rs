@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod policy;
 pub mod retention;
 pub mod rewrite;
+pub mod rollup_merge;
 pub mod sorted_files;
 pub mod stores;
 

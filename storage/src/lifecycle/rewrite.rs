@@ -4,6 +4,9 @@
 //! the target tier and commits them as the unit's next manifest generation (see
 //! [`crate::file_catalog`]).
 //!
+//! Roll-up table-hours are folded on the way: the rows of one window, series and Kafka
+//! partition (the window's first emission and its late corrections) become one row.
+//!
 //! Late data for a unit compacted before is compacted again, never refused: when the late
 //! files are small next to the unit's files (under a tenth of their bytes, and the unit has
 //! fewer than [`MAX_APPENDED_FILES`] files) they become one more sorted file beside them;
@@ -16,6 +19,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext, col};
 use futures::StreamExt;
 
+use super::rollup_merge::merge_rollups;
 use super::sorted_files::{FileLayout, SortedFileWriter};
 use super::{Outcome, StepResult};
 use crate::file_catalog::table::{CatalogTable, register_tier_stores};
@@ -122,12 +126,7 @@ pub async fn rewrite_unit(
     let provider = Arc::new(CatalogTable::of_units(catalog.clone(), table, vec![input]));
     let file_schema = table.file_schema();
     let columns: Vec<&str> = file_schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let sorted = ctx
-        .read_table(provider)
-        .and_then(|df| df.select_columns(&columns))
-        .and_then(|df| df.sort(table.sort_columns().iter().map(|c| col(*c).sort(true, false)).collect()))
-        .map_err(df_error)?;
-    let mut stream = sorted.execute_stream().await.map_err(df_error)?;
+    let rows = ctx.read_table(provider).and_then(|df| df.select_columns(&columns)).map_err(df_error)?;
     let layout = match rewrite {
         Rewrite::Compact => options.warm,
         Rewrite::Cold => options.cold,
@@ -135,8 +134,20 @@ pub async fn rewrite_unit(
     };
     let mut writer =
         SortedFileWriter::new(catalog.tiers().get(target).clone(), target, table, unit, generation, job, layout)?;
-    while let Some(batch) = stream.next().await {
-        writer.write(&batch.map_err(df_error)?).await?;
+    if table == DataTable::Rollups {
+        // A roll-up table-hour is small (one row per window, series and partition): its
+        // rows are folded in memory, every late correction into its window.
+        let batches = rows.collect().await.map_err(df_error)?;
+        let (folded, _) = merge_rollups(&batches, None)?;
+        if let Some(folded) = folded {
+            writer.write(&folded).await?;
+        }
+    } else {
+        let sort = table.sort_columns().iter().map(|c| col(*c).sort(true, false)).collect();
+        let mut stream = rows.sort(sort).map_err(df_error)?.execute_stream().await.map_err(df_error)?;
+        while let Some(batch) = stream.next().await {
+            writer.write(&batch.map_err(df_error)?).await?;
+        }
     }
     let written = writer.finish().await?;
     let rows: u64 = written.iter().map(|f| f.rows).sum();
