@@ -5,6 +5,8 @@
 //!   (window aggregation on vs off, window state per series).
 //! * [`alert_latency`]: `bench alert-latency` (breaching event to webhook notification).
 //! * [`chaos`]: `bench chaos` (a soak of exactly-once: kills, two writers, store faults).
+//! * [`storage`]: `bench storage` (bytes per sample in each tier, against plain Parquet
+//!   and Prometheus' TSDB).
 //! * [`common`]: what they share: generated metrics, statistics, scratch directories.
 
 #[cfg(feature = "embedded-broker")]
@@ -13,6 +15,7 @@ mod alert_latency;
 mod chaos;
 mod common;
 mod pipeline;
+mod storage;
 
 use crate::cli::BenchCommand;
 
@@ -28,5 +31,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Chaos(c) => chaos::run(c).await,
         #[cfg(not(feature = "embedded-broker"))]
         BenchCommand::Chaos(_) => anyhow::bail!("bench chaos needs the embedded broker feature"),
+        BenchCommand::Storage(c) => storage::run(c).await,
     }
 }

@@ -22,6 +22,25 @@ pub enum BenchCommand {
     /// Soak of exactly-once: two pipelines, one killed with SIGKILL and restarted in a loop,
     /// faults injected into the store; prints events produced, stored, duplicated, lost.
     Chaos(BenchChaosConfig),
+    /// Bytes per sample of realistic metric series in each tier after the lifecycle, next
+    /// to a plain float Parquet writer and (with promtool) a Prometheus TSDB block.
+    Storage(BenchStorageConfig),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchStorageConfig {
+    /// Series generated.
+    #[arg(long, default_value_t = 1000)]
+    pub series: usize,
+    /// Hours of samples per series.
+    #[arg(long, default_value_t = 6)]
+    pub hours: u32,
+    /// Sample interval.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    pub interval: Duration,
+    /// Random seed of the generator.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]

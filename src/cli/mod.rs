@@ -32,7 +32,9 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 pub use alerting::AlertArgs;
-pub use bench::{BenchAggregateConfig, BenchAlertConfig, BenchChaosConfig, BenchCommand, BenchIngestConfig};
+pub use bench::{
+    BenchAggregateConfig, BenchAlertConfig, BenchChaosConfig, BenchCommand, BenchIngestConfig, BenchStorageConfig,
+};
 pub use broker::BrokerStorage;
 pub use commands::{
     BrokerConfig, LoadgenConfig, PipelineConfig, ProduceConfig, QueryApiConfig, SqlConfig, SqlFormat, StandaloneConfig,

@@ -5,6 +5,10 @@
 //! counts, queue lengths) or decimals with 2–4 digits (latencies, ratios): sorted by series
 //! and time, their deltas take a few bits where a double takes 64.
 //!
+//! Scales are chosen per series: the cold writer sends each series (its rows are
+//! contiguous, sorted) to a file of series that share its scales, so a counter is not
+//! stored in ten-thousandths because a ratio in the same table-hour needed four digits.
+//!
 //! "Exactly" is checked value by value, bit for bit, with the very arithmetic readers use
 //! (`unscaled as f64 / 10^scale`): a column with one value that does not come back
 //! identical (`-0.0`, `NaN`, `0.1 + 0.2`, a value past 10^15) stays a column of doubles.
@@ -41,42 +45,76 @@ pub fn decimal_scale<'a>(arrays: impl Iterator<Item = &'a Float64Array> + Clone)
 }
 
 fn to_decimal(array: &Float64Array, scale: i8) -> Result<ArrayRef> {
-    let values: Decimal128Array =
-        (0..array.len()).map(|i| if array.is_null(i) { None } else { reads_back(array.value(i), scale) }).collect();
-    Ok(Arc::new(values.with_precision_and_scale(PRECISION, scale)?))
-}
-
-/// The batches of one file with every double column that allows it as decimals; returns
-/// the new schema, the batches, and the columns converted (name and scale).
-pub fn densify(
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-) -> Result<(SchemaRef, Vec<RecordBatch>, Vec<(String, i8)>)> {
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    let mut converted = Vec::new();
-    for (i, field) in schema.fields().iter().enumerate() {
-        if field.data_type() != &DataType::Float64 {
+    let mut values = Vec::with_capacity(array.len());
+    for i in 0..array.len() {
+        if array.is_null(i) {
+            values.push(None);
             continue;
         }
-        let arrays = batches.iter().filter_map(|b| b.column(i).as_any().downcast_ref::<Float64Array>());
-        if let Some(scale) = decimal_scale(arrays) {
-            fields[i] = Field::new(field.name(), DataType::Decimal128(PRECISION, scale), field.is_nullable())
-                .with_metadata(field.metadata().clone());
-            converted.push((i, scale));
-        }
+        let v = array.value(i);
+        let unscaled = reads_back(v, scale).ok_or_else(|| {
+            arrow::error::ArrowError::InvalidArgumentError(format!("{v} is not exact at {scale} decimal digits"))
+        })?;
+        values.push(Some(unscaled));
     }
+    Ok(Arc::new(Decimal128Array::from(values).with_precision_and_scale(PRECISION, scale)?))
+}
+
+/// Per column of `schema`: the decimal scale every value of that double column in
+/// `batches` allows (`None`: not a double column, or no exact scale).
+pub fn scales_of(schema: &SchemaRef, batches: &[RecordBatch]) -> Vec<Option<i8>> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, field)| {
+            if field.data_type() != &DataType::Float64 {
+                return None;
+            }
+            decimal_scale(batches.iter().filter_map(|b| b.column(i).as_any().downcast_ref::<Float64Array>()))
+        })
+        .collect()
+}
+
+/// The batches with every column that has a scale in `scales` (from [`scales_of`]) as
+/// decimals; an error if a value does not read back exactly at its column's scale.
+pub fn densify_with(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    scales: &[Option<i8>],
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .zip(scales)
+        .map(|(field, scale)| match scale {
+            Some(scale) => Field::new(field.name(), DataType::Decimal128(PRECISION, *scale), field.is_nullable())
+                .with_metadata(field.metadata().clone()),
+            None => field.as_ref().clone(),
+        })
+        .collect();
     let dense: SchemaRef = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
     let mut out = Vec::with_capacity(batches.len());
     for batch in batches {
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        for &(i, scale) in &converted {
-            if let Some(a) = batch.column(i).as_any().downcast_ref::<Float64Array>() {
-                columns[i] = to_decimal(a, scale)?;
+        for (i, scale) in scales.iter().enumerate() {
+            if let (Some(scale), Some(a)) = (scale, batch.column(i).as_any().downcast_ref::<Float64Array>()) {
+                columns[i] = to_decimal(a, *scale)?;
             }
         }
         out.push(RecordBatch::try_new(dense.clone(), columns)?);
     }
-    let names = converted.into_iter().map(|(i, s)| (schema.field(i).name().clone(), s)).collect();
+    Ok((dense, out))
+}
+
+/// [`scales_of`] then [`densify_with`]; also returns the columns converted (name, scale).
+pub fn densify(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<(SchemaRef, Vec<RecordBatch>, Vec<(String, i8)>)> {
+    let scales = scales_of(schema, batches);
+    let (dense, out) = densify_with(schema, batches, &scales)?;
+    let names = scales.iter().enumerate().filter_map(|(i, s)| s.map(|s| (schema.field(i).name().clone(), s))).collect();
     Ok((dense, out, names))
 }
 

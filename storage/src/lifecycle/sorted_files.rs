@@ -3,6 +3,8 @@
 //! for series pruning, page indexes, bloom filters on lookup columns, delta-encoded time),
 //! and the statistics the catalog keeps per file.
 
+use std::collections::BTreeMap;
+
 use arrow::array::{Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
@@ -13,7 +15,7 @@ use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
-use super::dense::densify;
+use super::dense::{densify_with, scales_of};
 use crate::Result;
 use crate::file_catalog::{CatalogFile, DataTable, lifecycle_file_key};
 use crate::tier::Tier;
@@ -78,6 +80,8 @@ struct OpenFile {
     /// The streaming writer, or (dense layout) the batches held until the file is complete.
     writer: Option<AsyncArrowWriter<BufWriter>>,
     held: Vec<RecordBatch>,
+    /// Dense layout: the decimal scale of each column in this file.
+    scales: Vec<Option<i8>>,
     key: String,
     rows: u64,
     min_time: i64,
@@ -100,6 +104,12 @@ pub struct SortedFileWriter {
     series_columns: Vec<usize>,
     last_series: Option<OwnedRow>,
     open: Option<OpenFile>,
+    /// Dense layout: the rows of the series being read, then one open file per set of
+    /// column scales.
+    run: Vec<RecordBatch>,
+    dense_files: BTreeMap<Vec<Option<i8>>, OpenFile>,
+    /// Files opened so far (numbers their names).
+    opened: usize,
     written: Vec<CatalogFile>,
 }
 
@@ -134,12 +144,18 @@ impl SortedFileWriter {
             series_columns,
             last_series: None,
             open: None,
+            run: Vec::new(),
+            dense_files: BTreeMap::new(),
+            opened: 0,
             written: Vec::new(),
         })
     }
 
     /// Appends rows (sorted, continuing the previous batch's order).
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if self.layout.dense {
+            return self.write_dense(batch).await;
+        }
         let mut offset = 0;
         while offset < batch.num_rows() {
             if self.open.as_ref().is_some_and(|f| f.rows as usize >= self.layout.target_rows) {
@@ -158,12 +174,14 @@ impl SortedFileWriter {
     }
 
     fn open_file(&mut self) -> Result<()> {
-        let key = lifecycle_file_key(&self.unit, self.generation, &self.job, self.written.len());
+        let key = lifecycle_file_key(&self.unit, self.generation, &self.job, self.opened);
+        self.opened += 1;
         let writer =
             if self.layout.dense { None } else { Some(self.writer_for(&key, self.schema.clone(), &self.props)?) };
         self.open = Some(OpenFile {
             writer,
             held: Vec::new(),
+            scales: Vec::new(),
             key,
             rows: 0,
             min_time: i64::MAX,
@@ -217,12 +235,87 @@ impl SortedFileWriter {
         Ok(())
     }
 
+    /// Dense layout: cuts the stream into series and sends each whole series to the file
+    /// of its scales.
+    async fn write_dense(&mut self, batch: &RecordBatch) -> Result<()> {
+        let columns: Vec<_> = self.series_columns.iter().map(|i| batch.column(*i).clone()).collect();
+        let rows = self.series.convert_columns(&columns)?;
+        let mut starts = Vec::new();
+        let mut previous = self.last_series.as_ref().map(|r| r.row());
+        for (i, row) in rows.iter().enumerate() {
+            if previous != Some(row) {
+                starts.push(i);
+            }
+            previous = Some(row);
+        }
+        self.last_series = previous.map(|r| r.owned());
+        let mut from = 0;
+        for start in starts {
+            if start > from {
+                self.run.push(batch.slice(from, start - from));
+            }
+            self.route_run().await?;
+            from = start;
+        }
+        if from < batch.num_rows() {
+            self.run.push(batch.slice(from, batch.num_rows() - from));
+        }
+        Ok(())
+    }
+
+    /// Sends the series just read to the file of its scales (closing that file once full).
+    async fn route_run(&mut self) -> Result<()> {
+        if self.run.is_empty() {
+            return Ok(());
+        }
+        let run = std::mem::take(&mut self.run);
+        let scales = scales_of(&self.schema, &run);
+        let (time_column, units_per_ms) = self.table.time_column();
+        if !self.dense_files.contains_key(&scales) {
+            let key = lifecycle_file_key(&self.unit, self.generation, &self.job, self.opened);
+            self.opened += 1;
+            let file = OpenFile {
+                writer: None,
+                held: Vec::new(),
+                scales: scales.clone(),
+                key,
+                rows: 0,
+                min_time: i64::MAX,
+                max_time: i64::MIN,
+                series: 0,
+            };
+            self.dense_files.insert(scales.clone(), file);
+        }
+        let Some(file) = self.dense_files.get_mut(&scales) else { return Ok(()) };
+        file.series += 1;
+        for batch in run {
+            if let Some(a) = batch.column_by_name(time_column).and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                && let (Some(min), Some(max)) = (arrow::compute::min(a), arrow::compute::max(a))
+            {
+                file.min_time = file.min_time.min(min.div_euclid(units_per_ms));
+                file.max_time = file.max_time.max(max.div_euclid(units_per_ms));
+            }
+            file.rows += batch.num_rows() as u64;
+            file.held.push(batch);
+        }
+        if file.rows as usize >= self.layout.target_rows
+            && let Some(file) = self.dense_files.remove(&scales)
+        {
+            self.close(file).await?;
+        }
+        Ok(())
+    }
+
     async fn close_file(&mut self) -> Result<()> {
-        let Some(mut file) = self.open.take() else { return Ok(()) };
+        let Some(file) = self.open.take() else { return Ok(()) };
+        self.close(file).await
+    }
+
+    async fn close(&mut self, mut file: OpenFile) -> Result<()> {
         let mut writer = match file.writer.take() {
             Some(writer) => writer,
             None => {
-                let (schema, batches, _) = densify(&self.schema, &file.held)?;
+                let (schema, batches) = densify_with(&self.schema, &file.held, &file.scales)?;
                 let props = properties(self.table, &schema, &self.layout)?;
                 let mut writer = self.writer_for(&file.key, schema, &props)?;
                 file.held.clear();
@@ -251,6 +344,10 @@ impl SortedFileWriter {
     /// Finishes the last file; returns every file written.
     pub async fn finish(mut self) -> Result<Vec<CatalogFile>> {
         self.close_file().await?;
+        self.route_run().await?;
+        for (_, file) in std::mem::take(&mut self.dense_files) {
+            self.close(file).await?;
+        }
         Ok(self.written)
     }
 }

@@ -448,3 +448,67 @@ async fn compacting_roll_ups_folds_late_corrections_into_their_windows() {
     assert_eq!((job.units_changed, job.rows), (1, 60), "{job:?}");
     assert_eq!(answer(tiers.clone()).await, vec![60, 90, 120, 0], "one row per window, the same samples and sum");
 }
+
+#[tokio::test]
+async fn cold_files_group_series_by_the_scale_their_values_need() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tiers = Tiers::local(dir.path()).expect("tiers");
+    // Series 0..7: integers for even series, two decimals for odd ones, one NaN series.
+    let events: Vec<SourcedEvent> = (0..7000i64)
+        .map(|i| {
+            let series = (i % 7) as usize;
+            let value = match series {
+                6 => f64::NAN,
+                s if s % 2 == 0 => i as f64,
+                _ => (i as f64) / 100.0,
+            };
+            SourcedEvent { partition: 0, offset: i, event: sample(series, HOUR + i * 500, value) }
+        })
+        .collect();
+    let key = DataFileKey {
+        dataset: Dataset::Metrics,
+        hour: HourPartition::of_unix_ms(HOUR),
+        topic: "callscope.metrics".into(),
+        partition: 0,
+        first_offset: 0,
+        last_offset: 6999,
+    };
+    let batch = to_record_batch(Dataset::Metrics, &events).expect("batch");
+    tiers.hot.put_durable(&key.path(), crate::parquet_file::encode(&[batch]).expect("enc"), false).await.expect("put");
+    let lifecycle = Lifecycle::new(FileCatalog::new(tiers.clone()), "test");
+    let job = run(&lifecycle, &policy("cold", vec![PolicyStep::Cold { after: "1h".into() }]), HOUR + 86_400_000).await;
+    assert_eq!(job.errors, Vec::<String>::new());
+    let manifest = lifecycle.catalog().unit_snapshot(&unit(HOUR)).await.expect("s").manifest.expect("m");
+    let mut kinds = Vec::new();
+    for file in &manifest.files {
+        let meta = file_meta(tiers.cold.get(&file.key).await.expect("get"));
+        let value =
+            meta.file_metadata().schema_descr().columns().iter().find(|c| c.name() == "value").cloned().expect("v");
+        kinds.push((value.physical_type(), value.logical_type_ref().cloned(), file.series));
+    }
+    kinds.sort_by_key(|k| format!("{k:?}"));
+    assert_eq!(kinds.len(), 3, "integers, two-digit decimals, doubles: {kinds:?}");
+    assert_eq!(kinds.iter().map(|k| k.2).sum::<u64>(), 7, "every series in one file: {kinds:?}");
+    // Every value reads back bit for bit (NaN included).
+    let ctx = SessionContext::new();
+    register_tier_stores(ctx.runtime_env().as_ref(), &tiers);
+    ctx.register_table("metrics", Arc::new(CatalogTable::new(FileCatalog::new(tiers.clone()), METRICS))).expect("r");
+    let batches = ctx
+        .sql("SELECT kafka_offset, value FROM metrics ORDER BY kafka_offset")
+        .await
+        .expect("sql")
+        .collect()
+        .await
+        .expect("c");
+    let mut n = 0;
+    for b in &batches {
+        let offsets = b.column(0).as_any().downcast_ref::<Int64Array>().expect("i64");
+        let values = b.column(1).as_any().downcast_ref::<Float64Array>().expect("f64");
+        for i in 0..b.num_rows() {
+            let Event::Metric(m) = &events[offsets.value(i) as usize].event else { panic!("metric") };
+            assert_eq!(values.value(i).to_bits(), m.value.to_bits(), "offset {}", offsets.value(i));
+            n += 1;
+        }
+    }
+    assert_eq!(n, 7000);
+}

@@ -1,0 +1,310 @@
+//! `callscope bench storage`: bytes per sample in every tier.
+//!
+//! **The generator** (deterministic for a seed): `--series` series sampled every
+//! `--interval` for `--hours`, the way a phone platform's exporters report them — a
+//! quarter each of
+//!
+//! * counters (`calls_total`, `bytes_sent_total`): integers growing by a Poisson-like
+//!   step per sample;
+//! * integer gauges (`queue_length`, `active_calls`): a bounded random walk;
+//! * latencies in ms with two decimals (`asr_latency_ms`): a random walk around 120 ms;
+//! * ratios with four decimals (`ai_confidence`): a random walk in [0, 1].
+//!
+//! Each series has a service and two labels (region, pod). Samples arrive time-major (all
+//! series at t, then t + interval), in batches of 50 000 rows per hot file — what the
+//! workers write at their default flush size — and are written by the workers' encoder.
+//! The lifecycle then compacts (warm), encodes densely (cold) and archives them, and the
+//! bench prints the bytes per sample in each tier, next to the same samples written by a
+//! plain float Parquet writer (arrow-rs defaults, sorted like warm) and, when `promtool` is
+//! on the PATH, a Prometheus TSDB block made by `promtool tsdb create-blocks-from
+//! openmetrics` from the same samples.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Instant;
+
+use callscope_schemas::arrow_schema::{SourcedEvent, to_record_batch};
+use callscope_schemas::{Dataset, Event, Metric, MetricKind};
+use callscope_storage::layout::{DataFileKey, HourPartition};
+use callscope_storage::lifecycle::Lifecycle;
+use callscope_storage::lifecycle::policy::{Policy, PolicyStep};
+use callscope_storage::{DataTable, FileCatalog, TierName, Tiers};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::common::scratch_dir;
+use crate::cli::BenchStorageConfig;
+
+/// 2026-01-01T00:00:00Z: the samples' first instant (old enough for every step).
+const START_MS: i64 = 1_767_225_600_000;
+const FLUSH_ROWS: usize = 50_000;
+
+struct Series {
+    name: &'static str,
+    kind: MetricKind,
+    service: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+fn round_to(v: f64, digits: i32) -> f64 {
+    // Through text, as an exporter's value reaches us.
+    format!("{v:.*}", digits as usize).parse().unwrap_or(v)
+}
+
+impl Series {
+    fn next(&mut self, rng: &mut StdRng) -> f64 {
+        self.value = match self.name {
+            "calls_total" | "bytes_sent_total" => self.value + f64::from(rng.random_range(0..6u32)),
+            "queue_length" | "active_calls" => (self.value + f64::from(rng.random_range(-2..=2i32))).clamp(0.0, 500.0),
+            "asr_latency_ms" => round_to((self.value + rng.random_range(-3.0..3.0)).clamp(20.0, 2000.0), 2),
+            _ => round_to((self.value + rng.random_range(-0.01..0.01)).clamp(0.0, 1.0), 4),
+        };
+        self.value
+    }
+}
+
+fn generate_series(count: usize, rng: &mut StdRng) -> Vec<Series> {
+    const KINDS: [(&str, MetricKind, f64); 8] = [
+        ("calls_total", MetricKind::Counter, 0.0),
+        ("bytes_sent_total", MetricKind::Counter, 1e6),
+        ("queue_length", MetricKind::Gauge, 10.0),
+        ("active_calls", MetricKind::Gauge, 100.0),
+        ("asr_latency_ms", MetricKind::Gauge, 120.0),
+        ("asr_latency_ms", MetricKind::Gauge, 120.0),
+        ("ai_confidence", MetricKind::Gauge, 0.8),
+        ("ai_confidence", MetricKind::Gauge, 0.8),
+    ];
+    (0..count)
+        .map(|i| {
+            let (name, kind, start) = KINDS[i % KINDS.len()];
+            let service = ["call-gateway", "asr", "ai-engine", "billing"][i / KINDS.len() % 4].to_string();
+            let labels = BTreeMap::from([
+                ("region".to_string(), ["cn-east", "cn-north", "cn-south"][i % 3].to_string()),
+                ("pod".to_string(), format!("{service}-{}", i / 32)),
+            ]);
+            let value = if start > 1.0 { start + f64::from(rng.random_range(0..100u32)) } else { start };
+            Series { name, kind, service, labels, value }
+        })
+        .collect()
+}
+
+fn bytes_per_sample(bytes: u64, samples: usize) -> f64 {
+    bytes as f64 / samples.max(1) as f64
+}
+
+pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
+    let dir = scratch_dir("storage")?;
+    let tiers = Tiers::local(&dir)?;
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let mut series = generate_series(config.series, &mut rng);
+    let interval_ms = config.interval.as_millis() as i64;
+    let steps = (i64::from(config.hours) * 3_600_000 / interval_ms.max(1)) as usize;
+    let samples = steps * series.len();
+    println!(
+        "bench storage: {} series x {} samples (one every {}, {} h) = {samples} samples; scratch {}",
+        series.len(),
+        steps,
+        humantime::format_duration(config.interval),
+        config.hours,
+        dir.display()
+    );
+
+    // Hot: what the workers' encoder writes, a file per flush and hour.
+    let started = Instant::now();
+    let mut openmetrics: BTreeMap<usize, Vec<(i64, f64)>> = BTreeMap::new();
+    let mut pending: BTreeMap<HourPartition, Vec<SourcedEvent>> = BTreeMap::new();
+    let mut offset = 0i64;
+    let mut hot_files = 0;
+    for step in 0..steps {
+        let t = START_MS + step as i64 * interval_ms;
+        for (i, s) in series.iter_mut().enumerate() {
+            let value = s.next(&mut rng);
+            openmetrics.entry(i).or_default().push((t, value));
+            let event = Event::Metric(Metric {
+                name: s.name.to_string(),
+                kind: s.kind,
+                value,
+                timestamp_ms: t,
+                service: s.service.clone(),
+                labels: s.labels.clone(),
+                unit: None,
+            });
+            let hour = HourPartition::of_unix_ms(t);
+            let batch = pending.entry(hour).or_default();
+            batch.push(SourcedEvent { partition: 0, offset, event });
+            offset += 1;
+            if batch.len() >= FLUSH_ROWS {
+                let events = std::mem::take(batch);
+                write_hot(&tiers, hour, &events).await?;
+                hot_files += 1;
+            }
+        }
+    }
+    for (hour, events) in std::mem::take(&mut pending) {
+        if !events.is_empty() {
+            write_hot(&tiers, hour, &events).await?;
+            hot_files += 1;
+        }
+    }
+    let catalog = FileCatalog::new(tiers.clone());
+    let usage = |tier: TierName| {
+        let catalog = catalog.clone();
+        async move {
+            let all = callscope_storage::usage::collect(&catalog).await?;
+            anyhow::Ok(
+                all.into_iter()
+                    .filter(|u| u.tier == tier.as_str() && u.table == "metrics")
+                    .fold((0u64, 0u64, 0u64), |(f, r, b), u| (f + u.files, r + u.rows, b + u.bytes)),
+            )
+        }
+    };
+    let (files, rows, hot_bytes) = usage(TierName::Hot).await?;
+    anyhow::ensure!(rows as usize == samples, "hot holds {rows} rows, generated {samples}");
+    println!("generated and wrote {hot_files} hot files in {:.1} s", started.elapsed().as_secs_f64());
+
+    let mut table = vec![("hot (as the workers write)".to_string(), files, hot_bytes, 0.0)];
+    let lifecycle = Lifecycle::new(catalog.clone(), "bench");
+    let far_future = START_MS + 400 * 86_400_000;
+    for (step, tier) in [
+        (PolicyStep::Compact { after: "1h".into() }, TierName::Warm),
+        (PolicyStep::Cold { after: "1h".into() }, TierName::Cold),
+        (PolicyStep::Archive { after: "1h".into() }, TierName::Archive),
+    ] {
+        let policy = Policy {
+            id: format!("bench-{}", step.name()),
+            description: String::new(),
+            tables: vec![DataTable::Events(Dataset::Metrics).name().to_string()],
+            steps: vec![step],
+            enabled: true,
+        };
+        let started = Instant::now();
+        let id = Lifecycle::new_job_id(&policy.id, far_future);
+        let job = lifecycle.run(&policy, &id, false, far_future, &mut |_| {}).await?;
+        anyhow::ensure!(job.errors.is_empty(), "{}: {:?}", policy.id, job.errors);
+        let seconds = started.elapsed().as_secs_f64();
+        let (files, rows, bytes) = usage(tier).await?;
+        anyhow::ensure!(rows as usize == samples, "{tier} holds {rows} rows, expected {samples}");
+        table.push((format!("{tier} ({}, {seconds:.1} s)", policy.id), files, bytes, seconds));
+    }
+
+    // A plain float Parquet writer (arrow-rs defaults) over the same rows, sorted like warm.
+    let plain_bytes = plain_parquet(&tiers, &catalog).await?;
+    table.push(("plain float Parquet (arrow-rs defaults)".to_string(), 1, plain_bytes, 0.0));
+    let prometheus = prometheus_block(&dir, &series, &openmetrics);
+
+    println!();
+    println!("{:<46} {:>6} {:>14} {:>13}", "where", "files", "bytes", "bytes/sample");
+    for (name, files, bytes, _) in &table {
+        println!("{name:<46} {files:>6} {bytes:>14} {:>13.3}", bytes_per_sample(*bytes, samples));
+    }
+    match prometheus {
+        Ok(bytes) => println!(
+            "{:<46} {:>6} {bytes:>14} {:>13.3}",
+            "Prometheus TSDB block (promtool)",
+            "-",
+            bytes_per_sample(bytes, samples)
+        ),
+        Err(why) => println!("{:<46} skipped: {why}", "Prometheus TSDB block (promtool)"),
+    }
+    println!("\n(scratch data left in {} for inspection)", dir.display());
+    Ok(())
+}
+
+async fn write_hot(tiers: &Tiers, hour: HourPartition, events: &[SourcedEvent]) -> anyhow::Result<()> {
+    let batch = to_record_batch(Dataset::Metrics, events)?;
+    let key = DataFileKey {
+        dataset: Dataset::Metrics,
+        hour,
+        topic: "callscope.metrics".into(),
+        partition: 0,
+        first_offset: events.first().map_or(0, |e| e.offset),
+        last_offset: events.last().map_or(0, |e| e.offset),
+    };
+    tiers.hot.put_durable(&key.path(), callscope_storage::parquet_file::encode(&[batch])?, false).await?;
+    Ok(())
+}
+
+/// Every visible metrics row, sorted by series and time, written once with arrow-rs's
+/// default writer properties; returns the file's size.
+async fn plain_parquet(tiers: &Tiers, catalog: &FileCatalog) -> anyhow::Result<u64> {
+    use datafusion::prelude::{SessionContext, col};
+    let ctx = SessionContext::new();
+    callscope_storage::file_catalog::table::register_tier_stores(ctx.runtime_env().as_ref(), tiers);
+    let table = DataTable::Events(Dataset::Metrics);
+    ctx.register_table(
+        "metrics",
+        std::sync::Arc::new(callscope_storage::file_catalog::table::CatalogTable::new(catalog.clone(), table)),
+    )?;
+    let schema = table.file_schema();
+    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let sort = table.sort_columns().iter().map(|c| col(*c).sort(true, false)).collect();
+    let batches = ctx.table("metrics").await?.select_columns(&columns)?.sort(sort)?.collect().await?;
+    let mut buffer = Vec::new();
+    let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(&mut buffer, schema, None)?;
+    for batch in &batches {
+        writer.write(batch)?;
+    }
+    writer.close()?;
+    Ok(buffer.len() as u64)
+}
+
+/// Writes the samples as OpenMetrics text, has promtool build TSDB blocks from it, and
+/// returns the blocks' size; `Err` says why it could not (promtool missing).
+fn prometheus_block(
+    dir: &std::path::Path,
+    series: &[Series],
+    samples: &BTreeMap<usize, Vec<(i64, f64)>>,
+) -> anyhow::Result<u64, String> {
+    let promtool = std::process::Command::new("promtool").arg("--version").output();
+    if !promtool.is_ok_and(|o| o.status.success()) {
+        return Err("promtool is not on the PATH (Debian: apt-get install prometheus)".into());
+    }
+    let text = dir.join("samples.om");
+    let write = || -> anyhow::Result<()> {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&text)?);
+        let mut by_family: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, s) in series.iter().enumerate() {
+            by_family.entry(s.name).or_default().push(i);
+        }
+        for (family, members) in by_family {
+            let kind = if family.ends_with("_total") { "counter" } else { "gauge" };
+            let base = family.trim_end_matches("_total");
+            writeln!(out, "# TYPE {base} {kind}")?;
+            for i in members {
+                let s = &series[i];
+                let labels =
+                    format!("service=\"{}\",region=\"{}\",pod=\"{}\"", s.service, s.labels["region"], s.labels["pod"]);
+                for (t, v) in &samples[&i] {
+                    writeln!(out, "{family}{{{labels}}} {v} {}.{:03}", t / 1000, t % 1000)?;
+                }
+            }
+        }
+        writeln!(out, "# EOF")?;
+        Ok(())
+    };
+    write().map_err(|e| format!("cannot write the OpenMetrics text: {e}"))?;
+    let blocks = dir.join("prometheus");
+    let out = std::process::Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&text)
+        .arg(&blocks)
+        .output()
+        .map_err(|e| format!("promtool: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("promtool failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let mut total = 0;
+    let mut stack = vec![blocks];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(|e| e.to_string())?.flatten() {
+            let meta = entry.metadata().map_err(|e| e.to_string())?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    Ok(total)
+}
