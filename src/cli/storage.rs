@@ -47,13 +47,14 @@ impl StorageArgs {
             cold: self.tier(TierName::Cold)?,
             archive: self.tier(TierName::Archive)?,
         };
-        let mut seen = std::collections::BTreeMap::new();
-        for (name, tier) in tiers.iter() {
-            if let Some(other) = seen.insert(tier.dir_url(""), name) {
-                anyhow::bail!(
-                    "the {other} and {name} tiers are both at {}: give each tier its own URL",
-                    tier.dir_url("")
-                );
+        for (a, first) in tiers.iter() {
+            for (b, second) in tiers.iter().filter(|(b, _)| *b > a) {
+                let (x, y) = (first.dir_url(""), second.dir_url(""));
+                if x.starts_with(&y) || y.starts_with(&x) {
+                    anyhow::bail!(
+                        "the {a} tier ({x}) and the {b} tier ({y}) overlap: give each tier a location of its own"
+                    );
+                }
             }
         }
         Ok(tiers)

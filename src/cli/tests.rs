@@ -77,3 +77,28 @@ fn key_values_and_datasets_parse() {
     assert_eq!(produce.dataset, callscope_schemas::Dataset::Spans);
     assert!(Cli::try_parse_from(["callscope", "produce", "--dataset", "logs"]).is_err());
 }
+
+#[test]
+fn tiers_default_under_the_data_dir_and_may_not_overlap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("path");
+    let Command::Sql(sql) =
+        Cli::try_parse_from(["callscope", "sql", "--data-dir", data, "SELECT 1"]).expect("parses").command
+    else {
+        panic!("not sql");
+    };
+    let tiers = sql.storage.tiers().expect("tiers");
+    for (name, tier) in tiers.iter() {
+        assert!(tier.dir_url("").ends_with(&format!("/{name}/")), "{name}: {}", tier.dir_url(""));
+    }
+    let nested = format!("file://{}/hot/warm", dir.path().display());
+    let Command::Sql(sql) =
+        Cli::try_parse_from(["callscope", "sql", "--data-dir", data, "--warm-url", &nested, "SELECT 1"])
+            .expect("parses")
+            .command
+    else {
+        panic!("not sql");
+    };
+    let err = sql.storage.tiers().expect_err("overlapping tiers").to_string();
+    assert!(err.contains("hot tier") && err.contains("warm tier") && err.contains("overlap"), "{err}");
+}
