@@ -119,7 +119,7 @@ impl CostModel {
         let mut tier = TierName::Hot;
         let mut from = 0.0;
         let mut horizon = 365.0;
-        for step in &policy.steps {
+        for step in policy.steps.iter().filter(|s| !matches!(s, PolicyStep::Downsample { .. })) {
             let Ok(ms) = step.after_ms() else { continue };
             let at = ms as f64 / DAY_MS;
             spans.push((tier, from, at));
@@ -132,6 +132,7 @@ impl CostModel {
                     horizon = at;
                     break;
                 }
+                PolicyStep::Downsample { .. } => {}
             }
         }
         if from < horizon {

@@ -98,6 +98,6 @@ mod tests {
             assert_eq!(t.as_str().parse::<TierName>(), Ok(t));
             assert_eq!(serde_json::to_string(&t).expect("json"), format!("\"{t}\""));
         }
-        assert!("lukewarm".parse::<TierName>().unwrap_err().contains("lukewarm"));
+        assert!("lukewarm".parse::<TierName>().expect_err("not a tier").contains("lukewarm"));
     }
 }

@@ -179,6 +179,10 @@ pub struct Manifest {
     /// Bytes of the hot files this unit's rows were first written as (for compression
     /// statistics), summed over generations.
     pub raw_bytes: u64,
+    /// For a table-hour made from another (downsampling): that table-hour and the state of
+    /// it this one was made from, so that a changed source is downsampled again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derived_from: Option<String>,
     /// The job that committed this generation, and what it did.
     pub job: String,
     pub step: String,

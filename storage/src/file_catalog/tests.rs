@@ -35,6 +35,7 @@ fn manifest(
         replaced_hot: replaced.iter().map(|s| s.to_string()).collect(),
         superseded,
         raw_bytes: 0,
+        derived_from: None,
         job: format!("job-{generation}"),
         step: "compact".into(),
         created_at_ms: at,

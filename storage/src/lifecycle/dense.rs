@@ -107,11 +107,11 @@ pub fn densify_with(
     Ok((dense, out))
 }
 
-/// [`scales_of`] then [`densify_with`]; also returns the columns converted (name, scale).
-pub fn densify(
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-) -> Result<(SchemaRef, Vec<RecordBatch>, Vec<(String, i8)>)> {
+/// Dense batches, their schema, and the columns converted (name, scale).
+pub type Densified = (SchemaRef, Vec<RecordBatch>, Vec<(String, i8)>);
+
+/// [`scales_of`] then [`densify_with`].
+pub fn densify(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Densified> {
     let scales = scales_of(schema, batches);
     let (dense, out) = densify_with(schema, batches, &scales)?;
     let names = scales.iter().enumerate().filter_map(|(i, s)| s.map(|s| (schema.field(i).name().clone(), s))).collect();

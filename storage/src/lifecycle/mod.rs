@@ -14,6 +14,7 @@
 //! with ingestion for more than one core and a few hundred MB.
 
 pub mod dense;
+pub mod downsample;
 pub mod holds;
 pub mod jobs;
 pub mod metrics;
@@ -139,17 +140,31 @@ impl Lifecycle {
         record.step = "plan".into();
         jobs.put(&record).await?;
         let holds: Vec<_> = self.holds().list().await?.into_iter().filter(|h| h.is_active()).collect();
-        let steps: Vec<(PolicyStep, i64)> =
-            policy.steps.iter().map(|s| Ok((s.clone(), s.after_ms()?))).collect::<Result<_, policy::PolicyError>>()?;
+        // Steps that move a table-hour (one of them per hour and run), and downsampling,
+        // which adds roll-ups beside whatever else an hour is due for.
+        let mut steps: Vec<(PolicyStep, i64)> = Vec::new();
+        let mut downsampling: Option<(i64, i64, Vec<i64>)> = None;
+        for step in &policy.steps {
+            let after = step.after_ms()?;
+            match step {
+                PolicyStep::Downsample { from, to, .. } => {
+                    let to = to.iter().map(|t| policy::parse_age(t)).collect::<Result<_, _>>()?;
+                    downsampling = Some((after, policy::parse_age(from)?, to));
+                }
+                _ => steps.push((step.clone(), after)),
+            }
+        }
 
         // Plan: every unit of every table, with the last step whose age it has passed.
-        let mut plan: Vec<(DataTable, UnitSnapshot, Option<PolicyStep>)> = Vec::new();
+        let mut plan: Vec<(DataTable, UnitSnapshot, Option<PolicyStep>, bool)> = Vec::new();
         for table in policy.tables() {
             for unit in self.catalog.snapshot(table, None).await? {
                 let age = now_ms - unit.hour.end_ms();
                 let step = steps.iter().rev().find(|(_, after)| age >= *after).map(|(s, _)| s.clone());
-                if step.is_some() || unit.has_garbage() {
-                    plan.push((table, unit, step));
+                let down =
+                    table == DataTable::Rollups && downsampling.as_ref().is_some_and(|(after, ..)| age >= *after);
+                if step.is_some() || down || unit.has_garbage() {
+                    plan.push((table, unit, step, down));
                 }
             }
         }
@@ -158,7 +173,13 @@ impl Lifecycle {
         progress(&record);
 
         let mut last_saved = Instant::now();
-        for (table, unit, step) in plan {
+        for (table, unit, step, down) in plan {
+            // Downsampling reads the hour after its own step (a compaction changes the
+            // source's generation, not its rows), or before it when that step deletes it.
+            let deletes = matches!(step, Some(PolicyStep::Delete { .. }));
+            if down && deletes {
+                self.downsample(metrics, &mut record, &downsampling, &unit.unit, job_id, now_ms, dry_run).await;
+            }
             if let Some(step) = step {
                 record.step = step.name().into();
                 let result = match &step {
@@ -186,30 +207,13 @@ impl Lifecycle {
                         )
                         .await
                     }
+                    // Planned beside the moving steps, above.
+                    PolicyStep::Downsample { .. } => Ok(StepResult::nothing()),
                 };
-                match result {
-                    Ok(r) => {
-                        metrics.units.with_label_values(&[step.name(), r.outcome.name()]).inc();
-                        metrics.bytes_read.with_label_values(&[step.name()]).inc_by(r.bytes_read);
-                        metrics.bytes_written.with_label_values(&[step.name()]).inc_by(r.bytes_written);
-                        metrics.files_replaced.with_label_values(&[step.name()]).inc_by(r.files_replaced);
-                        record.rows += r.rows;
-                        record.bytes_read += r.bytes_read;
-                        record.bytes_written += r.bytes_written;
-                        record.files_replaced += r.files_replaced;
-                        match r.outcome {
-                            Outcome::Changed => record.units_changed += 1,
-                            Outcome::Held => record.units_held += 1,
-                            Outcome::LostRace => record.units_lost_race += 1,
-                            Outcome::NothingToDo => {}
-                        }
-                    }
-                    Err(e) => {
-                        metrics.units.with_label_values(&[step.name(), "failed"]).inc();
-                        tracing::warn!(unit = %unit.unit, step = step.name(), error = %e, "lifecycle step failed");
-                        record.errors.push(format!("{} {}: {e}", step.name(), unit.unit));
-                    }
-                }
+                self.count(metrics, &mut record, step.name(), &unit.unit, result);
+            }
+            if down && !deletes {
+                self.downsample(metrics, &mut record, &downsampling, &unit.unit, job_id, now_ms, dry_run).await;
             }
             if !dry_run {
                 match self.catalog.collect_garbage(&unit.unit, now_ms).await {
@@ -237,6 +241,60 @@ impl Lifecycle {
         metrics.job_seconds.with_label_values(&[&policy.id, outcome]).observe(started.elapsed().as_secs_f64());
         progress(&record);
         Ok(record)
+    }
+}
+
+impl Lifecycle {
+    #[allow(clippy::too_many_arguments)]
+    async fn downsample(
+        &self,
+        metrics: &LifecycleMetrics,
+        record: &mut JobRecord,
+        downsampling: &Option<(i64, i64, Vec<i64>)>,
+        unit: &str,
+        job_id: &str,
+        now_ms: i64,
+        dry_run: bool,
+    ) {
+        let Some((_, from, to)) = downsampling else { return };
+        record.step = "downsample".into();
+        let result =
+            downsample::downsample_unit(&self.catalog, unit, *from, to, job_id, &self.options, now_ms, dry_run).await;
+        self.count(metrics, record, "downsample", unit, result);
+    }
+
+    /// Adds one step's result on one unit to the job's record and the metrics.
+    fn count(
+        &self,
+        metrics: &LifecycleMetrics,
+        record: &mut JobRecord,
+        step: &str,
+        unit: &str,
+        result: Result<StepResult>,
+    ) {
+        match result {
+            Ok(r) => {
+                metrics.units.with_label_values(&[step, r.outcome.name()]).inc();
+                metrics.bytes_read.with_label_values(&[step]).inc_by(r.bytes_read);
+                metrics.bytes_written.with_label_values(&[step]).inc_by(r.bytes_written);
+                metrics.files_replaced.with_label_values(&[step]).inc_by(r.files_replaced);
+                record.rows += r.rows;
+                record.bytes_read += r.bytes_read;
+                record.bytes_written += r.bytes_written;
+                record.files_replaced += r.files_replaced;
+                match r.outcome {
+                    Outcome::Changed => record.units_changed += 1,
+                    Outcome::Held => record.units_held += 1,
+                    Outcome::LostRace => record.units_lost_race += 1,
+                    Outcome::NothingToDo => {}
+                }
+            }
+            Err(e) => {
+                metrics.units.with_label_values(&[step, "failed"]).inc();
+                tracing::warn!(unit, step, error = %e, "lifecycle step failed");
+                record.errors.push(format!("{step} {unit}: {e}"));
+            }
+        }
     }
 }
 

@@ -42,6 +42,12 @@ pub enum PolicyStep {
     /// Merge each table-hour's small hot files (and late arrivals) into sorted,
     /// compressed files in the warm tier.
     Compact { after: String },
+    /// For roll-up table-hours of resolution `from`: write the same windows merged into
+    /// each coarser resolution of `to` (partials and sketches merged) into the cold tier,
+    /// as table-hours of their own (`metric_rollups/resolution=<to>/…`). Each of `to` must
+    /// be a multiple of `from` and divide an hour. It adds data and moves nothing, so it
+    /// runs beside whichever other step a table-hour is due for.
+    Downsample { after: String, from: String, to: Vec<String> },
     /// Rewrite each table-hour into the cold tier, densely encoded: measurement columns
     /// as exact decimals where every value allows it (delta-encoded integers), else as
     /// doubles.
@@ -57,6 +63,7 @@ impl PolicyStep {
     pub fn name(&self) -> &'static str {
         match self {
             PolicyStep::Compact { .. } => "compact",
+            PolicyStep::Downsample { .. } => "downsample",
             PolicyStep::Cold { .. } => "cold",
             PolicyStep::Archive { .. } => "archive",
             PolicyStep::Delete { .. } => "delete",
@@ -67,15 +74,17 @@ impl PolicyStep {
     fn rank(&self) -> u8 {
         match self {
             PolicyStep::Compact { .. } => 1,
-            PolicyStep::Cold { .. } => 2,
-            PolicyStep::Archive { .. } => 3,
-            PolicyStep::Delete { .. } => 4,
+            PolicyStep::Downsample { .. } => 2,
+            PolicyStep::Cold { .. } => 3,
+            PolicyStep::Archive { .. } => 4,
+            PolicyStep::Delete { .. } => 5,
         }
     }
 
     pub fn after(&self) -> &str {
         match self {
             PolicyStep::Compact { after }
+            | PolicyStep::Downsample { after, .. }
             | PolicyStep::Cold { after }
             | PolicyStep::Archive { after }
             | PolicyStep::Delete { after } => after,
@@ -153,8 +162,27 @@ impl Policy {
             if i > 0 && step.rank() <= self.steps[i - 1].rank() {
                 return Err(invalid(
                     format!("steps[{i}]"),
-                    "steps go one way, each at most once: compact, cold, archive, delete",
+                    "steps go one way, each at most once: compact, downsample, cold, archive, delete",
                 ));
+            }
+            if let PolicyStep::Downsample { from, to, .. } = step {
+                let from_ms = parse_age(from).map_err(|e| invalid(format!("steps[{i}].from"), e.reason))?;
+                if from_ms <= 0 {
+                    return Err(invalid(format!("steps[{i}].from"), "a resolution must be positive"));
+                }
+                if to.is_empty() {
+                    return Err(invalid(format!("steps[{i}].to"), "name at least one coarser resolution"));
+                }
+                for (j, target) in to.iter().enumerate() {
+                    let field = format!("steps[{i}].to[{j}]");
+                    let to_ms = parse_age(target).map_err(|e| invalid(&field, e.reason))?;
+                    if to_ms <= from_ms || to_ms % from_ms != 0 || 3_600_000 % to_ms != 0 {
+                        return Err(invalid(
+                            field,
+                            format!("{target:?} must be a multiple of {from:?} that divides an hour (5m, 15m, 1h, …)"),
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -188,25 +216,37 @@ mod tests {
         assert_eq!(parse_age("2h"), Ok(7_200_000));
         assert_eq!(parse_age("7d"), Ok(7 * 86_400_000));
         assert_eq!(parse_age("90m"), Ok(5_400_000));
-        assert_eq!(parse_age("soon").unwrap_err().field, "after");
+        assert_eq!(parse_age("soon").expect_err("invalid").field, "after");
     }
 
     #[test]
     fn errors_name_the_field() {
         let mut p = Policy::default_policy();
         p.tables = vec!["metrics".into(), "calls".into()];
-        assert_eq!(p.validate().unwrap_err().field, "tables[1]");
+        assert_eq!(p.validate().expect_err("invalid").field, "tables[1]");
         let mut p = Policy::default_policy();
         p.steps = vec![PolicyStep::Delete { after: "1d".into() }, PolicyStep::Compact { after: "2d".into() }];
-        assert_eq!(p.validate().unwrap_err().field, "steps[1]", "nothing after delete");
+        assert_eq!(p.validate().expect_err("invalid").field, "steps[1]", "nothing after delete");
         p.steps = vec![PolicyStep::Archive { after: "1d".into() }, PolicyStep::Cold { after: "2d".into() }];
-        assert_eq!(p.validate().unwrap_err().field, "steps[1]", "cold after archive");
+        assert_eq!(p.validate().expect_err("invalid").field, "steps[1]", "cold after archive");
         let mut p = Policy::default_policy();
         p.steps = vec![PolicyStep::Compact { after: "2d".into() }, PolicyStep::Delete { after: "1d".into() }];
-        assert_eq!(p.validate().unwrap_err().field, "steps[1].after");
+        assert_eq!(p.validate().expect_err("invalid").field, "steps[1].after");
         let mut p = Policy::default_policy();
         p.id = "a b".into();
-        assert_eq!(p.validate().unwrap_err().field, "id");
+        assert_eq!(p.validate().expect_err("invalid").field, "id");
         assert!(serde_json::from_str::<Policy>(r#"{"id":"x","steps":[{"action":"melt","after":"1d"}]}"#).is_err());
+        let mut p = Policy::default_policy();
+        let down = |to: &[&str]| PolicyStep::Downsample {
+            after: "1d".into(),
+            from: "1m".into(),
+            to: to.iter().map(|t| t.to_string()).collect(),
+        };
+        p.steps = vec![PolicyStep::Compact { after: "2h".into() }, down(&["5m", "1h"])];
+        p.validate().expect("valid downsampling");
+        p.steps = vec![PolicyStep::Compact { after: "2h".into() }, down(&["5m", "7m"])];
+        assert_eq!(p.validate().expect_err("invalid").field, "steps[1].to[1]");
+        p.steps = vec![down(&["90s"])];
+        assert_eq!(p.validate().expect_err("invalid").field, "steps[0].to[0]", "not a multiple of 1m");
     }
 }

@@ -86,6 +86,7 @@ pub async fn expire_unit(
         replaced_hot,
         superseded: previous_files,
         raw_bytes: previous.as_ref().map_or(0, |m| m.raw_bytes),
+        derived_from: None,
         job: job.to_string(),
         step: "delete".into(),
         created_at_ms: now_ms,

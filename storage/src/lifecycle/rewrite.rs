@@ -164,6 +164,7 @@ pub async fn rewrite_unit(
         replaced_hot,
         superseded: if append { Vec::new() } else { previous_files },
         raw_bytes: previous.as_ref().map_or(0, |m| m.raw_bytes) + fresh_bytes,
+        derived_from: previous.as_ref().and_then(|m| m.derived_from.clone()),
         job: job.to_string(),
         step: rewrite.name().into(),
         created_at_ms: now_ms,

@@ -95,7 +95,7 @@ mod tests {
     fn late_corrections_fold_into_their_window_and_windows_downsample() {
         let rows = [row(0, &[1.0, 2.0], false), row(0, &[3.0], true), row(60_000, &[10.0], false)];
         let batch = rollups_to_record_batch(rows.iter()).expect("batch");
-        let (folded, n) = merge_rollups(&[batch.clone()], None).expect("fold");
+        let (folded, n) = merge_rollups(std::slice::from_ref(&batch), None).expect("fold");
         let folded = folded.expect("rows");
         assert_eq!((n, folded.num_rows()), (3, 2));
         assert_eq!(counts(&folded), vec![3, 1]);
