@@ -132,6 +132,7 @@ struct Api {
     baseline: BTreeMap<&'static str, StatusCode>,
     runtime: tokio::runtime::Runtime,
     hot: Tier,
+    tiers: Tiers,
     _dir: tempfile::TempDir,
 }
 
@@ -173,6 +174,7 @@ fn api_with(settled_after_ms: i64) -> Api {
         rollups_settled_after_ms: settled_after_ms,
     };
     let state_hot = state.hot.clone();
+    let state_tiers = state.tiers.clone();
     let router = router(state);
     let baseline = runtime.block_on(async {
         let rule = r#"{"id": "r1", "name": "CallFailureRate",
@@ -187,7 +189,7 @@ fn api_with(settled_after_ms: i64) -> Api {
         }
         baseline
     });
-    Api { router, baseline, runtime, hot: state_hot, _dir: dir }
+    Api { router, baseline, runtime, hot: state_hot, tiers: state_tiers, _dir: dir }
 }
 
 fn encode(text: &str) -> String {
@@ -376,4 +378,90 @@ fn rollups_answer_only_up_to_the_partition_furthest_behind() {
         .collect();
     let expected: Vec<(i64, f64)> = (0..10).map(|m| (t0 + m * minute, if m < 5 { 2.0 } else { 3.0 })).collect();
     assert_eq!(points, expected, "minutes 0-4 from both partitions' roll-ups, 5-9 from partition 1's raw samples");
+}
+
+/// An hour of 1-minute roll-ups downsampled by the lifecycle to 15 minutes: a 15-minute
+/// step reads the coarse roll-ups (the source header says so) and answers exactly what the
+/// 1-minute roll-ups answer, quantiles included.
+#[test]
+fn old_hours_are_answered_from_downsampled_roll_ups() {
+    use callscope_schemas::MetricKind;
+    use callscope_schemas::rollup::{Partial, RollupRow, SeriesKey, rollups_to_record_batch};
+    use callscope_storage::lifecycle::Lifecycle;
+    use callscope_storage::lifecycle::policy::{Policy, PolicyStep};
+    use callscope_storage::{FileCatalog, HourPartition, RollupFileKey, RollupSource, parquet_file};
+
+    let api = api_with(86_400_000);
+    let t0 = (callscope_runtime::now_ms() - 30 * 86_400_000).div_euclid(3_600_000) * 3_600_000;
+    let minute = 60_000;
+    let series = std::sync::Arc::new(SeriesKey {
+        name: "asr_latency_ms".into(),
+        service: "asr".into(),
+        labels: Default::default(),
+        kind: MetricKind::Histogram,
+        unit: None,
+    });
+    let rows: Vec<RollupRow> = (0..60)
+        .map(|m| {
+            let mut partial = Partial::empty(MetricKind::Histogram);
+            for i in 0..5 {
+                partial.add(((m * 37 + i * 11) % 400) as f64 + 20.0, t0 + m * minute + i);
+            }
+            RollupRow {
+                resolution_ms: minute,
+                window_start_ms: t0 + m * minute,
+                series: series.clone(),
+                partial,
+                partition: 0,
+                late: false,
+            }
+        })
+        .collect();
+    let key = RollupFileKey {
+        resolution_ms: minute,
+        hour: HourPartition::of_unix_ms(t0),
+        topic: "callscope.metrics".into(),
+        partition: 0,
+        source: RollupSource::Batch { first_offset: 0, last_offset: 59 },
+    };
+    let bytes = parquet_file::encode(&[rollups_to_record_batch(&rows).expect("batch")]).expect("encode");
+    let get = |agg: &str, resolution: &str| {
+        let uri = format!(
+            "/monitoring/metrics?name=asr_latency_ms&agg={agg}&step=15m&start={t0}&end={}&resolution={resolution}",
+            t0 + 60 * minute
+        );
+        let request = Request::builder().uri(&uri).body(Body::empty()).expect("request");
+        api.runtime.block_on(async {
+            let response = api.router.clone().oneshot(request).await.expect("infallible");
+            let source =
+                response.headers().get("x-callscope-source").map(|v| v.to_str().unwrap_or_default().to_string());
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+            (source, serde_json::from_slice::<serde_json::Value>(&body).expect("json"))
+        })
+    };
+    api.runtime.block_on(async {
+        api.hot.put_durable(&key.path(), bytes, false).await.expect("put");
+    });
+    let before: Vec<_> = ["sum", "count", "p95"].iter().map(|agg| get(agg, "auto")).collect();
+    assert!(before.iter().all(|(source, _)| source.as_deref() == Some("rollup:1m")), "{before:?}");
+
+    let lifecycle = Lifecycle::new(FileCatalog::new(api.tiers.clone()), "test");
+    let policy = Policy {
+        id: "down".into(),
+        description: String::new(),
+        tables: vec!["metric_rollups".into()],
+        steps: vec![PolicyStep::Downsample { after: "1d".into(), from: "1m".into(), to: vec!["15m".into()] }],
+        enabled: true,
+    };
+    let job = api
+        .runtime
+        .block_on(lifecycle.run(&policy, "down-1", false, callscope_runtime::now_ms(), &mut |_| {}))
+        .expect("job");
+    assert_eq!((job.units_changed, job.errors.len()), (1, 0), "{job:?}");
+    for (agg, (_, expected)) in ["sum", "count", "p95"].iter().zip(&before) {
+        let (source, answer) = get(agg, "auto");
+        assert_eq!(source.as_deref(), Some("rollup:15m"), "{agg}");
+        assert_eq!(&answer, expected, "{agg}: the same answer from the coarse roll-ups");
+        assert_eq!(get(agg, "1m").1, answer, "{agg}: asked for 1m explicitly");
+    }
 }

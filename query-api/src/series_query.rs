@@ -237,6 +237,9 @@ fn push_point(series: &mut SeriesMap, name: &str, service: &str, key: &str, t: i
 /// Which source answers which part of the range.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Plan {
+    /// Downsampled roll-ups (the lifecycle's, coarser than any the workers write): their
+    /// resolution and the `[from, to)` they answer, from the start of the range.
+    pub(crate) coarse: Option<(i64, i64, i64)>,
     /// Roll-up resolution and the `[from, to)` it answers.
     pub(crate) rollup: Option<(i64, i64, i64)>,
     /// `[from, to)` answered from raw samples (after the newest closed window).
@@ -244,7 +247,7 @@ pub(crate) struct Plan {
 }
 
 pub(crate) async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
-    let all_raw = Plan { rollup: None, raw: Some((q.start, q.end)) };
+    let all_raw = Plan { coarse: None, rollup: None, raw: Some((q.start, q.end)) };
     let r = match q.resolution {
         None => pick_resolution(&state.resolutions_ms, q.step),
         Some(0) => None,
@@ -316,7 +319,30 @@ pub(crate) async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
     if covered <= q.start {
         return Ok(all_raw);
     }
-    Ok(Plan { rollup: Some((r, q.start, covered)), raw: (covered < q.end).then_some((covered, q.end)) })
+    let raw = (covered < q.end).then_some((covered, q.end));
+    // Old hours that the lifecycle downsampled to a coarser resolution that tiles the step
+    // are answered from there (when asked for `auto`), as far as they reach without a gap.
+    let mut coarse = None;
+    if q.resolution.is_none() {
+        let catalog = callscope_storage::FileCatalog::new(state.tiers.clone());
+        let range = callscope_storage::TimeRange::new(q.start, covered);
+        let hours = catalog
+            .downsampled_hours(range, &state.resolutions_ms)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("storage: {e}")))?;
+        if let Some((coarse_r, hours)) = hours.into_iter().filter(|(c, _)| *c > r && q.step % c == 0).next_back() {
+            let mut reach = q.start.div_euclid(3_600_000) * 3_600_000;
+            while hours.contains(&reach) {
+                reach += 3_600_000;
+            }
+            let reach = (reach.min(covered)).div_euclid(q.step) * q.step;
+            if reach > q.start {
+                coarse = Some((coarse_r, q.start, reach));
+            }
+        }
+    }
+    let from = coarse.map_or(q.start, |(_, _, to)| to);
+    Ok(Plan { coarse, rollup: (from < covered).then_some((r, from, covered)), raw })
 }
 
 /// Values per (group key values, bucket start).
@@ -344,49 +370,8 @@ pub(crate) async fn grouped_by(state: &AppState, q: &SeriesQuery, plan: &Plan, k
         k
     };
     let mut out = Grouped::new();
-    if let Some((r, from, to)) = plan.rollup {
-        let filter = q
-            .series_filter()
-            .and(col("resolution").eq(lit(resolution_label(r))))
-            .and(col("resolution_ms").eq(lit(r)))
-            .and(col("window_start_ms").gt_eq(lit(from)))
-            .and(col("window_start_ms").lt(lit(to)))
-            .and(col("date").gt_eq(lit(date_of(from))))
-            .and(col("date").lt_eq(lit(date_of(to))));
-        let table = state.engine.session().table(ROLLUP_TABLE).await?.filter(filter)?;
-        if let Some(expr) = q.agg.rollup_expr(q.step) {
-            let df = table.aggregate(keys("window_start_ms"), vec![cast(expr, DataType::Float64).alias("value")])?;
-            collect(df, n, &mut out).await?;
-        } else if let Agg::Quantile(quantile) = q.agg {
-            // Merge the sketches of every partial in a bucket, then ask the merged sketch.
-            let mut select = keys("window_start_ms");
-            select.push(col("sketch"));
-            let mut merged: BTreeMap<(Vec<String>, i64), DDSketch> = BTreeMap::new();
-            for batch in table.select(select)?.collect().await? {
-                let cols: Vec<Vec<Value>> = (0..=n).map(|i| column_values(batch.column(i).as_ref())).collect();
-                let sketches =
-                    batch.column(n + 1).as_binary_opt::<i32>().ok_or_else(|| ApiError::internal("sketch column"))?;
-                for row in 0..batch.num_rows() {
-                    let Some(t) = cols[n][row].as_i64() else { continue };
-                    if sketches.is_null(row) {
-                        continue;
-                    }
-                    let sketch = decode_sketch(sketches.value(row)).map_err(|e| ApiError::internal(e.to_string()))?;
-                    let key = ((0..n).map(|g| cols[g][row].as_str().unwrap_or_default().to_string()).collect(), t);
-                    match merged.get_mut(&key) {
-                        Some(into) => merge_sketch(into, &sketch).map_err(|e| ApiError::internal(e.to_string()))?,
-                        None => {
-                            merged.insert(key, sketch);
-                        }
-                    }
-                }
-            }
-            for (key, sketch) in merged {
-                if let Ok(Some(v)) = sketch.quantile(quantile) {
-                    out.insert(key, v);
-                }
-            }
-        }
+    for (r, from, to) in plan.coarse.into_iter().chain(plan.rollup) {
+        rollup_part(state, q, r, from, to, keys("window_start_ms"), n, &mut out).await?;
     }
     if let Some((from, to)) = plan.raw {
         let filter = q
@@ -405,6 +390,64 @@ pub(crate) async fn grouped_by(state: &AppState, q: &SeriesQuery, plan: &Plan, k
     Ok(out)
 }
 
+/// Roll-ups of resolution `r` over `[from, to)`, grouped by `keys` (the group keys and the
+/// bucket), into `out`.
+#[allow(clippy::too_many_arguments)]
+async fn rollup_part(
+    state: &AppState,
+    q: &SeriesQuery,
+    r: i64,
+    from: i64,
+    to: i64,
+    keys: Vec<Expr>,
+    n: usize,
+    out: &mut Grouped,
+) -> ApiResult<()> {
+    let filter = q
+        .series_filter()
+        .and(col("resolution").eq(lit(resolution_label(r))))
+        .and(col("resolution_ms").eq(lit(r)))
+        .and(col("window_start_ms").gt_eq(lit(from)))
+        .and(col("window_start_ms").lt(lit(to)))
+        .and(col("date").gt_eq(lit(date_of(from))))
+        .and(col("date").lt_eq(lit(date_of(to))));
+    let table = state.engine.session().table(ROLLUP_TABLE).await?.filter(filter)?;
+    if let Some(expr) = q.agg.rollup_expr(q.step) {
+        let df = table.aggregate(keys, vec![cast(expr, DataType::Float64).alias("value")])?;
+        collect(df, n, out).await?;
+    } else if let Agg::Quantile(quantile) = q.agg {
+        // Merge the sketches of every partial in a bucket, then ask the merged sketch.
+        let mut select = keys;
+        select.push(col("sketch"));
+        let mut merged: BTreeMap<(Vec<String>, i64), DDSketch> = BTreeMap::new();
+        for batch in table.select(select)?.collect().await? {
+            let cols: Vec<Vec<Value>> = (0..=n).map(|i| column_values(batch.column(i).as_ref())).collect();
+            let sketches =
+                batch.column(n + 1).as_binary_opt::<i32>().ok_or_else(|| ApiError::internal("sketch column"))?;
+            for row in 0..batch.num_rows() {
+                let Some(t) = cols[n][row].as_i64() else { continue };
+                if sketches.is_null(row) {
+                    continue;
+                }
+                let sketch = decode_sketch(sketches.value(row)).map_err(|e| ApiError::internal(e.to_string()))?;
+                let key = ((0..n).map(|g| cols[g][row].as_str().unwrap_or_default().to_string()).collect(), t);
+                match merged.get_mut(&key) {
+                    Some(into) => merge_sketch(into, &sketch).map_err(|e| ApiError::internal(e.to_string()))?,
+                    None => {
+                        merged.insert(key, sketch);
+                    }
+                }
+            }
+        }
+        for (key, sketch) in merged {
+            if let Ok(Some(v)) = sketch.quantile(quantile) {
+                out.insert(key, v);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Answers a series query from roll-ups where closed windows cover it and from raw samples
 /// after them; returns the series and a description of the sources (`rollup:1m`, `raw`).
 pub async fn answer(state: &AppState, q: &SeriesQuery) -> ApiResult<(Vec<Series>, String)> {
@@ -417,7 +460,7 @@ pub async fn answer(state: &AppState, q: &SeriesQuery) -> ApiResult<(Vec<Series>
         }
     }
     let mut sources = Vec::new();
-    if let Some((r, _, _)) = plan.rollup {
+    for (r, _, _) in plan.coarse.into_iter().chain(plan.rollup) {
         sources.push(format!("rollup:{}", resolution_label(r)));
     }
     if plan.raw.is_some() {

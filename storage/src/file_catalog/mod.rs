@@ -428,6 +428,53 @@ impl FileCatalog {
         Ok(report)
     }
 
+    /// Downsampled roll-ups (table-hours made by the lifecycle's `downsample` step) that
+    /// meet `range`: resolution (ms) → start (ms) of every hour it holds. Resolutions in
+    /// `skip` (the ones the workers write) are not looked at.
+    pub async fn downsampled_hours(&self, range: TimeRange, skip: &[i64]) -> Result<BTreeMap<i64, BTreeSet<i64>>> {
+        let root = format!("{CATALOG_ROOT}/manifests/{}", DataTable::Rollups.name());
+        let mut out: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
+        for dir in self.hot().list_dirs(&format!("{root}/")).await? {
+            let Some(label) = dir.rsplit('/').next().and_then(|d| d.strip_prefix("resolution=")) else { continue };
+            let Ok(resolution) = humantime::parse_duration(label) else { continue };
+            let resolution = resolution.as_millis() as i64;
+            if resolution <= 0 || skip.contains(&resolution) {
+                continue;
+            }
+            let mut listed = Vec::new();
+            match range.dates() {
+                Some(dates) => {
+                    for date in dates {
+                        listed.extend(self.hot().list_meta(&format!("{dir}/date={date}/")).await?);
+                    }
+                }
+                None => listed.extend(self.hot().list_meta(&format!("{dir}/")).await?),
+            }
+            let mut latest: BTreeMap<String, u64> = BTreeMap::new();
+            for object in listed {
+                let (Some((unit_dir, _)), Some(generation)) =
+                    (object.key.rsplit_once('/'), CatalogKey::offset_of(&object.key))
+                else {
+                    continue;
+                };
+                let entry = latest.entry(unit_dir.to_string()).or_default();
+                *entry = (*entry).max(generation as u64);
+            }
+            for (unit_dir, generation) in latest {
+                let unit = unit_dir.strip_prefix(&format!("{CATALOG_ROOT}/manifests/")[..]).unwrap_or(&unit_dir);
+                let Some(hour) = HourPartition::parse_dir(unit) else { continue };
+                if !range.overlaps(hour.start_ms(), hour.end_ms()) {
+                    continue;
+                }
+                let manifest = self.manifest(unit, generation).await?;
+                if manifest.derived_from.is_some() {
+                    out.entry(resolution).or_default().insert(hour.start_ms());
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Lists the objects under `root` (a table directory in the hot tier, or its manifest
     /// directory), grouped by unit directory; only the dates `range` touches are listed.
     async fn list_units(
