@@ -35,7 +35,7 @@ fn sample(series: usize, time_ms: i64, value: f64) -> Event {
 
 /// Writes one hot batch file of `rows` samples (values `first + i`) in the hour starting at
 /// `hour_ms`, as a worker would; returns the sum of the values.
-async fn write_hot(tiers: &Tiers, hour_ms: i64, partition: i32, first: i64, rows: i64) -> f64 {
+pub(super) async fn write_hot(tiers: &Tiers, hour_ms: i64, partition: i32, first: i64, rows: i64) -> f64 {
     let events: Vec<SourcedEvent> = (0..rows)
         .map(|i| SourcedEvent {
             partition,
@@ -58,7 +58,7 @@ async fn write_hot(tiers: &Tiers, hour_ms: i64, partition: i32, first: i64, rows
 }
 
 /// Row count, value sum and distinct offsets of the metrics table, as a query sees them.
-async fn totals(tiers: &Tiers) -> (i64, f64, i64) {
+pub(super) async fn totals(tiers: &Tiers) -> (i64, f64, i64) {
     let ctx = SessionContext::new();
     register_tier_stores(ctx.runtime_env().as_ref(), tiers);
     let catalog = FileCatalog::new(tiers.clone());
@@ -447,4 +447,5 @@ async fn cold_files_group_series_by_the_scale_their_values_need() {
     assert_eq!(n, 7000);
 }
 
+mod faults;
 mod rollups;
