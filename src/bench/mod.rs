@@ -7,6 +7,7 @@
 //! * [`chaos`]: `bench chaos` (a soak of exactly-once: kills, two writers, store faults).
 //! * [`storage`]: `bench storage` (bytes per sample in each tier, against plain Parquet
 //!   and Prometheus' TSDB).
+//! * [`query_speed`]: with `bench storage --queries`, queries timed next to DuckDB.
 //! * [`common`]: what they share: generated metrics, statistics, scratch directories.
 
 #[cfg(feature = "embedded-broker")]
@@ -15,6 +16,7 @@ mod alert_latency;
 mod chaos;
 mod common;
 mod pipeline;
+mod query_speed;
 mod storage;
 
 use crate::cli::BenchCommand;

@@ -24,8 +24,9 @@ use std::io::Write;
 use std::time::Instant;
 
 use callscope_schemas::arrow_schema::{SourcedEvent, to_record_batch};
+use callscope_schemas::rollup::{Partial, RollupRow, SeriesKey, rollups_to_record_batch};
 use callscope_schemas::{Dataset, Event, Metric, MetricKind};
-use callscope_storage::layout::{DataFileKey, HourPartition};
+use callscope_storage::layout::{DataFileKey, HourPartition, RollupFileKey, RollupSource};
 use callscope_storage::lifecycle::Lifecycle;
 use callscope_storage::lifecycle::policy::{Policy, PolicyStep};
 use callscope_storage::{DataTable, FileCatalog, TierName, Tiers};
@@ -70,8 +71,8 @@ fn generate_series(count: usize, rng: &mut StdRng) -> Vec<Series> {
         ("bytes_sent_total", MetricKind::Counter, 1e6),
         ("queue_length", MetricKind::Gauge, 10.0),
         ("active_calls", MetricKind::Gauge, 100.0),
-        ("asr_latency_ms", MetricKind::Gauge, 120.0),
-        ("asr_latency_ms", MetricKind::Gauge, 120.0),
+        ("asr_latency_ms", MetricKind::Histogram, 120.0),
+        ("asr_latency_ms", MetricKind::Histogram, 120.0),
         ("ai_confidence", MetricKind::Gauge, 0.8),
         ("ai_confidence", MetricKind::Gauge, 0.8),
     ];
@@ -116,11 +117,14 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
     let mut pending: BTreeMap<HourPartition, Vec<SourcedEvent>> = BTreeMap::new();
     let mut offset = 0i64;
     let mut hot_files = 0;
+    // The 1-minute roll-ups the workers would write beside the samples.
+    let mut rollups: BTreeMap<(i64, usize), Partial> = BTreeMap::new();
     for step in 0..steps {
         let t = START_MS + step as i64 * interval_ms;
         for (i, s) in series.iter_mut().enumerate() {
             let value = s.next(&mut rng);
             openmetrics.entry(i).or_default().push((t, value));
+            rollups.entry((t.div_euclid(60_000) * 60_000, i)).or_insert_with(|| Partial::empty(s.kind)).add(value, t);
             let event = Event::Metric(Metric {
                 name: s.name.to_string(),
                 kind: s.kind,
@@ -147,6 +151,7 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
             hot_files += 1;
         }
     }
+    write_rollups(&tiers, &series, rollups).await?;
     let catalog = FileCatalog::new(tiers.clone());
     let usage = |tier: TierName| {
         let catalog = catalog.clone();
@@ -174,7 +179,7 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
         let policy = Policy {
             id: format!("bench-{}", step.name()),
             description: String::new(),
-            tables: vec![DataTable::Events(Dataset::Metrics).name().to_string()],
+            tables: vec![DataTable::Events(Dataset::Metrics).name().to_string(), DataTable::Rollups.name().to_string()],
             steps: vec![step],
             enabled: true,
         };
@@ -186,6 +191,9 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
         let (files, rows, bytes) = usage(tier).await?;
         anyhow::ensure!(rows as usize == samples, "{tier} holds {rows} rows, expected {samples}");
         table.push((format!("{tier} ({}, {seconds:.1} s)", policy.id), files, bytes, seconds));
+        if tier == TierName::Warm && config.queries {
+            super::query_speed::compare(&tiers, &dir, config.query_runs).await?;
+        }
     }
 
     // A plain float Parquet writer (arrow-rs defaults) over the same rows, sorted like warm.
@@ -208,6 +216,49 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
         Err(why) => println!("{:<46} skipped: {why}", "Prometheus TSDB block (promtool)"),
     }
     println!("\n(scratch data left in {} for inspection)", dir.display());
+    Ok(())
+}
+
+/// One roll-up file per hour of the 1-minute windows.
+async fn write_rollups(
+    tiers: &Tiers,
+    series: &[Series],
+    rollups: BTreeMap<(i64, usize), Partial>,
+) -> anyhow::Result<()> {
+    let keys: Vec<std::sync::Arc<SeriesKey>> = series
+        .iter()
+        .map(|s| {
+            std::sync::Arc::new(SeriesKey {
+                name: s.name.to_string(),
+                service: s.service.clone(),
+                labels: s.labels.clone(),
+                kind: s.kind,
+                unit: None,
+            })
+        })
+        .collect();
+    let mut by_hour: BTreeMap<HourPartition, Vec<RollupRow>> = BTreeMap::new();
+    for ((window, i), partial) in rollups {
+        by_hour.entry(HourPartition::of_unix_ms(window)).or_default().push(RollupRow {
+            resolution_ms: 60_000,
+            window_start_ms: window,
+            series: keys[i].clone(),
+            partial,
+            partition: 0,
+            late: false,
+        });
+    }
+    for (n, (hour, rows)) in by_hour.into_iter().enumerate() {
+        let key = RollupFileKey {
+            resolution_ms: 60_000,
+            hour,
+            topic: "callscope.metrics".into(),
+            partition: 0,
+            source: RollupSource::Batch { first_offset: n as i64, last_offset: n as i64 },
+        };
+        let batch = rollups_to_record_batch(&rows)?;
+        tiers.hot.put_durable(&key.path(), callscope_storage::parquet_file::encode(&[batch])?, false).await?;
+    }
     Ok(())
 }
 

@@ -41,6 +41,13 @@ pub struct BenchStorageConfig {
     /// Random seed of the generator.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// After compaction, also time a raw SQL aggregate and a dashboard query (p95 per
+    /// series per minute) next to DuckDB on the same files (needs Python's `duckdb`).
+    #[arg(long)]
+    pub queries: bool,
+    /// Repetitions of each timed query; medians are reported.
+    #[arg(long, default_value_t = 5)]
+    pub query_runs: usize,
 }
 
 #[derive(Debug, Args)]
