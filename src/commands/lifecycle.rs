@@ -78,7 +78,9 @@ pub(super) async fn store_policy_file(store: &PolicyStore, file: &Path) -> anyho
 
 /// Runs every policy every `interval` until `cancel` (nothing when the interval is zero).
 /// A job cut off by `cancel` stops between two object-store calls, which the lifecycle is
-/// built to survive: the next run finishes it.
+/// built to survive: the next run finishes it. Jobs run on a thread and runtime of their
+/// own, so a compaction's sorting and encoding take one core at most and never hold up the
+/// workers' tasks.
 pub(super) async fn spawn_schedule(
     args: &LifecycleArgs,
     tiers: &Tiers,
@@ -94,7 +96,7 @@ pub(super) async fn spawn_schedule(
         return Ok(None);
     }
     let lifecycle = Lifecycle::new(FileCatalog::new(tiers.clone()), runner);
-    Ok(Some(tokio::spawn(async move {
+    let schedule = async move {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -126,6 +128,12 @@ pub(super) async fn spawn_schedule(
                     Err(e) => tracing::warn!(policy = %policy.id, error = %e, "lifecycle job failed"),
                 }
             }
+        }
+    };
+    Ok(Some(tokio::task::spawn_blocking(move || {
+        match tokio::runtime::Builder::new_current_thread().enable_all().thread_name("lifecycle").build() {
+            Ok(runtime) => runtime.block_on(schedule),
+            Err(e) => tracing::error!(error = %e, "cannot start the lifecycle's runtime; the schedule is off"),
         }
     })))
 }

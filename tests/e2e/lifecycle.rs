@@ -29,8 +29,13 @@ fn totals(client: &Http, base: &str) -> (i64, f64) {
 /// A standalone (lifecycle schedule off) holding `EVENTS` samples of an hour that ended
 /// more than 2 h ago, written as many small batch files; returns it and the hour's start.
 fn standalone_with_an_old_hour(dir: &std::path::Path, client: &Http) -> (Node, i64) {
+    standalone_with_an_old_hour_every(dir, client, "0s")
+}
+
+/// The same, with the lifecycle's schedule running every `interval`.
+fn standalone_with_an_old_hour_every(dir: &std::path::Path, client: &Http, interval: &str) -> (Node, i64) {
     let node = Node::standalone(dir)
-        .args(["--flush-rows", "500", "--flush-interval", "100ms", "--lifecycle-interval", "0s"])
+        .args(["--flush-rows", "500", "--flush-interval", "100ms", "--lifecycle-interval", interval])
         .spawn();
     let hour = (callscope_runtime::now_ms() / HOUR_MS - 4) * HOUR_MS;
     let payloads: Vec<(String, Vec<u8>)> = (0..EVENTS)
@@ -277,4 +282,31 @@ fn duckdb_reads_the_archive_exactly_as_the_api_answers() {
         assert_eq!(d[5].as_i64(), a[5].as_i64());
         assert_eq!((d[6].as_str(), d[7].as_i64()), (Some(date.as_str()), Some(hour_of_day)), "Hive columns");
     }
+}
+
+#[test]
+fn the_schedule_compacts_old_hours_while_the_system_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = http();
+    let (node, _) = standalone_with_an_old_hour_every(dir.path(), &client, "1s");
+    let before = totals(&client, &node.http);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = client.call("GET", &format!("{}/monitoring/storage/statistics", node.http), None).json();
+        let warm = stats["tables"]
+            .as_array()
+            .and_then(|t| t.iter().find(|u| u["tier"] == "warm" && u["table"] == "metrics").cloned());
+        if warm.is_some_and(|w| w["rows"] == EVENTS as i64) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the schedule did not compact the old hour: {stats}");
+        assert_eq!(totals(&client, &node.http), before, "queries see the same rows meanwhile");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(totals(&client, &node.http), before);
+    let metrics = client.call("GET", &format!("{}/metrics", node.http), None).body;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("callscope_lifecycle_units_total{outcome=\"done\",step=\"compact\"}")),
+        "lifecycle metrics are exported"
+    );
 }
