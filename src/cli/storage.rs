@@ -6,7 +6,7 @@ use anyhow::Context;
 use callscope_storage::{Tier, TierConfig, TierName, Tiers};
 use clap::Args;
 
-use super::values::parse_key_value;
+use super::values::{parse_key_value, parse_tier_option};
 
 /// The data directory of `standalone`, `pipeline`, `query-api`, `sql` and `broker`.
 pub const DEFAULT_DATA_DIR: &str = "./data";
@@ -35,6 +35,11 @@ pub struct StorageArgs {
     /// `aws_allow_http=true`. AWS_* environment variables are read as well.
     #[arg(long = "storage-option", env = "CALLSCOPE_STORAGE_OPTIONS", value_delimiter = ',', value_parser = parse_key_value)]
     pub storage_options: Vec<(String, String)>,
+    /// Object-store option of one tier, `tier:key=value` (repeatable), applied after the
+    /// shared `--storage-option`s: e.g. `cold:aws_endpoint=https://…` for a cold tier in
+    /// another bucket or account.
+    #[arg(long = "tier-option", env = "CALLSCOPE_TIER_OPTIONS", value_delimiter = ',', value_parser = parse_tier_option)]
+    pub tier_options: Vec<(TierName, String, String)>,
 }
 
 impl StorageArgs {
@@ -82,6 +87,9 @@ impl StorageArgs {
             }
         }
         config.options.extend(self.storage_options.iter().cloned());
+        config
+            .options
+            .extend(self.tier_options.iter().filter(|(t, _, _)| *t == name).map(|(_, k, v)| (k.clone(), v.clone())));
         Tier::open(&config).with_context(|| format!("{name} tier"))
     }
 }

@@ -102,3 +102,20 @@ fn tiers_default_under_the_data_dir_and_may_not_overlap() {
     let err = sql.storage.tiers().expect_err("overlapping tiers").to_string();
     assert!(err.contains("hot tier") && err.contains("warm tier") && err.contains("overlap"), "{err}");
 }
+
+#[test]
+fn tier_options_apply_to_their_tier_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("path");
+    // A fault rule on the cold tier only: its reads fail, the others' do not.
+    let args = ["callscope", "sql", "--data-dir", data, "--tier-option", "cold:fault_spec=list:*:error", "SELECT 1"];
+    let Command::Sql(sql) = Cli::try_parse_from(args).expect("parses").command else { panic!("not sql") };
+    let tiers = sql.storage.tiers().expect("tiers");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        assert!(tiers.hot.list("x/").await.is_ok());
+        assert!(tiers.cold.list("x/").await.is_err(), "the cold tier got its option");
+    });
+    let bad = Cli::try_parse_from(["callscope", "sql", "--tier-option", "lukewarm:a=b", "SELECT 1"]);
+    assert!(bad.expect_err("unknown tier").to_string().contains("lukewarm"));
+}

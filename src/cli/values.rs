@@ -9,6 +9,14 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     Ok((k.trim().to_string(), v.trim().to_string()))
 }
 
+/// `tier:key=value` (an object-store option of one tier).
+pub fn parse_tier_option(s: &str) -> Result<(callscope_storage::TierName, String, String), String> {
+    let (tier, option) = s.split_once(':').ok_or_else(|| format!("expected tier:key=value, got {s:?}"))?;
+    let tier = tier.trim().parse()?;
+    let (k, v) = parse_key_value(option)?;
+    Ok((tier, k, v))
+}
+
 /// A dataset by name (`metrics`, `spans`, `alerts`), listed in the help.
 pub fn dataset() -> impl TypedValueParser<Value = Dataset> {
     PossibleValuesParser::new(Dataset::ALL.map(Dataset::name))
