@@ -181,8 +181,14 @@ pub async fn trigger(
     let job_id = Lifecycle::new_job_id(&policy.id, now);
     let lifecycle = lifecycle(&state);
     let (job, dry_run) = (job_id.clone(), q.dry_run);
-    tokio::spawn(async move {
-        if let Err(e) = lifecycle.run(&policy, &job, dry_run, now, &mut |_| {}).await {
+    // On a thread and runtime of its own, like the schedule's jobs: one core at most, and
+    // never the API's or the workers' threads.
+    tokio::task::spawn_blocking(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => return tracing::error!(job = %job, error = %e, "cannot start a runtime for the job"),
+        };
+        if let Err(e) = runtime.block_on(lifecycle.run(&policy, &job, dry_run, now, &mut |_| {})) {
             tracing::warn!(job = %job, error = %e, "triggered lifecycle job failed");
         }
     });
