@@ -10,8 +10,9 @@
 //! the other's outcome is `lost_race`). Garbage collection (replaced files, once
 //! [`crate::file_catalog::GC_GRACE_MS`] old) closes every job.
 //!
-//! A job works on one unit at a time, with a bounded sort memory, so it never competes
-//! with ingestion for more than one core and a few hundred MB.
+//! A job works on one unit at a time, with a bounded sort memory; the schedule and the API
+//! run jobs on a thread and current-thread runtime of their own, so a job never takes more
+//! than one core and a few hundred MB from ingestion.
 
 pub mod dense;
 pub mod downsample;
