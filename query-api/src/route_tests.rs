@@ -294,6 +294,17 @@ fn a_panicking_handler_answers_a_json_500() {
     assert!(json["error"].as_str().is_some_and(|e| e.contains("internal error")), "{json}");
 }
 
+/// A series endpoint's JSON answer and its `x-callscope-source` header.
+fn series_answer(api: &Api, uri: &str) -> (Option<String>, serde_json::Value) {
+    let request = Request::builder().uri(uri).body(Body::empty()).expect("request");
+    api.runtime.block_on(async {
+        let response = api.router.clone().oneshot(request).await.expect("infallible");
+        let source = response.headers().get("x-callscope-source").map(|v| v.to_str().unwrap_or_default().to_string());
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        (source, serde_json::from_slice(&body).expect("json"))
+    })
+}
+
 /// Partition 0 has closed its windows up to minute 9 and partition 1 only up to minute 4
 /// (it lags); partition 1's raw samples of minutes 5–9 are stored. Roll-ups may answer only
 /// up to the slowest partition: after that, raw samples.
@@ -362,13 +373,7 @@ fn rollups_answer_only_up_to_the_partition_furthest_behind() {
         api.hot.put_durable(&raw_key.path(), raw, false).await.expect("put");
     });
     let uri = format!("/monitoring/metrics?name=calls_answered&agg=count&step=1m&start={t0}&end={}", t0 + 10 * minute);
-    let request = Request::builder().uri(&uri).body(Body::empty()).expect("request");
-    let (source, body) = api.runtime.block_on(async {
-        let response = api.router.clone().oneshot(request).await.expect("infallible");
-        let source = response.headers().get("x-callscope-source").map(|v| v.to_str().unwrap_or_default().to_string());
-        (source, axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body"))
-    });
-    let series: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let (source, series) = series_answer(&api, &uri);
     assert_eq!(source.as_deref(), Some("rollup:1m+raw"), "{series}");
     let points: Vec<(i64, f64)> = series[0]["points"]
         .as_array()
@@ -430,14 +435,7 @@ fn old_hours_are_answered_from_downsampled_roll_ups() {
             "/monitoring/metrics?name=asr_latency_ms&agg={agg}&step=15m&start={t0}&end={}&resolution={resolution}",
             t0 + 60 * minute
         );
-        let request = Request::builder().uri(&uri).body(Body::empty()).expect("request");
-        api.runtime.block_on(async {
-            let response = api.router.clone().oneshot(request).await.expect("infallible");
-            let source =
-                response.headers().get("x-callscope-source").map(|v| v.to_str().unwrap_or_default().to_string());
-            let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
-            (source, serde_json::from_slice::<serde_json::Value>(&body).expect("json"))
-        })
+        series_answer(&api, &uri)
     };
     api.runtime.block_on(async {
         api.hot.put_durable(&key.path(), bytes, false).await.expect("put");

@@ -27,10 +27,6 @@ fn unavailable(e: StorageError) -> ApiError {
     ApiError::Unavailable(format!("storage: {e}"))
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 fn catalog(state: &AppState) -> FileCatalog {
     FileCatalog::new(state.tiers.clone())
 }
@@ -93,7 +89,7 @@ pub async fn costs(State(state): State<AppState>, ApiQuery(q): ApiQuery<PolicyQu
     let policy = all.into_iter().find(|p| p.id == id).ok_or_else(|| ApiError::NotFound(format!("no policy {id:?}")))?;
     let catalog = catalog(&state);
     let usage = usage::collect(&catalog).await.map_err(unavailable)?;
-    let per_day = usage::raw_bytes_last_day(&catalog, now_ms()).await.map_err(unavailable)?;
+    let per_day = usage::raw_bytes_last_day(&catalog, callscope_runtime::now_ms()).await.map_err(unavailable)?;
     Ok(Json(json!(state.costs.report(&usage, &policy, &per_day))))
 }
 
@@ -177,7 +173,7 @@ pub async fn trigger(
         .await
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::NotFound(format!("no policy {id:?}")))?;
-    let now = now_ms();
+    let now = callscope_runtime::now_ms();
     let job_id = Lifecycle::new_job_id(&policy.id, now);
     let lifecycle = lifecycle(&state);
     let (job, dry_run) = (job_id.clone(), q.dry_run);
@@ -245,7 +241,7 @@ pub async fn create_hold(State(state): State<AppState>, body: Bytes) -> ApiResul
     let value: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
     let new: NewHold = crate::ingest::typed(value).map_err(|(field, message)| ApiError::bad_field(field, message))?;
-    let now = now_ms();
+    let now = callscope_runtime::now_ms();
     if new.reason.trim().is_empty() {
         return Err(ApiError::bad_field("reason", "a legal hold needs a reason"));
     }
@@ -261,7 +257,7 @@ pub async fn create_hold(State(state): State<AppState>, body: Bytes) -> ApiResul
     {
         return Err(ApiError::bad_field("end", "end must be after start"));
     }
-    let id = new.id.unwrap_or_else(|| format!("hold-{now}-{:04x}", rand_suffix()));
+    let id = new.id.unwrap_or_else(|| format!("hold-{}", uuid::Uuid::new_v4()));
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return Err(ApiError::bad_field("id", "letters, digits, '-' or '_'"));
     }
@@ -283,15 +279,11 @@ pub async fn create_hold(State(state): State<AppState>, body: Bytes) -> ApiResul
     Ok((StatusCode::CREATED, Json(hold)))
 }
 
-fn rand_suffix() -> u16 {
-    (chrono::Utc::now().timestamp_subsec_nanos() & 0xffff) as u16
-}
-
 /// `DELETE /monitoring/storage/holds/{id}`: releases the hold (it stays on record).
 pub async fn release_hold(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<LegalHold>> {
     lifecycle(&state)
         .holds()
-        .release(&id, now_ms())
+        .release(&id, callscope_runtime::now_ms())
         .await
         .map_err(unavailable)?
         .map(Json)

@@ -441,15 +441,7 @@ impl FileCatalog {
             if resolution <= 0 || skip.contains(&resolution) {
                 continue;
             }
-            let mut listed = Vec::new();
-            match range.dates() {
-                Some(dates) => {
-                    for date in dates {
-                        listed.extend(self.hot().list_meta(&format!("{dir}/date={date}/")).await?);
-                    }
-                }
-                None => listed.extend(self.hot().list_meta(&format!("{dir}/")).await?),
-            }
+            let listed = self.list_dates(&dir, Some(range)).await?;
             let mut latest: BTreeMap<String, u64> = BTreeMap::new();
             for object in listed {
                 let (Some((unit_dir, _)), Some(generation)) =
@@ -475,6 +467,21 @@ impl FileCatalog {
         Ok(out)
     }
 
+    /// The hot tier's objects under `prefix/`: only under the `date=` directories `range`
+    /// touches when it is bounded and short enough, else all of them.
+    async fn list_dates(&self, prefix: &str, range: Option<TimeRange>) -> Result<Vec<ObjectInfo>> {
+        match range.and_then(|r| r.dates()) {
+            Some(dates) => {
+                let mut listed = Vec::new();
+                for date in dates {
+                    listed.extend(self.hot().list_meta(&format!("{prefix}/date={date}/")).await?);
+                }
+                Ok(listed)
+            }
+            None => self.hot().list_meta(&format!("{prefix}/")).await,
+        }
+    }
+
     /// Lists the objects under `root` (a table directory in the hot tier, or its manifest
     /// directory), grouped by unit directory; only the dates `range` touches are listed.
     async fn list_units(
@@ -490,14 +497,7 @@ impl FileCatalog {
         };
         let mut listed = Vec::new();
         for prefix in prefixes {
-            match range.and_then(|r| r.dates()) {
-                Some(dates) => {
-                    for date in dates {
-                        listed.extend(tier.list_meta(&format!("{prefix}/date={date}/")).await?);
-                    }
-                }
-                None => listed.extend(tier.list_meta(&format!("{prefix}/")).await?),
-            }
+            listed.extend(self.list_dates(&prefix, range).await?);
         }
         let mut units: BTreeMap<String, Vec<ObjectInfo>> = BTreeMap::new();
         for object in listed {

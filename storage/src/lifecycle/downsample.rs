@@ -8,24 +8,14 @@
 //! left alone. A target hour that the workers write themselves (the resolution is one of
 //! `--rollup-resolutions`) is never overwritten.
 
-use std::sync::Arc;
-
-use callscope_schemas::rollup::resolution_label;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SessionConfig, SessionContext};
-
-use super::rewrite::RewriteOptions;
+use super::rewrite::{RewriteOptions, df_error, unit_rows};
 use super::rollup_merge::merge_rollups;
 use super::sorted_files::SortedFileWriter;
 use super::{Outcome, StepResult};
-use crate::file_catalog::table::{CatalogTable, register_tier_stores};
+use crate::Result;
 use crate::file_catalog::{DataTable, FileCatalog, Manifest};
 use crate::tiers::TierName;
-use crate::{Result, StorageError};
-
-fn df_error(e: datafusion::error::DataFusionError) -> StorageError {
-    StorageError::Query(Box::new(e))
-}
+use callscope_schemas::rollup::resolution_label;
 
 /// The unit of the same hour at another resolution, if `unit` is a roll-up unit of
 /// resolution `from_label`.
@@ -48,10 +38,10 @@ pub async fn downsample_unit(
 ) -> Result<StepResult> {
     let from_label = resolution_label(from_ms);
     let mut result = StepResult::nothing();
-    let source = catalog.unit_snapshot(unit).await?;
     if at_resolution(unit, &from_label, &from_label).is_none() {
         return Ok(result);
     }
+    let source = catalog.unit_snapshot(unit).await?;
     let files = source.files();
     if files.is_empty() {
         return Ok(result);
@@ -77,15 +67,8 @@ pub async fn downsample_unit(
             continue;
         }
         if batches.is_none() {
-            let runtime =
-                RuntimeEnvBuilder::new().with_memory_limit(options.memory_limit, 1.0).build_arc().map_err(df_error)?;
-            register_tier_stores(&runtime, catalog.tiers());
-            let ctx = SessionContext::new_with_config_rt(SessionConfig::new().with_target_partitions(2), runtime);
-            let provider = CatalogTable::of_units(catalog.clone(), DataTable::Rollups, vec![source.clone()]);
-            let schema = DataTable::Rollups.file_schema();
-            let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            let df = ctx.read_table(Arc::new(provider)).and_then(|df| df.select_columns(&columns)).map_err(df_error)?;
-            let collected = df.collect().await.map_err(df_error)?;
+            let rows = unit_rows(catalog, DataTable::Rollups, source.clone(), options.memory_limit)?;
+            let collected = rows.collect().await.map_err(df_error)?;
             result.bytes_read += files.iter().map(|f| f.size).sum::<u64>();
             batches = Some(collected);
         }

@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 
+use datafusion::dataframe::DataFrame;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext, col};
 use futures::StreamExt;
@@ -77,14 +78,30 @@ impl Rewrite {
     }
 }
 
-fn df_error(e: datafusion::error::DataFusionError) -> StorageError {
+pub(super) fn df_error(e: datafusion::error::DataFusionError) -> StorageError {
     StorageError::Query(Box::new(e))
 }
 
+/// A DataFusion session over the catalog's tiers whose sort may hold `memory_limit` bytes.
 fn session(catalog: &FileCatalog, memory_limit: usize) -> Result<SessionContext> {
     let runtime = RuntimeEnvBuilder::new().with_memory_limit(memory_limit, 1.0).build_arc().map_err(df_error)?;
     register_tier_stores(&runtime, catalog.tiers());
     Ok(SessionContext::new_with_config_rt(SessionConfig::new().with_target_partitions(2), runtime))
+}
+
+/// The rows of a unit's files as they were in `unit` (the file columns, without the
+/// partition columns), read in a session whose sort may hold `memory_limit` bytes.
+pub(super) fn unit_rows(
+    catalog: &FileCatalog,
+    table: DataTable,
+    unit: UnitSnapshot,
+    memory_limit: usize,
+) -> Result<DataFrame> {
+    let ctx = session(catalog, memory_limit)?;
+    let provider = Arc::new(CatalogTable::of_units(catalog.clone(), table, vec![unit]));
+    let file_schema = table.file_schema();
+    let columns: Vec<&str> = file_schema.fields().iter().map(|f| f.name().as_str()).collect();
+    ctx.read_table(provider).and_then(|df| df.select_columns(&columns)).map_err(df_error)
 }
 
 /// Rewrites one unit as `rewrite` says (see the module docs). The step reads the unit's
@@ -122,11 +139,7 @@ pub async fn rewrite_unit(
     }
     let generation = previous.as_ref().map_or(1, |m| m.generation + 1);
 
-    let ctx = session(catalog, options.memory_limit)?;
-    let provider = Arc::new(CatalogTable::of_units(catalog.clone(), table, vec![input]));
-    let file_schema = table.file_schema();
-    let columns: Vec<&str> = file_schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let rows = ctx.read_table(provider).and_then(|df| df.select_columns(&columns)).map_err(df_error)?;
+    let rows = unit_rows(catalog, table, input, options.memory_limit)?;
     let layout = match rewrite {
         Rewrite::Compact => options.warm,
         Rewrite::Cold => options.cold,
