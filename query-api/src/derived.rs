@@ -85,13 +85,20 @@ pub async fn evaluate(
         };
         values.insert(var, grouped_values);
     }
-    let keys: BTreeSet<&(Vec<String>, i64)> = values.values().flat_map(|g| g.keys()).collect();
+    let mut keys: BTreeMap<&Vec<String>, BTreeSet<i64>> = BTreeMap::new();
+    for (group, points) in values.values().flatten() {
+        keys.entry(group).or_default().extend(points.keys());
+    }
     let mut out = Grouped::new();
-    for key in keys {
-        // A metric without samples in a bucket contributed nothing: zero.
-        let value = |m: &str| Some(values.get(m).and_then(|g| g.get(key)).copied().unwrap_or(0.0));
-        if let Some(v) = expr.eval(&value) {
-            out.insert(key.clone(), v);
+    for (group, buckets) in keys {
+        for t in buckets {
+            // A metric without samples in a bucket contributed nothing: zero.
+            let value = |m: &str| {
+                Some(values.get(m).and_then(|g| g.get(group)).and_then(|p| p.get(&t)).copied().unwrap_or(0.0))
+            };
+            if let Some(v) = expr.eval(&value) {
+                out.entry(group.clone()).or_default().insert(t, v);
+            }
         }
     }
     Ok(out)
@@ -99,19 +106,14 @@ pub async fn evaluate(
 
 /// Grouped values as series labelled by the definition's labels.
 pub fn to_series(def: &CustomMetric, grouped: Grouped) -> Vec<Series> {
-    let mut series: BTreeMap<Vec<String>, Series> = BTreeMap::new();
-    for ((group, t), v) in grouped {
-        series
-            .entry(group.clone())
-            .or_insert_with(|| Series {
-                name: def.name.clone(),
-                labels: def.labels.iter().cloned().zip(group).collect(),
-                points: Vec::new(),
-            })
-            .points
-            .push((t, v));
-    }
-    series.into_values().collect()
+    grouped
+        .into_iter()
+        .map(|(group, points)| Series {
+            name: def.name.clone(),
+            labels: def.labels.iter().cloned().zip(group).collect(),
+            points: points.into_iter().collect(),
+        })
+        .collect()
 }
 
 /// `/monitoring/metrics` for a custom metric.

@@ -62,7 +62,7 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let catalog = FileCatalog::new(tiers.clone());
         for table in DataTable::ALL {
-            ctx.register_table(table.name(), Arc::new(CatalogTable::new(catalog.clone(), table)))?;
+            ctx.register_table(table.name(), Arc::new(CatalogTable::new(catalog.clone(), table).with_string_views()))?;
         }
         Ok(QueryEngine { ctx, memory_limit: options.memory_limit })
     }

@@ -5,7 +5,7 @@
 //! * [`sql`]: the read-only SQL endpoint and its guard.
 //! * [`metrics_query`]: `GET /monitoring/metrics`, one metric or custom metric as series.
 //! * [`series_query`]: the grouped query path over roll-ups and raw samples that every
-//!   time-series answer shares.
+//!   time-series answer shares; [`grouped`]: its results grouped by keys and bucket.
 //! * [`custom_metrics`]: CRUD of custom metric definitions; [`derived`]: evaluating them.
 //! * [`prometheus_export`]: business and own metrics in the Prometheus text format.
 //! * [`traces`]: trace lookup.
@@ -27,6 +27,7 @@ pub mod derived;
 pub mod engine;
 pub mod error;
 pub mod extract;
+pub mod grouped;
 pub mod health;
 pub mod ingest;
 pub mod json_rows;

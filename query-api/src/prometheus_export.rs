@@ -46,14 +46,7 @@ fn labels_text(names: &[String], values: &[String], extra: Option<(&str, &str)>)
 
 /// The newest value per group.
 fn latest(grouped: Grouped) -> BTreeMap<Vec<String>, f64> {
-    let mut out: BTreeMap<Vec<String>, (i64, f64)> = BTreeMap::new();
-    for ((group, t), v) in grouped {
-        let entry = out.entry(group).or_insert((t, v));
-        if t >= entry.0 {
-            *entry = (t, v);
-        }
-    }
-    out.into_iter().map(|(g, (_, v))| (g, v)).collect()
+    grouped.into_iter().filter_map(|(group, points)| Some((group, *points.last_key_value()?.1))).collect()
 }
 
 async fn business_metrics(state: &AppState, out: &mut String) -> ApiResult<()> {
@@ -166,9 +159,9 @@ mod tests {
     #[test]
     fn the_newest_value_per_group_wins() {
         let mut g = Grouped::new();
-        g.insert((vec!["a".into()], 60_000), 1.0);
-        g.insert((vec!["a".into()], 120_000), 2.0);
-        g.insert((vec!["b".into()], 60_000), 3.0);
+        g.entry(vec!["a".into()]).or_default().insert(120_000, 2.0);
+        g.entry(vec!["a".into()]).or_default().insert(60_000, 1.0);
+        g.entry(vec!["b".into()]).or_default().insert(60_000, 3.0);
         let l = latest(g);
         assert_eq!(l[&vec!["a".to_string()]], 2.0);
         assert_eq!(l[&vec!["b".to_string()]], 3.0);

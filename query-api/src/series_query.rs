@@ -18,15 +18,12 @@
 
 use std::collections::BTreeMap;
 
-use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
-use callscope_schemas::rollup::{ROLLUP_TABLE, decode_sketch, merge_sketch, resolution_label};
+use callscope_schemas::rollup::{ROLLUP_TABLE, resolution_label};
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::expr_fn::{avg, count, last_value, max, min, percentile_cont, sum};
 use datafusion::prelude::{Expr, cast, col, lit};
 use serde::Serialize;
-use serde_json::Value;
-use sketches_ddsketch::DDSketch;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -223,17 +220,6 @@ pub fn pick_resolution(resolutions_ms: &[i64], step_ms: i64) -> Option<i64> {
     resolutions_ms.iter().copied().filter(|r| *r > 0 && step_ms % r == 0).max()
 }
 
-type SeriesMap = BTreeMap<(String, String), Series>;
-
-fn push_point(series: &mut SeriesMap, name: &str, service: &str, key: &str, t: i64, v: f64) {
-    let entry = series.entry((service.to_string(), key.to_string())).or_insert_with(|| {
-        let mut labels: BTreeMap<String, String> = serde_json::from_str(key).unwrap_or_default();
-        labels.insert("service".into(), service.to_string());
-        Series { name: name.to_string(), labels, points: Vec::new() }
-    });
-    entry.points.push((t, v));
-}
-
 /// Which source answers which part of the range.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Plan {
@@ -345,20 +331,8 @@ pub(crate) async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
     Ok(Plan { coarse, rollup: (from < covered).then_some((r, from, covered)), raw })
 }
 
-/// Values per (group key values, bucket start).
-pub type Grouped = BTreeMap<(Vec<String>, i64), f64>;
-
-async fn collect(df: datafusion::dataframe::DataFrame, groups: usize, out: &mut Grouped) -> ApiResult<()> {
-    for batch in df.collect().await? {
-        let cols: Vec<Vec<Value>> = (0..groups + 2).map(|i| column_values(batch.column(i).as_ref())).collect();
-        for row in 0..batch.num_rows() {
-            let key: Vec<String> = (0..groups).map(|g| cols[g][row].as_str().unwrap_or_default().to_string()).collect();
-            let (Some(t), Some(v)) = (cols[groups][row].as_i64(), cols[groups + 1][row].as_f64()) else { continue };
-            out.insert((key, t), v);
-        }
-    }
-    Ok(())
-}
+pub use crate::grouped::Grouped;
+use crate::grouped::{collect_quantiles, collect_values};
 
 /// Runs `q` along `plan`, grouped by `keys` (string expressions) and the bucket: roll-up
 /// partials merged in SQL (quantiles from merged sketches), then raw samples.
@@ -385,7 +359,7 @@ pub(crate) async fn grouped_by(state: &AppState, q: &SeriesQuery, plan: &Plan, k
                 keys("timestamp_ms"),
                 vec![cast(q.agg.raw_expr(q.step), DataType::Float64).alias("value")],
             )?;
-        collect(df, n, &mut out).await?;
+        collect_values(df, n, &mut out).await?;
     }
     Ok(out)
 }
@@ -414,36 +388,12 @@ async fn rollup_part(
     let table = state.engine.session().table(ROLLUP_TABLE).await?.filter(filter)?;
     if let Some(expr) = q.agg.rollup_expr(q.step) {
         let df = table.aggregate(keys, vec![cast(expr, DataType::Float64).alias("value")])?;
-        collect(df, n, out).await?;
+        collect_values(df, n, out).await?;
     } else if let Agg::Quantile(quantile) = q.agg {
         // Merge the sketches of every partial in a bucket, then ask the merged sketch.
         let mut select = keys;
         select.push(col("sketch"));
-        let mut merged: BTreeMap<(Vec<String>, i64), DDSketch> = BTreeMap::new();
-        for batch in table.select(select)?.collect().await? {
-            let cols: Vec<Vec<Value>> = (0..=n).map(|i| column_values(batch.column(i).as_ref())).collect();
-            let sketches =
-                batch.column(n + 1).as_binary_opt::<i32>().ok_or_else(|| ApiError::internal("sketch column"))?;
-            for row in 0..batch.num_rows() {
-                let Some(t) = cols[n][row].as_i64() else { continue };
-                if sketches.is_null(row) {
-                    continue;
-                }
-                let sketch = decode_sketch(sketches.value(row)).map_err(|e| ApiError::internal(e.to_string()))?;
-                let key = ((0..n).map(|g| cols[g][row].as_str().unwrap_or_default().to_string()).collect(), t);
-                match merged.get_mut(&key) {
-                    Some(into) => merge_sketch(into, &sketch).map_err(|e| ApiError::internal(e.to_string()))?,
-                    None => {
-                        merged.insert(key, sketch);
-                    }
-                }
-            }
-        }
-        for (key, sketch) in merged {
-            if let Ok(Some(v)) = sketch.quantile(quantile) {
-                out.insert(key, v);
-            }
-        }
+        collect_quantiles(table.select(select)?, n, quantile, out).await?;
     }
     Ok(())
 }
@@ -453,10 +403,12 @@ async fn rollup_part(
 pub async fn answer(state: &AppState, q: &SeriesQuery) -> ApiResult<(Vec<Series>, String)> {
     let plan = plan(state, q).await?;
     let grouped = grouped_by(state, q, &plan, vec![col("service"), col("labels_key")]).await?;
-    let mut series = SeriesMap::new();
-    for ((key, t), v) in grouped {
+    let mut series = Vec::with_capacity(grouped.len());
+    for (key, points) in grouped {
         if let [service, labels_key] = key.as_slice() {
-            push_point(&mut series, &q.name, service, labels_key, t, v);
+            let mut labels: BTreeMap<String, String> = serde_json::from_str(labels_key).unwrap_or_default();
+            labels.insert("service".into(), service.clone());
+            series.push(Series { name: q.name.clone(), labels, points: points.into_iter().collect() });
         }
     }
     let mut sources = Vec::new();
@@ -466,7 +418,7 @@ pub async fn answer(state: &AppState, q: &SeriesQuery) -> ApiResult<(Vec<Series>
     if plan.raw.is_some() {
         sources.push("raw".to_string());
     }
-    Ok((series.into_values().collect(), sources.join("+")))
+    Ok((series, sources.join("+")))
 }
 
 #[cfg(test)]

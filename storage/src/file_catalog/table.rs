@@ -43,10 +43,29 @@ pub fn register_tier_stores(runtime: &RuntimeEnv, tiers: &Tiers) {
 
 /// The schema of a table as SQL sees it: the file columns, then the partition columns.
 pub fn table_schema(table: DataTable) -> SchemaRef {
-    let file = table.file_schema();
+    with_partition_columns(table, &table.file_schema())
+}
+
+/// `file` (the file columns) followed by the table's partition columns.
+fn with_partition_columns(table: DataTable, file: &Schema) -> SchemaRef {
     let mut fields: Vec<Field> = file.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.extend(table.partition_columns().iter().map(|c| Field::new(*c, DataType::Utf8, false)));
     Arc::new(Schema::new(fields))
+}
+
+/// `schema` with its top-level strings read as string views (`Utf8View`): the Parquet
+/// reader then points into each page's dictionary instead of copying every value, and
+/// DataFusion groups and compares views faster (its own default for Parquet tables).
+fn with_string_views(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// One catalog table registered in DataFusion.
@@ -55,18 +74,34 @@ pub struct CatalogTable {
     catalog: FileCatalog,
     table: DataTable,
     schema: SchemaRef,
+    /// The file columns as the scan reads them (strings as views when asked).
+    file_schema: SchemaRef,
     /// A fixed set of units to read instead of a fresh snapshot per scan (lifecycle jobs).
     fixed: Option<Vec<UnitSnapshot>>,
 }
 
 impl CatalogTable {
     pub fn new(catalog: FileCatalog, table: DataTable) -> CatalogTable {
-        CatalogTable { catalog, table, schema: table_schema(table), fixed: None }
+        CatalogTable { catalog, table, schema: table_schema(table), file_schema: table.file_schema(), fixed: None }
+    }
+
+    /// Reads string columns as string views (for queries; lifecycle rewrites keep the
+    /// stored types).
+    pub fn with_string_views(mut self) -> CatalogTable {
+        self.file_schema = with_string_views(&self.table.file_schema());
+        self.schema = with_partition_columns(self.table, &self.file_schema);
+        self
     }
 
     /// A table that reads exactly the files of `units`, as they were when taken.
     pub fn of_units(catalog: FileCatalog, table: DataTable, units: Vec<UnitSnapshot>) -> CatalogTable {
-        CatalogTable { catalog, table, schema: table_schema(table), fixed: Some(units) }
+        CatalogTable {
+            catalog,
+            table,
+            schema: table_schema(table),
+            file_schema: table.file_schema(),
+            fixed: Some(units),
+        }
     }
 }
 
@@ -94,7 +129,8 @@ impl TableProvider for CatalogTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         if let Some(units) = &self.fixed {
-            return scan_units(state, self.catalog.tiers(), self.table, units, projection, limit).await;
+            return scan_units(state, self.catalog.tiers(), self.table, &self.file_schema, units, projection, limit)
+                .await;
         }
         let range = TimeRange::from_filters(self.table, filters);
         let units = if range.is_empty() {
@@ -106,16 +142,19 @@ impl TableProvider for CatalogTable {
                 .await
                 .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
         };
-        scan_units(state, self.catalog.tiers(), self.table, &units, projection, limit).await
+        scan_units(state, self.catalog.tiers(), self.table, &self.file_schema, &units, projection, limit).await
     }
 }
 
 /// A plan that reads the visible files of `units` (the rows of those table-hours, each
-/// exactly once), with the partition columns filled from each unit's directory.
+/// exactly once), with the partition columns filled from each unit's directory, and the
+/// file columns read as `file_schema` says.
+#[allow(clippy::too_many_arguments)]
 pub async fn scan_units(
     state: &dyn Session,
     tiers: &Tiers,
     table: DataTable,
+    file_schema: &SchemaRef,
     units: &[UnitSnapshot],
     projection: Option<&Vec<usize>>,
     limit: Option<usize>,
@@ -133,7 +172,7 @@ pub async fn scan_units(
         }
     }
     if by_tier.is_empty() {
-        let schema = project_schema(&table_schema(table), projection)?;
+        let schema = project_schema(&with_partition_columns(table, file_schema), projection)?;
         return Ok(Arc::new(EmptyExec::new(schema)));
     }
     let format = ParquetFormat::default();
@@ -143,7 +182,7 @@ pub async fn scan_units(
     let mut plans = Vec::with_capacity(by_tier.len());
     for (tier, mut files) in by_tier {
         let source = format.file_source(
-            TableSchema::builder(table.file_schema()).with_table_partition_cols(partition_fields.clone()).build(),
+            TableSchema::builder(file_schema.clone()).with_table_partition_cols(partition_fields.clone()).build(),
         );
         // Largest first into the lightest group: groups of similar size.
         files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));

@@ -15,7 +15,7 @@ use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
-use super::dense::{densify_with, scales_of};
+use super::dense::{chain_order, densify_with, scales_of};
 use crate::Result;
 use crate::file_catalog::{CatalogFile, DataTable, lifecycle_file_key};
 use crate::tier::Tier;
@@ -67,8 +67,9 @@ fn properties(table: DataTable, schema: &SchemaRef, layout: &FileLayout) -> Resu
             .set_column_bloom_filter_enabled(ColumnPath::from(*column), true)
             .set_column_bloom_filter_fpp(ColumnPath::from(*column), 0.01);
     }
-    let sorting: Vec<SortingColumn> = table
-        .sort_columns()
+    // Dense files chain their series within the first sort column ([`super::dense`]).
+    let sorted = if chains_series(table, layout) { &table.sort_columns()[..1] } else { table.sort_columns() };
+    let sorting: Vec<SortingColumn> = sorted
         .iter()
         .filter_map(|c| schema.index_of(c).ok())
         .map(|i| SortingColumn { column_idx: i as i32, descending: false, nulls_first: false })
@@ -76,10 +77,16 @@ fn properties(table: DataTable, schema: &SchemaRef, layout: &FileLayout) -> Resu
     Ok(builder.set_sorting_columns(Some(sorting)).build())
 }
 
+/// Whether files of `layout` reorder the series inside the first sort column (dense files
+/// of tables whose series have more than one key column).
+fn chains_series(table: DataTable, layout: &FileLayout) -> bool {
+    layout.dense && table.series_columns().len() > 1 && table.sort_columns().first() == table.series_columns().first()
+}
+
 struct OpenFile {
-    /// The streaming writer, or (dense layout) the batches held until the file is complete.
+    /// The streaming writer, or (dense layout) the series held until the file is complete.
     writer: Option<AsyncArrowWriter<BufWriter>>,
-    held: Vec<RecordBatch>,
+    held: Vec<Vec<RecordBatch>>,
     /// Dense layout: the decimal scale of each column in this file.
     scales: Vec<Option<i8>>,
     key: String,
@@ -223,7 +230,7 @@ impl SortedFileWriter {
         let Some(file) = self.open.as_mut() else { return Ok(()) };
         match file.writer.as_mut() {
             Some(writer) => writer.write(batch).await?,
-            None => file.held.push(batch.clone()),
+            None => file.held.push(vec![batch.clone()]),
         }
         file.rows += batch.num_rows() as u64;
         file.series += new_series;
@@ -288,7 +295,7 @@ impl SortedFileWriter {
         }
         let Some(file) = self.dense_files.get_mut(&scales) else { return Ok(()) };
         file.series += 1;
-        for batch in run {
+        for batch in &run {
             if let Some(a) = batch.column_by_name(time_column).and_then(|c| c.as_any().downcast_ref::<Int64Array>())
                 && let (Some(min), Some(max)) = (arrow::compute::min(a), arrow::compute::max(a))
             {
@@ -296,8 +303,8 @@ impl SortedFileWriter {
                 file.max_time = file.max_time.max(max.div_euclid(units_per_ms));
             }
             file.rows += batch.num_rows() as u64;
-            file.held.push(batch);
         }
+        file.held.push(run);
         if file.rows as usize >= self.layout.target_rows
             && let Some(file) = self.dense_files.remove(&scales)
         {
@@ -315,10 +322,13 @@ impl SortedFileWriter {
         let mut writer = match file.writer.take() {
             Some(writer) => writer,
             None => {
-                let (schema, batches) = densify_with(&self.schema, &file.held, &file.scales)?;
+                let held = std::mem::take(&mut file.held);
+                let held =
+                    if chains_series(self.table, &self.layout) { self.chained(held, &file.scales) } else { held };
+                let held: Vec<RecordBatch> = held.into_iter().flatten().collect();
+                let (schema, batches) = densify_with(&self.schema, &held, &file.scales)?;
                 let props = properties(self.table, &schema, &self.layout)?;
                 let mut writer = self.writer_for(&file.key, schema, &props)?;
-                file.held.clear();
                 for batch in &batches {
                     writer.write(batch).await?;
                 }
@@ -339,6 +349,31 @@ impl SortedFileWriter {
             produced_by: self.job.clone(),
         });
         Ok(())
+    }
+
+    /// The series of a dense file in chained order (by the first measurement column that
+    /// has a decimal scale; as they came if none has).
+    fn chained(&self, runs: Vec<Vec<RecordBatch>>, scales: &[Option<i8>]) -> Vec<Vec<RecordBatch>> {
+        let Some(column) = scales
+            .iter()
+            .enumerate()
+            .position(|(i, s)| s.is_some() && self.schema.field(i).data_type() == &DataType::Float64)
+        else {
+            return runs;
+        };
+        let group_column = self.series_columns[0];
+        let group: Vec<String> = runs
+            .iter()
+            .map(|run| {
+                run.first()
+                    .filter(|b| b.num_rows() > 0)
+                    .and_then(|b| arrow::util::display::array_value_to_string(b.column(group_column), 0).ok())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let order = chain_order(&runs, &group, column);
+        let mut runs: Vec<Option<Vec<RecordBatch>>> = runs.into_iter().map(Some).collect();
+        order.into_iter().filter_map(|i| runs[i].take()).collect()
     }
 
     /// Finishes the last file; returns every file written.
