@@ -139,6 +139,9 @@ impl LoadGenerator {
                 ("region", region),
                 ("caller.whitelisted", if whitelisted { "true" } else { "false" }),
             ]),
+            status_message: None,
+            resource_attributes: Default::default(),
+            events: Vec::new(),
         }));
         let mut cursor_us = root_start_us + 1000;
         for (service, operation, kind, ms, failed) in &steps {
@@ -164,6 +167,9 @@ impl LoadGenerator {
                 duration_us: dur + 400,
                 status: if *failed { SpanStatus::Error } else { SpanStatus::Ok },
                 attributes: labels(&[("peer.service", service)]),
+                status_message: None,
+                resource_attributes: Default::default(),
+                events: Vec::new(),
             }));
             events.push(Event::Span(Span {
                 trace_id: trace_id.clone(),
@@ -176,6 +182,9 @@ impl LoadGenerator {
                 duration_us: dur,
                 status: if *failed { SpanStatus::Error } else { SpanStatus::Ok },
                 attributes: attrs,
+                status_message: None,
+                resource_attributes: Default::default(),
+                events: Vec::new(),
             }));
             cursor_us += dur + 500;
         }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use callscope_runtime::KafkaConnection;
 use callscope_runtime::kafka::ensure_topics;
+use callscope_schemas::otlp::OtlpTopics;
 use callscope_schemas::{DLQ_TOPIC, Dataset};
 
 /// How long start-up waits for the broker to create the topics.
@@ -15,9 +16,11 @@ pub fn input_topics() -> Vec<String> {
     Dataset::ALL.iter().map(|d| d.default_topic().to_string()).collect()
 }
 
-/// Every topic callscope reads or writes.
-pub fn all_topics() -> Vec<String> {
+/// Every topic callscope reads or writes: the input topics, the OTLP topics and the
+/// dead-letter topic.
+pub fn all_topics(otlp: &OtlpTopics) -> Vec<String> {
     let mut topics = input_topics();
+    topics.extend(otlp.names());
     topics.push(DLQ_TOPIC.to_string());
     topics
 }
@@ -28,6 +31,6 @@ pub async fn create(connection: &KafkaConnection, topics: &[String], partitions:
 }
 
 /// Creates every topic callscope reads or writes (those missing).
-pub async fn create_all(connection: &KafkaConnection, partitions: i32) -> anyhow::Result<()> {
-    create(connection, &all_topics(), partitions).await
+pub async fn create_all(connection: &KafkaConnection, partitions: i32, otlp: &OtlpTopics) -> anyhow::Result<()> {
+    create(connection, &all_topics(otlp), partitions).await
 }

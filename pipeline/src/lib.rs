@@ -9,6 +9,7 @@
 //! * [`source`]: the Kafka consumer (rebalances, committed offsets, lag) and the offset
 //!   acknowledgement the writers report durable offsets through.
 //! * [`watchdog`]: rejoins the consumer group when a partition has had no live owner for a while.
+//! * [`otlp_input`]: messages of OTLP topics (OpenTelemetry Collector export requests) as events.
 //! * [`batch`]: what the consume loop hands to a partition writer (batches, dead letters, jobs).
 //! * [`acks`]: the two seams between the writer and Kafka: [`acks::OffsetAck`] (what is durable)
 //!   and [`acks::DeadLetterSink`] (where undeliverable messages go).
@@ -33,6 +34,7 @@ pub mod acks;
 pub mod batch;
 pub mod error;
 pub mod metrics;
+pub mod otlp_input;
 pub mod source;
 pub mod status;
 pub mod watchdog;

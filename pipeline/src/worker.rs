@@ -21,7 +21,7 @@
 //! Shutdown: stop consuming, flush every buffer, let the writers finish (they checkpoint
 //! their windows), commit offsets.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::{DeadLetter, PendingBatch, WriterJob};
 use crate::error::{PipelineError, Result};
 use crate::metrics::PipelineMetrics;
+use crate::otlp_input::{self, OtlpMessage};
 use crate::source::{KafkaSource, RebalanceEvent};
 use crate::status::{StatusHandle, publish_heartbeats};
 use crate::watchdog::OrphanWatchdog;
@@ -56,6 +57,8 @@ pub struct WorkerConfig {
     pub group_id: String,
     /// Input topic → dataset it carries.
     pub topics: BTreeMap<String, Dataset>,
+    /// Those of `topics` whose messages are OTLP export requests (spans or metrics).
+    pub otlp_topics: BTreeSet<String>,
     /// Flush a partition's batch when it holds this many messages…
     pub flush_rows: usize,
     /// …or when its oldest message has waited this long.
@@ -80,6 +83,7 @@ impl WorkerConfig {
             kafka,
             group_id: group_id.into(),
             topics: Dataset::ALL.into_iter().map(|d| (d.default_topic().to_string(), d)).collect(),
+            otlp_topics: BTreeSet::new(),
             flush_rows: Self::DEFAULT_FLUSH_ROWS,
             flush_interval: Self::DEFAULT_FLUSH_INTERVAL,
             max_time_skew: Self::DEFAULT_MAX_TIME_SKEW,
@@ -87,6 +91,17 @@ impl WorkerConfig {
             heartbeat_interval: Duration::from_secs(2),
             aggregation: Some(AggregationConfig::default()),
         }
+    }
+
+    /// Also reads OTLP export requests of spans and metrics from these topics.
+    pub fn with_otlp_topics(mut self, topics: &callscope_schemas::otlp::OtlpTopics) -> Self {
+        for (topic, dataset) in [(&topics.spans, Dataset::Spans), (&topics.metrics, Dataset::Metrics)] {
+            if !topic.is_empty() {
+                self.topics.insert(topic.clone(), dataset);
+                self.otlp_topics.insert(topic.clone());
+            }
+        }
+        self
     }
 
     fn topic_names(&self) -> Vec<&str> {
@@ -206,9 +221,8 @@ impl Worker {
                             let key = (m.topic().to_string(), m.partition());
                             let Some(dataset) = self.config.topics.get(m.topic()).copied() else { continue };
                             let buffer = buffers.entry(key.clone()).or_insert_with(|| Buffer { batch: PendingBatch::default(), opened: None });
-                            append(&mut buffer.batch, dataset, &m, &self.config);
+                            buffered += append(&mut buffer.batch, dataset, &m, &self.config) as i64;
                             buffer.opened.get_or_insert_with(Instant::now);
-                            buffered += 1;
                             match consumed.get(m.topic()) {
                                 Some(counter) => counter.inc(),
                                 None => {
@@ -362,7 +376,9 @@ impl Worker {
     }
 }
 
-fn append(batch: &mut PendingBatch, dataset: Dataset, m: &BorrowedMessage<'_>, config: &WorkerConfig) {
+/// Decodes one message into `batch` (its events, or its dead letters); returns how many
+/// entries it added.
+fn append(batch: &mut PendingBatch, dataset: Dataset, m: &BorrowedMessage<'_>, config: &WorkerConfig) -> usize {
     let offset = m.offset();
     if batch.is_empty() {
         batch.first_offset = offset;
@@ -373,13 +389,19 @@ fn append(batch: &mut PendingBatch, dataset: Dataset, m: &BorrowedMessage<'_>, c
         now_ms: callscope_runtime::now_ms(),
     };
     let payload = m.payload().unwrap_or_default();
+    let headers = || {
+        m.headers()
+            .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
+            .unwrap_or_default()
+    };
+    if config.otlp_topics.contains(m.topic()) {
+        let message = OtlpMessage { partition: m.partition(), offset, key: m.key(), payload, headers: headers() };
+        return otlp_input::append(batch, dataset, &message, &options);
+    }
     match decode_event(dataset, payload, &options) {
         Ok((event, _encoding)) => batch.events.push(SourcedEvent { partition: m.partition(), offset, event }),
         Err(e) => {
-            let headers = m
-                .headers()
-                .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
-                .unwrap_or_default();
+            let headers = headers();
             tracing::debug!(topic = m.topic(), partition = m.partition(), offset, reason = %e, "dead-lettering message");
             batch.dead_letters.push(DeadLetter {
                 offset,
@@ -391,4 +413,5 @@ fn append(batch: &mut PendingBatch, dataset: Dataset, m: &BorrowedMessage<'_>, c
             });
         }
     }
+    1
 }

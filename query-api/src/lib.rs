@@ -8,8 +8,10 @@
 //!   time-series answer shares; [`grouped`]: its results grouped by keys and bucket.
 //! * [`custom_metrics`]: CRUD of custom metric definitions; [`derived`]: evaluating them.
 //! * [`prometheus_export`]: business and own metrics in the Prometheus text format.
-//! * [`traces`]: trace lookup.
+//! * [`traces`]: trace lookup and analysis; [`trace_analysis`]: critical path, self times,
+//!   bottlenecks and error chains.
 //! * [`ingest`]: HTTP producers of metric and span events.
+//! * [`otlp_http`]: the OTLP/HTTP receivers (`/v1/traces`, `/v1/metrics`).
 //! * [`schema_registry`]: the read side of the Confluent Schema Registry API.
 //! * [`health`]: liveness and component health.
 //! * [`storage`]: statistics, tiers, costs, lifecycle policies and jobs, legal holds.
@@ -32,6 +34,7 @@ pub mod health;
 pub mod ingest;
 pub mod json_rows;
 pub mod metrics_query;
+pub mod otlp_http;
 pub mod prometheus_export;
 pub mod schema_registry;
 pub mod series_query;
@@ -39,6 +42,7 @@ pub mod smart_rules;
 pub mod sql;
 pub mod storage;
 pub mod time_params;
+pub mod trace_analysis;
 pub mod traces;
 
 #[cfg(test)]
@@ -95,6 +99,8 @@ pub struct AppState {
     pub kafka_probe: Option<Arc<KafkaProbe>>,
     /// Dataset → topic events of that dataset are produced to.
     pub topics: BTreeMap<Dataset, String>,
+    /// Topics the OTLP/HTTP receivers produce export requests to.
+    pub otlp_topics: callscope_schemas::otlp::OtlpTopics,
     pub sql_limits: SqlLimits,
     pub started: Instant,
     /// Window lengths of the `metric_rollups` the workers write (ascending); empty when
@@ -135,7 +141,16 @@ pub fn router(state: AppState) -> Router {
             get(custom_metrics::get_one).put(custom_metrics::replace).delete(custom_metrics::delete),
         )
         .route("/monitoring/tracing/traces", post(ingest::post_spans))
+        .route(
+            "/v1/traces",
+            post(otlp_http::post_traces).layer(axum::extract::DefaultBodyLimit::max(otlp_http::MAX_BODY_BYTES)),
+        )
+        .route(
+            "/v1/metrics",
+            post(otlp_http::post_metrics).layer(axum::extract::DefaultBodyLimit::max(otlp_http::MAX_BODY_BYTES)),
+        )
         .route("/monitoring/tracing/traces/{trace_id}", get(traces::get_trace))
+        .route("/monitoring/tracing/traces/{trace_id}/analyze", get(traces::analyze_trace))
         .route("/monitoring/sql", post(sql::post_sql))
         .route("/monitoring/alerts", get(alerting::active_alerts))
         .route("/monitoring/alerts/history", get(alerting::history))

@@ -168,6 +168,7 @@ fn api_with(settled_after_ms: i64) -> Api {
         producer: None,
         kafka_probe: None,
         topics: BTreeMap::new(),
+        otlp_topics: Default::default(),
         sql_limits: SqlLimits { max_rows: 1000, timeout: Duration::from_secs(20) },
         started: Instant::now(),
         resolutions_ms: vec![10_000, 60_000],

@@ -316,7 +316,7 @@ pub(crate) async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
             .downsampled_hours(range, &state.resolutions_ms)
             .await
             .map_err(|e| ApiError::Unavailable(format!("storage: {e}")))?;
-        if let Some((coarse_r, hours)) = hours.into_iter().filter(|(c, _)| *c > r && q.step % c == 0).next_back() {
+        if let Some((coarse_r, hours)) = hours.into_iter().rfind(|(c, _)| *c > r && q.step % c == 0) {
             let mut reach = q.start.div_euclid(3_600_000) * 3_600_000;
             while hours.contains(&reach) {
                 reach += 3_600_000;

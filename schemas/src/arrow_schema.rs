@@ -58,6 +58,11 @@ fn build_schema(dataset: Dataset) -> SchemaRef {
             Field::new("duration_us", DataType::Int64, false),
             Field::new("status", DataType::Utf8, false),
             Field::new("attributes", map.clone(), false),
+            // Added after the first release: files written before lack them (read as null).
+            Field::new("status_message", DataType::Utf8, true),
+            Field::new("resource_attributes", map.clone(), true),
+            // The span's events as a JSON array of {"time_us", "name", "attributes"}.
+            Field::new("events", DataType::Utf8, true),
         ],
         Dataset::Alerts => vec![
             Field::new("alert_name", DataType::Utf8, false),
@@ -162,8 +167,19 @@ pub fn to_record_batch<'a>(
             let mut start_time = TimestampMicrosecondBuilder::new();
             let mut duration = Int64Builder::new();
             let mut attributes = new_map();
+            let (mut status_message, mut span_events) = (StringBuilder::new(), StringBuilder::new());
+            let mut resource = new_map();
             for e in events {
                 let Event::Span(s) = &e.event else { return Err(mismatch(dataset, &e.event)) };
+                status_message.append_option(s.status_message.as_deref());
+                append_map(&mut resource, &s.resource_attributes)?;
+                if s.events.is_empty() {
+                    span_events.append_null();
+                } else {
+                    let text = serde_json::to_string(&s.events)
+                        .map_err(|e| ArrowError::ComputeError(format!("span events: {e}")))?;
+                    span_events.append_value(text);
+                }
                 trace.append_value(&s.trace_id);
                 span.append_value(&s.span_id);
                 parent.append_option(s.parent_span_id.as_deref());
@@ -190,6 +206,9 @@ pub fn to_record_batch<'a>(
                 Arc::new(duration.finish()),
                 Arc::new(status.finish()),
                 Arc::new(attributes.finish()),
+                Arc::new(status_message.finish()),
+                Arc::new(resource.finish()),
+                Arc::new(span_events.finish()),
             ]
         }
         Dataset::Alerts => {

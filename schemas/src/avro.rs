@@ -177,6 +177,9 @@ fn decode_datum(registered: &RegisteredSchema, datum: &[u8]) -> Result<Event> {
             duration_us: record.long("duration_us")?,
             status: record.symbol("status", SpanStatus::parse)?,
             attributes: record.map("attributes")?,
+            status_message: None,
+            resource_attributes: Default::default(),
+            events: Vec::new(),
         }),
         Dataset::Alerts => Event::Alert(Alert {
             alert_name: record.string("alert_name")?,

@@ -121,6 +121,27 @@ pub struct Span {
     pub status: SpanStatus,
     #[serde(default)]
     pub attributes: Labels,
+    /// The status description (OTLP `status.message`), usually set with an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
+    /// Attributes of the resource that produced the span (OTLP resource attributes:
+    /// `host.name`, `service.version`, …); Jaeger shows them as the process's tags.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub resource_attributes: Labels,
+    /// Timestamped events inside the span (OTLP span events, Jaeger logs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<SpanEvent>,
+}
+
+/// One event inside a span: an exception, a retry, a state change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpanEvent {
+    /// Unix microseconds.
+    pub time_us: i64,
+    pub name: String,
+    #[serde(default)]
+    pub attributes: Labels,
 }
 
 /// One alert state change.

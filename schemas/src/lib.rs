@@ -9,6 +9,7 @@
 //! * [`arrow_schema`]: the Arrow schema of every dataset and record-batch builders.
 //! * [`custom_metrics`]: custom (derived) metric definitions and the built-in business metrics.
 //! * [`text_formats`]: floats as Go prints them and RFC 3339 timestamps.
+//! * [`otlp`]: OpenTelemetry export requests (protobuf and OTLP JSON) as events.
 //! * [`rollup`]: mergeable per-window aggregates (`metric_rollups`) and their sketches.
 
 pub mod alerting_status;
@@ -18,11 +19,12 @@ pub mod custom_metrics;
 pub mod decode;
 pub mod events;
 pub mod json;
+pub mod otlp;
 pub mod rollup;
 pub mod smart_rules;
 pub mod text_formats;
 
 pub use decode::{DecodeError, DecodeOptions, Encoding, decode_event};
 pub use events::{
-    Alert, AlertStatus, DLQ_TOPIC, Dataset, Event, Metric, MetricKind, Severity, Span, SpanKind, SpanStatus,
+    Alert, AlertStatus, DLQ_TOPIC, Dataset, Event, Metric, MetricKind, Severity, Span, SpanEvent, SpanKind, SpanStatus,
 };

@@ -39,7 +39,7 @@ pub async fn run(config: BenchAlertConfig) -> anyhow::Result<()> {
     let broker = EmbeddedBroker::start_on_free_port(&data_dir, config.broker_storage).await?;
     let brokers = broker.addr.to_string();
     let connection = KafkaConnection::new(&brokers);
-    crate::topics::create_all(&connection, config.partitions).await?;
+    crate::topics::create_all(&connection, config.partitions, &Default::default()).await?;
     let hot = Tier::open(&callscope_storage::TierConfig::local_dir(&data_dir.join("hot"))?).context("hot tier")?;
 
     let (hook, mut receipts) = receiver().await?;

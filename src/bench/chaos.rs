@@ -108,7 +108,7 @@ pub async fn run(config: BenchChaosConfig) -> anyhow::Result<()> {
     let broker = crate::broker::EmbeddedBroker::start_on_free_port(&dir, config.broker_storage).await?;
     let brokers = broker.addr.to_string();
     let connection = KafkaConnection::new(&brokers);
-    crate::topics::create_all(&connection, config.partitions).await?;
+    crate::topics::create_all(&connection, config.partitions, &Default::default()).await?;
     let duration: Duration = config.duration.into();
     let kill_every: Duration = config.kill_every.into();
     println!(

@@ -58,6 +58,7 @@ fn state(tiers: &Tiers) -> anyhow::Result<AppState> {
         producer: None,
         kafka_probe: None,
         topics: Default::default(),
+        otlp_topics: Default::default(),
         sql_limits: SqlLimits::default(),
         started: Instant::now(),
         resolutions_ms: vec![60_000],

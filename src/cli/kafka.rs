@@ -2,6 +2,7 @@
 //! none is named), and the broker a client command (`produce`, `loadgen`) sends to.
 
 use callscope_runtime::KafkaConnection;
+use callscope_schemas::otlp::OtlpTopics;
 use clap::Args;
 
 use super::values::parse_key_value;
@@ -40,9 +41,20 @@ pub struct KafkaArgs {
     /// Partitions of topics that callscope creates.
     #[arg(long, env = "CALLSCOPE_PARTITIONS", default_value_t = DEFAULT_PARTITIONS)]
     pub partitions: i32,
+    /// Topic of OTLP span export requests (the OpenTelemetry Collector's Kafka exporter; protobuf or OTLP JSON); empty: off.
+    #[arg(long, env = "CALLSCOPE_OTLP_SPANS_TOPIC", default_value = OtlpTopics::DEFAULT_SPANS)]
+    pub otlp_spans_topic: String,
+    /// Topic of OTLP metric export requests; empty: off.
+    #[arg(long, env = "CALLSCOPE_OTLP_METRICS_TOPIC", default_value = OtlpTopics::DEFAULT_METRICS)]
+    pub otlp_metrics_topic: String,
 }
 
 impl KafkaArgs {
+    /// The OTLP input topics.
+    pub fn otlp_topics(&self) -> OtlpTopics {
+        OtlpTopics { spans: self.otlp_spans_topic.clone(), metrics: self.otlp_metrics_topic.clone() }
+    }
+
     pub fn connection(&self, brokers: &str) -> KafkaConnection {
         self.properties.connection(brokers)
     }

@@ -54,10 +54,11 @@ impl Workers {
         kind: &str,
     ) -> anyhow::Result<Workers> {
         let hot = &tiers.hot;
-        crate::topics::create_all(connection, args.kafka.partitions).await?;
+        crate::topics::create_all(connection, args.kafka.partitions, &args.kafka.otlp_topics()).await?;
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
         for config in args.ingest.worker_configs(connection, &args.windows)? {
+            let config = config.with_otlp_topics(&args.kafka.otlp_topics());
             let id = config.worker_id.clone();
             let worker = Worker::new(config, hot.clone()).with_context(|| format!("cannot start worker {id}"))?;
             let cancel = cancel.clone();

@@ -11,6 +11,7 @@ use callscope_query_api::{AppState, KafkaProbe, QueryEngine};
 use callscope_runtime::KafkaConnection;
 use callscope_runtime::shutdown::stop_signal;
 use callscope_schemas::Dataset;
+use callscope_schemas::otlp::OtlpTopics;
 use callscope_storage::Tiers;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +22,7 @@ pub async fn run(config: QueryApiConfig) -> anyhow::Result<()> {
     let tiers = config.storage.tiers()?;
     let connection = config.kafka.brokers.as_ref().map(|b| config.kafka.connection(b));
     let kafka = connection.as_ref().map(|c| (c, config.group_id.as_str()));
-    let state = api_state(&tiers, kafka, &config.query, &config.windows)?;
+    let state = api_state(&tiers, kafka, &config.kafka.otlp_topics(), &config.query, &config.windows)?;
     let cancel = CancellationToken::new();
     let (addr, handle) = serve_api(config.http.http_addr, state, cancel.clone()).await?;
     println!("callscope query API listening on http://{addr} over {}", tiers.hot.dir_url(""));
@@ -32,10 +33,11 @@ pub async fn run(config: QueryApiConfig) -> anyhow::Result<()> {
 }
 
 /// What the handlers share. With `kafka` (the cluster and the workers' consumer group),
-/// the ingest endpoints produce to it and health reports the group's lag.
+/// the ingest endpoints produce to it (OTLP to `otlp`) and health reports the group's lag.
 pub(super) fn api_state(
     tiers: &Tiers,
     kafka: Option<(&KafkaConnection, &str)>,
+    otlp: &OtlpTopics,
     query: &QueryArgs,
     windows: &WindowArgs,
 ) -> anyhow::Result<AppState> {
@@ -43,7 +45,11 @@ pub(super) fn api_state(
     let (producer, kafka_probe) = match kafka {
         Some((connection, group)) => (
             Some(connection.producer()?),
-            Some(Arc::new(KafkaProbe::new(connection.client_config(), group, crate::topics::input_topics())?)),
+            Some(Arc::new(KafkaProbe::new(connection.client_config(), group, {
+                let mut topics = crate::topics::input_topics();
+                topics.extend(otlp.names());
+                topics
+            })?)),
         ),
         None => (None, None),
     };
@@ -55,6 +61,7 @@ pub(super) fn api_state(
         producer,
         kafka_probe,
         topics: Dataset::ALL.iter().map(|d| (*d, d.default_topic().to_string())).collect(),
+        otlp_topics: otlp.clone(),
         sql_limits: query.into(),
         started: Instant::now(),
         resolutions_ms: windows.rollup_resolutions_ms(),

@@ -37,7 +37,13 @@ pub async fn run(config: StandaloneConfig) -> anyhow::Result<()> {
     };
     let connection = args.kafka.connection(&brokers);
     let workers = Workers::start(args, &connection, &tiers, "standalone").await?;
-    let state = api_state(&tiers, Some((&connection, &args.ingest.group_id)), &config.query, &args.windows)?;
+    let state = api_state(
+        &tiers,
+        Some((&connection, &args.ingest.group_id)),
+        &args.kafka.otlp_topics(),
+        &config.query,
+        &args.windows,
+    )?;
     let http_cancel = CancellationToken::new();
     let (http_addr, http) = serve_api(config.http.http_addr, state, http_cancel.clone()).await?;
 

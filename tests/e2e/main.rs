@@ -12,6 +12,8 @@ mod crash_safety;
 mod custom_metrics;
 mod ingest;
 mod lifecycle;
+mod otlp;
 mod python_client;
 mod s3_tier;
+mod tracing;
 mod windows;

@@ -411,6 +411,9 @@ pub fn span(i: usize) -> Event {
         duration_us: 1000 + i as i64,
         status: if i % 10 == 0 { SpanStatus::Error } else { SpanStatus::Ok },
         attributes: BTreeMap::from([("seq".to_string(), i.to_string())]),
+        status_message: None,
+        resource_attributes: Default::default(),
+        events: Vec::new(),
     })
 }
 

@@ -35,6 +35,9 @@ fn span() -> Event {
         duration_us: 120_000,
         status: SpanStatus::Ok,
         attributes: [("call.id".to_string(), "c-1".to_string())].into_iter().collect(),
+        status_message: None,
+        resource_attributes: Default::default(),
+        events: Vec::new(),
     })
 }
 

@@ -1,0 +1,305 @@
+//! OTLP/HTTP receivers: `POST /v1/traces` and `POST /v1/metrics`, so an OpenTelemetry SDK
+//! exports straight to callscope (`OTEL_EXPORTER_OTLP_ENDPOINT=http://callscope:8080`).
+//!
+//! As the OTLP specification says: the body is an `ExportTraceServiceRequest` /
+//! `ExportMetricsServiceRequest` in protobuf (`application/x-protobuf`) or OTLP JSON
+//! (`application/json`), optionally gzip-compressed (`Content-Encoding: gzip`); the answer
+//! is the matching `Export…ServiceResponse` in the request's encoding, 200 even when some
+//! items were rejected (`partialSuccess` says how many and why). A body that is not a
+//! request is a 400 with a `google.rpc.Status`; an unsupported media type a 415; Kafka
+//! not acknowledging a 503 (the SDK retries).
+//!
+//! Accepted items are produced to the OTLP topics the workers read, as the collector's
+//! Kafka exporter writes them: spans one request per trace keyed by trace id (a trace
+//! stays in one partition), metrics as one request. The reply comes after the broker
+//! acknowledged every message.
+
+use std::io::Read;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use callscope_schemas::otlp::{self, Decoded, OtlpEncoding};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use rdkafka::producer::FutureRecord;
+
+use crate::AppState;
+
+/// Largest request body after decompression.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Largest Kafka message produced (the collector's default `producer.max_message_bytes`).
+const MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// A refusal in OTLP's shape: a `google.rpc.Status` (code, message) in the request's
+/// encoding.
+struct Refusal {
+    status: StatusCode,
+    message: String,
+    encoding: OtlpEncoding,
+}
+
+/// `google.rpc.Status` (only the fields OTLP uses).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        // gRPC codes: 3 invalid argument, 14 unavailable, 8 resource exhausted.
+        let code = match self.status {
+            StatusCode::SERVICE_UNAVAILABLE => 14,
+            StatusCode::PAYLOAD_TOO_LARGE => 8,
+            _ => 3,
+        };
+        let status = RpcStatus { code, message: self.message };
+        let mut response = match self.encoding {
+            OtlpEncoding::Proto => (self.status, status.encode_to_vec()).into_response(),
+            OtlpEncoding::Json => {
+                let body = serde_json::json!({"code": status.code, "message": status.message});
+                (self.status, body.to_string()).into_response()
+            }
+        };
+        response.headers_mut().insert(CONTENT_TYPE, content_type(self.encoding));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert("retry-after", HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
+
+fn content_type(encoding: OtlpEncoding) -> HeaderValue {
+    HeaderValue::from_static(match encoding {
+        OtlpEncoding::Proto => "application/x-protobuf",
+        OtlpEncoding::Json => "application/json",
+    })
+}
+
+/// The request's encoding (from `Content-Type`) and its body, decompressed.
+fn body(headers: &HeaderMap, body: Bytes) -> Result<(OtlpEncoding, Vec<u8>), Refusal> {
+    let media = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/x-protobuf");
+    let media = media.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let encoding = match media.as_str() {
+        "application/x-protobuf" | "application/protobuf" => OtlpEncoding::Proto,
+        "application/json" => OtlpEncoding::Json,
+        other => {
+            return Err(Refusal {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message: format!("unsupported Content-Type {other:?}: use application/x-protobuf or application/json"),
+                encoding: OtlpEncoding::Json,
+            });
+        }
+    };
+    let refuse = |status, message: String| Refusal { status, message, encoding };
+    let coding = headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim();
+    let bytes = match coding.to_ascii_lowercase().as_str() {
+        "" | "identity" => body.to_vec(),
+        "gzip" => {
+            let mut out = Vec::new();
+            let mut reader = flate2::read::GzDecoder::new(&body[..]).take(MAX_BODY_BYTES as u64 + 1);
+            reader
+                .read_to_end(&mut out)
+                .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("body is not valid gzip: {e}")))?;
+            out
+        }
+        other => {
+            return Err(refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported Content-Encoding {other:?}: use gzip or none"),
+            ));
+        }
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("body is larger than {MAX_BODY_BYTES} bytes")));
+    }
+    Ok((encoding, bytes))
+}
+
+/// Produces `messages` (key, protobuf request) to `topic`; waits for every acknowledgement.
+async fn produce(
+    state: &AppState,
+    topic: &str,
+    messages: Vec<(Option<String>, Vec<u8>)>,
+    encoding: OtlpEncoding,
+) -> Result<(), Refusal> {
+    let unavailable = |message: String| Refusal { status: StatusCode::SERVICE_UNAVAILABLE, message, encoding };
+    let producer = state.producer.as_ref().ok_or_else(|| unavailable("no Kafka cluster is configured".into()))?;
+    if topic.is_empty() {
+        return Err(unavailable("this OTLP input is turned off (its topic is empty)".into()));
+    }
+    let sends = messages.iter().map(|(key, bytes)| {
+        let mut record = FutureRecord::<String, Vec<u8>>::to(topic).payload(bytes);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        producer.send(record, Duration::from_secs(10))
+    });
+    for result in futures::future::join_all(sends).await {
+        result.map_err(|(e, _)| unavailable(format!("Kafka did not acknowledge the request: {e}")))?;
+    }
+    Ok(())
+}
+
+fn answer<M: Message + serde::Serialize>(encoding: OtlpEncoding, response: &M) -> Response {
+    let body = match encoding {
+        OtlpEncoding::Proto => response.encode_to_vec(),
+        OtlpEncoding::Json => serde_json::to_vec(response).unwrap_or_else(|_| b"{}".to_vec()),
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(CONTENT_TYPE, content_type(encoding));
+    response
+}
+
+fn rejected_text<R>(decoded: &Decoded<R>) -> String {
+    if decoded.rejected == 0 { String::new() } else { decoded.summary() }
+}
+
+/// The accepted spans of `request` (those `decoded` kept), as protobuf requests of one
+/// trace each, keyed by trace id; traces larger than a Kafka message are split.
+fn span_messages(
+    request: ExportTraceServiceRequest,
+    decoded: &Decoded<ExportTraceServiceRequest>,
+) -> Vec<(Option<String>, Vec<u8>)> {
+    let rejected: std::collections::HashSet<(Vec<u8>, Vec<u8>)> = decoded
+        .rejected_request
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| (s.trace_id.clone(), s.span_id.clone()))
+        .collect();
+    let mut accepted = request;
+    for resource in &mut accepted.resource_spans {
+        for scope in &mut resource.scope_spans {
+            scope.spans.retain(|s| !rejected.contains(&(s.trace_id.clone(), s.span_id.clone())));
+        }
+    }
+    let mut messages = Vec::new();
+    for (trace_id, trace) in otlp::traces::split_by_trace(accepted) {
+        let bytes = trace.encode_to_vec();
+        if bytes.len() <= MAX_MESSAGE_BYTES {
+            messages.push((Some(trace_id), bytes));
+            continue;
+        }
+        // A trace over the message size: one message per span, same key.
+        for resource in trace.resource_spans {
+            for scope in &resource.scope_spans {
+                for span in &scope.spans {
+                    let one = ExportTraceServiceRequest {
+                        resource_spans: vec![opentelemetry_proto::tonic::trace::v1::ResourceSpans {
+                            resource: resource.resource.clone(),
+                            scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans {
+                                scope: scope.scope.clone(),
+                                spans: vec![span.clone()],
+                                schema_url: scope.schema_url.clone(),
+                            }],
+                            schema_url: resource.schema_url.clone(),
+                        }],
+                    };
+                    messages.push((Some(trace_id.clone()), one.encode_to_vec()));
+                }
+            }
+        }
+    }
+    messages
+}
+
+/// `POST /v1/traces`.
+pub async fn post_traces(State(state): State<AppState>, headers: HeaderMap, bytes: Bytes) -> Response {
+    let (encoding, bytes) = match body(&headers, bytes) {
+        Ok(b) => b,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let request: ExportTraceServiceRequest = match decode(&bytes, encoding) {
+        Ok(r) => r,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let decoded = otlp::traces::convert(request.clone());
+    let messages = span_messages(request, &decoded);
+    if !messages.is_empty()
+        && let Err(refusal) = produce(&state, &state.otlp_topics.spans, messages, encoding).await
+    {
+        return refusal.into_response();
+    }
+    let partial_success = (decoded.rejected > 0).then(|| ExportTracePartialSuccess {
+        rejected_spans: decoded.rejected as i64,
+        error_message: rejected_text(&decoded),
+    });
+    answer(encoding, &ExportTraceServiceResponse { partial_success })
+}
+
+/// `POST /v1/metrics`.
+pub async fn post_metrics(State(state): State<AppState>, headers: HeaderMap, bytes: Bytes) -> Response {
+    let (encoding, bytes) = match body(&headers, bytes) {
+        Ok(b) => b,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let request: ExportMetricsServiceRequest = match decode(&bytes, encoding) {
+        Ok(r) => r,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let decoded = otlp::metrics::convert(request.clone());
+    // The workers decode the request again and dead-letter what is rejected here too; the
+    // client learns of it now, from the partial success.
+    let mut messages = Vec::new();
+    if !decoded.events.is_empty() {
+        let bytes = request.encode_to_vec();
+        if bytes.len() <= MAX_MESSAGE_BYTES {
+            messages.push((None, bytes));
+        } else {
+            for resource in request.resource_metrics {
+                for scope in &resource.scope_metrics {
+                    for metric in &scope.metrics {
+                        let one = ExportMetricsServiceRequest {
+                            resource_metrics: vec![opentelemetry_proto::tonic::metrics::v1::ResourceMetrics {
+                                resource: resource.resource.clone(),
+                                scope_metrics: vec![opentelemetry_proto::tonic::metrics::v1::ScopeMetrics {
+                                    scope: scope.scope.clone(),
+                                    metrics: vec![metric.clone()],
+                                    schema_url: scope.schema_url.clone(),
+                                }],
+                                schema_url: resource.schema_url.clone(),
+                            }],
+                        };
+                        messages.push((None, one.encode_to_vec()));
+                    }
+                }
+            }
+        }
+    }
+    if !messages.is_empty()
+        && let Err(refusal) = produce(&state, &state.otlp_topics.metrics, messages, encoding).await
+    {
+        return refusal.into_response();
+    }
+    let partial_success = (decoded.rejected > 0).then(|| ExportMetricsPartialSuccess {
+        rejected_data_points: decoded.rejected as i64,
+        error_message: rejected_text(&decoded),
+    });
+    answer(encoding, &ExportMetricsServiceResponse { partial_success })
+}
+
+fn decode<R: Message + Default + serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    encoding: OtlpEncoding,
+) -> Result<R, Refusal> {
+    let refuse = |message: String| Refusal { status: StatusCode::BAD_REQUEST, message, encoding };
+    match encoding {
+        OtlpEncoding::Proto => R::decode(bytes).map_err(|e| refuse(format!("not an OTLP protobuf request: {e}"))),
+        OtlpEncoding::Json => {
+            serde_json::from_slice(bytes).map_err(|e| refuse(format!("not an OTLP JSON request: {e}")))
+        }
+    }
+}
