@@ -8,6 +8,8 @@
 //!   time-series answer shares; [`grouped`]: its results grouped by keys and bucket.
 //! * [`custom_metrics`]: CRUD of custom metric definitions; [`derived`]: evaluating them.
 //! * [`prometheus_export`]: business and own metrics in the Prometheus text format.
+//! * [`trace_search`]: trace search by service, operation, kind, attributes, errors and
+//!   duration.
 //! * [`traces`]: trace lookup and analysis; [`trace_analysis`]: critical path, self times,
 //!   bottlenecks and error chains.
 //! * [`ingest`]: HTTP producers of metric and span events.
@@ -43,6 +45,7 @@ pub mod sql;
 pub mod storage;
 pub mod time_params;
 pub mod trace_analysis;
+pub mod trace_search;
 pub mod traces;
 
 #[cfg(test)]
@@ -140,7 +143,7 @@ pub fn router(state: AppState) -> Router {
             "/monitoring/metrics/custom/{name}",
             get(custom_metrics::get_one).put(custom_metrics::replace).delete(custom_metrics::delete),
         )
-        .route("/monitoring/tracing/traces", post(ingest::post_spans))
+        .route("/monitoring/tracing/traces", get(trace_search::get_traces).post(ingest::post_spans))
         .route(
             "/v1/traces",
             post(otlp_http::post_traces).layer(axum::extract::DefaultBodyLimit::max(otlp_http::MAX_BODY_BYTES)),

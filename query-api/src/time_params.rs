@@ -114,9 +114,64 @@ pub fn parse_duration(field: &str, text: &str) -> ApiResult<i64> {
     Ok(ms)
 }
 
+/// Parses a span duration `field` into microseconds: Go's duration syntax as Jaeger takes
+/// it (`1.2ms`, `250us`, `250µs`, `2s`, `1m30s`, `1h`, `900ns`), or a plain number of
+/// milliseconds like every other duration here; between 0 and 100 years.
+pub fn parse_duration_us(field: &str, text: &str) -> ApiResult<i64> {
+    let bad = |why: &str| {
+        ApiError::bad_field(field, format!("{field}={text:?}: {why}; use a duration such as 1.2ms, 250us, 2s or 1m30s"))
+    };
+    let t = text.trim();
+    if let Ok(ms) = t.parse::<f64>() {
+        if !(0.0..=MAX_DURATION_MS as f64).contains(&ms) {
+            return Err(bad("out of range"));
+        }
+        return Ok((ms * 1000.0).round() as i64);
+    }
+    let mut total = 0f64;
+    let mut rest = t;
+    if rest.is_empty() {
+        return Err(bad("empty"));
+    }
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let value: f64 = rest[..number_len].parse().map_err(|_| bad("expected a number"))?;
+        rest = &rest[number_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let micros = match &rest[..unit_len] {
+            "ns" => 0.001,
+            "us" | "µs" | "μs" => 1.0,
+            "ms" => 1000.0,
+            "s" => 1e6,
+            "m" => 60e6,
+            "h" => 3600e6,
+            "" => return Err(bad("a unit is missing")),
+            _ => return Err(bad("unknown unit")),
+        };
+        rest = &rest[unit_len..];
+        total += value * micros;
+    }
+    if total > MAX_DURATION_MS as f64 * 1000.0 {
+        return Err(bad("out of range"));
+    }
+    Ok(total.round() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn span_durations_read_as_jaeger_writes_them() {
+        assert_eq!(parse_duration_us("d", "1.2ms").expect("ms"), 1200);
+        assert_eq!(parse_duration_us("d", "250us").expect("us"), 250);
+        assert_eq!(parse_duration_us("d", "250µs").expect("µs"), 250);
+        assert_eq!(parse_duration_us("d", "1m30s").expect("m s"), 90_000_000);
+        assert_eq!(parse_duration_us("d", "15").expect("plain ms"), 15_000);
+        for bad in ["", "ms", "5 parsecs", "-1s", "1e300"] {
+            assert!(parse_duration_us("d", bad).is_err(), "{bad}");
+        }
+    }
 
     const NOW: i64 = 1_800_000_000_000;
 

@@ -1,6 +1,7 @@
 //! Trace analysis over the real binary: a call's spans posted to the API come back from
 //! `/monitoring/tracing/traces/{id}/analyze` with the critical path and self times that a
-//! hand computation gives (the same algorithm as Jaeger UI), and the error chain.
+//! hand computation gives (the same algorithm as Jaeger UI), and the error chain; trace
+//! search by service, attributes, errors, duration and order.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 #[test]
-fn analyze_gives_the_hand_computed_critical_path_and_self_times() {
+fn a_call_is_analysed_as_computed_by_hand_and_found_by_search() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::standalone(dir.path()).args(["--flush-interval", "200ms"]).spawn();
     let client = http();
@@ -76,4 +77,63 @@ fn analyze_gives_the_hand_computed_critical_path_and_self_times() {
     let unknown =
         client.call("GET", &format!("{}/monitoring/tracing/traces/{}/analyze", node.http, "ab".repeat(16)), None);
     assert_eq!(unknown.status, 404);
+
+    // Search: two more calls, one slow in the north, one failing in the south.
+    let more: Vec<Value> = [
+        ("2".repeat(32), "0000000000000001", None, "call-gateway", 1_000, 200, "ok", "north"),
+        ("2".repeat(32), "0000000000000002", Some("0000000000000001"), "asr", 1_010, 150, "ok", "north"),
+        ("3".repeat(32), "0000000000000001", None, "call-gateway", 2_000, 50, "ok", "south"),
+        ("3".repeat(32), "0000000000000002", Some("0000000000000001"), "asr", 2_010, 20, "error", "south"),
+    ]
+    .iter()
+    .map(|(trace, id, parent, service, start_ms, duration_ms, status, region)| {
+        json!({"trace_id": trace, "span_id": id, "parent_span_id": parent, "service": service,
+               "operation": "op", "kind": "server", "start_time_us": t0 + start_ms * 1000,
+               "duration_us": duration_ms * 1000, "status": status, "attributes": {"region": region}})
+    })
+    .collect();
+    let reply = client.call("POST", &format!("{}/monitoring/tracing/traces", node.http), Some(&json!(more)));
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let range = format!("start={}&end={}", t0 / 1000 - 1000, t0 / 1000 + 10_000);
+    let search = |query: &str| -> Vec<String> {
+        let reply = client.call("GET", &format!("{}/monitoring/tracing/traces?{range}&{query}", node.http), None);
+        assert_eq!(reply.status, 200, "{query}: {}", reply.body);
+        reply.json()["traces"]
+            .as_array()
+            .expect("traces")
+            .iter()
+            .map(|t| t["trace_id"].as_str().expect("id")[..1].to_string())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while search("service=asr").len() < 3 {
+        assert!(Instant::now() < deadline, "the new spans never arrived");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(search("service=asr&attr=region=north"), ["2"]);
+    assert_eq!(search("service=asr&errors=true"), ["3"]);
+    assert_eq!(search("service=asr&min_duration=120ms"), ["2"]);
+    assert_eq!(search("service=asr&max_duration=25ms"), ["3"]);
+    assert_eq!(search("service=call-gateway&order=longest"), ["2", "5", "3"]);
+    assert_eq!(search("order=oldest&limit=1"), ["5"]);
+    assert_eq!(search("service=nobody"), Vec::<String>::new());
+    let reply = client.call("GET", &format!("{}/monitoring/tracing/traces?{range}&errors=true", node.http), None);
+    let traces = reply.json()["traces"].clone();
+    // Newest first: trace 3 (its asr span failed), then trace 5 (ai and llm failed).
+    assert_eq!(traces[0]["trace_id"], "3".repeat(32));
+    assert_eq!(
+        (traces[0]["root_service"].as_str(), traces[0]["root_operation"].as_str()),
+        (Some("call-gateway"), Some("op"))
+    );
+    assert_eq!(
+        (traces[0]["span_count"].as_i64(), traces[0]["error_count"].as_i64(), traces[0]["duration_us"].as_i64()),
+        (Some(2), Some(1), Some(50_000))
+    );
+    assert_eq!(
+        traces[0]["services"],
+        json!([{"name": "asr", "span_count": 1, "error_count": 1}, {"name": "call-gateway", "span_count": 1, "error_count": 0}])
+    );
+    assert_eq!(traces[1]["error_count"], 2);
+    let bad = client.call("GET", &format!("{}/monitoring/tracing/traces?min_duration=fast", node.http), None);
+    assert_eq!(bad.status, 400, "{}", bad.body);
 }
