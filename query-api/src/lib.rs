@@ -12,6 +12,7 @@
 //!   duration.
 //! * [`traces`]: trace lookup and analysis; [`trace_analysis`]: critical path, self times,
 //!   bottlenecks and error chains.
+//! * [`jaeger`]: the Jaeger query API (v1 and v3) for Jaeger UI and Grafana.
 //! * [`ingest`]: HTTP producers of metric and span events.
 //! * [`otlp_http`]: the OTLP/HTTP receivers (`/v1/traces`, `/v1/metrics`).
 //! * [`schema_registry`]: the read side of the Confluent Schema Registry API.
@@ -34,6 +35,7 @@ pub mod extract;
 pub mod grouped;
 pub mod health;
 pub mod ingest;
+pub mod jaeger;
 pub mod json_rows;
 pub mod metrics_query;
 pub mod otlp_http;
@@ -154,6 +156,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/monitoring/tracing/traces/{trace_id}", get(traces::get_trace))
         .route("/monitoring/tracing/traces/{trace_id}/analyze", get(traces::analyze_trace))
+        .route("/jaeger/api/services", get(jaeger::v1_services))
+        .route("/jaeger/api/services/{service}/operations", get(jaeger::v1_service_operations))
+        .route("/jaeger/api/operations", get(jaeger::v1_operations))
+        .route("/jaeger/api/traces", get(jaeger::v1_traces))
+        .route("/jaeger/api/traces/{trace_id}", get(jaeger::v1_trace))
+        .route("/jaeger/api/dependencies", get(jaeger::v1_dependencies))
+        .route("/jaeger/api/v3/services", get(jaeger::v3_services))
+        .route("/jaeger/api/v3/operations", get(jaeger::v3_operations))
+        .route("/jaeger/api/v3/trace-summaries", get(jaeger::v3_trace_summaries))
         .route("/monitoring/sql", post(sql::post_sql))
         .route("/monitoring/alerts", get(alerting::active_alerts))
         .route("/monitoring/alerts/history", get(alerting::history))

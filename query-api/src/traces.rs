@@ -17,7 +17,7 @@ use crate::trace_analysis::{TraceSpan, analyze};
 
 /// The spans of trace `trace_id` (lowercase hex) as JSON objects, in start order; 404 when
 /// there are none.
-async fn load_spans(state: &AppState, trace_id: &str) -> ApiResult<Vec<Value>> {
+pub(crate) async fn load_spans(state: &AppState, trace_id: &str) -> ApiResult<Vec<Value>> {
     let df = state
         .engine
         .session()
@@ -72,7 +72,7 @@ async fn load_spans(state: &AppState, trace_id: &str) -> ApiResult<Vec<Value>> {
     Ok(spans)
 }
 
-fn trace_id_param(trace_id: &str) -> ApiResult<String> {
+pub(crate) fn trace_id_param(trace_id: &str) -> ApiResult<String> {
     let trace_id = trace_id.to_ascii_lowercase();
     if trace_id.len() != 32 || !trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::bad_field("trace_id", "a trace id is 32 hex characters"));

@@ -137,3 +137,153 @@ fn a_call_is_analysed_as_computed_by_hand_and_found_by_search() {
     let bad = client.call("GET", &format!("{}/monitoring/tracing/traces?min_duration=fast", node.http), None);
     assert_eq!(bad.status, 400, "{}", bad.body);
 }
+
+/// Posts `spans` (id, parent, service, operation, kind, start ms after `t0`, duration ms,
+/// status) of trace `trace_id`.
+fn post_trace(
+    client: &Http,
+    node: &Node,
+    trace_id: &str,
+    t0: i64,
+    spans: &[(&str, Option<&str>, &str, &str, &str, i64, i64, &str)],
+) {
+    let body: Vec<Value> = spans
+        .iter()
+        .map(|(id, parent, service, operation, kind, start_ms, duration_ms, status)| {
+            json!({"trace_id": trace_id, "span_id": id, "parent_span_id": parent, "service": service,
+                   "operation": operation, "kind": kind, "start_time_us": t0 + start_ms * 1000,
+                   "duration_us": duration_ms * 1000, "status": status, "attributes": {"region": "north"}})
+        })
+        .collect();
+    let reply = client.call("POST", &format!("{}/monitoring/tracing/traces", node.http), Some(&json!(body)));
+    assert_eq!(reply.status, 202, "{}", reply.body);
+}
+
+/// The request shapes Grafana's Jaeger datasources (the old core one and the Grafana 13
+/// plugin) and Jaeger UI (v1 trace page, v3 search) send, answered in Jaeger's model.
+#[test]
+fn the_jaeger_api_answers_what_grafana_and_jaeger_ui_ask() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::standalone(dir.path()).args(["--flush-interval", "200ms"]).spawn();
+    let client = http();
+    let t0 = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_micros() as i64)
+        - 120_000_000;
+    let (a, b) = ("a1".repeat(16), "b2".repeat(16));
+    post_trace(
+        &client,
+        &node,
+        &a,
+        t0,
+        &[
+            ("0000000000000001", None, "call-gateway", "POST /call", "server", 0, 100, "ok"),
+            ("0000000000000002", Some("0000000000000001"), "asr", "recognize", "server", 10, 30, "error"),
+            ("0000000000000003", Some("0000000000000001"), "ai-engine", "dialogue.turn", "server", 40, 50, "ok"),
+        ],
+    );
+    post_trace(
+        &client,
+        &node,
+        &b,
+        t0 + 5_000_000,
+        &[
+            ("0000000000000001", None, "call-gateway", "POST /call", "server", 0, 20, "ok"),
+            ("0000000000000002", Some("0000000000000001"), "asr", "recognize", "server", 5, 10, "ok"),
+        ],
+    );
+    let base = format!("{}/jaeger", node.http);
+    let get = |path: &str| {
+        let reply = client.call("GET", &format!("{base}{path}"), None);
+        (reply.status, reply.json())
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get("/api/services").1["data"].as_array().map_or(0, Vec::len) < 3 || get(&format!("/api/traces/{b}")).0 != 200
+    {
+        assert!(Instant::now() < deadline, "spans never arrived");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (status, services) = get("/api/services");
+    assert_eq!(status, 200);
+    assert_eq!(services["data"], json!(["ai-engine", "asr", "call-gateway"]));
+    assert_eq!((services["total"].as_i64(), &services["errors"]), (Some(3), &Value::Null));
+    assert_eq!(get("/api/services/asr/operations").1["data"], json!(["recognize"]));
+    assert_eq!(
+        get("/api/operations?service=asr&spanKind=server").1["data"],
+        json!([{"name": "recognize", "spanKind": "server"}])
+    );
+
+    // Old Grafana: search by service, operation, tags (JSON), µs range, min duration.
+    let range = format!("start={}&end={}", t0 - 1_000_000, t0 + 60_000_000);
+    let (status, found) = get(&format!(
+        "/api/traces?service=asr&operation=recognize&tags=%7B%22region%22%3A%22north%22%7D&minDuration=20ms&limit=20&{range}"
+    ));
+    assert_eq!(status, 200, "{found}");
+    let ids: Vec<&str> =
+        found["data"].as_array().expect("traces").iter().filter_map(|t| t["traceID"].as_str()).collect();
+    assert_eq!(ids, [a.as_str()]);
+    let trace = &found["data"][0];
+    assert_eq!(trace["spans"].as_array().map(Vec::len), Some(3));
+    let asr =
+        trace["spans"].as_array().and_then(|s| s.iter().find(|s| s["operationName"] == "recognize")).expect("asr span");
+    assert_eq!(asr["references"], json!([{"refType": "CHILD_OF", "traceID": a, "spanID": "0000000000000001"}]));
+    assert_eq!((asr["startTime"].as_i64(), asr["duration"].as_i64()), (Some(t0 + 10_000), Some(30_000)));
+    assert!(asr["tags"].as_array().expect("tags").contains(&json!({"key": "error", "type": "bool", "value": true})));
+    let process = asr["processID"].as_str().expect("process id");
+    assert_eq!(trace["processes"][process]["serviceName"], "asr");
+    // `tag=error:true` finds the failed one only; multi-id lookup; the Grafana 13 plugin's
+    // ms "hint" never hides a trace.
+    let (_, errors) = get(&format!("/api/traces?service=asr&tag=error:true&{range}"));
+    assert_eq!(errors["data"].as_array().map(Vec::len), Some(1));
+    let (_, both) = get(&format!("/api/traces?traceID={a}&traceID={b}"));
+    assert_eq!(both["data"].as_array().map(Vec::len), Some(2));
+    let (status, hinted) = get(&format!("/api/traces/{b}?start={}&end={}", t0 / 1000, t0 / 1000 + 1));
+    assert_eq!((status, hinted["data"][0]["traceID"].as_str()), (200, Some(b.as_str())));
+    let (status, missing) = get(&format!("/api/traces/{}", "cd".repeat(16)));
+    assert_eq!(status, 404);
+    assert_eq!(missing["errors"][0]["code"], 404);
+    assert_eq!(get("/api/traces?limit=5").0, 400, "service is required");
+
+    // Dependencies: the calls between services, equal to SQL over the spans.
+    let (_, deps) = get(&format!("/api/dependencies?endTs={}&lookback=3600000", t0 / 1000 + 60_000));
+    assert_eq!(
+        deps["data"],
+        json!([{"parent": "call-gateway", "child": "ai-engine", "callCount": 1}, {"parent": "call-gateway", "child": "asr", "callCount": 2}])
+    );
+    let by_sql = sql(
+        &client,
+        &node.http,
+        "SELECT p.service, c.service, COUNT(*) FROM spans c JOIN spans p ON c.trace_id = p.trace_id \
+         AND c.parent_span_id = p.span_id WHERE p.service <> c.service GROUP BY 1, 2 ORDER BY 1, 2",
+    );
+    assert_eq!(
+        by_sql,
+        vec![
+            vec![json!("call-gateway"), json!("ai-engine"), json!(1)],
+            vec![json!("call-gateway"), json!("asr"), json!(2)]
+        ]
+    );
+
+    // Jaeger UI v3.
+    assert_eq!(get("/api/v3/services").1, json!({"services": ["ai-engine", "asr", "call-gateway"]}));
+    assert_eq!(
+        get("/api/v3/operations?service=call-gateway").1,
+        json!({"operations": [{"name": "POST /call", "spanKind": "server"}]})
+    );
+    let rfc = |us: i64| chrono::DateTime::<chrono::Utc>::from_timestamp_micros(us).expect("time").to_rfc3339();
+    let (status, summaries) = get(&format!(
+        "/api/v3/trace-summaries?query.serviceName=call-gateway&query.startTimeMin={}&query.startTimeMax={}&query.searchDepth=20",
+        rfc(t0 - 1_000_000).replace('+', "%2B"),
+        rfc(t0 + 60_000_000).replace('+', "%2B")
+    ));
+    assert_eq!(status, 200, "{summaries}");
+    let first = &summaries["summaries"][0];
+    assert_eq!(first["traceId"], b, "newest first");
+    assert_eq!(
+        (first["rootServiceName"].as_str(), first["rootOperationName"].as_str()),
+        (Some("call-gateway"), Some("POST /call"))
+    );
+    assert_eq!((first["spanCount"].as_i64(), first["errorSpanCount"].as_i64()), (Some(2), Some(0)));
+    assert_eq!(first["minStartTimeUnixNano"], ((t0 + 5_000_000) * 1000).to_string());
+    assert_eq!(summaries["summaries"][1]["errorSpanCount"], 1);
+    let (status, bad) = get("/api/v3/trace-summaries?query.serviceName=asr&query.startTimeMin=yesterday");
+    assert_eq!((status, bad["error"]["httpCode"].as_i64()), (400, Some(400)));
+}

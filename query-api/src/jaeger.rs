@@ -1,0 +1,405 @@
+//! The Jaeger query API under `/jaeger`, as Jaeger UI and Grafana's Jaeger datasources call
+//! it (jaeger v2 `jaegerquery` HTTP handler and `apiv3`, see `../shared/contracts.md`):
+//!
+//! * v1 (envelope `{"data", "total", "limit", "offset", "errors"}`): `api/services`,
+//!   `api/services/{service}/operations`, `api/operations?service=&spanKind=`,
+//!   `api/traces` (search: `service` (required unless `traceID`), `operation`, `tags`
+//!   (JSON object), `tag=key:value` (repeatable), `start`/`end` (µs; default the last 2
+//!   days), `minDuration`/`maxDuration` (`1.2ms`), `limit`; or `traceID=` (repeatable)),
+//!   `api/traces/{traceID}` (`start`/`end` are a hint only: Grafana 13 sends ms where
+//!   Jaeger means µs, and a lookup never hides a trace), `api/dependencies?endTs=&lookback=`
+//!   (ms).
+//! * v3 (Jaeger UI ≥ 2.15): `api/v3/services`, `api/v3/operations?service=&spanKind=`,
+//!   `api/v3/trace-summaries?query.serviceName=&query.operationName=&query.startTimeMin=
+//!   &query.startTimeMax=&query.durationMin=&query.durationMax=&query.attributes=
+//!   &query.searchDepth=`; errors `{"error": {"httpCode", "message"}}`.
+//!
+//! Services and operations are those seen in the last 7 days. Dependencies are computed
+//! from parent/child spans across services over the lookback.
+
+pub mod model;
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+
+use axum::response::{IntoResponse, Response};
+use datafusion::common::JoinType;
+use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::prelude::{Expr, col, lit};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery};
+use crate::json_rows::column_values;
+use crate::series_query::date_of;
+use crate::time_params::parse_duration_us;
+use crate::trace_search::{Order, TraceSearch, search};
+
+/// How far back services and operations are listed.
+const CATALOG_LOOKBACK_US: i64 = 7 * 24 * 3600 * 1_000_000;
+/// Default search range (Jaeger's).
+const SEARCH_LOOKBACK_US: i64 = 2 * 24 * 3600 * 1_000_000;
+
+/// A v1 error: the HTTP status and the envelope with `errors`.
+pub struct V1Error(ApiError);
+
+impl From<ApiError> for V1Error {
+    fn from(e: ApiError) -> Self {
+        V1Error(e)
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for V1Error {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        V1Error(e.into())
+    }
+}
+
+impl IntoResponse for V1Error {
+    fn into_response(self) -> Response {
+        let status = self.0.status();
+        let body = json!({"data": null, "total": 0, "limit": 0, "offset": 0,
+                          "errors": [{"code": status.as_u16(), "msg": self.0.to_string()}]});
+        (status, Json(body)).into_response()
+    }
+}
+
+/// A v3 error: `{"error": {"httpCode", "message"}}`.
+pub struct V3Error(ApiError);
+
+impl From<ApiError> for V3Error {
+    fn from(e: ApiError) -> Self {
+        V3Error(e)
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for V3Error {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        V3Error(e.into())
+    }
+}
+
+impl IntoResponse for V3Error {
+    fn into_response(self) -> Response {
+        let status = self.0.status();
+        (status, Json(json!({"error": {"httpCode": status.as_u16(), "message": self.0.to_string()}}))).into_response()
+    }
+}
+
+fn envelope(data: Value) -> Json<Value> {
+    let total = data.as_array().map_or(0, Vec::len);
+    Json(json!({"data": data, "total": total, "limit": 0, "offset": 0, "errors": null}))
+}
+
+fn now_us() -> i64 {
+    callscope_runtime::now_ms().saturating_mul(1000)
+}
+
+fn since(from_us: i64) -> Expr {
+    col("start_time_us").gt_eq(lit(from_us)).and(col("date").gt_eq(lit(date_of(from_us.div_euclid(1000)))))
+}
+
+async fn services(state: &AppState) -> Result<Vec<String>, ApiError> {
+    let df = state
+        .engine
+        .session()
+        .table("spans")
+        .await?
+        .filter(since(now_us() - CATALOG_LOOKBACK_US))?
+        .aggregate(vec![col("service")], vec![])?
+        .sort(vec![col("service").sort(true, false)])?;
+    let mut out = Vec::new();
+    for batch in df.collect().await? {
+        out.extend(column_values(batch.column(0).as_ref()).into_iter().filter_map(|v| v.as_str().map(str::to_string)));
+    }
+    Ok(out)
+}
+
+/// (operation, span kind) pairs of `service`, optionally of one kind.
+async fn operations(state: &AppState, service: &str, kind: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    let mut filter = since(now_us() - CATALOG_LOOKBACK_US).and(col("service").eq(lit(service.to_string())));
+    if let Some(kind) = kind.filter(|k| !k.is_empty()) {
+        filter = filter.and(col("kind").eq(lit(kind.to_ascii_lowercase())));
+    }
+    let df = state
+        .engine
+        .session()
+        .table("spans")
+        .await?
+        .filter(filter)?
+        .aggregate(vec![col("operation"), col("kind")], vec![])?
+        .sort(vec![col("operation").sort(true, false), col("kind").sort(true, false)])?;
+    let mut out = Vec::new();
+    for batch in df.collect().await? {
+        let (ops, kinds) = (column_values(batch.column(0).as_ref()), column_values(batch.column(1).as_ref()));
+        for (op, kind) in ops.into_iter().zip(kinds) {
+            out.push((op.as_str().unwrap_or_default().to_string(), kind.as_str().unwrap_or_default().to_string()));
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /jaeger/api/services`.
+pub async fn v1_services(State(state): State<AppState>) -> Result<Json<Value>, V1Error> {
+    Ok(envelope(json!(services(&state).await?)))
+}
+
+/// `GET /jaeger/api/services/{service}/operations`.
+pub async fn v1_service_operations(
+    State(state): State<AppState>,
+    ApiPath(service): ApiPath<String>,
+) -> Result<Json<Value>, V1Error> {
+    let mut names: Vec<String> = operations(&state, &service, None).await?.into_iter().map(|(op, _)| op).collect();
+    names.dedup();
+    Ok(envelope(json!(names)))
+}
+
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+}
+
+/// `GET /jaeger/api/operations?service=&spanKind=`.
+pub async fn v1_operations(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<Value>, V1Error> {
+    let service = param(&params, "service").ok_or_else(|| ApiError::bad_field("service", "service is required"))?;
+    let ops = operations(&state, service, param(&params, "spanKind")).await?;
+    Ok(envelope(ops.into_iter().map(|(name, kind)| json!({"name": name, "spanKind": kind})).collect()))
+}
+
+/// The Jaeger traces with these ids (those that exist).
+async fn traces_by_id(state: &AppState, ids: &[String]) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::new();
+    for id in ids {
+        let id = crate::traces::trace_id_param(id)?;
+        match crate::traces::load_spans(state, &id).await {
+            Ok(rows) => out.push(model::trace(&id, &rows)),
+            Err(ApiError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /jaeger/api/traces/{traceID}`.
+pub async fn v1_trace(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<Json<Value>, V1Error> {
+    let traces = traces_by_id(&state, std::slice::from_ref(&id)).await?;
+    if traces.is_empty() {
+        return Err(ApiError::NotFound("trace not found".into()).into());
+    }
+    Ok(envelope(Value::Array(traces)))
+}
+
+/// `GET /jaeger/api/traces`: search, or `traceID=` lookups.
+pub async fn v1_traces(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<Value>, V1Error> {
+    let ids: Vec<String> = params.iter().filter(|(k, _)| k == "traceID").map(|(_, v)| v.clone()).collect();
+    if !ids.is_empty() {
+        return Ok(envelope(Value::Array(traces_by_id(&state, &ids).await?)));
+    }
+    let service = param(&params, "service").ok_or_else(|| ApiError::bad_field("service", "service is required"))?;
+    let micros = |key: &str| -> Result<Option<i64>, ApiError> {
+        param(&params, key)
+            .map(|v| v.parse::<i64>().map_err(|_| ApiError::bad_field(key, format!("{key} is unix microseconds"))))
+            .transpose()
+    };
+    let end = micros("end")?.unwrap_or_else(now_us);
+    let start = micros("start")?.unwrap_or(end - SEARCH_LOOKBACK_US);
+    let mut attributes = Vec::new();
+    if let Some(tags) = param(&params, "tags") {
+        let tags: BTreeMap<String, Value> = serde_json::from_str(tags)
+            .map_err(|e| ApiError::bad_field("tags", format!("tags must be a JSON object: {e}")))?;
+        for (k, v) in tags {
+            attributes.push((k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())));
+        }
+    }
+    for (_, tag) in params.iter().filter(|(k, _)| k == "tag") {
+        let (k, v) =
+            tag.split_once(':').ok_or_else(|| ApiError::bad_field("tag", format!("tag={tag:?}: use tag=key:value")))?;
+        attributes.push((k.to_string(), v.to_string()));
+    }
+    // Jaeger's `error=true` tag means a failed span.
+    let errors_only = attributes.iter().any(|(k, v)| k == "error" && v == "true");
+    attributes.retain(|(k, _)| k != "error");
+    let duration = |key: &str| param(&params, key).map(|v| parse_duration_us(key, v)).transpose();
+    let limit = param(&params, "limit").and_then(|v| v.parse::<usize>().ok()).unwrap_or(20).clamp(1, 1000);
+    let q = TraceSearch {
+        service: Some(service.to_string()),
+        operation: param(&params, "operation").map(str::to_string),
+        kind: None,
+        attributes,
+        errors_only,
+        min_duration_us: duration("minDuration")?,
+        max_duration_us: duration("maxDuration")?,
+        start_us: start,
+        end_us: end,
+        limit,
+        order: Order::Newest,
+    };
+    if q.start_us >= q.end_us {
+        return Err(ApiError::bad_field("start", "start must be before end").into());
+    }
+    let summaries = search(&state, &q).await?;
+    let ids: Vec<String> = summaries.iter().filter_map(|s| s["trace_id"].as_str().map(str::to_string)).collect();
+    Ok(envelope(Value::Array(traces_by_id(&state, &ids).await?)))
+}
+
+/// Calls between services: (parent service, child service) → calls, over `[from, to)` µs.
+pub async fn dependency_edges(
+    state: &AppState,
+    from_us: i64,
+    to_us: i64,
+) -> Result<Vec<(String, String, i64)>, ApiError> {
+    let range = col("start_time_us")
+        .gt_eq(lit(from_us))
+        .and(col("start_time_us").lt(lit(to_us)))
+        .and(col("date").gt_eq(lit(date_of(from_us.div_euclid(1000)))))
+        .and(col("date").lt_eq(lit(date_of(to_us.div_euclid(1000)))));
+    let session = state.engine.session();
+    let spans = session.table("spans").await?.filter(range)?;
+    let parents = spans.clone().select(vec![
+        col("trace_id").alias("p_trace"),
+        col("span_id").alias("p_span"),
+        col("service").alias("parent"),
+    ])?;
+    let children = spans.select(vec![col("trace_id"), col("parent_span_id"), col("service").alias("child")])?;
+    let edges = children
+        .join(parents, JoinType::Inner, &["trace_id", "parent_span_id"], &["p_trace", "p_span"], None)?
+        .filter(col("parent").not_eq(col("child")))?
+        .aggregate(vec![col("parent"), col("child")], vec![count(lit(1)).alias("calls")])?
+        .sort(vec![col("parent").sort(true, false), col("child").sort(true, false)])?;
+    let mut out = Vec::new();
+    for batch in edges.collect().await? {
+        let c: Vec<Vec<Value>> = batch.columns().iter().map(|c| column_values(c.as_ref())).collect();
+        for row in 0..batch.num_rows() {
+            let text = |i: usize| c[i][row].as_str().unwrap_or_default().to_string();
+            out.push((text(0), text(1), c[2][row].as_i64().unwrap_or(0)));
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /jaeger/api/dependencies?endTs=&lookback=` (ms).
+pub async fn v1_dependencies(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<Value>, V1Error> {
+    let ms = |key: &str, default: i64| -> Result<i64, ApiError> {
+        param(&params, key)
+            .map(|v| v.parse::<i64>().map_err(|_| ApiError::bad_field(key, format!("{key} is milliseconds"))))
+            .transpose()
+            .map(|v| v.unwrap_or(default))
+    };
+    let end = ms("endTs", callscope_runtime::now_ms())?;
+    let lookback = ms("lookback", 24 * 3600 * 1000)?;
+    if !(0..=crate::time_params::MAX_DURATION_MS).contains(&lookback)
+        || !(crate::time_params::MIN_TIME_MS..=crate::time_params::MAX_TIME_MS).contains(&end)
+    {
+        return Err(ApiError::bad_request("endTs or lookback out of range").into());
+    }
+    let edges = dependency_edges(&state, (end - lookback) * 1000, end * 1000).await?;
+    Ok(envelope(
+        edges
+            .into_iter()
+            .map(|(parent, child, calls)| json!({"parent": parent, "child": child, "callCount": calls}))
+            .collect(),
+    ))
+}
+
+/// `GET /jaeger/api/v3/services`.
+pub async fn v3_services(State(state): State<AppState>) -> Result<Json<Value>, V3Error> {
+    Ok(Json(json!({"services": services(&state).await?})))
+}
+
+/// `GET /jaeger/api/v3/operations?service=&spanKind=`.
+pub async fn v3_operations(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<Value>, V3Error> {
+    let service = param(&params, "service").ok_or_else(|| ApiError::bad_field("service", "service is required"))?;
+    let ops = operations(&state, service, param(&params, "spanKind")).await?;
+    Ok(Json(
+        json!({"operations": ops.into_iter().map(|(name, kind)| json!({"name": name, "spanKind": kind})).collect::<Vec<_>>()}),
+    ))
+}
+
+/// `GET /jaeger/api/v3/trace-summaries`.
+pub async fn v3_trace_summaries(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<Value>, V3Error> {
+    let service = param(&params, "query.serviceName")
+        .ok_or_else(|| ApiError::bad_field("query.serviceName", "query.serviceName is required"))?;
+    let time = |key: &str| -> Result<Option<i64>, ApiError> {
+        param(&params, key)
+            .map(|v| {
+                chrono::DateTime::parse_from_rfc3339(v)
+                    .map(|t| t.timestamp_micros())
+                    .map_err(|e| ApiError::bad_field(key, format!("{key} must be RFC 3339: {e}")))
+            })
+            .transpose()
+    };
+    let end = time("query.startTimeMax")?.unwrap_or_else(now_us);
+    let start = time("query.startTimeMin")?.unwrap_or(end - SEARCH_LOOKBACK_US);
+    let mut attributes = Vec::new();
+    if let Some(text) = param(&params, "query.attributes") {
+        let map: BTreeMap<String, Value> = serde_json::from_str(text)
+            .map_err(|e| ApiError::bad_field("query.attributes", format!("must be a JSON object: {e}")))?;
+        attributes = map
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .collect();
+    }
+    let errors_only = attributes.iter().any(|(k, v)| k == "error" && v == "true");
+    attributes.retain(|(k, _)| k != "error");
+    let duration = |key: &str| param(&params, key).map(|v| parse_duration_us(key, v)).transpose();
+    let q = TraceSearch {
+        service: Some(service.to_string()),
+        operation: param(&params, "query.operationName").map(str::to_string),
+        kind: None,
+        attributes,
+        errors_only,
+        min_duration_us: duration("query.durationMin")?,
+        max_duration_us: duration("query.durationMax")?,
+        start_us: start,
+        end_us: end,
+        limit: param(&params, "query.searchDepth").and_then(|v| v.parse::<usize>().ok()).unwrap_or(20).clamp(1, 1000),
+        order: Order::Newest,
+    };
+    if q.start_us >= q.end_us {
+        return Err(ApiError::bad_field("query.startTimeMin", "startTimeMin must be before startTimeMax").into());
+    }
+    let summaries: Vec<Value> = search(&state, &q)
+        .await?
+        .into_iter()
+        .map(|s| {
+            let start_ns = s["start_time_us"].as_i64().unwrap_or(0).saturating_mul(1000);
+            let end_ns = start_ns.saturating_add(s["duration_us"].as_i64().unwrap_or(0).saturating_mul(1000));
+            let services: Vec<Value> = s["services"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| json!({"name": x["name"], "spanCount": x["span_count"], "errorSpanCount": x["error_count"]}))
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!({
+                "traceId": s["trace_id"],
+                "rootServiceName": s["root_service"],
+                "rootOperationName": s["root_operation"],
+                "minStartTimeUnixNano": start_ns.to_string(),
+                "maxEndTimeUnixNano": end_ns.to_string(),
+                "spanCount": s["span_count"],
+                "errorSpanCount": s["error_count"],
+                "services": services,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"summaries": summaries})))
+}
