@@ -25,8 +25,6 @@ use axum::Json;
 use axum::extract::State;
 
 use axum::response::{IntoResponse, Response};
-use datafusion::common::JoinType;
-use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::prelude::{Expr, col, lit};
 use serde_json::{Value, json};
 
@@ -150,8 +148,9 @@ pub async fn v1_services(State(state): State<AppState>) -> Result<Json<Value>, V
 /// `GET /jaeger/api/services/{service}/operations`.
 pub async fn v1_service_operations(
     State(state): State<AppState>,
-    ApiPath(service): ApiPath<String>,
+    service: Result<ApiPath<String>, ApiError>,
 ) -> Result<Json<Value>, V1Error> {
+    let ApiPath(service) = service?;
     let mut names: Vec<String> = operations(&state, &service, None).await?.into_iter().map(|(op, _)| op).collect();
     names.dedup();
     Ok(envelope(json!(names)))
@@ -164,8 +163,9 @@ fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
 /// `GET /jaeger/api/operations?service=&spanKind=`.
 pub async fn v1_operations(
     State(state): State<AppState>,
-    ApiQuery(params): ApiQuery<Vec<(String, String)>>,
+    params: Result<ApiQuery<Vec<(String, String)>>, ApiError>,
 ) -> Result<Json<Value>, V1Error> {
+    let ApiQuery(params) = params?;
     let service = param(&params, "service").ok_or_else(|| ApiError::bad_field("service", "service is required"))?;
     let ops = operations(&state, service, param(&params, "spanKind")).await?;
     Ok(envelope(ops.into_iter().map(|(name, kind)| json!({"name": name, "spanKind": kind})).collect()))
@@ -186,7 +186,11 @@ async fn traces_by_id(state: &AppState, ids: &[String]) -> Result<Vec<Value>, Ap
 }
 
 /// `GET /jaeger/api/traces/{traceID}`.
-pub async fn v1_trace(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<Json<Value>, V1Error> {
+pub async fn v1_trace(
+    State(state): State<AppState>,
+    id: Result<ApiPath<String>, ApiError>,
+) -> Result<Json<Value>, V1Error> {
+    let ApiPath(id) = id?;
     let traces = traces_by_id(&state, std::slice::from_ref(&id)).await?;
     if traces.is_empty() {
         return Err(ApiError::NotFound("trace not found".into()).into());
@@ -197,16 +201,22 @@ pub async fn v1_trace(State(state): State<AppState>, ApiPath(id): ApiPath<String
 /// `GET /jaeger/api/traces`: search, or `traceID=` lookups.
 pub async fn v1_traces(
     State(state): State<AppState>,
-    ApiQuery(params): ApiQuery<Vec<(String, String)>>,
+    params: Result<ApiQuery<Vec<(String, String)>>, ApiError>,
 ) -> Result<Json<Value>, V1Error> {
+    let ApiQuery(params) = params?;
     let ids: Vec<String> = params.iter().filter(|(k, _)| k == "traceID").map(|(_, v)| v.clone()).collect();
     if !ids.is_empty() {
         return Ok(envelope(Value::Array(traces_by_id(&state, &ids).await?)));
     }
     let service = param(&params, "service").ok_or_else(|| ApiError::bad_field("service", "service is required"))?;
     let micros = |key: &str| -> Result<Option<i64>, ApiError> {
+        let range = crate::time_params::MIN_TIME_MS * 1000..=crate::time_params::MAX_TIME_MS * 1000;
         param(&params, key)
-            .map(|v| v.parse::<i64>().map_err(|_| ApiError::bad_field(key, format!("{key} is unix microseconds"))))
+            .map(|v| {
+                v.parse::<i64>().ok().filter(|us| range.contains(us)).ok_or_else(|| {
+                    ApiError::bad_field(key, format!("{key} is unix microseconds in the years 1 to 9999"))
+                })
+            })
             .transpose()
     };
     let end = micros("end")?.unwrap_or_else(now_us);
@@ -250,46 +260,12 @@ pub async fn v1_traces(
     Ok(envelope(Value::Array(traces_by_id(&state, &ids).await?)))
 }
 
-/// Calls between services: (parent service, child service) → calls, over `[from, to)` µs.
-pub async fn dependency_edges(
-    state: &AppState,
-    from_us: i64,
-    to_us: i64,
-) -> Result<Vec<(String, String, i64)>, ApiError> {
-    let range = col("start_time_us")
-        .gt_eq(lit(from_us))
-        .and(col("start_time_us").lt(lit(to_us)))
-        .and(col("date").gt_eq(lit(date_of(from_us.div_euclid(1000)))))
-        .and(col("date").lt_eq(lit(date_of(to_us.div_euclid(1000)))));
-    let session = state.engine.session();
-    let spans = session.table("spans").await?.filter(range)?;
-    let parents = spans.clone().select(vec![
-        col("trace_id").alias("p_trace"),
-        col("span_id").alias("p_span"),
-        col("service").alias("parent"),
-    ])?;
-    let children = spans.select(vec![col("trace_id"), col("parent_span_id"), col("service").alias("child")])?;
-    let edges = children
-        .join(parents, JoinType::Inner, &["trace_id", "parent_span_id"], &["p_trace", "p_span"], None)?
-        .filter(col("parent").not_eq(col("child")))?
-        .aggregate(vec![col("parent"), col("child")], vec![count(lit(1)).alias("calls")])?
-        .sort(vec![col("parent").sort(true, false), col("child").sort(true, false)])?;
-    let mut out = Vec::new();
-    for batch in edges.collect().await? {
-        let c: Vec<Vec<Value>> = batch.columns().iter().map(|c| column_values(c.as_ref())).collect();
-        for row in 0..batch.num_rows() {
-            let text = |i: usize| c[i][row].as_str().unwrap_or_default().to_string();
-            out.push((text(0), text(1), c[2][row].as_i64().unwrap_or(0)));
-        }
-    }
-    Ok(out)
-}
-
 /// `GET /jaeger/api/dependencies?endTs=&lookback=` (ms).
 pub async fn v1_dependencies(
     State(state): State<AppState>,
-    ApiQuery(params): ApiQuery<Vec<(String, String)>>,
+    params: Result<ApiQuery<Vec<(String, String)>>, ApiError>,
 ) -> Result<Json<Value>, V1Error> {
+    let ApiQuery(params) = params?;
     let ms = |key: &str, default: i64| -> Result<i64, ApiError> {
         param(&params, key)
             .map(|v| v.parse::<i64>().map_err(|_| ApiError::bad_field(key, format!("{key} is milliseconds"))))
@@ -303,12 +279,9 @@ pub async fn v1_dependencies(
     {
         return Err(ApiError::bad_request("endTs or lookback out of range").into());
     }
-    let edges = dependency_edges(&state, (end - lookback) * 1000, end * 1000).await?;
+    let edges = crate::trace_dependencies::edges(&state, (end - lookback) * 1000, end * 1000, None).await?;
     Ok(envelope(
-        edges
-            .into_iter()
-            .map(|(parent, child, calls)| json!({"parent": parent, "child": child, "callCount": calls}))
-            .collect(),
+        edges.into_iter().map(|e| json!({"parent": e.parent, "child": e.child, "callCount": e.calls})).collect(),
     ))
 }
 
@@ -320,8 +293,9 @@ pub async fn v3_services(State(state): State<AppState>) -> Result<Json<Value>, V
 /// `GET /jaeger/api/v3/operations?service=&spanKind=`.
 pub async fn v3_operations(
     State(state): State<AppState>,
-    ApiQuery(params): ApiQuery<Vec<(String, String)>>,
+    params: Result<ApiQuery<Vec<(String, String)>>, ApiError>,
 ) -> Result<Json<Value>, V3Error> {
+    let ApiQuery(params) = params?;
     let service = param(&params, "service").ok_or_else(|| ApiError::bad_field("service", "service is required"))?;
     let ops = operations(&state, service, param(&params, "spanKind")).await?;
     Ok(Json(
@@ -332,8 +306,9 @@ pub async fn v3_operations(
 /// `GET /jaeger/api/v3/trace-summaries`.
 pub async fn v3_trace_summaries(
     State(state): State<AppState>,
-    ApiQuery(params): ApiQuery<Vec<(String, String)>>,
+    params: Result<ApiQuery<Vec<(String, String)>>, ApiError>,
 ) -> Result<Json<Value>, V3Error> {
+    let ApiQuery(params) = params?;
     let service = param(&params, "query.serviceName")
         .ok_or_else(|| ApiError::bad_field("query.serviceName", "query.serviceName is required"))?;
     let time = |key: &str| -> Result<Option<i64>, ApiError> {
@@ -402,4 +377,14 @@ pub async fn v3_trace_summaries(
         })
         .collect();
     Ok(Json(json!({"summaries": summaries})))
+}
+
+/// Any other path under `/jaeger`: a 404 in the Jaeger error shape of its API version.
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    let error = ApiError::NotFound(format!("no Jaeger API endpoint at {}", uri.path()));
+    if uri.path().starts_with("/jaeger/api/v3/") {
+        V3Error(error).into_response()
+    } else {
+        V1Error(error).into_response()
+    }
 }

@@ -8,6 +8,7 @@
 //!   time-series answer shares; [`grouped`]: its results grouped by keys and bucket.
 //! * [`custom_metrics`]: CRUD of custom metric definitions; [`derived`]: evaluating them.
 //! * [`prometheus_export`]: business and own metrics in the Prometheus text format.
+//! * [`trace_dependencies`]: service dependency edges (calls, errors, latency).
 //! * [`trace_search`]: trace search by service, operation, kind, attributes, errors and
 //!   duration.
 //! * [`traces`]: trace lookup and analysis; [`trace_analysis`]: critical path, self times,
@@ -47,6 +48,7 @@ pub mod sql;
 pub mod storage;
 pub mod time_params;
 pub mod trace_analysis;
+pub mod trace_dependencies;
 pub mod trace_search;
 pub mod traces;
 
@@ -156,6 +158,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/monitoring/tracing/traces/{trace_id}", get(traces::get_trace))
         .route("/monitoring/tracing/traces/{trace_id}/analyze", get(traces::analyze_trace))
+        .route("/monitoring/tracing/services/{service}/dependencies", get(trace_dependencies::service_dependencies))
         .route("/jaeger/api/services", get(jaeger::v1_services))
         .route("/jaeger/api/services/{service}/operations", get(jaeger::v1_service_operations))
         .route("/jaeger/api/operations", get(jaeger::v1_operations))
@@ -165,6 +168,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jaeger/api/v3/services", get(jaeger::v3_services))
         .route("/jaeger/api/v3/operations", get(jaeger::v3_operations))
         .route("/jaeger/api/v3/trace-summaries", get(jaeger::v3_trace_summaries))
+        .route("/jaeger/{*rest}", axum::routing::any(jaeger::not_found))
         .route("/monitoring/sql", post(sql::post_sql))
         .route("/monitoring/alerts", get(alerting::active_alerts))
         .route("/monitoring/alerts/history", get(alerting::history))

@@ -262,6 +262,30 @@ fn the_jaeger_api_answers_what_grafana_and_jaeger_ui_ask() {
         ]
     );
 
+    // One service's upstream and downstream edges, with errors and latency.
+    let window = format!("start={}&end={}", t0 / 1000 - 1000, t0 / 1000 + 60_000);
+    let reply =
+        client.call("GET", &format!("{}/monitoring/tracing/services/asr/dependencies?{window}", node.http), None);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let asr = reply.json();
+    assert_eq!(asr["downstream"], json!([]));
+    let up = &asr["upstream"][0];
+    assert_eq!(
+        (up["service"].as_str(), up["calls"].as_i64(), up["errors"].as_i64()),
+        (Some("call-gateway"), Some(2), Some(1))
+    );
+    assert_eq!(up["error_rate"], 0.5);
+    assert!((10_000.0..=30_000.0).contains(&up["latency_p95_us"].as_f64().expect("p95")), "{up}");
+    let reply = client.call(
+        "GET",
+        &format!("{}/monitoring/tracing/services/call-gateway/dependencies?{window}", node.http),
+        None,
+    );
+    let downstream = reply.json()["downstream"].clone();
+    let names: Vec<&str> =
+        downstream.as_array().expect("downstream").iter().filter_map(|e| e["service"].as_str()).collect();
+    assert_eq!(names, ["ai-engine", "asr"]);
+
     // Jaeger UI v3.
     assert_eq!(get("/api/v3/services").1, json!({"services": ["ai-engine", "asr", "call-gateway"]}));
     assert_eq!(
