@@ -34,6 +34,47 @@ use rdkafka::producer::FutureRecord;
 
 use crate::AppState;
 
+/// The receivers' own metrics (in the process's `/metrics`): requests by signal and
+/// status, items (spans, data points) by signal and outcome.
+struct OtlpMetrics {
+    requests: prometheus::IntCounterVec,
+    items: prometheus::IntCounterVec,
+}
+
+fn metrics() -> &'static OtlpMetrics {
+    static METRICS: std::sync::OnceLock<OtlpMetrics> = std::sync::OnceLock::new();
+    METRICS.get_or_init(|| {
+        let requests = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "callscope_otlp_http_requests_total",
+                "OTLP/HTTP export requests by signal and status",
+            ),
+            &["signal", "status"],
+        )
+        .expect("valid metric");
+        let items = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "callscope_otlp_http_items_total",
+                "Spans or metric data points received over OTLP/HTTP, by signal and outcome (accepted, rejected)",
+            ),
+            &["signal", "outcome"],
+        )
+        .expect("valid metric");
+        // Registration fails only if the names are taken: then they are not exported.
+        let _ = prometheus::default_registry().register(Box::new(requests.clone()));
+        let _ = prometheus::default_registry().register(Box::new(items.clone()));
+        OtlpMetrics { requests, items }
+    })
+}
+
+fn count(signal: &str, response: Response, accepted: usize, rejected: u64) -> Response {
+    let m = metrics();
+    m.requests.with_label_values(&[signal, response.status().as_str()]).inc();
+    m.items.with_label_values(&[signal, "accepted"]).inc_by(accepted as u64);
+    m.items.with_label_values(&[signal, "rejected"]).inc_by(rejected);
+    response
+}
+
 /// Largest request body after decompression.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Largest Kafka message produced (the collector's default `producer.max_message_bytes`).
@@ -218,37 +259,49 @@ fn span_messages(
 
 /// `POST /v1/traces`.
 pub async fn post_traces(State(state): State<AppState>, headers: HeaderMap, bytes: Bytes) -> Response {
+    let (response, accepted, rejected) = traces(state, headers, bytes).await;
+    count("traces", response, accepted, rejected)
+}
+
+/// `POST /v1/metrics`.
+pub async fn post_metrics(State(state): State<AppState>, headers: HeaderMap, bytes: Bytes) -> Response {
+    let (response, accepted, rejected) = metrics_request(state, headers, bytes).await;
+    count("metrics", response, accepted, rejected)
+}
+
+/// Handles a trace export; returns the answer and the spans accepted and rejected.
+async fn traces(state: AppState, headers: HeaderMap, bytes: Bytes) -> (Response, usize, u64) {
     let (encoding, bytes) = match body(&headers, bytes) {
         Ok(b) => b,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => return (refusal.into_response(), 0, 0),
     };
     let request: ExportTraceServiceRequest = match decode(&bytes, encoding) {
         Ok(r) => r,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => return (refusal.into_response(), 0, 0),
     };
     let decoded = otlp::traces::convert(request.clone());
     let messages = span_messages(request, &decoded);
     if !messages.is_empty()
         && let Err(refusal) = produce(&state, &state.otlp_topics.spans, messages, encoding).await
     {
-        return refusal.into_response();
+        return (refusal.into_response(), 0, decoded.rejected);
     }
     let partial_success = (decoded.rejected > 0).then(|| ExportTracePartialSuccess {
         rejected_spans: decoded.rejected as i64,
         error_message: rejected_text(&decoded),
     });
-    answer(encoding, &ExportTraceServiceResponse { partial_success })
+    (answer(encoding, &ExportTraceServiceResponse { partial_success }), decoded.accepted as usize, decoded.rejected)
 }
 
-/// `POST /v1/metrics`.
-pub async fn post_metrics(State(state): State<AppState>, headers: HeaderMap, bytes: Bytes) -> Response {
+/// Handles a metrics export; returns the answer and the data points accepted and rejected.
+async fn metrics_request(state: AppState, headers: HeaderMap, bytes: Bytes) -> (Response, usize, u64) {
     let (encoding, bytes) = match body(&headers, bytes) {
         Ok(b) => b,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => return (refusal.into_response(), 0, 0),
     };
     let request: ExportMetricsServiceRequest = match decode(&bytes, encoding) {
         Ok(r) => r,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => return (refusal.into_response(), 0, 0),
     };
     let decoded = otlp::metrics::convert(request.clone());
     // The workers decode the request again and dead-letter what is rejected here too; the
@@ -282,13 +335,13 @@ pub async fn post_metrics(State(state): State<AppState>, headers: HeaderMap, byt
     if !messages.is_empty()
         && let Err(refusal) = produce(&state, &state.otlp_topics.metrics, messages, encoding).await
     {
-        return refusal.into_response();
+        return (refusal.into_response(), 0, decoded.rejected);
     }
     let partial_success = (decoded.rejected > 0).then(|| ExportMetricsPartialSuccess {
         rejected_data_points: decoded.rejected as i64,
         error_message: rejected_text(&decoded),
     });
-    answer(encoding, &ExportMetricsServiceResponse { partial_success })
+    (answer(encoding, &ExportMetricsServiceResponse { partial_success }), decoded.accepted as usize, decoded.rejected)
 }
 
 fn decode<R: Message + Default + serde::de::DeserializeOwned>(

@@ -89,6 +89,8 @@ pub enum OtlpError {
 #[derive(Debug, Default)]
 pub struct Decoded<R> {
     pub events: Vec<Event>,
+    /// Items (spans, or metric data points) accepted.
+    pub accepted: u64,
     /// Items (spans, or metric data points) rejected.
     pub rejected: u64,
     /// The first reasons for rejection (at most [`MAX_REASONS`]).

@@ -170,6 +170,15 @@ fn otlp_http_answers_per_the_spec_and_kafka_takes_collector_messages() {
     assert!(partial.error_message.contains("traceId has 3 bytes"), "{}", partial.error_message);
     let trace = wait_for_trace(&client, &node.http, &"c3".repeat(16), 1);
     assert_eq!(trace["spans"][0]["service"], "billing");
+    // The receiver counts what it took and what it refused.
+    let metrics = client.call("GET", &format!("{}/metrics", node.http), None).body;
+    for line in [
+        r#"callscope_otlp_http_items_total{outcome="accepted",signal="traces"} 1"#,
+        r#"callscope_otlp_http_items_total{outcome="rejected",signal="traces"} 1"#,
+        r#"callscope_otlp_http_requests_total{signal="traces",status="200"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} not in:\n{metrics}");
+    }
 
     // OTLP JSON in, JSON out; nothing rejected: no partial success.
     let json_body = serde_json::to_vec(&request(vec![otlp_span(0xd4, 1, "refund")])).expect("json");

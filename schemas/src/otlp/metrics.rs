@@ -164,7 +164,10 @@ fn each<T: Clone>(
     let mut rejected = Vec::new();
     for point in points {
         match convert(point) {
-            Ok(events) => out.events.extend(events),
+            Ok(events) => {
+                out.accepted += 1;
+                out.events.extend(events);
+            }
             Err(reason) => {
                 out.reject(reason);
                 rejected.push(point.clone());

@@ -32,7 +32,10 @@ pub fn convert(request: ExportTraceServiceRequest) -> Decoded<ExportTraceService
             let mut rejected_spans = Vec::new();
             for span in &scope_spans.spans {
                 match span_event(span, &service, &resource) {
-                    Ok(event) => out.events.push(Event::Span(event)),
+                    Ok(event) => {
+                        out.accepted += 1;
+                        out.events.push(Event::Span(event));
+                    }
                     Err(reason) => {
                         out.reject(reason);
                         rejected_spans.push(span.clone());
