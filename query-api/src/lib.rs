@@ -8,6 +8,7 @@
 //!   time-series answer shares; [`grouped`]: its results grouped by keys and bucket.
 //! * [`custom_metrics`]: CRUD of custom metric definitions; [`derived`]: evaluating them.
 //! * [`prometheus_export`]: business and own metrics in the Prometheus text format.
+//! * [`tracing_health`]: whether tracing works end to end.
 //! * [`trace_dependencies`]: service dependency edges (calls, errors, latency).
 //! * [`trace_search`]: trace search by service, operation, kind, attributes, errors and
 //!   duration.
@@ -51,6 +52,7 @@ pub mod trace_analysis;
 pub mod trace_dependencies;
 pub mod trace_search;
 pub mod traces;
+pub mod tracing_health;
 
 #[cfg(test)]
 mod route_tests;
@@ -157,6 +159,7 @@ pub fn router(state: AppState) -> Router {
             post(otlp_http::post_metrics).layer(axum::extract::DefaultBodyLimit::max(otlp_http::MAX_BODY_BYTES)),
         )
         .route("/monitoring/tracing/traces/{trace_id}", get(traces::get_trace))
+        .route("/monitoring/tracing/health", get(tracing_health::tracing_health))
         .route("/monitoring/tracing/traces/{trace_id}/analyze", get(traces::analyze_trace))
         .route("/monitoring/tracing/services/{service}/dependencies", get(trace_dependencies::service_dependencies))
         .route("/jaeger/api/services", get(jaeger::v1_services))

@@ -23,6 +23,7 @@ const ROUTES: &[&str] = &[
     "/monitoring/metrics/prometheus",
     "/monitoring/metrics/custom",
     "/monitoring/metrics/custom/{}",
+    "/monitoring/tracing/health",
     "/monitoring/tracing/traces",
     "/monitoring/tracing/traces/{}",
     "/monitoring/tracing/traces/{}/analyze",

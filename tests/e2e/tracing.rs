@@ -136,6 +136,16 @@ fn a_call_is_analysed_as_computed_by_hand_and_found_by_search() {
     assert_eq!(traces[1]["error_count"], 2);
     let bad = client.call("GET", &format!("{}/monitoring/tracing/traces?min_duration=fast", node.http), None);
     assert_eq!(bad.status, 400, "{}", bad.body);
+
+    // Health: the 9 spans of the last minutes, Kafka and every tier answering.
+    let reply = client.call("GET", &format!("{}/monitoring/tracing/health", node.http), None);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let health = reply.json();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["ingest"]["spans"], 9);
+    assert_eq!(health["lag"]["connected"], true);
+    assert_eq!(health["tiers"].as_array().map(Vec::len), Some(4));
+    assert_eq!(health["newest_span_ms"].as_i64().map(|ms| ms >= t0 / 1000 + 2_000), Some(true), "{health}");
 }
 
 /// Posts `spans` (id, parent, service, operation, kind, start ms after `t0`, duration ms,
