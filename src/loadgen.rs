@@ -16,9 +16,15 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::EncodingArg;
 use crate::event_sink::EventSink;
 
-/// Simulated traffic of the phone platform.
+/// Simulated traffic of the phone platform, produced to Kafka.
 pub struct LoadGenerator {
     sink: EventSink,
+    sim: CallSimulator,
+}
+
+/// The simulated calls themselves (events only, nowhere sent): also the generator of
+/// `bench traces`.
+pub struct CallSimulator {
     rng: StdRng,
     calls: u64,
     open_alert: Option<(Alert, u64)>,
@@ -64,17 +70,9 @@ fn metric(
 const REGIONS: [&str; 3] = ["cn-east", "cn-north", "cn-south"];
 const MODELS: [&str; 2] = ["dialogue-large", "dialogue-fast"];
 
-impl LoadGenerator {
-    /// A generator that produces to `connection`; `seed` (default: the clock) makes the
-    /// traffic repeatable.
-    pub fn new(connection: &KafkaConnection, encoding: EncodingArg, seed: Option<u64>) -> anyhow::Result<Self> {
-        let seed = seed.unwrap_or_else(|| callscope_runtime::now_ms() as u64);
-        Ok(LoadGenerator {
-            sink: EventSink::new(connection, encoding)?,
-            rng: StdRng::seed_from_u64(seed),
-            calls: 0,
-            open_alert: None,
-        })
+impl CallSimulator {
+    pub fn new(seed: u64) -> CallSimulator {
+        CallSimulator { rng: StdRng::seed_from_u64(seed), calls: 0, open_alert: None }
     }
 
     /// The events of one simulated call ending now.
@@ -351,7 +349,8 @@ impl LoadGenerator {
     }
 
     /// Gauges sampled once per tick and the occasional alert.
-    fn tick_events(&mut self, now_ms: i64, active_calls: f64) -> Vec<Event> {
+    /// The metrics and alerts a tick of `active_calls` concurrent calls adds.
+    pub fn tick_events(&mut self, now_ms: i64, active_calls: f64) -> Vec<Event> {
         let rng = &mut self.rng;
         let mut events = vec![
             metric("active_calls", MetricKind::Gauge, active_calls, now_ms, "call-gateway", &[], None),
@@ -392,6 +391,15 @@ impl LoadGenerator {
         }
         events
     }
+}
+
+impl LoadGenerator {
+    /// A generator that produces to `connection`; `seed` (default: the clock) makes the
+    /// traffic repeatable.
+    pub fn new(connection: &KafkaConnection, encoding: EncodingArg, seed: Option<u64>) -> anyhow::Result<Self> {
+        let seed = seed.unwrap_or_else(|| callscope_runtime::now_ms() as u64);
+        Ok(LoadGenerator { sink: EventSink::new(connection, encoding)?, sim: CallSimulator::new(seed) })
+    }
 
     /// Generates `rate` calls per second until cancelled or `duration` passed.
     pub async fn run(mut self, rate: f64, duration: Option<Duration>, cancel: CancellationToken) -> anyhow::Result<()> {
@@ -417,16 +425,16 @@ impl LoadGenerator {
             owed -= calls as f64;
             let mut batch = Vec::new();
             for _ in 0..calls {
-                batch.extend(self.call_events(now_ms));
+                batch.extend(self.sim.call_events(now_ms));
             }
-            batch.extend(self.tick_events(now_ms, rate * 90.0));
+            batch.extend(self.sim.tick_events(now_ms, rate * 90.0));
             for event in &batch {
                 self.sink.send(event).await?;
             }
             if last_report.elapsed() >= Duration::from_secs(10) {
                 last_report = Instant::now();
                 tracing::info!(
-                    calls = self.calls,
+                    calls = self.sim.calls,
                     sent = counts.sent(),
                     acked = counts.acked(),
                     failed = counts.failed(),
@@ -434,7 +442,7 @@ impl LoadGenerator {
                 );
             }
         }
-        let calls = self.calls;
+        let calls = self.sim.calls;
         let counts = self.sink.finish().await;
         tracing::info!(calls, sent = counts.sent(), acked = counts.acked(), "traffic generator stopped");
         Ok(())
@@ -445,18 +453,9 @@ impl LoadGenerator {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn simulated_calls_are_valid_events_with_linked_traces() {
-        let sink_free = LoadGenerator {
-            sink: match EventSink::new(&KafkaConnection::new("127.0.0.1:1"), EncodingArg::Json) {
-                Ok(s) => s,
-                Err(e) => panic!("producer creation does not connect: {e}"),
-            },
-            rng: StdRng::seed_from_u64(7),
-            calls: 0,
-            open_alert: None,
-        };
-        let mut generator = sink_free;
+    #[test]
+    fn simulated_calls_are_valid_events_with_linked_traces() {
+        let mut generator = CallSimulator::new(7);
         let now = callscope_runtime::now_ms();
         let options = callscope_schemas::DecodeOptions { max_time_skew_ms: 60_000, now_ms: now };
         for _ in 0..200 {

@@ -17,7 +17,7 @@ use crate::trace_analysis::{TraceSpan, analyze};
 
 /// The spans of trace `trace_id` (lowercase hex) as JSON objects, in start order; 404 when
 /// there are none.
-pub(crate) async fn load_spans(state: &AppState, trace_id: &str) -> ApiResult<Vec<Value>> {
+pub async fn load_spans(state: &AppState, trace_id: &str) -> ApiResult<Vec<Value>> {
     let df = state
         .engine
         .session()

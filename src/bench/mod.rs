@@ -8,6 +8,7 @@
 //! * [`storage`]: `bench storage` (bytes per sample in each tier, against plain Parquet
 //!   and Prometheus' TSDB).
 //! * [`query_speed`]: with `bench storage --queries`, queries timed next to DuckDB.
+//! * [`traces`]: `bench traces` (trace lookups by id, search and dependencies at scale).
 //! * [`common`]: what they share: generated metrics, statistics, scratch directories.
 
 #[cfg(feature = "embedded-broker")]
@@ -18,6 +19,7 @@ mod common;
 mod pipeline;
 mod query_speed;
 mod storage;
+mod traces;
 
 use crate::cli::BenchCommand;
 
@@ -34,5 +36,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         #[cfg(not(feature = "embedded-broker"))]
         BenchCommand::Chaos(_) => anyhow::bail!("bench chaos needs the embedded broker feature"),
         BenchCommand::Storage(c) => storage::run(c).await,
+        BenchCommand::Traces(c) => traces::run(c).await,
     }
 }

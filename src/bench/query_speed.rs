@@ -49,7 +49,7 @@ for name, q in queries.items():
 print(json.dumps(out))
 "#;
 
-fn state(tiers: &Tiers) -> anyhow::Result<AppState> {
+pub(super) fn state(tiers: &Tiers) -> anyhow::Result<AppState> {
     Ok(AppState {
         engine: QueryEngine::new(tiers, EngineOptions { target_partitions: 2, ..EngineOptions::default() })?,
         hot: tiers.hot.clone(),

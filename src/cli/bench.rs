@@ -25,6 +25,25 @@ pub enum BenchCommand {
     /// Bytes per sample of realistic metric series in each tier after the lifecycle, next
     /// to a plain float Parquet writer and (with promtool) a Prometheus TSDB block.
     Storage(BenchStorageConfig),
+    /// Trace lookups by id without a time range (old and new), a search and the dependency
+    /// graph at scale, and the bytes per span stored.
+    Traces(BenchTracesConfig),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTracesConfig {
+    /// Spans generated.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub spans: u64,
+    /// Days the spans are spread over (ending now).
+    #[arg(long, default_value_t = 3)]
+    pub days: u32,
+    /// Trace ids looked up from the oldest day, and as many from the newest hour.
+    #[arg(long, default_value_t = 100)]
+    pub lookups: usize,
+    /// Random seed of the generator.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
