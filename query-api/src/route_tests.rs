@@ -300,6 +300,20 @@ fn every_nasty_value_of_every_parameter_is_answered_without_a_5xx() {
     }
 }
 
+/// A path id too long to be a stored object's name (a local disk refuses names over 255
+/// bytes) is an id that does not exist, never a 503 from the store.
+#[test]
+fn overlong_ids_are_absent_not_store_errors() {
+    let api = api();
+    let long = encode(&"睡".repeat(90));
+    for route in ROUTES.iter().filter(|r| r.contains("{}")) {
+        check(&api, route, &long, &[]);
+        let uri = route.replace("{}", &long);
+        let (status, _) = api.runtime.block_on(call(&api.router, "GET", &uri, None));
+        assert!(status.is_client_error() || status.is_success(), "GET {uri}: {status}");
+    }
+}
+
 #[test]
 fn overflowing_times_are_refused_by_name() {
     let api = api();

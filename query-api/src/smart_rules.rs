@@ -67,8 +67,8 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<(St
     let mut rule = parse(&body)?;
     if rule.id.is_empty() {
         rule.id = uuid::Uuid::new_v4().to_string();
-    } else if !rule.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(ApiError::bad_field("id", "letters, digits, - and _ only"));
+    } else if rule.id.len() > 200 || !rule.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(ApiError::bad_field("id", "1 to 200 letters, digits, - and _"));
     }
     let store = store(&state);
     if store.get(&rule.id).await.map_err(storage_error)?.is_some() {

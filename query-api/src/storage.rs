@@ -258,8 +258,8 @@ pub async fn create_hold(State(state): State<AppState>, body: Bytes) -> ApiResul
         return Err(ApiError::bad_field("end", "end must be after start"));
     }
     let id = new.id.unwrap_or_else(|| format!("hold-{}", uuid::Uuid::new_v4()));
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(ApiError::bad_field("id", "letters, digits, '-' or '_'"));
+    if id.is_empty() || id.len() > 200 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(ApiError::bad_field("id", "1 to 200 letters, digits, '-' or '_'"));
     }
     let holds = lifecycle(&state).holds();
     if holds.get(&id).await.map_err(unavailable)?.is_some() {

@@ -10,6 +10,17 @@ use crate::catalog::CatalogDir;
 use crate::tier::Tier;
 use crate::{Result, StorageError};
 
+/// Longest id an object may have, counted as it is stored (bytes other than letters,
+/// digits, `-`, `_` and `.` are percent-encoded, three characters each): object names stay
+/// under the 255-byte file-name limit of local disks. A longer id cannot exist: reads and
+/// deletes answer "absent", writes refuse.
+pub const MAX_STORED_ID_LEN: usize = 200;
+
+/// The length of `id` as stored.
+pub fn stored_id_len(id: &str) -> usize {
+    id.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.".contains(&b) { 1 } else { 3 }).sum()
+}
+
 #[derive(Debug, Clone)]
 pub struct JsonObjects {
     tier: Tier,
@@ -47,6 +58,9 @@ impl JsonObjects {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, id: &str) -> Result<Option<T>> {
+        if stored_id_len(id) > MAX_STORED_ID_LEN {
+            return Ok(None);
+        }
         match self.tier.get(&self.key(id)).await {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -57,6 +71,12 @@ impl JsonObjects {
     }
 
     pub async fn put<T: Serialize>(&self, id: &str, item: &T) -> Result<()> {
+        if stored_id_len(id) > MAX_STORED_ID_LEN {
+            return Err(StorageError::CorruptRecord {
+                path: self.dir.path(),
+                reason: format!("id of {} characters as stored, more than {MAX_STORED_ID_LEN}", stored_id_len(id)),
+            });
+        }
         let body = serde_json::to_vec_pretty(item)
             .map_err(|e| StorageError::CorruptRecord { path: self.key(id), reason: e.to_string() })?;
         self.tier.put_durable(&self.key(id), Bytes::from(body), false).await
@@ -64,7 +84,7 @@ impl JsonObjects {
 
     /// Deletes an object; returns whether it existed.
     pub async fn delete(&self, id: &str) -> Result<bool> {
-        if !self.tier.exists(&self.key(id)).await? {
+        if stored_id_len(id) > MAX_STORED_ID_LEN || !self.tier.exists(&self.key(id)).await? {
             return Ok(false);
         }
         self.tier.delete(&self.key(id)).await?;

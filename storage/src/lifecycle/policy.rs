@@ -138,8 +138,11 @@ impl Policy {
 
     /// Checks the policy; the error names the field at fault.
     pub fn validate(&self) -> Result<(), PolicyError> {
-        if self.id.is_empty() || !self.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(invalid("id", format!("{:?} must be non-empty letters, digits, '-' or '_'", self.id)));
+        if self.id.is_empty()
+            || self.id.len() > crate::json_objects::MAX_STORED_ID_LEN
+            || !self.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid("id", format!("{:?} must be 1 to 200 letters, digits, '-' or '_'", self.id)));
         }
         for (i, table) in self.tables.iter().enumerate() {
             if DataTable::from_name(table).is_none() {
