@@ -9,7 +9,8 @@
 //! request is a 400 with a `google.rpc.Status`; an unsupported media type a 415; Kafka
 //! not acknowledging a 503 (the SDK retries).
 //!
-//! Accepted items are produced to the OTLP topics the workers read, as the collector's
+//! Spans are also refused when their time is more than the default skew (7 days) from
+//! now, as the workers would dead-letter them. Accepted items are produced to the OTLP topics the workers read, as the collector's
 //! Kafka exporter writes them: spans one request per trace keyed by trace id (a trace
 //! stays in one partition), metrics as one request. The reply comes after the broker
 //! acknowledged every message.
@@ -207,12 +208,15 @@ fn rejected_text<R>(decoded: &Decoded<R>) -> String {
     if decoded.rejected == 0 { String::new() } else { decoded.summary() }
 }
 
-/// The accepted spans of `request` (those `decoded` kept), as protobuf requests of one
-/// trace each, keyed by trace id; traces larger than a Kafka message are split.
+/// The accepted spans of `request` (those `decoded` kept, none of `out_of_range`), as
+/// protobuf requests of one trace each, keyed by trace id; traces larger than a Kafka
+/// message are split.
 fn span_messages(
     request: ExportTraceServiceRequest,
     decoded: &Decoded<ExportTraceServiceRequest>,
+    out_of_range: &std::collections::HashSet<(String, String)>,
 ) -> Vec<(Option<String>, Vec<u8>)> {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let rejected: std::collections::HashSet<(Vec<u8>, Vec<u8>)> = decoded
         .rejected_request
         .iter()
@@ -224,7 +228,10 @@ fn span_messages(
     let mut accepted = request;
     for resource in &mut accepted.resource_spans {
         for scope in &mut resource.scope_spans {
-            scope.spans.retain(|s| !rejected.contains(&(s.trace_id.clone(), s.span_id.clone())));
+            scope.spans.retain(|s| {
+                !rejected.contains(&(s.trace_id.clone(), s.span_id.clone()))
+                    && !out_of_range.contains(&(hex(&s.trace_id), hex(&s.span_id)))
+            });
         }
     }
     let mut messages = Vec::new();
@@ -279,8 +286,27 @@ async fn traces(state: AppState, headers: HeaderMap, bytes: Bytes) -> (Response,
         Ok(r) => r,
         Err(refusal) => return (refusal.into_response(), 0, 0),
     };
-    let decoded = otlp::traces::convert(request.clone());
-    let messages = span_messages(request, &decoded);
+    let mut decoded = otlp::traces::convert(request.clone());
+    // Spans whose time is too far from now would be dead-lettered by the workers: refuse
+    // them here, where the client learns of it.
+    let options = callscope_schemas::DecodeOptions {
+        max_time_skew_ms: callscope_schemas::DecodeOptions::DEFAULT_MAX_SKEW_MS,
+        now_ms: callscope_runtime::now_ms(),
+    };
+    let mut out_of_range = std::collections::HashSet::new();
+    let mut kept = Vec::with_capacity(decoded.events.len());
+    for event in std::mem::take(&mut decoded.events) {
+        match (callscope_schemas::decode::check(&event, &options), &event) {
+            (Err(e), callscope_schemas::Event::Span(s)) => {
+                out_of_range.insert((s.trace_id.clone(), s.span_id.clone()));
+                decoded.accepted = decoded.accepted.saturating_sub(1);
+                decoded.reject(format!("span {:?} ({}): {e}", s.operation, s.span_id));
+            }
+            _ => kept.push(event),
+        }
+    }
+    decoded.events = kept;
+    let messages = span_messages(request, &decoded, &out_of_range);
     if !messages.is_empty()
         && let Err(refusal) = produce(&state, &state.otlp_topics.spans, messages, encoding).await
     {

@@ -103,7 +103,8 @@ pub struct Decoded<R> {
 pub const MAX_REASONS: usize = 5;
 
 impl<R> Decoded<R> {
-    pub(crate) fn reject(&mut self, reason: String) {
+    /// Counts one more rejected item and keeps its reason (among the first few).
+    pub fn reject(&mut self, reason: String) {
         self.rejected += 1;
         if self.reasons.len() < MAX_REASONS {
             self.reasons.push(reason);

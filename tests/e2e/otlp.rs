@@ -158,7 +158,9 @@ fn otlp_http_answers_per_the_spec_and_kafka_takes_collector_messages() {
     // partial success naming the rejected span; the good span is stored.
     let mut bad = otlp_span(0xc3, 2, "bad");
     bad.trace_id = vec![7; 3];
-    let body = request(vec![otlp_span(0xc3, 1, "charge"), bad]).encode_to_vec();
+    let mut ancient = otlp_span(0xc3, 3, "ancient");
+    (ancient.start_time_unix_nano, ancient.end_time_unix_nano) = (1_000_000_000, 2_000_000_000);
+    let body = request(vec![otlp_span(0xc3, 1, "charge"), bad, ancient]).encode_to_vec();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&body).expect("gzip");
     let (status, content_type, reply) =
@@ -166,15 +168,16 @@ fn otlp_http_answers_per_the_spec_and_kafka_takes_collector_messages() {
     assert_eq!((status, content_type.as_str()), (200, "application/x-protobuf"));
     let answer = ExportTraceServiceResponse::decode(reply.as_slice()).expect("an ExportTraceServiceResponse");
     let partial = answer.partial_success.expect("partial success");
-    assert_eq!(partial.rejected_spans, 1);
+    assert_eq!(partial.rejected_spans, 2);
     assert!(partial.error_message.contains("traceId has 3 bytes"), "{}", partial.error_message);
+    assert!(partial.error_message.contains("\"ancient\""), "{}", partial.error_message);
     let trace = wait_for_trace(&client, &node.http, &"c3".repeat(16), 1);
     assert_eq!(trace["spans"][0]["service"], "billing");
     // The receiver counts what it took and what it refused.
     let metrics = client.call("GET", &format!("{}/metrics", node.http), None).body;
     for line in [
         r#"callscope_otlp_http_items_total{outcome="accepted",signal="traces"} 1"#,
-        r#"callscope_otlp_http_items_total{outcome="rejected",signal="traces"} 1"#,
+        r#"callscope_otlp_http_items_total{outcome="rejected",signal="traces"} 2"#,
         r#"callscope_otlp_http_requests_total{signal="traces",status="200"} 1"#,
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} not in:\n{metrics}");
