@@ -198,6 +198,46 @@ pub async fn v1_trace(
     Ok(envelope(Value::Array(traces)))
 }
 
+/// The attributes of the JSON object in parameter `key` (values that are not strings as
+/// JSON writes them).
+fn json_attributes(params: &[(String, String)], key: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let Some(text) = param(params, key) else { return Ok(Vec::new()) };
+    let map: BTreeMap<String, Value> = serde_json::from_str(text)
+        .map_err(|e| ApiError::bad_field(key, format!("{key} must be a JSON object: {e}")))?;
+    Ok(map.into_iter().map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect())
+}
+
+/// A newest-first trace search as both Jaeger APIs ask for it: Jaeger's `error=true` tag
+/// means failed spans, the other tags are attributes; `limit` defaults to 20 (1–1000);
+/// `range` is `(start, end, the parameter named when start is not before end)`.
+fn newest_first(
+    service: &str,
+    operation: Option<&str>,
+    mut attributes: Vec<(String, String)>,
+    (min_duration_us, max_duration_us): (Option<i64>, Option<i64>),
+    (start_us, end_us, start_param): (i64, i64, &str),
+    limit: Option<&str>,
+) -> Result<TraceSearch, ApiError> {
+    let errors_only = attributes.iter().any(|(k, v)| k == "error" && v == "true");
+    attributes.retain(|(k, _)| k != "error");
+    if start_us >= end_us {
+        return Err(ApiError::bad_field(start_param, format!("{start_param} must be before the end of the range")));
+    }
+    Ok(TraceSearch {
+        service: Some(service.to_string()),
+        operation: operation.map(str::to_string),
+        kind: None,
+        attributes,
+        errors_only,
+        min_duration_us,
+        max_duration_us,
+        start_us,
+        end_us,
+        limit: limit.and_then(|v| v.parse::<usize>().ok()).unwrap_or(20).clamp(1, 1000),
+        order: Order::Newest,
+    })
+}
+
 /// `GET /jaeger/api/traces`: search, or `traceID=` lookups.
 pub async fn v1_traces(
     State(state): State<AppState>,
@@ -221,40 +261,21 @@ pub async fn v1_traces(
     };
     let end = micros("end")?.unwrap_or_else(now_us);
     let start = micros("start")?.unwrap_or(end - SEARCH_LOOKBACK_US);
-    let mut attributes = Vec::new();
-    if let Some(tags) = param(&params, "tags") {
-        let tags: BTreeMap<String, Value> = serde_json::from_str(tags)
-            .map_err(|e| ApiError::bad_field("tags", format!("tags must be a JSON object: {e}")))?;
-        for (k, v) in tags {
-            attributes.push((k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())));
-        }
-    }
+    let mut attributes = json_attributes(&params, "tags")?;
     for (_, tag) in params.iter().filter(|(k, _)| k == "tag") {
         let (k, v) =
             tag.split_once(':').ok_or_else(|| ApiError::bad_field("tag", format!("tag={tag:?}: use tag=key:value")))?;
         attributes.push((k.to_string(), v.to_string()));
     }
-    // Jaeger's `error=true` tag means a failed span.
-    let errors_only = attributes.iter().any(|(k, v)| k == "error" && v == "true");
-    attributes.retain(|(k, _)| k != "error");
     let duration = |key: &str| param(&params, key).map(|v| parse_duration_us(key, v)).transpose();
-    let limit = param(&params, "limit").and_then(|v| v.parse::<usize>().ok()).unwrap_or(20).clamp(1, 1000);
-    let q = TraceSearch {
-        service: Some(service.to_string()),
-        operation: param(&params, "operation").map(str::to_string),
-        kind: None,
+    let q = newest_first(
+        service,
+        param(&params, "operation"),
         attributes,
-        errors_only,
-        min_duration_us: duration("minDuration")?,
-        max_duration_us: duration("maxDuration")?,
-        start_us: start,
-        end_us: end,
-        limit,
-        order: Order::Newest,
-    };
-    if q.start_us >= q.end_us {
-        return Err(ApiError::bad_field("start", "start must be before end").into());
-    }
+        (duration("minDuration")?, duration("maxDuration")?),
+        (start, end, "start"),
+        param(&params, "limit"),
+    )?;
     let summaries = search(&state, &q).await?;
     let ids: Vec<String> = summaries.iter().filter_map(|s| s["trace_id"].as_str().map(str::to_string)).collect();
     Ok(envelope(Value::Array(traces_by_id(&state, &ids).await?)))
@@ -322,34 +343,15 @@ pub async fn v3_trace_summaries(
     };
     let end = time("query.startTimeMax")?.unwrap_or_else(now_us);
     let start = time("query.startTimeMin")?.unwrap_or(end - SEARCH_LOOKBACK_US);
-    let mut attributes = Vec::new();
-    if let Some(text) = param(&params, "query.attributes") {
-        let map: BTreeMap<String, Value> = serde_json::from_str(text)
-            .map_err(|e| ApiError::bad_field("query.attributes", format!("must be a JSON object: {e}")))?;
-        attributes = map
-            .into_iter()
-            .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
-            .collect();
-    }
-    let errors_only = attributes.iter().any(|(k, v)| k == "error" && v == "true");
-    attributes.retain(|(k, _)| k != "error");
     let duration = |key: &str| param(&params, key).map(|v| parse_duration_us(key, v)).transpose();
-    let q = TraceSearch {
-        service: Some(service.to_string()),
-        operation: param(&params, "query.operationName").map(str::to_string),
-        kind: None,
-        attributes,
-        errors_only,
-        min_duration_us: duration("query.durationMin")?,
-        max_duration_us: duration("query.durationMax")?,
-        start_us: start,
-        end_us: end,
-        limit: param(&params, "query.searchDepth").and_then(|v| v.parse::<usize>().ok()).unwrap_or(20).clamp(1, 1000),
-        order: Order::Newest,
-    };
-    if q.start_us >= q.end_us {
-        return Err(ApiError::bad_field("query.startTimeMin", "startTimeMin must be before startTimeMax").into());
-    }
+    let q = newest_first(
+        service,
+        param(&params, "query.operationName"),
+        json_attributes(&params, "query.attributes")?,
+        (duration("query.durationMin")?, duration("query.durationMax")?),
+        (start, end, "query.startTimeMin"),
+        param(&params, "query.searchDepth"),
+    )?;
     let summaries: Vec<Value> = search(&state, &q)
         .await?
         .into_iter()

@@ -216,7 +216,6 @@ fn span_messages(
     decoded: &Decoded<ExportTraceServiceRequest>,
     out_of_range: &std::collections::HashSet<(String, String)>,
 ) -> Vec<(Option<String>, Vec<u8>)> {
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let rejected: std::collections::HashSet<(Vec<u8>, Vec<u8>)> = decoded
         .rejected_request
         .iter()
@@ -230,7 +229,7 @@ fn span_messages(
         for scope in &mut resource.scope_spans {
             scope.spans.retain(|s| {
                 !rejected.contains(&(s.trace_id.clone(), s.span_id.clone()))
-                    && !out_of_range.contains(&(hex(&s.trace_id), hex(&s.span_id)))
+                    && !out_of_range.contains(&(otlp::hex(&s.trace_id), otlp::hex(&s.span_id)))
             });
         }
     }

@@ -101,16 +101,19 @@ struct Tree {
     children: HashMap<usize, Vec<usize>>,
     clipped: Vec<(i64, i64)>,
     roots: Vec<usize>,
+    /// Each span's parent in the trace (before any child is dropped).
+    parent: Vec<Option<usize>>,
 }
 
 fn tree(spans: &[TraceSpan]) -> Tree {
     let index: HashMap<&str, usize> = spans.iter().enumerate().map(|(i, s)| (s.span_id.as_str(), i)).collect();
-    let parent_of =
-        |i: usize| spans[i].parent_span_id.as_deref().and_then(|p| index.get(p).copied()).filter(|p| *p != i);
+    let parent: Vec<Option<usize>> = (0..spans.len())
+        .map(|i| spans[i].parent_span_id.as_deref().and_then(|p| index.get(p).copied()).filter(|p| *p != i))
+        .collect();
     let mut raw_children: HashMap<usize, Vec<usize>> = HashMap::new();
     let mut roots = Vec::new();
     for i in 0..spans.len() {
-        match parent_of(i) {
+        match parent[i] {
             Some(p) => raw_children.entry(p).or_default().push(i),
             None => roots.push(i),
         }
@@ -142,13 +145,11 @@ fn tree(spans: &[TraceSpan]) -> Tree {
         kept.sort_by(|a, b| clipped[*b].1.cmp(&clipped[*a].1).then(spans[*a].span_id.cmp(&spans[*b].span_id)));
         children.insert(parent, kept);
     }
-    Tree { children, clipped, roots }
+    Tree { children, clipped, roots, parent }
 }
 
 fn critical_path(spans: &[TraceSpan], tree: &Tree) -> Vec<Section> {
     let mut path = Vec::new();
-    let parent_in_tree: HashMap<usize, usize> =
-        tree.children.iter().flat_map(|(p, cs)| cs.iter().map(move |c| (*c, *p))).collect();
     for &root in &tree.roots {
         // (span, the point reached walking back; None: the span's own end)
         let mut at = Some((root, None::<i64>));
@@ -185,7 +186,8 @@ fn critical_path(spans: &[TraceSpan], tree: &Tree) -> Vec<Section> {
                             section_end: boundary,
                         });
                     }
-                    at = parent_in_tree.get(&span).map(|p| (*p, Some(start)));
+                    // The walk only reaches kept spans, whose parent is their parent in the tree.
+                    at = tree.parent[span].map(|p| (p, Some(start)));
                 }
             }
         }
@@ -269,8 +271,7 @@ pub fn analyze(spans: &[TraceSpan]) -> Analysis {
     bottlenecks.retain(|b| b.critical_path_us > 0 || b.self_time_us > 0);
 
     // The error chain: from the deepest error span up to its root.
-    let index: HashMap<&str, usize> = spans.iter().enumerate().map(|(i, s)| (s.span_id.as_str(), i)).collect();
-    let parent = |i: usize| spans[i].parent_span_id.as_deref().and_then(|p| index.get(p).copied()).filter(|p| *p != i);
+    let parent = |i: usize| tree.parent[i];
     let depth = |mut i: usize| {
         let mut d = 0;
         while let Some(p) = parent(i) {

@@ -19,8 +19,8 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiPath, ApiQuery};
 use crate::json_rows::column_values;
-use crate::series_query::date_of;
 use crate::time_params::parse_time;
+use crate::trace_search::spans_starting_in;
 
 /// One caller → callee edge.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -36,11 +36,7 @@ pub struct Edge {
 /// Every edge of spans starting in `[from_us, to_us)`, optionally only those touching
 /// `service`.
 pub async fn edges(state: &AppState, from_us: i64, to_us: i64, service: Option<&str>) -> ApiResult<Vec<Edge>> {
-    let range = col("start_time_us")
-        .gt_eq(lit(from_us))
-        .and(col("start_time_us").lt(lit(to_us)))
-        .and(col("date").gt_eq(lit(date_of(from_us.div_euclid(1000)))))
-        .and(col("date").lt_eq(lit(date_of(to_us.div_euclid(1000)))));
+    let range = spans_starting_in(from_us, to_us);
     let session = state.engine.session();
     let spans = session.table("spans").await?.filter(range)?;
     let parents = spans.clone().select(vec![

@@ -144,17 +144,9 @@ impl TraceSearch {
         Ok(search)
     }
 
-    fn time_filter(&self, from_us: i64, to_us: i64) -> Expr {
-        col("start_time_us")
-            .gt_eq(lit(from_us))
-            .and(col("start_time_us").lt(lit(to_us)))
-            .and(col("date").gt_eq(lit(date_of(from_us.div_euclid(1000)))))
-            .and(col("date").lt_eq(lit(date_of(to_us.div_euclid(1000)))))
-    }
-
     /// The conditions one span must meet.
     fn span_filter(&self) -> Expr {
-        let mut f = self.time_filter(self.start_us, self.end_us);
+        let mut f = spans_starting_in(self.start_us, self.end_us);
         if let Some(s) = &self.service {
             f = f.and(col("service").eq(lit(s.clone())));
         }
@@ -186,13 +178,23 @@ impl TraceSearch {
     }
 }
 
+/// Spans starting in `[from_us, to_us)` (unix µs), with the `date` partitions of that range,
+/// so that only those directories are listed.
+pub(crate) fn spans_starting_in(from_us: i64, to_us: i64) -> Expr {
+    col("start_time_us")
+        .gt_eq(lit(from_us))
+        .and(col("start_time_us").lt(lit(to_us)))
+        .and(col("date").gt_eq(lit(date_of(from_us.div_euclid(1000)))))
+        .and(col("date").lt_eq(lit(date_of(to_us.div_euclid(1000)))))
+}
+
 /// Runs a search; returns the trace summaries in the asked order.
 pub async fn search(state: &AppState, q: &TraceSearch) -> ApiResult<Vec<Value>> {
     let session = state.engine.session();
     let spans = session.table("spans").await?;
     let matched =
         spans.clone().filter(q.span_filter())?.aggregate(vec![col("trace_id").alias("matched_trace")], vec![])?;
-    let around = q.time_filter(q.start_us.saturating_sub(TRACE_SLACK_US), q.end_us.saturating_add(TRACE_SLACK_US));
+    let around = spans_starting_in(q.start_us.saturating_sub(TRACE_SLACK_US), q.end_us.saturating_add(TRACE_SLACK_US));
     let error = case(col("status")).when(lit("error"), lit(1i64)).otherwise(lit(0i64))?;
     let summaries = spans
         .filter(around.clone())?

@@ -172,18 +172,13 @@ async fn usual_durations(
 ) -> ApiResult<std::collections::HashMap<(String, String), (i64, f64, f64)>> {
     let services: std::collections::BTreeSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
     let from = start.saturating_sub(USUAL_LOOKBACK_US);
-    let date = |us: i64| crate::series_query::date_of(us.div_euclid(1000));
     let df = state
         .engine
         .session()
         .table("spans")
         .await?
         .filter(
-            col("start_time_us")
-                .gt_eq(lit(from))
-                .and(col("start_time_us").lt(lit(start)))
-                .and(col("date").gt_eq(lit(date(from))))
-                .and(col("date").lt_eq(lit(date(start))))
+            crate::trace_search::spans_starting_in(from, start)
                 .and(col("trace_id").not_eq(lit(trace_id.to_string())))
                 .and(in_list(col("service"), services.iter().map(|s| lit(s.to_string())).collect(), false)),
         )?

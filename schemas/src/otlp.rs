@@ -178,6 +178,6 @@ pub fn service_name(resource: &Labels) -> String {
 }
 
 /// Lowercase hex of an id.
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use callscope_schemas::{Event, Metric, MetricKind};
+use callscope_schemas::arrow_schema::{SourcedEvent, to_record_batch};
+use callscope_schemas::{Dataset, Event, Metric, MetricKind};
+use callscope_storage::Tiers;
+use callscope_storage::layout::{DataFileKey, HourPartition};
 use rand::Rng;
 use rand::rngs::StdRng;
 
@@ -94,6 +97,27 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Writes `events` of `dataset` (one hour, partition 0) as the workers' encoder writes a
+/// batch: one hot Parquet file named by its offsets.
+pub async fn write_hot_file(
+    tiers: &Tiers,
+    dataset: Dataset,
+    hour: HourPartition,
+    events: &[SourcedEvent],
+) -> anyhow::Result<()> {
+    let batch = to_record_batch(dataset, events)?;
+    let key = DataFileKey {
+        dataset,
+        hour,
+        topic: dataset.default_topic().into(),
+        partition: 0,
+        first_offset: events.first().map_or(0, |e| e.offset),
+        last_offset: events.last().map_or(0, |e| e.offset),
+    };
+    tiers.hot.put_durable(&key.path(), callscope_storage::parquet_file::encode(&[batch])?, false).await?;
+    Ok(())
 }
 
 /// A new, empty directory `callscope-<kind>-<random>` under the system's temporary directory.

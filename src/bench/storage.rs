@@ -23,17 +23,17 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Instant;
 
-use callscope_schemas::arrow_schema::{SourcedEvent, to_record_batch};
+use callscope_schemas::arrow_schema::SourcedEvent;
 use callscope_schemas::rollup::{Partial, RollupRow, SeriesKey, rollups_to_record_batch};
 use callscope_schemas::{Dataset, Event, Metric, MetricKind};
-use callscope_storage::layout::{DataFileKey, HourPartition, RollupFileKey, RollupSource};
+use callscope_storage::layout::{HourPartition, RollupFileKey, RollupSource};
 use callscope_storage::lifecycle::Lifecycle;
 use callscope_storage::lifecycle::policy::{Policy, PolicyStep};
 use callscope_storage::{DataTable, FileCatalog, TierName, Tiers};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::common::scratch_dir;
+use super::common::{scratch_dir, write_hot_file};
 use crate::cli::BenchStorageConfig;
 
 /// 2026-01-01T00:00:00Z: the samples' first instant (old enough for every step).
@@ -140,14 +140,14 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
             offset += 1;
             if batch.len() >= FLUSH_ROWS {
                 let events = std::mem::take(batch);
-                write_hot(&tiers, hour, &events).await?;
+                write_hot_file(&tiers, Dataset::Metrics, hour, &events).await?;
                 hot_files += 1;
             }
         }
     }
     for (hour, events) in std::mem::take(&mut pending) {
         if !events.is_empty() {
-            write_hot(&tiers, hour, &events).await?;
+            write_hot_file(&tiers, Dataset::Metrics, hour, &events).await?;
             hot_files += 1;
         }
     }
@@ -259,20 +259,6 @@ async fn write_rollups(
         let batch = rollups_to_record_batch(&rows)?;
         tiers.hot.put_durable(&key.path(), callscope_storage::parquet_file::encode(&[batch])?, false).await?;
     }
-    Ok(())
-}
-
-async fn write_hot(tiers: &Tiers, hour: HourPartition, events: &[SourcedEvent]) -> anyhow::Result<()> {
-    let batch = to_record_batch(Dataset::Metrics, events)?;
-    let key = DataFileKey {
-        dataset: Dataset::Metrics,
-        hour,
-        topic: "callscope.metrics".into(),
-        partition: 0,
-        first_offset: events.first().map_or(0, |e| e.offset),
-        last_offset: events.last().map_or(0, |e| e.offset),
-    };
-    tiers.hot.put_durable(&key.path(), callscope_storage::parquet_file::encode(&[batch])?, false).await?;
     Ok(())
 }
 

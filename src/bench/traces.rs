@@ -18,34 +18,20 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use callscope_query_api::trace_search::{TraceSearch, search};
-use callscope_schemas::arrow_schema::{SourcedEvent, to_record_batch};
+use callscope_schemas::arrow_schema::SourcedEvent;
 use callscope_schemas::{Dataset, Event};
-use callscope_storage::layout::{DataFileKey, HourPartition};
+use callscope_storage::layout::HourPartition;
 use callscope_storage::lifecycle::Lifecycle;
 use callscope_storage::lifecycle::policy::{Policy, PolicyStep};
 use callscope_storage::{DataTable, FileCatalog, Tiers};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::common::{percentile, scratch_dir};
+use super::common::{percentile, scratch_dir, write_hot_file};
 use crate::cli::BenchTracesConfig;
 use crate::loadgen::CallSimulator;
 
 const FLUSH_ROWS: usize = 50_000;
-
-async fn write_hot(tiers: &Tiers, hour: HourPartition, events: &[SourcedEvent]) -> anyhow::Result<()> {
-    let batch = to_record_batch(Dataset::Spans, events)?;
-    let key = DataFileKey {
-        dataset: Dataset::Spans,
-        hour,
-        topic: "callscope.spans".into(),
-        partition: 0,
-        first_offset: events.first().map_or(0, |e| e.offset),
-        last_offset: events.last().map_or(0, |e| e.offset),
-    };
-    tiers.hot.put_durable(&key.path(), callscope_storage::parquet_file::encode(&[batch])?, false).await?;
-    Ok(())
-}
 
 /// p50 and p95 (ms) of `times` (seconds).
 fn p50_p95(times: &mut [f64]) -> (f64, f64) {
@@ -80,7 +66,7 @@ pub async fn run(config: BenchTracesConfig) -> anyhow::Result<()> {
         let hour = HourPartition::of_unix_ms(t);
         if pending_hour != Some(hour) || pending.len() >= FLUSH_ROWS {
             if let Some(h) = pending_hour.filter(|_| !pending.is_empty()) {
-                write_hot(&tiers, h, &std::mem::take(&mut pending)).await?;
+                write_hot_file(&tiers, Dataset::Spans, h, &std::mem::take(&mut pending)).await?;
                 files += 1;
             }
             pending_hour = Some(hour);
@@ -119,7 +105,7 @@ pub async fn run(config: BenchTracesConfig) -> anyhow::Result<()> {
         }
     }
     if let Some(h) = pending_hour.filter(|_| !pending.is_empty()) {
-        write_hot(&tiers, h, &pending).await?;
+        write_hot_file(&tiers, Dataset::Spans, h, &pending).await?;
         files += 1;
     }
     println!("generated and wrote {spans} spans in {files} hot files in {:.1} s", started.elapsed().as_secs_f64());
