@@ -86,10 +86,11 @@ pub async fn run(config: BenchTracesConfig) -> anyhow::Result<()> {
         }
         // Reservoirs (uniform samples) of ids from the oldest day and the newest hour.
         if let Some(id) = trace_id {
-            let (ids, seen) = if t < start + 86_400_000 {
-                (&mut old_ids, &mut old_seen)
-            } else if t >= now - 3_600_000 {
+            // The newest hour first: with `--days 1` it lies inside the oldest day too.
+            let (ids, seen) = if t >= now - 3_600_000 {
                 (&mut new_ids, &mut new_seen)
+            } else if t < start + 86_400_000 {
+                (&mut old_ids, &mut old_seen)
             } else {
                 continue;
             };
