@@ -99,6 +99,8 @@ impl Default for SqlLimits {
 pub struct AppState {
     pub engine: QueryEngine,
     pub hot: Tier,
+    /// The trace-id index of the hot tier (lookups by trace id read only the hours it names).
+    pub trace_index: callscope_storage::trace_index::TraceIndex,
     /// All four tiers (`hot` is `tiers.hot`).
     pub tiers: Tiers,
     /// Prices of the cost report.

@@ -192,10 +192,12 @@ fn api_with(settled_after_ms: i64) -> Api {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let tiers = Tiers::local(dir.path()).expect("tiers");
     let hot = tiers.hot.clone();
+    let state_index_tier = tiers.hot.clone();
     let engine = QueryEngine::new(&tiers, EngineOptions::default()).expect("engine");
     let state = AppState {
         engine,
         hot,
+        trace_index: callscope_storage::trace_index::TraceIndex::new(state_index_tier),
         tiers,
         costs: Default::default(),
         producer: None,

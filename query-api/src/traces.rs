@@ -14,16 +14,23 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::json_rows::column_values;
 use crate::trace_analysis::{TraceSpan, analyze};
+use crate::trace_search::spans_starting_in;
 
 /// The spans of trace `trace_id` (lowercase hex) as JSON objects, in start order; 404 when
 /// there are none.
 pub async fn load_spans(state: &AppState, trace_id: &str) -> ApiResult<Vec<Value>> {
-    let df = state
-        .engine
-        .session()
-        .table("spans")
-        .await?
-        .filter(col("trace_id").eq(lit(trace_id.to_string())))?
+    let mut df = state.engine.session().table("spans").await?.filter(col("trace_id").eq(lit(trace_id.to_string())))?;
+    // The index names the span starts of every trace the workers stored: the scan then
+    // lists only those hours. A trace it does not know (stored before the index existed,
+    // or by a tool that bypassed the workers) is still found, by reading every hour.
+    match state.trace_index.lookup(trace_id).await {
+        Ok(Some(located)) => {
+            df = df.filter(spans_starting_in(located.first_start_us, located.last_start_us.saturating_add(1)))?;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(trace_id, error = %e, "the trace-id index cannot be read; scanning every hour"),
+    }
+    let df = df
         .select(
             [
                 "trace_id",

@@ -1,7 +1,7 @@
 //! `GET /monitoring/tracing/health`: whether tracing works end to end, for an on-call
 //! engineer: spans stored per second over the last 5 minutes, the consumer lag of the span
 //! topics (callscope's and OTLP's), the oldest and newest span per tier, and whether every
-//! tier answers. `status` is `ok`, or `degraded` with the reasons.
+//! tier answers, and the trace-id index's state. `status` is `ok`, or `degraded` with the reasons.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,9 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::json_rows::column_values;
 use crate::series_query::date_of;
+
+/// More unmerged trace-index segments than this make the index a problem.
+const UNMERGED_SEGMENTS_WARNING: usize = 2_000;
 
 /// The window the ingest rate is measured over.
 const RATE_WINDOW_MS: i64 = 5 * 60 * 1000;
@@ -98,6 +101,24 @@ pub async fn tracing_health(State(state): State<AppState>) -> ApiResult<Json<Val
             "newest_ms": held.and_then(|u| u.newest_ms),
         }));
     }
+    // The trace-id index: how far its merge is behind (each unmerged segment costs every
+    // lookup a read).
+    let index = match state.trace_index.health().await {
+        Ok(h) => {
+            if h.unmerged_segments > UNMERGED_SEGMENTS_WARNING {
+                problems.push(format!(
+                    "{} trace-index segments wait to be merged (is a lifecycle schedule running?); lookups by id slow down",
+                    h.unmerged_segments
+                ));
+            }
+            json!({"readable": true, "generation": h.generation, "last_compaction_ms": h.last_compaction_ms,
+                   "runs": h.runs, "entries": h.entries, "unmerged_segments": h.unmerged_segments})
+        }
+        Err(e) => {
+            problems.push(format!("the trace-id index cannot be read: {e}"));
+            json!({"readable": false, "error": e.to_string()})
+        }
+    };
     let oldest = tiers.iter().filter_map(|t| t["oldest_ms"].as_i64()).min();
     let newest = tiers.iter().filter_map(|t| t["newest_ms"].as_i64()).max();
     Ok(Json(json!({
@@ -113,5 +134,6 @@ pub async fn tracing_health(State(state): State<AppState>) -> ApiResult<Json<Val
         "oldest_span_ms": oldest,
         "newest_span_ms": newest,
         "tiers": tiers,
+        "index": index,
     })))
 }

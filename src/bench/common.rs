@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use callscope_schemas::arrow_schema::{SourcedEvent, to_record_batch};
 use callscope_schemas::{Dataset, Event, Metric, MetricKind};
-use callscope_storage::Tiers;
 use callscope_storage::layout::{DataFileKey, HourPartition};
+use callscope_storage::{Tiers, trace_index};
 use rand::Rng;
 use rand::rngs::StdRng;
 
@@ -117,6 +117,15 @@ pub async fn write_hot_file(
         last_offset: events.last().map_or(0, |e| e.offset),
     };
     tiers.hot.put_durable(&key.path(), callscope_storage::parquet_file::encode(&[batch])?, false).await?;
+    // As the workers do, spans also write the batch's segment of the trace-id index.
+    let spans = events.iter().filter_map(|e| match &e.event {
+        Event::Span(s) => Some((s.trace_id.as_str(), s.start_time_us)),
+        _ => None,
+    });
+    if let Some(segment) = trace_index::l0_segment(spans) {
+        let segment_key = trace_index::l0_key(&key.topic, key.partition, key.first_offset, key.last_offset);
+        tiers.hot.put_durable(&segment_key, segment, false).await?;
+    }
     Ok(())
 }
 

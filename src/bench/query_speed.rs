@@ -53,6 +53,7 @@ pub(super) fn state(tiers: &Tiers) -> anyhow::Result<AppState> {
     Ok(AppState {
         engine: QueryEngine::new(tiers, EngineOptions { target_partitions: 2, ..EngineOptions::default() })?,
         hot: tiers.hot.clone(),
+        trace_index: callscope_storage::trace_index::TraceIndex::new(tiers.hot.clone()),
         tiers: tiers.clone(),
         costs: Default::default(),
         producer: None,

@@ -3,8 +3,9 @@
 //! Generates `--spans` spans of simulated calls (the load generator's call flow: gateway,
 //! whitelist, spam check, ASR, AI, TTS, billing, with realistic failure and slow rates)
 //! spread evenly over `--days` ending now, writes them as the workers' encoder does (a
-//! file per flush and hour), compacts every hour older than 2 h with the lifecycle (spans
-//! sorted by trace id, bloom filter on it), then times through the query API's own code:
+//! file per flush and hour, and its trace-id index segment), compacts every hour older than
+//! 2 h with the lifecycle (spans sorted by trace id, bloom filter on it), merges the index,
+//! then times through the query API's own code:
 //!
 //! * lookup by trace id **without a time range**, for `--lookups` random ids of the oldest
 //!   day and as many of the newest hour (p50 / p95 each; goal p95 < 50 ms at 10 M spans);
@@ -125,6 +126,19 @@ pub async fn run(config: BenchTracesConfig) -> anyhow::Result<()> {
     let job = lifecycle.run(&policy, &Lifecycle::new_job_id(&policy.id, now), false, now, &mut |_| {}).await?;
     anyhow::ensure!(job.errors.is_empty(), "compaction: {:?}", job.errors);
     println!("compacted in {:.1} s", started.elapsed().as_secs_f64());
+    // Merge the trace-id index's segments, as the lifecycle schedule does.
+    let started = Instant::now();
+    let index = callscope_storage::trace_index::TraceIndex::new(tiers.hot.clone());
+    let merged = callscope_storage::trace_index::compact(&index, "bench", now).await?;
+    let health = index.health().await?;
+    println!(
+        "merged {} trace-index segments into {} runs ({} traces, {:.1} MB) in {:.1} s",
+        merged.segments_merged,
+        health.runs,
+        health.entries,
+        merged.bytes_written as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
 
     let state = super::query_speed::state(&tiers)?;
     // Lookups by id, no time range.

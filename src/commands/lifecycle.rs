@@ -10,6 +10,7 @@ use callscope_storage::lifecycle::Lifecycle;
 use callscope_storage::lifecycle::jobs::{JobRecord, JobState};
 use callscope_storage::lifecycle::policy::Policy;
 use callscope_storage::lifecycle::stores::PolicyStore;
+use callscope_storage::trace_index::{self, TraceIndex};
 use callscope_storage::{FileCatalog, Tiers};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -95,12 +96,31 @@ pub(super) async fn spawn_schedule(
     if interval.is_zero() {
         return Ok(None);
     }
-    let lifecycle = Lifecycle::new(FileCatalog::new(tiers.clone()), runner);
+    let trace_index = TraceIndex::new(tiers.hot.clone());
+    let lifecycle = Lifecycle::new(FileCatalog::new(tiers.clone()), runner.clone());
     let schedule = async move {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
+            }
+            let compaction = trace_index::compact(&trace_index, &runner, callscope_runtime::now_ms());
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = compaction => r,
+            };
+            match result {
+                Ok(r) if r.outcome != "nothing_to_do" || r.files_deleted > 0 => tracing::info!(
+                    outcome = r.outcome,
+                    generation = r.generation,
+                    segments = r.segments_merged,
+                    runs = r.runs_written,
+                    entries = r.entries_written,
+                    deleted = r.files_deleted,
+                    "trace-index compaction finished"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "trace-index compaction failed; trying again next time"),
             }
             let policies = match store.list().await {
                 Ok(p) => p,

@@ -56,6 +56,7 @@ pub(super) fn api_state(
     Ok(AppState {
         engine,
         hot: tiers.hot.clone(),
+        trace_index: callscope_storage::trace_index::TraceIndex::new(tiers.hot.clone()),
         tiers: tiers.clone(),
         costs: Default::default(),
         producer,

@@ -128,7 +128,7 @@ impl CommitLog {
                 // The record that won may be this writer's own, when a PUT succeeded but its
                 // answer was lost: then it is committed, and publication goes on.
                 if self.read_record(&key).await.is_ok_and(|r| r.pending == record.pending) {
-                    return self.publish(&record).await;
+                    return self.publish(&record).await.map(drop);
                 }
                 self.delete_pending(&record.pending).await;
                 return Err(StorageError::Fenced {
@@ -139,30 +139,30 @@ impl CommitLog {
             }
             Err(e) => return Err(e),
         }
-        self.publish(&record).await
+        self.publish(&record).await.map(drop)
     }
 
-    /// Moves a committed batch's files from its pending prefix to their final keys; a file
-    /// whose pending copy is gone must already be final (published earlier, or by another
-    /// process at the same time), so two processes may publish the same batch at once. The
+    /// Moves a committed batch's files from its pending prefix to their final keys and
+    /// returns how many it moved; a file whose pending copy is gone is already final
+    /// (published earlier, or by another process at the same time, so two processes may
+    /// publish the same batch at once) or was removed by the lifecycle since. The
     /// rename comes first: on the commit path the files are never final yet, and a look
     /// before it would cost a HEAD per file per batch.
-    async fn publish(&self, record: &BatchRecord) -> Result<()> {
+    async fn publish(&self, record: &BatchRecord) -> Result<usize> {
+        let mut moved = 0;
         for file in &record.files {
             match self.tier.rename_durable(&format!("{}/{file}", record.pending), file).await {
-                Ok(()) => {}
-                Err(StorageError::ObjectStore(object_store::Error::NotFound { .. }))
-                    if self.tier.exists(file).await? => {}
+                Ok(()) => moved += 1,
+                // Neither pending nor final: it was published, and the lifecycle (a
+                // compaction's garbage collection, the trace-index merge) has removed it
+                // since. Every file was staged before the record, so nothing is lost.
                 Err(StorageError::ObjectStore(object_store::Error::NotFound { .. })) => {
-                    return Err(StorageError::CorruptRecord {
-                        path: record_key(&record.topic, record.partition, record.first_offset),
-                        reason: format!("file {file} is neither pending under {} nor published", record.pending),
-                    });
+                    tracing::debug!(file, "a committed file was removed after its publication");
                 }
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(moved)
     }
 
     async fn delete_pending(&self, pending: &str) {
@@ -247,14 +247,15 @@ impl CommitLog {
                     break;
                 }
             }
-            if pending {
+            // A missing file is either still pending (a crash mid-publication) or was
+            // removed by the lifecycle since; publishing again moves only the former.
+            if pending && self.publish(record).await? > 0 {
                 tracing::info!(
                     topic,
                     partition,
                     first_offset = record.first_offset,
-                    "finishing the publication of a committed batch"
+                    "finished the publication of a committed batch"
                 );
-                self.publish(record).await?;
                 recovery.published += 1;
             }
             recovery.durable_last = Some(record.last_offset);

@@ -16,6 +16,7 @@
 //! * [`custom_metrics`]: stored custom metric definitions.
 //! * [`alerting`]: silences and the alert evaluator's state, status and failures.
 //! * [`json_objects`]: a directory of JSON objects (the catalog's small shared records).
+//! * [`trace_index`]: trace id → where its spans start, maintained in the stream.
 //! * [`window_state`]: checkpoints of the stream aggregator's window state.
 //! * [`workers`]: worker heartbeat objects.
 
@@ -34,6 +35,7 @@ pub mod lifecycle;
 pub mod parquet_file;
 pub mod tier;
 pub mod tiers;
+pub mod trace_index;
 pub mod usage;
 pub mod window_state;
 pub mod workers;

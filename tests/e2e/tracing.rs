@@ -12,7 +12,8 @@ use crate::support::*;
 #[test]
 fn a_call_is_analysed_as_computed_by_hand_and_found_by_search() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = Node::standalone(dir.path()).args(["--flush-interval", "200ms"]).spawn();
+    // A short lifecycle interval merges the trace-id index while the test runs.
+    let node = Node::standalone(dir.path()).args(["--flush-interval", "200ms", "--lifecycle-interval", "1s"]).spawn();
     let client = http();
     let trace_id = "5eed".repeat(8);
     let t0 = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_micros() as i64)
@@ -146,6 +147,31 @@ fn a_call_is_analysed_as_computed_by_hand_and_found_by_search() {
     assert_eq!(health["lag"]["connected"], true);
     assert_eq!(health["tiers"].as_array().map(Vec::len), Some(4));
     assert_eq!(health["newest_span_ms"].as_i64().map(|ms| ms >= t0 / 1000 + 2_000), Some(true), "{health}");
+
+    // The trace-id index: the workers wrote a segment per span batch, the lifecycle schedule
+    // merges them, and a lookup by id goes through it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let index = loop {
+        let health = client.call("GET", &format!("{}/monitoring/tracing/health", node.http), None).json();
+        let index = health["index"].clone();
+        if index["generation"].as_u64() >= Some(1) && index["unmerged_segments"] == 0 {
+            break index;
+        }
+        assert!(Instant::now() < deadline, "the trace-id index was never merged: {health}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(index["readable"], true, "{index}");
+    assert!(index["entries"].as_u64() >= Some(3), "three traces at least: {index}");
+    let hits = || -> f64 {
+        let metrics = client.call("GET", &format!("{}/metrics", node.http), None).body;
+        let prefix = "callscope_trace_index_lookups_total{result=\"hit\"} ";
+        metrics.lines().find_map(|l| l.strip_prefix(prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+    };
+    let before = hits();
+    let reply = client.call("GET", &format!("{}/monitoring/tracing/traces/{trace_id}", node.http), None);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["spans"].as_array().map(Vec::len), Some(5), "{}", reply.body);
+    assert_eq!(hits(), before + 1.0, "the lookup went through the merged index");
 }
 
 /// Posts `spans` (id, parent, service, operation, kind, start ms after `t0`, duration ms,

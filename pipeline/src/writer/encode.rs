@@ -1,15 +1,18 @@
-//! Parquet encoding of what a writer stores: events as one data file per `date/hour`, window
-//! rows as one roll-up file per resolution and `date/hour`. Every name derives from the
+//! Parquet encoding of what a writer stores: events as one data file per `date/hour` (and,
+//! for spans, the batch's segment of the trace-id index), window rows as one roll-up file
+//! per resolution and `date/hour`. Every name derives from the
 //! partition and the offset range (or idle close) that produced the rows, so a replay
 //! writes the same names.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use callscope_schemas::Dataset;
 use callscope_schemas::arrow_schema::{SourcedEvent, to_record_batch};
 use callscope_schemas::rollup::{RollupRow, rollups_to_record_batch};
-use callscope_storage::{DataFileKey, HourPartition, RollupFileKey, RollupSource, StorageError, parquet_file};
+use callscope_schemas::{Dataset, Event};
+use callscope_storage::{
+    DataFileKey, HourPartition, RollupFileKey, RollupSource, StorageError, parquet_file, trace_index,
+};
 
 use crate::error::Result;
 
@@ -26,7 +29,18 @@ pub(super) fn encode_files<'a>(
     for e in events {
         by_hour.entry(HourPartition::of_unix_ms(e.event.event_time_ms())).or_default().push(e);
     }
-    by_hour
+    // Spans also write the batch's level-0 segment of the trace-id index: committed with
+    // the data files, so the index is never behind them and never counts a batch twice.
+    let segment = (dataset == Dataset::Spans)
+        .then(|| {
+            trace_index::l0_segment(by_hour.values().flatten().filter_map(|e| match &e.event {
+                Event::Span(s) => Some((s.trace_id.as_str(), s.start_time_us)),
+                _ => None,
+            }))
+        })
+        .flatten()
+        .map(|bytes| (trace_index::l0_key(topic, partition, first_offset, last_offset), bytes));
+    let mut files = by_hour
         .into_iter()
         .map(|(hour, rows)| {
             let record_batch = to_record_batch(dataset, rows).map_err(StorageError::from)?;
@@ -34,7 +48,9 @@ pub(super) fn encode_files<'a>(
             let key = DataFileKey { dataset, hour, topic: topic.to_string(), partition, first_offset, last_offset };
             Ok((key.path(), bytes))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    files.extend(segment);
+    Ok(files)
 }
 
 /// Encodes roll-up rows as one Parquet file per resolution and `date/hour` of the window.

@@ -591,3 +591,56 @@ async fn a_shutdown_during_a_storage_outage_ends_without_acknowledging() {
     assert!(kafka.acks().is_empty(), "nothing is acknowledged");
     assert_stored_exactly(&tier, []).await;
 }
+
+/// A span per offset, three traces, every span in the same hour.
+fn span(offset: i64) -> SourcedEvent {
+    let event = Event::Span(callscope_schemas::Span {
+        trace_id: format!("{:032x}", offset % 3 + 1),
+        span_id: format!("{offset:016x}"),
+        parent_span_id: None,
+        service: "gateway".into(),
+        operation: "call".into(),
+        kind: callscope_schemas::SpanKind::Server,
+        start_time_us: (T0 + offset) * 1000,
+        duration_us: 10,
+        status: callscope_schemas::SpanStatus::Ok,
+        attributes: Default::default(),
+        status_message: None,
+        resource_attributes: Default::default(),
+        events: vec![],
+    });
+    SourcedEvent { partition: PARTITION, offset, event }
+}
+
+/// A span batch commits its trace-index segment with its data files; after the lifecycle
+/// removed both (a merge and its garbage collection), the next owner recovers the batch
+/// as stored, without calling it corrupt or publishing anything again.
+#[tokio::test]
+async fn span_batches_commit_their_trace_index_segment() {
+    use callscope_storage::trace_index::{TraceIndex, l0_dir};
+    let topic = "t.span-index";
+    let tier = memory_tier();
+    let kafka = Arc::new(FakeKafka::default());
+    let mut w = writer(&tier, &kafka, topic, None);
+    w.dataset = Dataset::Spans;
+    handle(&mut w, batch_of(0..=8, &[], span)).await;
+    let segments = tier.list(&l0_dir()).await.expect("list");
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    let index = TraceIndex::new(tier.clone());
+    let located = index.lookup(&format!("{:032x}", 2)).await.expect("lookup").expect("indexed");
+    // Trace 2 holds offsets 1, 4 and 7.
+    assert_eq!((located.first_start_us, located.last_start_us), ((T0 + 1) * 1000, (T0 + 7) * 1000));
+    assert!(index.lookup(&format!("{:032x}", 9)).await.expect("lookup").is_none());
+    // The lifecycle removes the published files; a new owner still recovers cleanly.
+    for key in tier.list(Dataset::Spans.name()).await.expect("list").into_iter().chain(segments) {
+        tier.delete(&key).await.expect("delete");
+    }
+    let before = counter(&PipelineMetrics::global().published_by_recovery, topic);
+    let kafka = Arc::new(FakeKafka::default());
+    let mut next = writer(&tier, &kafka, topic, None);
+    next.dataset = Dataset::Spans;
+    handle(&mut next, batch_of(9..=11, &[], span)).await;
+    assert_eq!(counter(&PipelineMetrics::global().published_by_recovery, topic), before);
+    assert_eq!(kafka.acks(), vec![9, 12]);
+    assert_eq!(tier.list(&l0_dir()).await.expect("list").len(), 1);
+}
