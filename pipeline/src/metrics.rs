@@ -30,6 +30,7 @@ pub struct PipelineMetrics {
     pub windows_closed: IntCounterVec,
     pub rollup_rows: IntCounterVec,
     pub series_over_limit: IntCounterVec,
+    pub spans_unpaired: IntCounterVec,
     pub checkpoints: IntCounterVec,
     pub checkpoint_seconds: Histogram,
     pub windows_open: IntGaugeVec,
@@ -194,6 +195,12 @@ impl PipelineMetrics {
                 registry,
                 "callscope_pipeline_series_over_limit_total",
                 "Samples not aggregated because their series exceeded the cardinality limit of its metric name (dead-lettered, stored raw)",
+                &["topic"],
+            ),
+            spans_unpaired: counter(
+                registry,
+                "callscope_pipeline_spans_unpaired_total",
+                "Child spans whose parent did not arrive within the pairing wait (no service graph edge counted)",
                 &["topic"],
             ),
             checkpoints: counter(

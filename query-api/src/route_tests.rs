@@ -67,6 +67,7 @@ const ROUTES: &[&str] = &[
 
 const NAMES: &[&str] = &[
     "name",
+    "source",
     "service",
     "start",
     "end",

@@ -1,26 +1,64 @@
-//! Service dependencies from parent/child spans across services: per edge (caller →
-//! callee) the calls, the failed calls and the callee spans' latency, over a time range.
-//! `GET /monitoring/tracing/services/{service}/dependencies` answers one service's upstream
-//! and downstream edges; the Jaeger API's `api/dependencies` answers every edge.
+//! Service dependencies: per edge (caller → callee) the calls, the failed calls and the
+//! callee spans' latency, over a time range. `GET
+//! /monitoring/tracing/services/{service}/dependencies` answers one service's upstream and
+//! downstream edges; the Jaeger API's `api/dependencies` answers every edge.
 //!
-//! Edges are joined from the spans at query time: a child span whose parent span belongs
-//! to another service is one call of that edge (its status and duration are the call's).
+//! Two sources, one answer:
+//!
+//! * **stream** (the default when the workers aggregate): the edges the workers pair in
+//!   the stream and keep as roll-ups (`traces_service_graph_*`, see the pipeline's
+//!   `span_metrics`): counts summed and latency sketches merged over the windows of one
+//!   resolution (the coarsest that leaves at least 24 windows in the range), so a week
+//!   reads a few thousand rows instead of every span. Windows still open (the last
+//!   allowed lateness) are not in it yet.
+//! * **spans** (`source=spans`, and when aggregation is off): joined from the spans at
+//!   query time — a child span whose parent span belongs to another service is one call of
+//!   that edge. Exact over any range, but it reads every span of the range.
+
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
+use callscope_schemas::rollup::{ROLLUP_TABLE, resolution_label};
 use datafusion::common::JoinType;
 use datafusion::functions_aggregate::expr_fn::{approx_percentile_cont, count, sum};
 use datafusion::logical_expr::case;
-use datafusion::prelude::{col, lit};
+use datafusion::prelude::{Expr, col, lit};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiPath, ApiQuery};
+use crate::grouped::{Grouped, collect_quantiles, collect_values};
 use crate::json_rows::column_values;
+use crate::series_query::date_of;
 use crate::time_params::parse_time;
 use crate::trace_search::spans_starting_in;
+
+/// The roll-ups of the workers' service graph (named as Tempo's metrics generator names them).
+const EDGE_REQUESTS: &str = "traces_service_graph_request_total";
+const EDGE_FAILED: &str = "traces_service_graph_request_failed_total";
+const EDGE_SERVER_SECONDS: &str = "traces_service_graph_request_server_seconds";
+
+/// Where edges come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeSource {
+    /// The stream's roll-ups (spans joined instead when the workers do not aggregate).
+    Stream,
+    /// Spans joined at query time.
+    Spans,
+}
+
+impl EdgeSource {
+    pub fn parse(text: &str) -> ApiResult<EdgeSource> {
+        match text {
+            "stream" => Ok(EdgeSource::Stream),
+            "spans" => Ok(EdgeSource::Spans),
+            other => Err(ApiError::bad_field("source", format!("{other:?} is neither \"stream\" nor \"spans\""))),
+        }
+    }
+}
 
 /// One caller → callee edge.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -33,9 +71,100 @@ pub struct Edge {
     pub p95_us: f64,
 }
 
-/// Every edge of spans starting in `[from_us, to_us)`, optionally only those touching
-/// `service`.
+/// Every edge of calls starting in `[from_us, to_us)`, optionally only those touching
+/// `service`, from the stream's roll-ups (or the spans, see the module's documentation).
 pub async fn edges(state: &AppState, from_us: i64, to_us: i64, service: Option<&str>) -> ApiResult<Vec<Edge>> {
+    edges_from(state, EdgeSource::Stream, from_us, to_us, service).await
+}
+
+/// [`edges`] from the given source.
+pub async fn edges_from(
+    state: &AppState,
+    source: EdgeSource,
+    from_us: i64,
+    to_us: i64,
+    service: Option<&str>,
+) -> ApiResult<Vec<Edge>> {
+    let mut edges = match (source, edge_resolution(&state.resolutions_ms, (to_us - from_us) / 1000)) {
+        (EdgeSource::Stream, Some(r)) => {
+            edges_from_rollups(state, r, from_us.div_euclid(1000), to_us.div_euclid(1000)).await?
+        }
+        _ => return edges_from_spans(state, from_us, to_us, service).await,
+    };
+    if let Some(service) = service {
+        edges.retain(|e| e.parent == service || e.child == service);
+    }
+    Ok(edges)
+}
+
+/// The coarsest roll-up resolution that leaves at least 24 windows in a range of `span_ms`
+/// (the finest when none does); `None` when the workers write no roll-ups.
+fn edge_resolution(resolutions_ms: &[i64], span_ms: i64) -> Option<i64> {
+    let finest = resolutions_ms.iter().copied().filter(|r| *r > 0).min()?;
+    Some(resolutions_ms.iter().copied().filter(|r| *r > 0 && r.saturating_mul(24) <= span_ms).max().unwrap_or(finest))
+}
+
+async fn edges_from_rollups(state: &AppState, r: i64, from_ms: i64, to_ms: i64) -> ApiResult<Vec<Edge>> {
+    let filter = |names: &[&str]| -> Expr {
+        col("name")
+            .in_list(names.iter().map(|n| lit(*n)).collect(), false)
+            .and(col("resolution").eq(lit(resolution_label(r))))
+            .and(col("resolution_ms").eq(lit(r)))
+            .and(col("window_start_ms").gt_eq(lit(from_ms.div_euclid(r) * r)))
+            .and(col("window_start_ms").lt(lit(to_ms)))
+            .and(col("date").gt_eq(lit(date_of(from_ms))))
+            .and(col("date").lt_eq(lit(date_of(to_ms))))
+    };
+    let session = state.engine.session();
+    let table = session.table(ROLLUP_TABLE).await?;
+    // Calls and failures per (metric, edge), then the callee latency sketches merged per
+    // edge; the bucket is the whole range.
+    let mut counts = Grouped::new();
+    let df = table.clone().filter(filter(&[EDGE_REQUESTS, EDGE_FAILED]))?.aggregate(
+        vec![col("name").alias("g0"), col("labels_key").alias("g1"), lit(0i64).alias("bucket")],
+        vec![sum(col("sum")).alias("value")],
+    )?;
+    collect_values(df, 2, &mut counts).await?;
+    let mut quantiles: Vec<Grouped> = Vec::new();
+    for q in [0.5, 0.95] {
+        let mut out = Grouped::new();
+        let df = table.clone().filter(filter(&[EDGE_SERVER_SECONDS]))?.select(vec![
+            col("labels_key").alias("g0"),
+            lit(0i64).alias("bucket"),
+            col("sketch"),
+        ])?;
+        collect_quantiles(df, 1, q, &mut out).await?;
+        quantiles.push(out);
+    }
+    let value = |g: &Grouped, key: Vec<String>| g.get(&key).and_then(|p| p.get(&0)).copied();
+    let mut by_edge: BTreeMap<(String, String), Edge> = BTreeMap::new();
+    for (key, _) in counts.iter().filter(|(k, _)| k[0] == EDGE_REQUESTS) {
+        let labels: BTreeMap<String, String> = serde_json::from_str(&key[1]).unwrap_or_default();
+        let (Some(client), Some(server)) = (labels.get("client"), labels.get("server")) else { continue };
+        let seconds = |i: usize| value(&quantiles[i], vec![key[1].clone()]).unwrap_or(0.0) * 1e6;
+        by_edge.insert(
+            (client.clone(), server.clone()),
+            Edge {
+                parent: client.clone(),
+                child: server.clone(),
+                calls: value(&counts, key.clone()).unwrap_or(0.0).round() as i64,
+                errors: value(&counts, vec![EDGE_FAILED.to_string(), key[1].clone()]).unwrap_or(0.0).round() as i64,
+                p50_us: seconds(0),
+                p95_us: seconds(1),
+            },
+        );
+    }
+    Ok(by_edge.into_values().collect())
+}
+
+/// Every edge of spans starting in `[from_us, to_us)`, joined at query time, optionally
+/// only those touching `service`.
+pub async fn edges_from_spans(
+    state: &AppState,
+    from_us: i64,
+    to_us: i64,
+    service: Option<&str>,
+) -> ApiResult<Vec<Edge>> {
     let range = spans_starting_in(from_us, to_us);
     let session = state.engine.session();
     let spans = session.table("spans").await?.filter(range)?;
@@ -99,20 +228,22 @@ fn edge_json(e: &Edge, other: &str) -> Value {
     })
 }
 
-/// `GET /monitoring/tracing/services/{service}/dependencies?start=&end=` (default the last
-/// hour): `upstream` (who calls the service) and `downstream` (whom it calls), each edge
-/// with calls, errors, error rate and the callee spans' p50 and p95 latency.
+/// `GET /monitoring/tracing/services/{service}/dependencies?start=&end=&source=` (default
+/// the last hour, from the stream): `upstream` (who calls the service) and `downstream`
+/// (whom it calls), each edge with calls, errors, error rate and the callee spans' p50 and
+/// p95 latency.
 pub async fn service_dependencies(
     State(state): State<AppState>,
     ApiPath(service): ApiPath<String>,
     ApiQuery(params): ApiQuery<Vec<(String, String)>>,
 ) -> ApiResult<Json<Value>> {
     let now = callscope_runtime::now_ms();
-    let (mut start, mut end) = (None, None);
+    let (mut start, mut end, mut source) = (None, None, EdgeSource::Stream);
     for (k, v) in &params {
         match k.as_str() {
             "start" => start = Some(parse_time("start", v, now)?),
             "end" => end = Some(parse_time("end", v, now)?),
+            "source" => source = EdgeSource::parse(v)?,
             other => return Err(ApiError::bad_field(other, format!("unknown parameter {other:?}"))),
         }
     }
@@ -121,7 +252,8 @@ pub async fn service_dependencies(
     if start >= end {
         return Err(ApiError::bad_field("start", "start must be before end"));
     }
-    let edges = edges(&state, start * 1000, end * 1000, Some(&service)).await?;
+    let edges =
+        edges_from(&state, source, start.saturating_mul(1000), end.saturating_mul(1000), Some(&service)).await?;
     let upstream: Vec<Value> = edges.iter().filter(|e| e.child == service).map(|e| edge_json(e, &e.parent)).collect();
     let downstream: Vec<Value> = edges.iter().filter(|e| e.parent == service).map(|e| edge_json(e, &e.child)).collect();
     Ok(Json(json!({

@@ -129,6 +129,30 @@ pub async fn write_hot_file(
     Ok(())
 }
 
+/// Writes roll-up rows as the workers do: one file per resolution and hour of the window,
+/// named after the batch `first..=last` that emitted them.
+pub async fn write_rollup_files(
+    tiers: &Tiers,
+    topic: &str,
+    first: i64,
+    last: i64,
+    rows: &[callscope_schemas::rollup::RollupRow],
+) -> anyhow::Result<usize> {
+    let mut groups: std::collections::BTreeMap<(i64, HourPartition), Vec<&callscope_schemas::rollup::RollupRow>> =
+        Default::default();
+    for row in rows {
+        groups.entry((row.resolution_ms, HourPartition::of_unix_ms(row.window_start_ms))).or_default().push(row);
+    }
+    let files = groups.len();
+    for ((resolution_ms, hour), rows) in groups {
+        let batch = callscope_schemas::rollup::rollups_to_record_batch(rows)?;
+        let source = callscope_storage::RollupSource::Batch { first_offset: first, last_offset: last };
+        let key = callscope_storage::RollupFileKey { resolution_ms, hour, topic: topic.into(), partition: 0, source };
+        tiers.hot.put_durable(&key.path(), callscope_storage::parquet_file::encode(&[batch])?, false).await?;
+    }
+    Ok(files)
+}
+
 /// A new, empty directory `callscope-<kind>-<random>` under the system's temporary directory.
 pub fn scratch_dir(kind: &str) -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("callscope-{kind}-{}", uuid::Uuid::new_v4().simple()));

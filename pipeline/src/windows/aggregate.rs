@@ -31,8 +31,10 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::error::ArrowError;
-use callscope_schemas::Metric;
 use callscope_schemas::rollup::{Partial, RollupRow, SeriesKey, rollups_from_record_batch, rollups_to_record_batch};
+use callscope_schemas::{Metric, Span};
+
+use super::span_metrics::{SpanPairing, red_samples};
 
 /// Settings of the windowed aggregation.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,6 +152,8 @@ pub struct PartitionAggregator {
     corrections: HashMap<(usize, i64, u64), (Arc<SeriesKey>, Partial)>,
     /// Windows closed since the last [`take_closed_counts`](Self::take_closed_counts), per resolution.
     closed_counts: Vec<u64>,
+    /// Parent/child pairing of a span partition (service graph edges).
+    pairing: SpanPairing,
 }
 
 /// Hash of a series identity; samples and stored keys must hash alike.
@@ -177,6 +181,7 @@ const META_OFFSET: &str = "callscope.offset";
 const META_WATERMARK: &str = "callscope.watermark_ms";
 const META_MAX_EVENT: &str = "callscope.max_event_ms";
 const META_OPEN_ROWS: &str = "callscope.open_rows";
+const META_SPAN_PAIRS: &str = "callscope.span_pairs";
 
 /// A decoded checkpoint: the state, and closed windows whose files may not be written yet.
 pub struct Restored {
@@ -201,6 +206,7 @@ impl PartitionAggregator {
             closed: Vec::new(),
             corrections: HashMap::new(),
             closed_counts: vec![0; n],
+            pairing: SpanPairing::default(),
         }
     }
 
@@ -298,6 +304,28 @@ impl PartitionAggregator {
         }
         self.offset = Some(offset);
         self.aggregate(m)
+    }
+
+    /// Aggregates the metrics the span at `offset` derives (its RED samples and the service
+    /// graph edges it completes, see [`super::span_metrics`]); the outcome is its RED
+    /// sample's.
+    pub fn process_span(&mut self, offset: i64, span: &Span) -> Outcome {
+        if self.offset.is_some_and(|o| offset <= o) {
+            return Outcome::Replayed;
+        }
+        self.offset = Some(offset);
+        let [calls, latency] = red_samples(span);
+        let outcome = self.aggregate(&calls);
+        self.aggregate(&latency);
+        for edge in self.pairing.observe(span, self.watermark_ms) {
+            self.aggregate(&edge);
+        }
+        outcome
+    }
+
+    /// Span children that expired without meeting their parent since the last call.
+    pub fn take_unpaired(&mut self) -> u64 {
+        self.pairing.take_unpaired()
     }
 
     /// Aggregates a sample derived from the one just processed (a custom metric's series):
@@ -456,6 +484,7 @@ impl PartitionAggregator {
             (META_WATERMARK.to_string(), opt(self.watermark_ms)),
             (META_MAX_EVENT.to_string(), opt(self.max_event_ms)),
             (META_OPEN_ROWS.to_string(), open_rows.to_string()),
+            (META_SPAN_PAIRS.to_string(), self.pairing.to_json()),
         ];
         Ok((batch, metadata))
     }
@@ -479,6 +508,9 @@ impl PartitionAggregator {
         agg.watermark_ms = meta(META_WATERMARK)?;
         agg.max_event_ms = meta(META_MAX_EVENT)?;
         let open_rows = meta(META_OPEN_ROWS)?.unwrap_or(0).max(0) as usize;
+        if let Some((_, pairs)) = metadata.iter().find(|(k, _)| k == META_SPAN_PAIRS) {
+            agg.pairing = SpanPairing::from_json(pairs).map_err(ArrowError::ParseError)?;
+        }
         let mut interned: HashMap<SeriesKey, Arc<SeriesKey>> = HashMap::new();
         let mut intern = |k: SeriesKey| interned.entry(k.clone()).or_insert_with(|| Arc::new(k)).clone();
         let mut rows = Vec::new();

@@ -31,6 +31,8 @@ pub struct AggregateOutput {
     pub over_limit: Vec<(i64, Metric)>,
     /// Windows closed, per resolution.
     pub closed: Vec<u64>,
+    /// Span children that expired without meeting their parent.
+    pub unpaired: u64,
 }
 
 /// Feeds a batch to the aggregator. Events at or below `durable` were stored by an earlier
@@ -51,7 +53,18 @@ pub fn aggregate_batch(
             agg.take_emitted();
             replay_emissions_dropped = true;
         }
-        let Event::Metric(m) = &e.event else { continue };
+        let m = match &e.event {
+            Event::Metric(m) => m,
+            Event::Span(span) => {
+                if let Outcome::Late = agg.process_span(e.offset, span)
+                    && !replay
+                {
+                    out.late += 1;
+                }
+                continue;
+            }
+            _ => continue,
+        };
         match agg.process(e.offset, m) {
             Outcome::Replayed => continue,
             Outcome::Late if !replay => out.late += 1,
@@ -68,6 +81,7 @@ pub fn aggregate_batch(
     }
     agg.advance_offset(last_offset);
     out.closed = agg.take_closed_counts();
+    out.unpaired = agg.take_unpaired();
     out
 }
 
@@ -181,6 +195,9 @@ impl PartitionWindows {
             if closed > 0 {
                 metrics.windows_closed.with_label_values(&[&resolution_label(*resolution)]).inc_by(closed);
             }
+        }
+        if output.unpaired > 0 {
+            metrics.spans_unpaired.with_label_values(&[&self.topic]).inc_by(output.unpaired);
         }
         if !output.over_limit.is_empty() {
             metrics.series_over_limit.with_label_values(&[&self.topic]).inc_by(output.over_limit.len() as u64);

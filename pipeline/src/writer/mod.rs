@@ -95,7 +95,9 @@ const QUIET_TICK: Duration = Duration::from_secs(1);
 impl WriterState {
     fn new(ctx: WriterContext, topic: String, partition: i32, dataset: Dataset) -> WriterState {
         let windows = match (&ctx.aggregation, dataset) {
-            (Some(shared), Dataset::Metrics) => Some(PartitionWindows::new(shared.clone(), topic.clone(), partition)),
+            (Some(shared), Dataset::Metrics | Dataset::Spans) => {
+                Some(PartitionWindows::new(shared.clone(), topic.clone(), partition))
+            }
             _ => None,
         };
         WriterState {

@@ -214,3 +214,105 @@ fn settings_are_validated() {
         AggregationConfigError::ZeroSeriesLimit
     );
 }
+
+/// Spans of a few traces in random order: `(trace, span, parent, service, jitter ms)`.
+fn span_stream() -> impl Strategy<Value = Vec<(u8, u8, Option<u8>, u8, i64)>> {
+    prop::collection::vec((0u8..4, 1u8..6, 0u8..3, -20_000i64..20_000), 1..120).prop_map(|raw| {
+        raw.into_iter()
+            .map(|(trace, span, service, jitter)| {
+                // Span 1 is the root; span k > 1 is a child of span k / 2.
+                let parent = (span > 1).then_some(span / 2);
+                (trace, span, parent, service, jitter)
+            })
+            .collect()
+    })
+}
+
+fn run_spans(agg: &mut PartitionAggregator, spans: &[(u8, u8, Option<u8>, u8, i64)], from: usize) -> Vec<RollupRow> {
+    let mut rows = Vec::new();
+    let mut clock = 1_700_000_000_000i64;
+    for (i, (trace, span, parent, service, jitter)) in spans.iter().enumerate() {
+        clock += 1_000;
+        if i < from {
+            continue;
+        }
+        let s = callscope_schemas::Span {
+            trace_id: format!("{trace:032x}"),
+            span_id: format!("{span:016x}"),
+            parent_span_id: parent.map(|p| format!("{p:016x}")),
+            service: format!("svc{service}"),
+            operation: "op".into(),
+            kind: callscope_schemas::SpanKind::Server,
+            start_time_us: (clock + jitter) * 1000,
+            duration_us: 1_000 * (1 + i64::from(*span)),
+            status: callscope_schemas::SpanStatus::Ok,
+            attributes: Default::default(),
+            status_message: None,
+            resource_attributes: Default::default(),
+            events: vec![],
+        };
+        agg.process_span(i as i64, &s);
+        rows.extend(agg.take_emitted());
+    }
+    rows
+}
+
+/// Edge calls per (client, server) in `rows` (one resolution).
+fn edge_calls(rows: &[RollupRow]) -> BTreeMap<(String, String), u64> {
+    let mut calls = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.resolution_ms == 10_000 && r.series.name == "traces_service_graph_request_total")
+    {
+        *calls.entry((r.series.labels["client"].clone(), r.series.labels["server"].clone())).or_default() +=
+            r.partial.sum as u64;
+    }
+    calls
+}
+
+proptest! {
+    /// Service graph edges from spans in any order equal the cross-service parent/child
+    /// pairs, and a checkpoint at any point (pairing state included) changes nothing.
+    #[test]
+    fn span_edges_are_exact_across_a_checkpoint(spans in span_stream(), cut in 0usize..120) {
+        let config = || Arc::new(AggregationConfig { max_series_per_metric: 1_000, ..(*config(true)).clone() });
+        let mut whole = PartitionAggregator::new(config(), 0);
+        let mut expected = run_spans(&mut whole, &spans, 0);
+        whole.close_idle(None);
+        expected.extend(whole.take_emitted());
+        // The exact pairs: the last span of each (trace, id) is the one stored as the parent
+        // (ids repeat in this stream); count child → parent service pairs as the pairing
+        // does, in arrival order.
+        let mut seen: BTreeMap<(u8, u8), u8> = BTreeMap::new();
+        let mut waiting: BTreeMap<(u8, u8), Vec<u8>> = BTreeMap::new();
+        let mut exact: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for (trace, span, parent, service, _) in &spans {
+            for child in waiting.remove(&(*trace, *span)).unwrap_or_default() {
+                if child != *service {
+                    *exact.entry((format!("svc{service}"), format!("svc{child}"))).or_default() += 1;
+                }
+            }
+            if let Some(p) = parent {
+                match seen.get(&(*trace, *p)) {
+                    Some(client) if client != service => {
+                        *exact.entry((format!("svc{client}"), format!("svc{service}"))).or_default() += 1
+                    }
+                    Some(_) => {}
+                    None => waiting.entry((*trace, *p)).or_default().push(*service),
+                }
+            }
+            seen.entry((*trace, *span)).or_insert(*service);
+        }
+        prop_assert_eq!(edge_calls(&expected), exact);
+
+        let cut = cut.min(spans.len());
+        let mut first = PartitionAggregator::new(config(), 0);
+        let mut got = run_spans(&mut first, &spans[..cut], 0);
+        let (batch, metadata) = first.checkpoint(&[]).expect("checkpoint");
+        let bytes = callscope_storage::parquet_file::encode_with_metadata(&[batch], metadata).expect("encode");
+        let (batches, metadata) = callscope_storage::parquet_file::decode_with_metadata(bytes).expect("decode");
+        let mut restored = PartitionAggregator::restore(config(), 0, &batches, &metadata).expect("restore").aggregator;
+        got.extend(run_spans(&mut restored, &spans, 0));
+        restored.close_idle(None);
+        got.extend(restored.take_emitted());
+        prop_assert_eq!(edge_calls(&got), edge_calls(&expected));
+    }
+}
