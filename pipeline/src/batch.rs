@@ -12,6 +12,9 @@ pub struct PendingBatch {
     pub last_offset: i64,
     pub events: Vec<SourcedEvent>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Messages read into the batch (a message may add no event: an OTLP export request
+    /// with no items), so that such offsets are still committed.
+    pub messages: usize,
 }
 
 impl PendingBatch {
@@ -19,8 +22,9 @@ impl PendingBatch {
         self.events.len() + self.dead_letters.len()
     }
 
+    /// Whether no message was read into the batch.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.messages == 0 && self.len() == 0
     }
 
     /// Drops every message at or below `durable` (already stored by an earlier batch);
@@ -59,7 +63,12 @@ impl PendingBatch {
         bad: &[i64],
         event: impl Fn(i64) -> SourcedEvent,
     ) -> PendingBatch {
-        let mut b = PendingBatch { first_offset: *offsets.start(), last_offset: *offsets.end(), ..Default::default() };
+        let mut b = PendingBatch {
+            first_offset: *offsets.start(),
+            last_offset: *offsets.end(),
+            messages: offsets.clone().count(),
+            ..Default::default()
+        };
         for offset in offsets {
             if bad.contains(&offset) {
                 b.dead_letters.push(DeadLetter {

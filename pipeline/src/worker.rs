@@ -384,6 +384,7 @@ fn append(batch: &mut PendingBatch, dataset: Dataset, m: &BorrowedMessage<'_>, c
         batch.first_offset = offset;
     }
     batch.last_offset = offset;
+    batch.messages += 1;
     let options = DecodeOptions {
         max_time_skew_ms: config.max_time_skew.as_millis() as i64,
         now_ms: callscope_runtime::now_ms(),

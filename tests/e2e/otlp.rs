@@ -226,4 +226,21 @@ fn otlp_http_answers_per_the_spec_and_kafka_takes_collector_messages() {
     assert_eq!(headers["callscope.error.kind"], "otlp");
     assert_eq!(headers["callscope.source.topic"], "otlp_spans");
     assert!(payload.ends_with(b"not an export request"), "the original bytes are kept");
+    // Every offset is committed, the empty request's (the newest) too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let health = client.call("GET", &format!("{}/monitoring/tracing/health", node.http), None).json();
+        let lag: i64 = health["lag"]["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .filter(|p| p["topic"] == "otlp_spans")
+            .filter_map(|p| p["lag"].as_i64())
+            .sum();
+        if lag == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "otlp_spans offsets never all committed: {}", health["lag"]);
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

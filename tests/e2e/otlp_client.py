@@ -109,6 +109,12 @@ def kafka(brokers, topic, run):
         producer.produce(topic, value=payload)
         ids.append(trace_id)
     producer.produce(topic, value=b"\x0a\xff\xff\xff\xff\x0f not an export request")
+    # Last, an export request whose one resource has no span: it stores nothing, and its
+    # offset must still be committed.
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
+
+    producer.produce(topic, value=ExportTraceServiceRequest(resource_spans=[ResourceSpans()]).SerializeToString())
     if producer.flush(30) != 0:
         raise SystemExit("messages were not delivered")
     print(" ".join(ids))
