@@ -2,7 +2,8 @@
 //! Confluent Avro serializers pointed at the query API's URL learn the schema ids.
 //! Read side: `GET /subjects`, `GET /subjects/{s}/versions[/{v|latest}]`,
 //! `GET /schemas/ids/{id}[/schema]`. Lookup and (idempotent) registration of a built-in
-//! schema: `POST /subjects/{s}` and `POST /subjects/{s}/versions` answer with its id;
+//! schema (any version): `POST /subjects/{s}` and `POST /subjects/{s}/versions` answer with
+//! its id and version;
 //! any other schema is refused with 409, as a registry with compatibility checks would.
 
 use crate::extract::ApiPath;
@@ -34,26 +35,39 @@ fn subject_not_found(subject: &str) -> Response {
 }
 
 fn version_body(registered: &RegisteredSchema) -> Value {
-    json!({ "subject": registered.subject, "version": 1, "id": registered.id, "schemaType": "AVRO", "schema": compact(registered) })
+    json!({ "subject": registered.subject, "version": registered.version, "id": registered.id, "schemaType": "AVRO", "schema": compact(registered) })
 }
 
 pub async fn subjects() -> Response {
-    let subjects: Vec<&str> = SchemaRegistry::builtin().all().iter().map(|s| s.subject).collect();
+    let mut subjects: Vec<&str> = Vec::new();
+    for s in SchemaRegistry::builtin().all() {
+        if !subjects.contains(&s.subject) {
+            subjects.push(s.subject);
+        }
+    }
     reply(StatusCode::OK, json!(subjects))
 }
 
 pub async fn versions(ApiPath(subject): ApiPath<String>) -> Response {
-    match SchemaRegistry::builtin().by_subject(&subject) {
-        Some(_) => reply(StatusCode::OK, json!([1])),
-        None => subject_not_found(&subject),
+    let versions: Vec<i32> = SchemaRegistry::builtin().versions(&subject).iter().map(|s| s.version).collect();
+    if versions.is_empty() {
+        return subject_not_found(&subject);
     }
+    reply(StatusCode::OK, json!(versions))
 }
 
 pub async fn subject_version(ApiPath((subject, version)): ApiPath<(String, String)>) -> Response {
-    let Some(registered) = SchemaRegistry::builtin().by_subject(&subject) else { return subject_not_found(&subject) };
-    match version.as_str() {
-        "latest" | "1" | "-1" => reply(StatusCode::OK, version_body(registered)),
-        other => error(StatusCode::NOT_FOUND, 40402, &format!("Version {other} not found.")),
+    let registry = SchemaRegistry::builtin();
+    let Some(latest) = registry.by_subject(&subject) else { return subject_not_found(&subject) };
+    let found = match version.as_str() {
+        "latest" | "-1" => Some(latest),
+        other => {
+            other.parse::<i32>().ok().and_then(|v| registry.versions(&subject).into_iter().find(|s| s.version == v))
+        }
+    };
+    match found {
+        Some(registered) => reply(StatusCode::OK, version_body(registered)),
+        None => error(StatusCode::NOT_FOUND, 40402, &format!("Version {version} not found.")),
     }
 }
 

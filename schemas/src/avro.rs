@@ -10,11 +10,13 @@ use apache_avro::types::Value;
 use apache_avro::{Schema, from_avro_datum, to_avro_datum};
 
 use crate::events::{
-    Alert, AlertStatus, Dataset, Event, Labels, Metric, MetricKind, Severity, Span, SpanKind, SpanStatus,
+    Alert, AlertStatus, Dataset, Event, Labels, Metric, MetricKind, Severity, Span, SpanEvent, SpanKind, SpanStatus,
 };
 
 pub const METRIC_AVSC: &str = include_str!("../avro/metric.avsc");
 pub const SPAN_AVSC: &str = include_str!("../avro/span.avsc");
+/// Spans, version 2: status message, resource attributes and events.
+pub const SPAN_V2_AVSC: &str = include_str!("../avro/span_v2.avsc");
 pub const ALERT_AVSC: &str = include_str!("../avro/alert.avsc");
 
 /// Confluent wire-format magic byte.
@@ -51,12 +53,16 @@ pub struct RegisteredSchema {
     pub id: i32,
     pub dataset: Dataset,
     pub subject: &'static str,
+    /// Version under the subject (1, 2, …).
+    pub version: i32,
     pub text: &'static str,
     pub schema: Schema,
     pub fingerprint: u64,
 }
 
-/// The registry of built-in schemas (ids are stable: 1 metric, 2 span, 3 alert).
+/// The registry of built-in schemas. Ids are stable: 1 metric, 2 span (version 1), 3 alert,
+/// 4 span (version 2). Producers encode with the newest version of each subject; every
+/// version is still read.
 #[derive(Debug)]
 pub struct SchemaRegistry {
     schemas: Vec<RegisteredSchema>,
@@ -69,19 +75,20 @@ impl SchemaRegistry {
         static REGISTRY: OnceLock<SchemaRegistry> = OnceLock::new();
         REGISTRY.get_or_init(|| {
             let entries = [
-                (1, Dataset::Metrics, "callscope.metrics-value", METRIC_AVSC),
-                (2, Dataset::Spans, "callscope.spans-value", SPAN_AVSC),
-                (3, Dataset::Alerts, "callscope.alerts-value", ALERT_AVSC),
+                (1, Dataset::Metrics, "callscope.metrics-value", 1, METRIC_AVSC),
+                (2, Dataset::Spans, "callscope.spans-value", 1, SPAN_AVSC),
+                (3, Dataset::Alerts, "callscope.alerts-value", 1, ALERT_AVSC),
+                (4, Dataset::Spans, "callscope.spans-value", 2, SPAN_V2_AVSC),
             ];
             let schemas: Vec<RegisteredSchema> = entries
                 .into_iter()
-                .map(|(id, dataset, subject, text)| {
+                .map(|(id, dataset, subject, version, text)| {
                     // The .avsc files are compiled in and covered by tests; a parse failure
                     // here is a build defect, not bad input.
                     #[allow(clippy::expect_used)]
                     let schema = Schema::parse_str(text).expect("built-in avro schema parses");
                     let fingerprint = fingerprint_u64(&schema);
-                    RegisteredSchema { id, dataset, subject, text, schema, fingerprint }
+                    RegisteredSchema { id, dataset, subject, version, text, schema, fingerprint }
                 })
                 .collect();
             let by_fingerprint = schemas.iter().enumerate().map(|(i, s)| (s.fingerprint, i)).collect();
@@ -97,18 +104,23 @@ impl SchemaRegistry {
         self.schemas.iter().find(|s| s.id == id)
     }
 
+    /// The newest version under `subject`.
     pub fn by_subject(&self, subject: &str) -> Option<&RegisteredSchema> {
-        self.schemas.iter().find(|s| s.subject == subject)
+        self.schemas.iter().filter(|s| s.subject == subject).max_by_key(|s| s.version)
     }
 
+    /// Every version under `subject`, oldest first.
+    pub fn versions(&self, subject: &str) -> Vec<&RegisteredSchema> {
+        let mut versions: Vec<&RegisteredSchema> = self.schemas.iter().filter(|s| s.subject == subject).collect();
+        versions.sort_by_key(|s| s.version);
+        versions
+    }
+
+    /// The newest schema of a dataset (what producers encode with).
     pub fn by_dataset(&self, dataset: Dataset) -> &RegisteredSchema {
-        // Every dataset has exactly one entry (see `builtin`).
-        let index = match dataset {
-            Dataset::Metrics => 0,
-            Dataset::Spans => 1,
-            Dataset::Alerts => 2,
-        };
-        &self.schemas[index]
+        let newest = self.schemas.iter().filter(|s| s.dataset == dataset).max_by_key(|s| s.version);
+        // Every dataset has an entry (see `builtin`); the first schema is a safe fallback.
+        newest.unwrap_or(&self.schemas[0])
     }
 
     pub fn by_fingerprint(&self, fingerprint: u64) -> Option<&RegisteredSchema> {
@@ -177,9 +189,10 @@ fn decode_datum(registered: &RegisteredSchema, datum: &[u8]) -> Result<Event> {
             duration_us: record.long("duration_us")?,
             status: record.symbol("status", SpanStatus::parse)?,
             attributes: record.map("attributes")?,
-            status_message: None,
-            resource_attributes: Default::default(),
-            events: Vec::new(),
+            // Version 2 fields; a version 1 datum has none of them.
+            status_message: record.optional_string("status_message")?,
+            resource_attributes: record.map("resource_attributes")?,
+            events: record.events("events")?,
         }),
         Dataset::Alerts => Event::Alert(Alert {
             alert_name: record.string("alert_name")?,
@@ -293,6 +306,28 @@ impl Record {
     }
 }
 
+impl Record {
+    /// An array of span events (absent in older versions: none).
+    fn events(&mut self, field: &'static str) -> Result<Vec<SpanEvent>> {
+        let items = match self.fields.remove(field).map(Self::unwrap_union) {
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(other) => return Err(wrong_type(field, "array of events", &other)),
+        };
+        items
+            .into_iter()
+            .map(|item| {
+                let mut event = Record::new(item)?;
+                Ok(SpanEvent {
+                    time_us: event.long("time_us")?,
+                    name: event.string("name")?,
+                    attributes: event.map("attributes")?,
+                })
+            })
+            .collect()
+    }
+}
+
 fn wrong_type(field: &'static str, expected: &str, got: &Value) -> AvroError {
     let got = match got {
         Value::Null => "null",
@@ -346,6 +381,23 @@ fn to_value(event: &Event) -> Value {
             ("duration_us".into(), Value::Long(s.duration_us)),
             ("status".into(), enum_value(SpanStatus::SYMBOLS, s.status.as_str())),
             ("attributes".into(), map_value(&s.attributes)),
+            ("status_message".into(), optional(s.status_message.clone(), Value::String)),
+            ("resource_attributes".into(), map_value(&s.resource_attributes)),
+            (
+                "events".into(),
+                Value::Array(
+                    s.events
+                        .iter()
+                        .map(|e| {
+                            Value::Record(vec![
+                                ("time_us".into(), Value::Long(e.time_us)),
+                                ("name".into(), Value::String(e.name.clone())),
+                                ("attributes".into(), map_value(&e.attributes)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
         ],
         Event::Alert(a) => vec![
             ("alert_name".into(), Value::String(a.alert_name.clone())),
@@ -396,8 +448,7 @@ impl SchemaRegistry {
     /// The built-in schema under `subject` if `schema_text` is the same schema
     /// (compared by Avro's parsing canonical form), as registry clients look schemas up.
     pub fn lookup(&self, subject: &str, schema_text: &str) -> Option<&RegisteredSchema> {
-        let registered = self.by_subject(subject)?;
-        let candidate = Schema::parse_str(schema_text).ok()?;
-        (candidate.canonical_form() == registered.schema.canonical_form()).then_some(registered)
+        let candidate = Schema::parse_str(schema_text).ok()?.canonical_form();
+        self.versions(subject).into_iter().find(|registered| registered.schema.canonical_form() == candidate)
     }
 }

@@ -16,10 +16,16 @@ fn http_api_contracts() {
     // Schema registry (read side) with the built-in subjects and stable ids.
     let subjects = client.call("GET", &format!("{base}/subjects"), None).json();
     assert_eq!(subjects, json!(["callscope.metrics-value", "callscope.spans-value", "callscope.alerts-value"]));
+    // Spans have two versions: 1 (id 2) and 2 (id 4, with status message, resource
+    // attributes and events), the latest.
+    let versions = client.call("GET", &format!("{base}/subjects/callscope.spans-value/versions"), None).json();
+    assert_eq!(versions, json!([1, 2]));
     let latest = client.call("GET", &format!("{base}/subjects/callscope.spans-value/versions/latest"), None).json();
-    assert_eq!(latest["id"], 2);
-    assert_eq!(latest["version"], 1);
-    let schema_text = latest["schema"].as_str().expect("schema string").to_string();
+    assert_eq!((latest["id"].as_i64(), latest["version"].as_i64()), (Some(4), Some(2)));
+    assert!(latest["schema"].as_str().expect("schema").contains("resource_attributes"));
+    let first = client.call("GET", &format!("{base}/subjects/callscope.spans-value/versions/1"), None).json();
+    assert_eq!((first["id"].as_i64(), first["version"].as_i64()), (Some(2), Some(1)));
+    let schema_text = first["schema"].as_str().expect("schema string").to_string();
     let by_id = client.call("GET", &format!("{base}/schemas/ids/2"), None).json();
     assert_eq!(by_id["schema"], json!(schema_text));
     // Registering the same schema again (what serializers with auto-register do) returns its id.
@@ -29,7 +35,7 @@ fn http_api_contracts() {
         Some(&json!({ "schema": schema_text })),
     );
     assert_eq!(registered.status, 200, "{}", registered.body);
-    assert_eq!(registered.json()["id"], 2);
+    assert_eq!((registered.json()["id"].as_i64(), registered.json()["version"].as_i64()), (Some(2), Some(1)));
     let other = client.call(
         "POST",
         &format!("{base}/subjects/callscope.spans-value/versions"),

@@ -35,9 +35,13 @@ fn span() -> Event {
         duration_us: 120_000,
         status: SpanStatus::Ok,
         attributes: [("call.id".to_string(), "c-1".to_string())].into_iter().collect(),
-        status_message: None,
-        resource_attributes: Default::default(),
-        events: Vec::new(),
+        status_message: Some("retried once".into()),
+        resource_attributes: [("host.name".to_string(), "asr-7".to_string())].into_iter().collect(),
+        events: vec![crate::SpanEvent {
+            time_us: (NOW - 4990) * 1000,
+            name: "retry".into(),
+            attributes: [("attempt".to_string(), "2".to_string())].into_iter().collect(),
+        }],
     })
 }
 
@@ -59,10 +63,40 @@ fn alert() -> Event {
 #[test]
 fn builtin_schemas_parse_and_have_stable_ids() {
     let registry = SchemaRegistry::builtin();
-    assert_eq!(registry.all().len(), 3);
+    assert_eq!(registry.all().len(), 4);
     assert_eq!(registry.by_subject("callscope.metrics-value").map(|s| s.id), Some(1));
-    assert_eq!(registry.by_subject("callscope.spans-value").map(|s| s.id), Some(2));
+    assert_eq!(registry.by_subject("callscope.spans-value").map(|s| (s.id, s.version)), Some((4, 2)));
     assert_eq!(registry.by_subject("callscope.alerts-value").map(|s| s.id), Some(3));
+    let spans: Vec<(i32, i32)> = registry.versions("callscope.spans-value").iter().map(|s| (s.id, s.version)).collect();
+    assert_eq!(spans, vec![(2, 1), (4, 2)]);
+    assert_eq!(registry.by_dataset(Dataset::Spans).id, 4, "producers write the newest version");
+}
+
+/// Data written with span schema version 1 (id 2) is still read: the fields version 2
+/// added take their defaults.
+#[test]
+fn span_version_1_data_is_still_read() {
+    use apache_avro::types::Value;
+    let v1 = SchemaRegistry::builtin().by_id(2).expect("span v1");
+    let text = |s: &str| Value::String(s.into());
+    let record = Value::Record(vec![
+        ("trace_id".into(), text("4bf92f3577b34da6a3ce929d0e0e4736")),
+        ("span_id".into(), text("00f067aa0ba902b7")),
+        ("parent_span_id".into(), Value::Union(0, Box::new(Value::Null))),
+        ("service".into(), text("asr")),
+        ("operation".into(), text("transcribe")),
+        ("kind".into(), Value::Enum(0, "server".into())),
+        ("start_time_us".into(), Value::Long((NOW - 5000) * 1000)),
+        ("duration_us".into(), Value::Long(120_000)),
+        ("status".into(), Value::Enum(1, "error".into())),
+        ("attributes".into(), Value::Map(Default::default())),
+    ]);
+    let mut bytes = vec![0u8, 0, 0, 0, 2];
+    bytes.extend(apache_avro::to_avro_datum(&v1.schema, record).expect("v1 datum"));
+    let (decoded, _) = decode_event(Dataset::Spans, &bytes, &options()).expect("decode");
+    let Event::Span(span) = decoded else { panic!("a span") };
+    assert_eq!((span.service.as_str(), span.status), ("asr", SpanStatus::Error));
+    assert_eq!((span.status_message, span.resource_attributes.len(), span.events.len()), (None, 0, 0));
 }
 
 #[test]
@@ -183,7 +217,7 @@ proptest! {
 
     /// Bytes that look like a Confluent frame with a valid id but a random datum never panic.
     #[test]
-    fn random_avro_datums_never_panic(id in 1i32..4, body in proptest::collection::vec(any::<u8>(), 0..128)) {
+    fn random_avro_datums_never_panic(id in 1i32..5, body in proptest::collection::vec(any::<u8>(), 0..128)) {
         let mut bytes = vec![0u8];
         bytes.extend_from_slice(&id.to_be_bytes());
         bytes.extend_from_slice(&body);
