@@ -187,18 +187,13 @@ fn api() -> Api {
     api_with(120_000)
 }
 
-/// The API over an empty hot tier; windows older than `settled_after_ms` count as closed.
-fn api_with(settled_after_ms: i64) -> Api {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let tiers = Tiers::local(dir.path()).expect("tiers");
-    let hot = tiers.hot.clone();
-    let state_index_tier = tiers.hot.clone();
-    let engine = QueryEngine::new(&tiers, EngineOptions::default()).expect("engine");
-    let state = AppState {
-        engine,
-        hot,
-        trace_index: callscope_storage::trace_index::TraceIndex::new(state_index_tier),
+/// An application state over `tiers` for tests (no Kafka); windows older than
+/// `settled_after_ms` count as closed.
+pub(crate) fn test_state(tiers: Tiers, settled_after_ms: i64) -> AppState {
+    AppState {
+        engine: QueryEngine::new(&tiers, EngineOptions::default()).expect("engine"),
+        hot: tiers.hot.clone(),
+        trace_index: callscope_storage::trace_index::TraceIndex::new(tiers.hot.clone()),
         tiers,
         costs: Default::default(),
         producer: None,
@@ -209,7 +204,15 @@ fn api_with(settled_after_ms: i64) -> Api {
         started: Instant::now(),
         resolutions_ms: vec![10_000, 60_000],
         rollups_settled_after_ms: settled_after_ms,
-    };
+    }
+}
+
+/// The API over an empty hot tier; windows older than `settled_after_ms` count as closed.
+fn api_with(settled_after_ms: i64) -> Api {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let tiers = Tiers::local(dir.path()).expect("tiers");
+    let state = test_state(tiers, settled_after_ms);
     let state_hot = state.hot.clone();
     let state_tiers = state.tiers.clone();
     let router = router(state);

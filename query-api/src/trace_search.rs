@@ -18,8 +18,8 @@ use axum::Json;
 use axum::extract::State;
 use datafusion::common::JoinType;
 use datafusion::functions::core::expr_fn::get_field;
-use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
-use datafusion::logical_expr::{case, lit};
+use datafusion::functions_aggregate::expr_fn::{max, min};
+use datafusion::logical_expr::lit;
 use datafusion::prelude::{Expr, col, in_list};
 use serde_json::{Value, json};
 
@@ -188,97 +188,143 @@ pub(crate) fn spans_starting_in(from_us: i64, to_us: i64) -> Expr {
         .and(col("date").lt_eq(lit(date_of(to_us.div_euclid(1000)))))
 }
 
+/// Matching traces up to this many are summed up straight from their spans (found by id,
+/// which the compacted files' trace-id sort and bloom filter make cheap); past it, SQL
+/// first narrows them to the `limit` asked for.
+const DIRECT_LIMIT: usize = 10_000;
+
 /// Runs a search; returns the trace summaries in the asked order.
 pub async fn search(state: &AppState, q: &TraceSearch) -> ApiResult<Vec<Value>> {
+    search_with(state, q, DIRECT_LIMIT).await
+}
+
+async fn search_with(state: &AppState, q: &TraceSearch, direct_limit: usize) -> ApiResult<Vec<Value>> {
     let session = state.engine.session();
     let spans = session.table("spans").await?;
-    let matched =
-        spans.clone().filter(q.span_filter())?.aggregate(vec![col("trace_id").alias("matched_trace")], vec![])?;
     let around = spans_starting_in(q.start_us.saturating_sub(TRACE_SLACK_US), q.end_us.saturating_add(TRACE_SLACK_US));
-    let error = case(col("status")).when(lit("error"), lit(1i64)).otherwise(lit(0i64))?;
+    // The traces with a matching span.
+    let matched = spans.clone().filter(q.span_filter())?.aggregate(vec![col("trace_id")], vec![])?;
+    let mut ids: Vec<String> = Vec::new();
+    for batch in matched.collect().await? {
+        ids.extend(column_values(batch.column(0).as_ref()).into_iter().filter_map(|v| v.as_str().map(str::to_string)));
+    }
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    if ids.len() > direct_limit {
+        ids = top_traces(state, q, &around, ids.len()).await?;
+    }
+    // Every span of the chosen traces, summed up per trace.
+    let ids: Vec<Expr> = ids.into_iter().map(lit).collect();
+    let detail = session.table("spans").await?.filter(around.and(in_list(col("trace_id"), ids, false)))?.select(
+        ["trace_id", "parent_span_id", "service", "operation", "start_time_us", "duration_us", "status"]
+            .into_iter()
+            .map(col)
+            .collect::<Vec<_>>(),
+    )?;
+    let mut traces: BTreeMap<String, Summary> = BTreeMap::new();
+    for batch in detail.collect().await? {
+        let c: Vec<Vec<Value>> = batch.columns().iter().map(|c| column_values(c.as_ref())).collect();
+        for row in 0..batch.num_rows() {
+            let text = |i: usize| c[i][row].as_str().unwrap_or_default();
+            let int = |i: usize| c[i][row].as_i64().unwrap_or(0);
+            traces.entry(text(0).to_string()).or_insert_with(Summary::new).add(
+                c[1][row].is_null(),
+                text(2),
+                text(3),
+                int(4),
+                int(5),
+                text(6) == "error",
+            );
+        }
+    }
+    let mut traces: Vec<(String, Summary)> = traces.into_iter().collect();
+    let key = |s: &Summary| match q.order {
+        Order::Newest => -s.start,
+        Order::Oldest => s.start,
+        Order::Longest => -(s.end - s.start),
+        Order::Shortest => s.end - s.start,
+    };
+    traces.sort_by(|(a_id, a), (b_id, b)| key(a).cmp(&key(b)).then_with(|| a_id.cmp(b_id)));
+    traces.truncate(q.limit);
+    Ok(traces.into_iter().map(|(trace_id, s)| s.to_json(&trace_id)).collect())
+}
+
+/// Of `matched` (more than [`DIRECT_LIMIT`]) traces, the `limit` first in the asked order,
+/// by SQL over every span of the range.
+async fn top_traces(state: &AppState, q: &TraceSearch, around: &Expr, matched: usize) -> ApiResult<Vec<String>> {
+    let spans = state.engine.session().table("spans").await?;
+    let matched_ids =
+        spans.clone().filter(q.span_filter())?.aggregate(vec![col("trace_id").alias("matched_trace")], vec![])?;
     let summaries = spans
         .filter(around.clone())?
-        .join(matched, JoinType::LeftSemi, &["trace_id"], &["matched_trace"], None)?
+        .join(matched_ids, JoinType::LeftSemi, &["trace_id"], &["matched_trace"], None)?
         .aggregate(
             vec![col("trace_id")],
-            vec![
-                min(col("start_time_us")).alias("start"),
-                max(col("start_time_us") + col("duration_us")).alias("end"),
-                count(lit(1)).alias("spans"),
-                sum(error).alias("errors"),
-            ],
+            vec![min(col("start_time_us")).alias("start"), max(col("start_time_us") + col("duration_us")).alias("end")],
         )?;
     let duration = col("end") - col("start");
-    let order = match q.order {
+    let mut order = match q.order {
         Order::Newest => vec![col("start").sort(false, false)],
         Order::Oldest => vec![col("start").sort(true, false)],
         Order::Longest => vec![duration.sort(false, false)],
         Order::Shortest => vec![duration.sort(true, false)],
     };
-    let mut order = order;
     order.push(col("trace_id").sort(true, false));
-    let mut traces: Vec<(String, i64, i64, i64, i64)> = Vec::new();
+    let mut ids = Vec::with_capacity(q.limit.min(matched));
     for batch in summaries.sort(order)?.limit(0, Some(q.limit))?.collect().await? {
-        let c: Vec<Vec<Value>> = batch.columns().iter().map(|c| column_values(c.as_ref())).collect();
-        for row in 0..batch.num_rows() {
-            let int = |i: usize| c[i][row].as_i64().unwrap_or(0);
-            traces.push((c[0][row].as_str().unwrap_or_default().to_string(), int(1), int(2), int(3), int(4)));
+        ids.extend(column_values(batch.column(0).as_ref()).into_iter().filter_map(|v| v.as_str().map(str::to_string)));
+    }
+    Ok(ids)
+}
+
+/// One trace summed up from its spans.
+struct Summary {
+    start: i64,
+    end: i64,
+    spans: i64,
+    errors: i64,
+    /// (is a root, -start, service, operation) of the best root candidate so far: the span
+    /// without a parent, else the earliest.
+    root: Option<(bool, i64, String, String)>,
+    services: BTreeMap<String, (i64, i64)>,
+}
+
+impl Summary {
+    fn new() -> Summary {
+        Summary { start: i64::MAX, end: i64::MIN, spans: 0, errors: 0, root: None, services: BTreeMap::new() }
+    }
+
+    fn add(&mut self, is_root: bool, service: &str, operation: &str, start: i64, duration: i64, failed: bool) {
+        self.start = self.start.min(start);
+        self.end = self.end.max(start.saturating_add(duration));
+        self.spans += 1;
+        self.errors += i64::from(failed);
+        if self.root.as_ref().is_none_or(|(r, s, _, _)| (is_root, -start) > (*r, *s)) {
+            self.root = Some((is_root, -start, service.to_string(), operation.to_string()));
         }
+        let entry = self.services.entry(service.to_string()).or_default();
+        entry.0 += 1;
+        entry.1 += i64::from(failed);
     }
-    if traces.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Roots and services of the chosen traces.
-    let ids: Vec<Expr> = traces.iter().map(|t| lit(t.0.clone())).collect();
-    let detail =
-        state.engine.session().table("spans").await?.filter(around.and(in_list(col("trace_id"), ids, false)))?.select(
-            ["trace_id", "parent_span_id", "service", "operation", "start_time_us", "status"]
-                .into_iter()
-                .map(col)
-                .collect::<Vec<_>>(),
-        )?;
-    type Root = (bool, i64, String, String);
-    let mut roots: BTreeMap<String, Root> = BTreeMap::new();
-    let mut services: BTreeMap<String, BTreeMap<String, (i64, i64)>> = BTreeMap::new();
-    for batch in detail.collect().await? {
-        let c: Vec<Vec<Value>> = batch.columns().iter().map(|c| column_values(c.as_ref())).collect();
-        for row in 0..batch.num_rows() {
-            let text = |i: usize| c[i][row].as_str().unwrap_or_default().to_string();
-            let trace = text(0);
-            let is_root = c[1][row].is_null();
-            let start = c[4][row].as_i64().unwrap_or(i64::MAX);
-            let candidate: Root = (is_root, start, text(2), text(3));
-            let better = |old: &Root| (candidate.0, -candidate.1) > (old.0, -old.1);
-            if roots.get(&trace).is_none_or(better) {
-                roots.insert(trace.clone(), candidate);
-            }
-            let entry = services.entry(trace).or_default().entry(text(2)).or_default();
-            entry.0 += 1;
-            entry.1 += i64::from(c[5][row] == "error");
-        }
-    }
-    Ok(traces
-        .into_iter()
-        .map(|(trace_id, start, end, span_count, errors)| {
-            let root = roots.get(&trace_id);
-            let services: Vec<Value> = services
-                .get(&trace_id)
-                .map(|s| {
-                    s.iter().map(|(name, (n, e))| json!({"name": name, "span_count": n, "error_count": e})).collect()
-                })
-                .unwrap_or_default();
-            json!({
-                "trace_id": trace_id,
-                "root_service": root.map(|r| r.2.clone()),
-                "root_operation": root.map(|r| r.3.clone()),
-                "start_time_us": start,
-                "duration_us": end - start,
-                "span_count": span_count,
-                "error_count": errors,
-                "services": services,
-            })
+
+    fn to_json(&self, trace_id: &str) -> Value {
+        let services: Vec<Value> = self
+            .services
+            .iter()
+            .map(|(name, (n, e))| json!({"name": name, "span_count": n, "error_count": e}))
+            .collect();
+        json!({
+            "trace_id": trace_id,
+            "root_service": self.root.as_ref().map(|r| r.2.clone()),
+            "root_operation": self.root.as_ref().map(|r| r.3.clone()),
+            "start_time_us": self.start,
+            "duration_us": self.end - self.start,
+            "span_count": self.spans,
+            "error_count": self.errors,
+            "services": services,
         })
-        .collect())
+    }
 }
 
 /// `GET /monitoring/tracing/traces`.
@@ -302,6 +348,70 @@ mod tests {
 
     fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// Both ways of choosing the traces (straight from their spans, or SQL narrowing many
+    /// matches first) give the same answer in every order.
+    #[tokio::test]
+    async fn many_matches_are_narrowed_to_the_same_answer() {
+        use callscope_schemas::arrow_schema::{SourcedEvent, to_record_batch};
+        use callscope_schemas::{Dataset, Event, Span, SpanKind, SpanStatus};
+        use callscope_storage::{DataFileKey, HourPartition, Tiers, parquet_file};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tiers = Tiers::local(dir.path()).expect("tiers");
+        let now_us = 1_795_917_220_000_000i64;
+        let mut events = Vec::new();
+        for t in 0..40i64 {
+            for s in 0..3i64 {
+                let span = Span {
+                    trace_id: format!("{t:032x}"),
+                    span_id: format!("{s:016x}"),
+                    parent_span_id: (s > 0).then(|| format!("{:016x}", 0)),
+                    service: ["gateway", "asr", "ai"][s as usize].into(),
+                    operation: "op".into(),
+                    kind: SpanKind::Server,
+                    start_time_us: now_us - 600_000_000 + t * 7_000_000 + s * 1000,
+                    duration_us: 1000 + (t * 37 % 11) * 1000 - s * 10,
+                    status: if t % 5 == 0 && s == 1 { SpanStatus::Error } else { SpanStatus::Ok },
+                    attributes: Default::default(),
+                    status_message: None,
+                    resource_attributes: Default::default(),
+                    events: vec![],
+                };
+                events.push(SourcedEvent { partition: 0, offset: t * 3 + s, event: Event::Span(span) });
+            }
+        }
+        let by_hour = |e: &SourcedEvent| HourPartition::of_unix_ms(e.event.event_time_ms());
+        let mut hours: BTreeMap<HourPartition, Vec<&SourcedEvent>> = BTreeMap::new();
+        for e in &events {
+            hours.entry(by_hour(e)).or_default().push(e);
+        }
+        for (i, (hour, rows)) in hours.into_iter().enumerate() {
+            let key = DataFileKey {
+                dataset: Dataset::Spans,
+                hour,
+                topic: "t".into(),
+                partition: 0,
+                first_offset: i as i64,
+                last_offset: i as i64,
+            };
+            let bytes = parquet_file::encode(&[to_record_batch(Dataset::Spans, rows).expect("batch")]).expect("encode");
+            tiers.hot.put_durable(&key.path(), bytes, false).await.expect("put");
+        }
+        let state = crate::route_tests::test_state(tiers, 0);
+        for order in ["newest", "oldest", "longest", "shortest"] {
+            let q = TraceSearch::parse(
+                params(&[("service", "asr"), ("limit", "7"), ("order", order), ("start", "now-1h")]),
+                now_us / 1000,
+            )
+            .expect("valid");
+            let direct = search_with(&state, &q, DIRECT_LIMIT).await.expect("direct");
+            let narrowed = search_with(&state, &q, 0).await.expect("narrowed");
+            assert_eq!(direct.len(), 7, "{order}");
+            assert_eq!(direct, narrowed, "{order}");
+            assert_eq!(direct[0]["span_count"], 3);
+            assert_eq!(direct[0]["root_service"], "gateway");
+        }
     }
 
     #[test]
