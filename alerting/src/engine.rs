@@ -23,11 +23,11 @@ use callscope_schemas::rollup::SeriesKey;
 use promql_parser::label::METRIC_NAME;
 use promql_parser::parser::Expr;
 
-use crate::eval::{self, LabelSet, Value, WindowStore};
 use crate::lifecycle::{AlertState, RuleInstances, Timing, Verdict, label_fingerprint};
 use crate::rules::AlertRule;
 use crate::smart::{CompileError, SmartState};
 use crate::template::render;
+use callscope_schemas::promql::eval::{self, LabelSet, Value, WindowStore};
 use callscope_schemas::smart_rules::SmartRule;
 use replay::ReplayClock;
 

@@ -2,7 +2,6 @@
 //! notifies, and the notification channels.
 //!
 //! * [`rules`]: Prometheus rule files and the PromQL subset, checked at load time.
-//! * [`eval`]: the PromQL subset evaluated over window partials ([`eval::WindowStore`]).
 //! * [`smart`]: smart rules (threshold with hysteresis, rate of change, absence, anomaly).
 //! * [`lifecycle`]: pending → firing → resolved per fingerprint, in event time.
 //! * [`engine`]: rules over the windows they read, and their instances.
@@ -21,7 +20,6 @@
 
 pub mod config;
 pub mod engine;
-pub mod eval;
 pub mod evaluator;
 pub mod lease;
 pub mod lifecycle;

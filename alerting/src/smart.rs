@@ -9,8 +9,8 @@ use callscope_schemas::smart_rules::{Condition, SmartRule, duration_ms};
 use promql_parser::label::METRIC_NAME;
 use promql_parser::parser::Expr;
 
-use crate::eval::{self, LabelSet, Value, WindowStore};
 use crate::lifecycle::{RuleInstances, Timing, Verdict, label_fingerprint};
+use callscope_schemas::promql::eval::{self, LabelSet, Value, WindowStore};
 
 /// A smart rule ready to evaluate, with its per-group state.
 pub struct SmartState {
@@ -79,7 +79,8 @@ impl SmartState {
             _ => rule.promql(),
         };
         let expr = promql_parser::parser::parse(&text).map_err(|e| CompileError(format!("query {text:?}: {e}")))?;
-        crate::rules::check_subset(&expr).map_err(|e| CompileError(format!("query {text:?}: {e}")))?;
+        callscope_schemas::promql::subset::check_subset(&expr)
+            .map_err(|e| CompileError(format!("query {text:?}: {e}")))?;
         let ms = |d: &Option<String>, field: &str| d.as_deref().map_or(Ok(0), |d| duration_ms(field, d));
         let timing = Timing {
             for_ms: ms(&rule.for_, "for").map_err(|e| CompileError(e.message))?,

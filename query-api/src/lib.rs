@@ -7,6 +7,8 @@
 //! * [`series_query`]: the grouped query path over roll-ups and raw samples that every
 //!   time-series answer shares; [`grouped`]: its results grouped by keys and bucket.
 //! * [`custom_metrics`]: CRUD of custom metric definitions; [`derived`]: evaluating them.
+//! * [`prometheus_api`]: the Prometheus HTTP API (`/api/v1/query`, `query_range`, series,
+//!   labels, metadata), for Grafana's Prometheus data source and `promtool`.
 //! * [`prometheus_export`]: business and own metrics in the Prometheus text format.
 //! * [`tracing_health`]: whether tracing works end to end.
 //! * [`trace_dependencies`]: service dependency edges (calls, errors, latency).
@@ -41,6 +43,7 @@ pub mod jaeger;
 pub mod json_rows;
 pub mod metrics_query;
 pub mod otlp_http;
+pub mod prometheus_api;
 pub mod prometheus_export;
 pub mod schema_registry;
 pub mod series_query;
@@ -143,6 +146,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::liveness))
         .route("/metrics", get(health::prometheus_text))
+        .route("/api/v1/query", get(prometheus_api::query).post(prometheus_api::query))
+        .route("/api/v1/query_range", get(prometheus_api::query_range).post(prometheus_api::query_range))
+        .route("/api/v1/series", get(prometheus_api::series_route).post(prometheus_api::series_route))
+        .route("/api/v1/labels", get(prometheus_api::labels).post(prometheus_api::labels))
+        .route("/api/v1/label/{name}/values", get(prometheus_api::label_values))
+        .route("/api/v1/metadata", get(prometheus_api::metadata))
+        .route("/api/v1/status/buildinfo", get(prometheus_api::buildinfo))
         .route("/monitoring/health", get(health::component_health))
         .route("/monitoring/metrics", get(metrics_query::get_series).post(ingest::post_metrics))
         .route("/monitoring/metrics/prometheus", get(prometheus_export::exposition))

@@ -63,11 +63,22 @@ const ROUTES: &[&str] = &[
     "/subjects/{}/versions/{}",
     "/schemas/ids/{}",
     "/schemas/ids/{}/schema",
+    "/api/v1/query",
+    "/api/v1/query_range",
+    "/api/v1/series",
+    "/api/v1/labels",
+    "/api/v1/label/{}/values",
+    "/api/v1/metadata",
+    "/api/v1/status/buildinfo",
 ];
 
 const NAMES: &[&str] = &[
     "name",
     "source",
+    "query",
+    "time",
+    "match[]",
+    "metric",
     "service",
     "start",
     "end",

@@ -20,6 +20,7 @@ pub mod decode;
 pub mod events;
 pub mod json;
 pub mod otlp;
+pub mod promql;
 pub mod rollup;
 pub mod smart_rules;
 pub mod text_formats;

@@ -3,7 +3,6 @@
 //! `promtool` and scraped by a real Prometheus server (Debian package `prometheus`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use callscope_schemas::{Event, Metric, MetricKind};
@@ -35,16 +34,6 @@ fn counter(name: &str, region: &str, t: i64) -> Metric {
         labels: BTreeMap::from([("region".to_string(), region.to_string())]),
         unit: None,
     }
-}
-
-fn tool(name: &str) -> String {
-    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return p.display().to_string();
-        }
-    }
-    panic!("{name} is missing: install the Debian package `prometheus` (apt-get install prometheus), as .ci/run does");
 }
 
 #[test]

@@ -13,6 +13,7 @@ mod custom_metrics;
 mod ingest;
 mod lifecycle;
 mod otlp;
+mod prometheus_api;
 mod python_client;
 mod s3_tier;
 mod tracing;

@@ -308,6 +308,20 @@ impl Http {
         if let Some(b) = body {
             request = request.header("content-type", "application/json").body(b.to_string());
         }
+        self.send(request)
+    }
+
+    pub fn call(&self, method: &str, url: &str, body: Option<&Value>) -> Reply {
+        self.try_call(method, url, body).unwrap_or_else(|| panic!("{method} {url}: no answer"))
+    }
+
+    /// POSTs `body` as `content_type`.
+    pub fn post_raw(&self, url: &str, content_type: &str, body: String) -> Reply {
+        let request = self.client.post(url).header("content-type", content_type).body(body);
+        self.send(request).unwrap_or_else(|| panic!("POST {url}: no answer"))
+    }
+
+    fn send(&self, request: reqwest::RequestBuilder) -> Option<Reply> {
         self.runtime.block_on(async move {
             let r = request.send().await.ok()?;
             let status = r.status().as_u16();
@@ -319,10 +333,6 @@ impl Http {
             let body = r.text().await.ok()?;
             Some(Reply { status, body, headers })
         })
-    }
-
-    pub fn call(&self, method: &str, url: &str, body: Option<&Value>) -> Reply {
-        self.try_call(method, url, body).unwrap_or_else(|| panic!("{method} {url}: no answer"))
     }
 }
 
@@ -567,4 +577,16 @@ pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The path of a Debian-packaged tool (`promtool`, `prometheus`, …); fails saying how to
+/// get it.
+pub fn tool(name: &str) -> String {
+    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p.display().to_string();
+        }
+    }
+    panic!("{name} is missing: install the Debian package `prometheus` (apt-get install prometheus), as .ci/run does");
 }

@@ -14,7 +14,7 @@ use callscope_schemas::events::AlertStatus;
 use serde::{Deserialize, Serialize};
 
 use super::config::{InhibitRule, Route, all_match};
-use crate::eval::LabelSet;
+use callscope_schemas::promql::eval::LabelSet;
 use promql_parser::label::Matcher;
 
 pub use callscope_schemas::alerting_status::RoutedAlert;

@@ -1,4 +1,4 @@
-//! Evaluates callscope's PromQL subset (see [`crate::rules`]) over window partials
+//! Evaluates callscope's PromQL subset (see [`super::subset`]) over window partials
 //! instead of raw samples. The store holds, per series, the partials of the finest window
 //! resolution: closed windows and the open ones as they fill, so a rule sees a breach
 //! before the window closes.
@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use callscope_schemas::rollup::{Partial, SeriesKey, merge_sketch};
+use crate::rollup::{Partial, SeriesKey, merge_sketch};
 use promql_parser::label::{METRIC_NAME, MatchOp};
 use promql_parser::parser::{Expr, LabelModifier, VectorMatchCardinality, VectorSelector};
 use sketches_ddsketch::DDSketch;
@@ -187,6 +187,59 @@ pub fn longest_range_ms(expr: &Expr) -> i64 {
         Expr::Call(c) => c.args.args.iter().map(|a| longest_range_ms(a)).max().unwrap_or(0),
         _ => 0,
     }
+}
+
+/// The shortest range `expr` reads (a range selector's, or the lookback of an instant
+/// selector); `None` for an expression without selectors.
+pub fn shortest_range_ms(expr: &Expr) -> Option<i64> {
+    match expr {
+        Expr::MatrixSelector(m) => Some(i64::try_from(m.range.as_millis()).unwrap_or(i64::MAX)),
+        Expr::VectorSelector(_) => Some(LOOKBACK_MS),
+        Expr::Paren(p) => shortest_range_ms(&p.expr),
+        Expr::Unary(u) => shortest_range_ms(&u.expr),
+        Expr::Aggregate(a) => shortest_range_ms(&a.expr),
+        Expr::Binary(b) => [shortest_range_ms(&b.lhs), shortest_range_ms(&b.rhs)].into_iter().flatten().min(),
+        Expr::Call(c) => c.args.args.iter().filter_map(|a| shortest_range_ms(a)).min(),
+        _ => None,
+    }
+}
+
+/// The metric names `expr` selects; an error names a selector without one (callscope
+/// reads series by name).
+pub fn metric_names(expr: &Expr) -> Result<std::collections::BTreeSet<String>, EvalError> {
+    fn walk(expr: &Expr, out: &mut std::collections::BTreeSet<String>) -> Result<(), EvalError> {
+        match expr {
+            Expr::VectorSelector(vs) => {
+                let name = vs.name.clone().or_else(|| {
+                    vs.matchers
+                        .matchers
+                        .iter()
+                        .find(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal))
+                        .map(|m| m.value.clone())
+                });
+                match name {
+                    Some(n) => {
+                        out.insert(n);
+                        Ok(())
+                    }
+                    None => err(format!("the selector {vs} has no metric name; callscope selects series by name")),
+                }
+            }
+            Expr::MatrixSelector(m) => walk(&Expr::VectorSelector(m.vs.clone()), out),
+            Expr::Paren(p) => walk(&p.expr, out),
+            Expr::Unary(u) => walk(&u.expr, out),
+            Expr::Aggregate(a) => walk(&a.expr, out),
+            Expr::Binary(b) => {
+                walk(&b.lhs, out)?;
+                walk(&b.rhs, out)
+            }
+            Expr::Call(c) => c.args.args.iter().try_for_each(|a| walk(a, out)),
+            _ => Ok(()),
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(expr, &mut out)?;
+    Ok(out)
 }
 
 struct Evaluator<'a> {

@@ -1,5 +1,5 @@
 use super::*;
-use callscope_schemas::MetricKind;
+use crate::MetricKind;
 use promql_parser::parser;
 
 const R: i64 = 10_000;

@@ -1,0 +1,259 @@
+//! PromQL over the stored data: the roll-up partials of one resolution (closed windows)
+//! and the raw samples after them are loaded into a [`WindowStore`] and the expression is
+//! evaluated at every step by the same code the alert rules run
+//! ([`callscope_schemas::promql::eval`]).
+//!
+//! The resolution is the coarsest roll-up resolution no longer than the step nor than the
+//! shortest range the expression reads (an instant selector reads the 5-minute lookback):
+//! `rate(x[5m])` every minute reads 1-minute windows, every hour over a week as well. With
+//! no roll-ups (aggregation off) raw samples fill 10-second windows.
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
+use callscope_schemas::MetricKind;
+use callscope_schemas::promql::eval::{
+    self, LabelSet, Value, WindowStore, longest_range_ms, metric_names, shortest_range_ms,
+};
+use callscope_schemas::promql::subset::check_subset;
+use callscope_schemas::rollup::{ROLLUP_TABLE, SeriesKey, decode_sketch, resolution_label};
+use datafusion::prelude::{Expr as DfExpr, cast, col, lit};
+use promql_parser::parser::Expr;
+
+use super::PromError;
+use crate::AppState;
+use crate::series_query::date_of;
+
+/// Most points a series may have in one answer (Prometheus' limit).
+pub const MAX_POINTS: i64 = 11_000;
+/// Windows of raw samples when the workers write no roll-ups.
+const RAW_RESOLUTION_MS: i64 = 10_000;
+
+/// What an evaluation gives: a scalar per step, or series of points.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Scalar(Vec<(i64, f64)>),
+    Series(BTreeMap<LabelSet, Vec<(i64, f64)>>),
+}
+
+/// Parses `query` and checks it is in the subset.
+pub fn parse(query: &str) -> Result<Expr, PromError> {
+    let expr =
+        promql_parser::parser::parse(query).map_err(|e| PromError::bad_data(format!("invalid expression: {e}")))?;
+    check_subset(&expr).map_err(|e| PromError::bad_data(e.to_string()))?;
+    Ok(expr)
+}
+
+/// Evaluates `expr` at `start`, `start + step`, … up to `end` (unix ms).
+pub async fn evaluate(state: &AppState, expr: &Expr, start: i64, end: i64, step: i64) -> Result<Answer, PromError> {
+    if step <= 0 {
+        return Err(PromError::bad_data(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if end < start {
+        return Err(PromError::bad_data("end timestamp must not be before start time"));
+    }
+    if (end - start) / step + 1 > MAX_POINTS {
+        return Err(PromError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let names: Vec<String> = metric_names(expr).map_err(|e| PromError::bad_data(e.0))?.into_iter().collect();
+    let shortest = shortest_range_ms(expr).unwrap_or(eval::LOOKBACK_MS);
+    let r = state
+        .resolutions_ms
+        .iter()
+        .copied()
+        .filter(|r| *r <= step.max(state.resolutions_ms.iter().copied().min().unwrap_or(0)) && *r <= shortest)
+        .max()
+        .or_else(|| state.resolutions_ms.iter().copied().min());
+    let from = start - longest_range_ms(expr) - r.unwrap_or(RAW_RESOLUTION_MS);
+    let mut store = WindowStore::new(r.unwrap_or(RAW_RESOLUTION_MS), i64::MAX / 4);
+    if !names.is_empty() {
+        let reach = match r {
+            Some(r) => load_rollups(state, &mut store, &names, r, from, end).await?,
+            None => HashMap::new(),
+        };
+        load_raw(state, &mut store, &names, &reach, from, end).await?;
+    }
+    let mut scalar = Vec::new();
+    let mut series: BTreeMap<LabelSet, Vec<(i64, f64)>> = BTreeMap::new();
+    let mut t = start;
+    while t <= end {
+        match eval::evaluate(&store, expr, t).map_err(|e| PromError::execution(e.0))? {
+            Value::Scalar(v) => scalar.push((t, v)),
+            Value::Vector(samples) => {
+                for s in samples {
+                    series.entry(s.labels).or_default().push((t, s.value));
+                }
+            }
+        }
+        t += step;
+    }
+    Ok(if scalar.is_empty() || !series.is_empty() { Answer::Series(series) } else { Answer::Scalar(scalar) })
+}
+
+fn strings(names: &[String]) -> Vec<DfExpr> {
+    names.iter().map(|n| lit(n.clone())).collect()
+}
+
+fn text<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a arrow::array::StringArray, PromError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| PromError::internal(format!("column {name}")))
+}
+
+fn labels_of(key: &str) -> BTreeMap<String, String> {
+    serde_json::from_str(key).unwrap_or_default()
+}
+
+/// Loads the roll-ups of resolution `r` with windows in `[from, to]`; returns, per Kafka
+/// partition, where its closed windows end (its raw samples answer after that: samples can
+/// arrive long after their time, so no age makes a window closed that no roll-up shows).
+async fn load_rollups(
+    state: &AppState,
+    store: &mut WindowStore,
+    names: &[String],
+    r: i64,
+    from: i64,
+    to: i64,
+) -> Result<HashMap<i32, i64>, PromError> {
+    let filter = col("name")
+        .in_list(strings(names), false)
+        .and(col("resolution").eq(lit(resolution_label(r))))
+        .and(col("resolution_ms").eq(lit(r)))
+        .and(col("window_start_ms").gt_eq(lit(from.div_euclid(r) * r)))
+        .and(col("window_start_ms").lt_eq(lit(to)))
+        .and(col("date").gt_eq(lit(date_of(from))))
+        .and(col("date").lt_eq(lit(date_of(to))));
+    let utf8 = |c: &str| cast(col(c), DataType::Utf8).alias(c);
+    let df = state.engine.session().table(ROLLUP_TABLE).await?.filter(filter)?.select(vec![
+        utf8("name"),
+        utf8("service"),
+        utf8("labels_key"),
+        utf8("kind"),
+        utf8("unit"),
+        col("window_start_ms"),
+        col("count"),
+        col("sum"),
+        col("min"),
+        col("max"),
+        col("last"),
+        col("last_time_ms"),
+        col("sketch"),
+        col("kafka_partition"),
+    ])?;
+    let batches = df.collect().await?;
+    let mut reach: HashMap<i32, i64> = HashMap::new();
+    for batch in &batches {
+        let starts = batch.column(5).as_primitive::<Int64Type>();
+        let partitions = batch.column(13).as_primitive::<Int32Type>();
+        for i in 0..batch.num_rows() {
+            let end = starts.value(i) + r;
+            let slot = reach.entry(partitions.value(i)).or_insert(end);
+            *slot = (*slot).max(end);
+        }
+    }
+    let mut keys: HashMap<(String, String, String), SeriesKey> = HashMap::new();
+    for batch in &batches {
+        let (name, service, labels, kind, unit) = (
+            text(batch, "name")?,
+            text(batch, "service")?,
+            text(batch, "labels_key")?,
+            text(batch, "kind")?,
+            text(batch, "unit")?,
+        );
+        let i64s = |i: usize| batch.column(i).as_primitive::<Int64Type>();
+        let f64s = |i: usize| batch.column(i).as_primitive::<Float64Type>();
+        let (starts, counts, last_times) = (i64s(5), i64s(6), i64s(11));
+        let (sums, mins, maxs, lasts) = (f64s(7), f64s(8), f64s(9), f64s(10));
+        let sketches = batch.column(12).as_binary::<i32>();
+        for i in 0..batch.num_rows() {
+            let id = (name.value(i).to_string(), service.value(i).to_string(), labels.value(i).to_string());
+            let key = keys.entry(id).or_insert_with(|| SeriesKey {
+                name: name.value(i).to_string(),
+                service: service.value(i).to_string(),
+                labels: labels_of(labels.value(i)),
+                kind: MetricKind::parse(kind.value(i)).unwrap_or(MetricKind::Gauge),
+                unit: (!unit.is_null(i)).then(|| unit.value(i).to_string()),
+            });
+            let mut partial = callscope_schemas::rollup::Partial::empty(key.kind);
+            partial.count = counts.value(i).max(0) as u64;
+            partial.sum = sums.value(i);
+            partial.min = mins.value(i);
+            partial.max = maxs.value(i);
+            partial.last = lasts.value(i);
+            partial.last_time_ms = last_times.value(i);
+            partial.sketch = if sketches.is_null(i) {
+                None
+            } else {
+                Some(Box::new(decode_sketch(sketches.value(i)).map_err(|e| PromError::internal(e.to_string()))?))
+            };
+            store.correct(key, starts.value(i), &partial);
+        }
+    }
+    Ok(reach)
+}
+
+/// Adds the raw samples of `names` in `[from, to]` that no roll-up of their partition holds
+/// (`reach`: where each partition's closed windows end).
+async fn load_raw(
+    state: &AppState,
+    store: &mut WindowStore,
+    names: &[String],
+    reach: &HashMap<i32, i64>,
+    from: i64,
+    to: i64,
+) -> Result<(), PromError> {
+    // Each partition from where its roll-ups end; partitions without roll-ups from `from`.
+    // Data files hold one partition each, so their statistics skip the others' files.
+    let known: Vec<DfExpr> = reach.keys().map(|p| lit(*p)).collect();
+    let mut unrolled = if known.is_empty() { lit(true) } else { col("kafka_partition").in_list(known, true) };
+    for (p, end) in reach {
+        unrolled = unrolled.or(col("kafka_partition").eq(lit(*p)).and(col("timestamp_ms").gt_eq(lit(*end))));
+    }
+    let filter = col("name")
+        .in_list(strings(names), false)
+        .and(unrolled)
+        .and(col("timestamp_ms").gt_eq(lit(from)))
+        .and(col("timestamp_ms").lt_eq(lit(to)))
+        .and(col("date").gt_eq(lit(date_of(from))))
+        .and(col("date").lt_eq(lit(date_of(to))));
+    let utf8 = |c: &str| cast(col(c), DataType::Utf8).alias(c);
+    let df = state.engine.session().table("metrics").await?.filter(filter)?.select(vec![
+        utf8("name"),
+        utf8("service"),
+        utf8("labels_key"),
+        utf8("kind"),
+        utf8("unit"),
+        col("value"),
+        col("timestamp_ms"),
+    ])?;
+    let mut keys: HashMap<(String, String, String), SeriesKey> = HashMap::new();
+    for batch in df.collect().await? {
+        let (name, service, labels, kind, unit) = (
+            text(&batch, "name")?,
+            text(&batch, "service")?,
+            text(&batch, "labels_key")?,
+            text(&batch, "kind")?,
+            text(&batch, "unit")?,
+        );
+        let values = batch.column(5).as_primitive::<Float64Type>();
+        let times = batch.column(6).as_primitive::<Int64Type>();
+        for i in 0..batch.num_rows() {
+            let id = (name.value(i).to_string(), service.value(i).to_string(), labels.value(i).to_string());
+            let key = keys.entry(id).or_insert_with(|| SeriesKey {
+                name: name.value(i).to_string(),
+                service: service.value(i).to_string(),
+                labels: labels_of(labels.value(i)),
+                kind: MetricKind::parse(kind.value(i)).unwrap_or(MetricKind::Gauge),
+                unit: (!unit.is_null(i)).then(|| unit.value(i).to_string()),
+            });
+            store.add_sample(key, values.value(i), times.value(i));
+        }
+    }
+    Ok(())
+}
