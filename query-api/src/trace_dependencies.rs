@@ -17,20 +17,22 @@
 
 use std::collections::BTreeMap;
 
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Float64Type};
 use axum::Json;
 use axum::extract::State;
-use callscope_schemas::rollup::{ROLLUP_TABLE, resolution_label};
+use callscope_schemas::rollup::{ROLLUP_TABLE, decode_sketch, merge_sketch, resolution_label};
 use datafusion::common::JoinType;
 use datafusion::functions_aggregate::expr_fn::{approx_percentile_cont, count, sum};
 use datafusion::logical_expr::case;
-use datafusion::prelude::{Expr, col, lit};
+use datafusion::prelude::{cast, col, lit};
 use serde::Serialize;
 use serde_json::{Value, json};
+use sketches_ddsketch::DDSketch;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiPath, ApiQuery};
-use crate::grouped::{Grouped, collect_quantiles, collect_values};
 use crate::json_rows::column_values;
 use crate::series_query::date_of;
 use crate::time_params::parse_time;
@@ -105,52 +107,65 @@ fn edge_resolution(resolutions_ms: &[i64], span_ms: i64) -> Option<i64> {
 }
 
 async fn edges_from_rollups(state: &AppState, r: i64, from_ms: i64, to_ms: i64) -> ApiResult<Vec<Edge>> {
-    let filter = |names: &[&str]| -> Expr {
-        col("name")
-            .in_list(names.iter().map(|n| lit(*n)).collect(), false)
-            .and(col("resolution").eq(lit(resolution_label(r))))
-            .and(col("resolution_ms").eq(lit(r)))
-            .and(col("window_start_ms").gt_eq(lit(from_ms.div_euclid(r) * r)))
-            .and(col("window_start_ms").lt(lit(to_ms)))
-            .and(col("date").gt_eq(lit(date_of(from_ms))))
-            .and(col("date").lt_eq(lit(date_of(to_ms))))
-    };
-    let session = state.engine.session();
-    let table = session.table(ROLLUP_TABLE).await?;
-    // Calls and failures per (metric, edge), then the callee latency sketches merged per
-    // edge; the bucket is the whole range.
-    let mut counts = Grouped::new();
-    let df = table.clone().filter(filter(&[EDGE_REQUESTS, EDGE_FAILED]))?.aggregate(
-        vec![col("name").alias("g0"), col("labels_key").alias("g1"), lit(0i64).alias("bucket")],
-        vec![sum(col("sum")).alias("value")],
-    )?;
-    collect_values(df, 2, &mut counts).await?;
-    let mut quantiles: Vec<Grouped> = Vec::new();
-    for q in [0.5, 0.95] {
-        let mut out = Grouped::new();
-        let df = table.clone().filter(filter(&[EDGE_SERVER_SECONDS]))?.select(vec![
-            col("labels_key").alias("g0"),
-            lit(0i64).alias("bucket"),
-            col("sketch"),
-        ])?;
-        collect_quantiles(df, 1, q, &mut out).await?;
-        quantiles.push(out);
+    let names = [EDGE_REQUESTS, EDGE_FAILED, EDGE_SERVER_SECONDS];
+    let filter = col("name")
+        .in_list(names.iter().map(|n| lit(*n)).collect(), false)
+        .and(col("resolution").eq(lit(resolution_label(r))))
+        .and(col("resolution_ms").eq(lit(r)))
+        .and(col("window_start_ms").gt_eq(lit(from_ms.div_euclid(r) * r)))
+        .and(col("window_start_ms").lt(lit(to_ms)))
+        .and(col("date").gt_eq(lit(date_of(from_ms))))
+        .and(col("date").lt_eq(lit(date_of(to_ms))));
+    // One scan: a few rows per edge and window, summed (calls, failures) and merged (the
+    // callee latency sketches) per edge here.
+    let utf8 = |c: &str| cast(col(c), DataType::Utf8).alias(c);
+    let df = state.engine.session().table(ROLLUP_TABLE).await?.filter(filter)?.select(vec![
+        utf8("name"),
+        utf8("labels_key"),
+        col("sum"),
+        col("sketch"),
+    ])?;
+    #[derive(Default)]
+    struct Acc {
+        calls: f64,
+        errors: f64,
+        sketch: Option<DDSketch>,
     }
-    let value = |g: &Grouped, key: Vec<String>| g.get(&key).and_then(|p| p.get(&0)).copied();
+    let mut by_key: BTreeMap<String, Acc> = BTreeMap::new();
+    for batch in df.collect().await? {
+        let (name, key) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
+        let sums = batch.column(2).as_primitive::<Float64Type>();
+        let sketches = batch.column(3).as_binary::<i32>();
+        for i in 0..batch.num_rows() {
+            let acc = by_key.entry(key.value(i).to_string()).or_default();
+            match name.value(i) {
+                EDGE_REQUESTS => acc.calls += sums.value(i),
+                EDGE_FAILED => acc.errors += sums.value(i),
+                _ if !sketches.is_null(i) => {
+                    let sketch = decode_sketch(sketches.value(i)).map_err(|e| ApiError::internal(e.to_string()))?;
+                    match &mut acc.sketch {
+                        Some(into) => merge_sketch(into, &sketch).map_err(|e| ApiError::internal(e.to_string()))?,
+                        None => acc.sketch = Some(sketch),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
     let mut by_edge: BTreeMap<(String, String), Edge> = BTreeMap::new();
-    for (key, _) in counts.iter().filter(|(k, _)| k[0] == EDGE_REQUESTS) {
-        let labels: BTreeMap<String, String> = serde_json::from_str(&key[1]).unwrap_or_default();
+    for (key, acc) in by_key.into_iter().filter(|(_, a)| a.calls > 0.0) {
+        let labels: BTreeMap<String, String> = serde_json::from_str(&key).unwrap_or_default();
         let (Some(client), Some(server)) = (labels.get("client"), labels.get("server")) else { continue };
-        let seconds = |i: usize| value(&quantiles[i], vec![key[1].clone()]).unwrap_or(0.0) * 1e6;
+        let quantile = |q: f64| acc.sketch.as_ref().and_then(|s| s.quantile(q).ok().flatten()).unwrap_or(0.0) * 1e6;
         by_edge.insert(
             (client.clone(), server.clone()),
             Edge {
                 parent: client.clone(),
                 child: server.clone(),
-                calls: value(&counts, key.clone()).unwrap_or(0.0).round() as i64,
-                errors: value(&counts, vec![EDGE_FAILED.to_string(), key[1].clone()]).unwrap_or(0.0).round() as i64,
-                p50_us: seconds(0),
-                p95_us: seconds(1),
+                calls: acc.calls.round() as i64,
+                errors: acc.errors.round() as i64,
+                p50_us: quantile(0.5),
+                p95_us: quantile(0.95),
             },
         );
     }
