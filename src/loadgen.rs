@@ -13,6 +13,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
+mod platform;
+
 use crate::cli::EncodingArg;
 use crate::event_sink::EventSink;
 
@@ -28,6 +30,8 @@ pub struct CallSimulator {
     rng: StdRng,
     calls: u64,
     open_alert: Option<(Alert, u64)>,
+    /// The second of the last host and security samples.
+    last_second: i64,
 }
 
 fn hex(rng: &mut StdRng, bytes: usize) -> String {
@@ -72,7 +76,7 @@ const MODELS: [&str; 2] = ["dialogue-large", "dialogue-fast"];
 
 impl CallSimulator {
     pub fn new(seed: u64) -> CallSimulator {
-        CallSimulator { rng: StdRng::seed_from_u64(seed), calls: 0, open_alert: None }
+        CallSimulator { rng: StdRng::seed_from_u64(seed), calls: 0, open_alert: None, last_second: i64::MIN }
     }
 
     /// The events of one simulated call ending now.
@@ -235,6 +239,15 @@ impl CallSimulator {
                 &[("region", region)],
                 None,
             ));
+            events.push(metric(
+                "blocked_calls_total",
+                MetricKind::Counter,
+                1.0,
+                t,
+                "spam-detector",
+                &[("reason", "spam"), ("region", region)],
+                None,
+            ));
         } else {
             events.push(metric(
                 "asr_latency_ms",
@@ -263,6 +276,19 @@ impl CallSimulator {
                 &[("model", model)],
                 Some("ratio"),
             ));
+            // The engine falls back to a scripted answer when it fails or is unsure.
+            let fallback = if ai_failed { Some("error") } else { (confidence < 0.8).then_some("low_confidence") };
+            if let Some(reason) = fallback {
+                events.push(metric(
+                    "ai_fallbacks_total",
+                    MetricKind::Counter,
+                    1.0,
+                    t,
+                    "ai-engine",
+                    &[("model", model), ("reason", reason)],
+                    None,
+                ));
+            }
             if ai_failed {
                 events.push(metric(
                     "ai_errors_total",
@@ -274,6 +300,31 @@ impl CallSimulator {
                     None,
                 ));
             } else {
+                // One answered call in ten is graded by a reviewer; one in eight is handed
+                // to a human agent (not resolved by the AI).
+                if rng.random::<f64>() < 0.1 {
+                    let correct = rng.random::<f64>() < if confidence > 0.8 { 0.94 } else { 0.7 };
+                    events.push(metric(
+                        "ai_answers_graded_total",
+                        MetricKind::Counter,
+                        1.0,
+                        t,
+                        "ai-engine",
+                        &[("model", model), ("grade", if correct { "correct" } else { "incorrect" })],
+                        None,
+                    ));
+                }
+                if rng.random::<f64>() < 0.125 {
+                    events.push(metric(
+                        "calls_transferred_total",
+                        MetricKind::Counter,
+                        1.0,
+                        t,
+                        "call-gateway",
+                        &[("region", region)],
+                        None,
+                    ));
+                }
                 events.push(metric(
                     "tts_latency_ms",
                     MetricKind::Histogram,
@@ -348,11 +399,17 @@ impl CallSimulator {
         events
     }
 
-    /// Gauges sampled once per tick and the occasional alert.
-    /// The metrics and alerts a tick of `active_calls` concurrent calls adds.
+    /// The metrics and alerts a tick of `active_calls` concurrent calls adds: gauges
+    /// sampled every tick, host, database, cache and security samples once a second (load
+    /// relative to 1 000 concurrent calls), and the occasional alert.
     pub fn tick_events(&mut self, now_ms: i64, active_calls: f64) -> Vec<Event> {
         let rng = &mut self.rng;
-        let mut events = vec![
+        let mut events = Vec::new();
+        if now_ms.div_euclid(1000) != self.last_second {
+            self.last_second = now_ms.div_euclid(1000);
+            events.extend(platform::second_events(rng, now_ms, active_calls / 1000.0));
+        }
+        events.extend([
             metric("active_calls", MetricKind::Gauge, active_calls, now_ms, "call-gateway", &[], None),
             metric(
                 "call_queue_length",
@@ -363,7 +420,7 @@ impl CallSimulator {
                 &[],
                 None,
             ),
-        ];
+        ]);
         match self.open_alert.take() {
             Some((mut alert, until)) if self.calls >= until => {
                 alert.status = AlertStatus::Resolved;

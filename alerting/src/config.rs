@@ -14,12 +14,12 @@ use crate::{AlertingError, Result};
 
 /// The phone platform's default rules, enabled unless turned off.
 pub const DEFAULT_RULES: &str = include_str!("../rules/phone-platform.yaml");
-/// Its default smart rules (a stored smart rule with the same id replaces one).
-pub const DEFAULT_SMART_RULES: &str = include_str!("../rules/phone-platform-smart.json");
-
-/// The default smart rules.
+/// The default smart rules, the built-in ones of
+/// [`callscope_schemas::smart_rules::builtin_smart_rules`] (a stored smart rule with the same
+/// id replaces one).
 pub fn default_smart_rules() -> Result<Vec<callscope_schemas::smart_rules::SmartRule>> {
-    serde_json::from_str(DEFAULT_SMART_RULES).map_err(|e| AlertingError::Config(format!("default smart rules: {e}")))
+    callscope_schemas::smart_rules::builtin_smart_rules()
+        .map_err(|e| AlertingError::Config(format!("default smart rules: {e}")))
 }
 
 #[derive(Debug, Clone)]

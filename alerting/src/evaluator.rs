@@ -386,9 +386,8 @@ impl Evaluator {
                 return;
             }
         };
-        let mut rules = if self.config.default_rules { default_smart_rules().unwrap_or_default() } else { Vec::new() };
-        rules.retain(|d| !stored.iter().any(|s| s.id == d.id));
-        rules.extend(stored);
+        let builtins = if self.config.default_rules { default_smart_rules().unwrap_or_default() } else { Vec::new() };
+        let rules = callscope_schemas::smart_rules::merge_with_builtin_rules(builtins, stored);
         let fingerprint = serde_json::to_string(&rules).unwrap_or_default();
         if fingerprint == self.smart_version {
             return;

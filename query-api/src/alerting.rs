@@ -63,6 +63,12 @@ async fn status(state: &AppState) -> ApiResult<Published> {
     }
 }
 
+/// The evaluator's published status and whether it is stale (older than 30 s, or none
+/// published yet).
+pub async fn published_status(state: &AppState) -> ApiResult<(AlertingStatus, bool)> {
+    status(state).await.map(|p| (p.status, p.stale))
+}
+
 /// The rules in the published status (empty when none is published).
 pub async fn published_rules(state: &AppState) -> Vec<RuleStatus> {
     status(state).await.map(|p| p.status.rules).unwrap_or_default()

@@ -11,6 +11,9 @@ pub enum ApiError {
     BadRequest { message: String, field: Option<String> },
     #[error("{0}")]
     NotFound(String),
+    /// The caller's roles do not allow it.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Conflict(String),
     /// The request is well-formed but cannot be answered as asked (a query that divides by
@@ -42,6 +45,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

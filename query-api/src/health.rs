@@ -96,6 +96,11 @@ pub async fn liveness(State(state): State<AppState>) -> Json<Value> {
 }
 
 pub async fn component_health(State(state): State<AppState>) -> Json<Value> {
+    Json(component_report(&state).await)
+}
+
+/// Kafka, the hot tier and the workers' heartbeats; `status` is `ok` or `degraded`.
+pub async fn component_report(state: &AppState) -> Value {
     let kafka = match state.kafka_probe.clone() {
         Some(probe) => tokio::task::spawn_blocking(move || probe.probe(Duration::from_secs(2)))
             .await
@@ -138,7 +143,7 @@ pub async fn component_health(State(state): State<AppState>) -> Json<Value> {
     let kafka_ok = kafka["connected"].as_bool().unwrap_or(false);
     let storage_ok = storage["reachable"].as_bool().unwrap_or(false);
     let status = if kafka_ok && storage_ok && workers_ok && stopped.is_empty() { "ok" } else { "degraded" };
-    Json(json!({
+    json!({
         "status": status,
         "kafka": kafka,
         "storage": storage,
@@ -146,7 +151,7 @@ pub async fn component_health(State(state): State<AppState>) -> Json<Value> {
         "workers_by_state": by_state,
         "stopped_partitions": stopped,
         "uptime_s": state.started.elapsed().as_secs(),
-    }))
+    })
 }
 
 /// The process's Prometheus metrics (text exposition format 0.0.4).

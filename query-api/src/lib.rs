@@ -32,10 +32,12 @@
 
 pub mod alerting;
 pub mod custom_metrics;
+pub mod dashboards;
 pub mod derived;
 pub mod engine;
 pub mod error;
 pub mod extract;
+pub mod grafana_json;
 pub mod grouped;
 pub mod health;
 pub mod ingest;
@@ -47,6 +49,7 @@ pub mod prometheus_api;
 pub mod prometheus_export;
 pub mod schema_registry;
 pub mod series_query;
+pub mod service_health;
 pub mod smart_rules;
 pub mod sql;
 pub mod storage;
@@ -56,6 +59,7 @@ pub mod trace_dependencies;
 pub mod trace_search;
 pub mod traces;
 pub mod tracing_health;
+pub mod viewer;
 
 #[cfg(test)]
 mod route_tests;
@@ -123,6 +127,8 @@ pub struct AppState {
     /// Windows that ended longer ago than this are closed (allowed lateness + idle
     /// timeout + flush slack): queries read them from roll-ups even when no row exists.
     pub rollups_settled_after_ms: i64,
+    /// Who a request that names no user nor roles acts as (dashboard access).
+    pub anonymous: callscope_schemas::dashboards::Caller,
 }
 
 impl AppState {
@@ -144,6 +150,8 @@ async fn time_limit(State(limit): State<Duration>, request: Request, next: Next)
 pub fn router(state: AppState) -> Router {
     let limit = state.sql_limits.timeout;
     Router::new()
+        .route("/", get(viewer::index))
+        .route("/ui/{file}", get(viewer::file))
         .route("/health", get(health::liveness))
         .route("/metrics", get(health::prometheus_text))
         .route("/api/v1/query", get(prometheus_api::query).post(prometheus_api::query))
@@ -153,7 +161,28 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/label/{name}/values", get(prometheus_api::label_values))
         .route("/api/v1/metadata", get(prometheus_api::metadata))
         .route("/api/v1/status/buildinfo", get(prometheus_api::buildinfo))
+        .route("/grafana/json", get(grafana_json::test_connection))
+        .route("/grafana/json/", get(grafana_json::test_connection))
+        .route("/grafana/json/metrics", post(grafana_json::metrics))
+        .route("/grafana/json/metric-payload-options", post(grafana_json::metric_payload_options))
+        .route("/grafana/json/query", post(grafana_json::query))
+        .route("/grafana/json/variable", post(grafana_json::variable))
+        .route("/grafana/json/tag-keys", post(grafana_json::tag_keys))
+        .route("/grafana/json/tag-values", post(grafana_json::tag_values))
+        .route("/grafana/infinity/query", get(grafana_json::infinity::query))
+        .route("/grafana/infinity/sql", get(grafana_json::infinity::sql).post(grafana_json::infinity::sql))
+        .route("/monitoring/dashboards", get(dashboards::list).post(dashboards::create))
+        .route("/monitoring/dashboards/export", get(dashboards::export))
+        .route("/monitoring/dashboards/import", post(dashboards::import))
+        .route("/monitoring/dashboards/grafana/templates", get(dashboards::grafana_templates))
+        .route("/monitoring/dashboards/grafana/deploy", post(dashboards::grafana_deploy))
+        .route("/monitoring/dashboards/{id}", get(dashboards::get).put(dashboards::replace).delete(dashboards::delete))
+        .route("/monitoring/dashboards/{id}/versions", get(dashboards::versions))
+        .route("/monitoring/dashboards/{id}/versions/{version}", get(dashboards::version))
         .route("/monitoring/health", get(health::component_health))
+        .route("/monitoring/health/comprehensive", get(service_health::comprehensive))
+        .route("/monitoring/health/{service}", get(service_health::service))
+        .route("/monitoring/services", get(service_health::services))
         .route("/monitoring/metrics", get(metrics_query::get_series).post(ingest::post_metrics))
         .route("/monitoring/metrics/prometheus", get(prometheus_export::exposition))
         .route("/monitoring/metrics/custom", get(custom_metrics::list).post(custom_metrics::create))

@@ -62,6 +62,18 @@ impl From<datafusion::error::DataFusionError> for PromError {
     }
 }
 
+impl From<PromError> for crate::error::ApiError {
+    fn from(e: PromError) -> crate::error::ApiError {
+        use crate::error::ApiError;
+        match e.status {
+            StatusCode::BAD_REQUEST => ApiError::bad_request(e.message),
+            StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(e.message),
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(e.message),
+            _ => ApiError::Internal(e.message),
+        }
+    }
+}
+
 impl IntoResponse for PromError {
     fn into_response(self) -> Response {
         (self.status, Json(json!({"status": "error", "errorType": self.kind, "error": self.message}))).into_response()
@@ -86,6 +98,11 @@ impl Params {
         if form {
             pairs.extend(url::form_urlencoded::parse(body).into_owned());
         }
+        Params(pairs)
+    }
+
+    /// Parameters given as name/value pairs (`match[]` may repeat).
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Params {
         Params(pairs)
     }
 
@@ -137,7 +154,7 @@ fn seconds(ms: i64) -> Value {
     json!(ms as f64 / 1000.0)
 }
 
-fn labels_json(labels: &callscope_schemas::promql::eval::LabelSet) -> Value {
+pub fn labels_json(labels: &callscope_schemas::promql::eval::LabelSet) -> Value {
     Value::Object(labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
 }
 

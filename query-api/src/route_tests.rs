@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use callscope_storage::{Tier, Tiers};
 use proptest::prelude::*;
+use serde_json::json;
 use tower::ServiceExt;
 
 use crate::engine::EngineOptions;
@@ -16,9 +17,20 @@ use crate::{AppState, QueryEngine, SqlLimits, router};
 
 /// Every GET route, path parameters as `{}` (filled with generated values).
 const ROUTES: &[&str] = &[
+    "/",
+    "/ui/{}",
     "/health",
     "/metrics",
     "/monitoring/health",
+    "/monitoring/health/comprehensive",
+    "/monitoring/health/{}",
+    "/monitoring/services",
+    "/monitoring/dashboards",
+    "/monitoring/dashboards/export",
+    "/monitoring/dashboards/grafana/templates",
+    "/monitoring/dashboards/{}",
+    "/monitoring/dashboards/{}/versions",
+    "/monitoring/dashboards/{}/versions/{}",
     "/monitoring/metrics",
     "/monitoring/metrics/prometheus",
     "/monitoring/metrics/custom",
@@ -70,6 +82,9 @@ const ROUTES: &[&str] = &[
     "/api/v1/label/{}/values",
     "/api/v1/metadata",
     "/api/v1/status/buildinfo",
+    "/grafana/json",
+    "/grafana/infinity/query",
+    "/grafana/infinity/sql",
 ];
 
 const NAMES: &[&str] = &[
@@ -88,6 +103,10 @@ const NAMES: &[&str] = &[
     "label.region",
     "from",
     "to",
+    "sql",
+    "down_after",
+    "overwrite",
+    "p95_slo_ms",
     "alertname",
     "status",
     "limit",
@@ -215,6 +234,10 @@ pub(crate) fn test_state(tiers: Tiers, settled_after_ms: i64) -> AppState {
         started: Instant::now(),
         resolutions_ms: vec![10_000, 60_000],
         rollups_settled_after_ms: settled_after_ms,
+        anonymous: callscope_schemas::dashboards::Caller {
+            user: String::new(),
+            roles: vec!["viewer".into(), "editor".into()],
+        },
     }
 }
 
@@ -306,6 +329,8 @@ fn every_nasty_value_of_every_parameter_is_answered_without_a_5xx() {
         ("/monitoring/alerts/history", &["from", "to", "limit", "alertname", "status"]),
         ("/monitoring/alerts/failures", &["limit"]),
         ("/monitoring/alerts/smart/r1/insights", &["window"]),
+        ("/grafana/infinity/query", &["query", "from", "to", "step"]),
+        ("/monitoring/services", &["window", "down_after", "p95_slo_ms"]),
     ];
     let api = api();
     for (route, names) in READERS {
@@ -313,6 +338,41 @@ fn every_nasty_value_of_every_parameter_is_answered_without_a_5xx() {
             for value in NASTY {
                 check(&api, route, "", &[(name.to_string(), value.to_string())]);
             }
+        }
+    }
+}
+
+/// Grafana's JSON data source posts bodies: every nasty value in every field of them is
+/// a 4xx naming the problem or an answer, never a 5xx.
+#[test]
+fn json_datasource_bodies_are_answered_without_a_5xx() {
+    let api = api();
+    let routes = ["metrics", "metric-payload-options", "query", "variable", "tag-keys", "tag-values"];
+    let mut bodies: Vec<String> =
+        vec![String::new(), "{}".into(), "[]".into(), "nul".into(), "{\"targets\": 1}".into()];
+    for value in NASTY {
+        let v = serde_json::Value::String(value.to_string());
+        bodies.push(
+            json!({"range": {"from": v, "to": "now"}, "targets": [{"target": "promql", "payload": {"expr": v}}]})
+                .to_string(),
+        );
+        bodies.push(
+            json!({"range": {"from": "now-1h", "to": v}, "intervalMs": 1, "maxDataPoints": -1,
+                           "targets": [{"target": v, "payload": {"function": v, "by": [v], "aggregation": v}}]})
+            .to_string(),
+        );
+        bodies.push(json!({"targets": [{"target": "sql", "payload": {"sql": v}}], "filters": [{"key": v, "operator": "=~", "value": v}]}).to_string());
+        bodies.push(
+            json!({"payload": {"target": format!("label_values({value})")}, "metric": v, "name": v, "key": v})
+                .to_string(),
+        );
+        bodies.push(json!({"payload": {"target": format!("metrics({value})")}}).to_string());
+    }
+    for route in routes {
+        for body in &bodies {
+            let uri = format!("/grafana/json/{route}");
+            let (status, reply) = api.runtime.block_on(call(&api.router, "POST", &uri, Some(body)));
+            assert!(!status.is_server_error(), "POST {uri} {body}: {status} {}", String::from_utf8_lossy(&reply));
         }
     }
 }

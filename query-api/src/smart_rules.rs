@@ -1,6 +1,7 @@
 //! `/monitoring/alerts/smart`: create, read, replace and delete smart rules (validated,
 //! 400 naming the field; stored in the hot tier; running evaluators load changes within
-//! 2 s), and `/monitoring/alerts/smart/{id}/insights`: how often the rule fired, how long
+//! 2 s). The built-in rules are listed with `"builtin": true`; a PUT replaces one with a
+//! stored copy and a DELETE of that copy restores it. And `/monitoring/alerts/smart/{id}/insights`: how often the rule fired, how long
 //! its alerts took to resolve, flapping, a noise estimate, the alerts that fire with it,
 //! and its current state.
 
@@ -12,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use callscope_schemas::alerting_status::{RuleKind, RuleStatus};
-use callscope_schemas::smart_rules::SmartRule;
+use callscope_schemas::smart_rules::{SmartRule, builtin_smart_rules, merge_with_builtin_rules};
 use callscope_storage::SmartRuleStore;
 use datafusion::prelude::{col, lit};
 use serde::Deserialize;
@@ -50,14 +51,32 @@ fn with_state(published: &[RuleStatus], rule: &SmartRule) -> Value {
     v
 }
 
+fn builtins() -> ApiResult<Vec<SmartRule>> {
+    builtin_smart_rules().map_err(|e| ApiError::internal(format!("the built-in smart rules do not parse: {e}")))
+}
+
+/// Every rule that can fire: the built-in ones (`"builtin": true`) unless a stored rule of
+/// the same id replaces them, and the stored ones.
+async fn effective(state: &AppState) -> ApiResult<Vec<SmartRule>> {
+    Ok(merge_with_builtin_rules(builtins()?, store(state).list().await.map_err(storage_error)?))
+}
+
+/// A stored rule, else the built-in one of that id.
+async fn find(state: &AppState, id: &str) -> ApiResult<Option<SmartRule>> {
+    match store(state).get(id).await.map_err(storage_error)? {
+        Some(rule) => Ok(Some(rule)),
+        None => Ok(builtins()?.into_iter().find(|r| r.id == id)),
+    }
+}
+
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Value>>> {
-    let rules = store(&state).list().await.map_err(storage_error)?;
+    let rules = effective(&state).await?;
     let published = crate::alerting::published_rules(&state).await;
     Ok(Json(rules.iter().map(|r| with_state(&published, r)).collect()))
 }
 
 pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
-    match store(&state).get(&id).await.map_err(storage_error)? {
+    match find(&state, &id).await? {
         Some(r) => Ok(Json(with_state(&crate::alerting::published_rules(&state).await, &r))),
         None => Err(ApiError::NotFound(format!("no smart rule {id}"))),
     }
@@ -70,8 +89,9 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult<(St
     } else if rule.id.len() > 200 || !rule.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return Err(ApiError::bad_field("id", "1 to 200 letters, digits, - and _"));
     }
+    rule.builtin = false;
     let store = store(&state);
-    if store.get(&rule.id).await.map_err(storage_error)?.is_some() {
+    if find(&state, &rule.id).await?.is_some() {
         return Err(ApiError::Conflict(format!(
             "smart rule {} exists; PUT /monitoring/alerts/smart/{} replaces it",
             rule.id, rule.id
@@ -92,20 +112,25 @@ pub async fn replace(
     if !rule.id.is_empty() && rule.id != id {
         return Err(ApiError::bad_field("id", format!("the body names {:?} but the path {id:?}", rule.id)));
     }
-    let store = store(&state);
-    let Some(existing) = store.get(&id).await.map_err(storage_error)? else {
+    // A built-in rule is replaced by a stored copy (DELETE brings the built-in back).
+    let Some(existing) = find(&state, &id).await? else {
         return Err(ApiError::NotFound(format!("no smart rule {id}")));
     };
     rule.id = id;
-    rule.created_at_ms = existing.created_at_ms;
+    rule.builtin = false;
+    rule.created_at_ms = if existing.builtin { now_ms() } else { existing.created_at_ms };
     rule.updated_at_ms = now_ms();
-    store.put(&rule).await.map_err(storage_error)?;
+    store(&state).put(&rule).await.map_err(storage_error)?;
     Ok(Json(rule))
 }
 
 pub async fn delete(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<StatusCode> {
     if store(&state).delete(&id).await.map_err(storage_error)? {
         Ok(StatusCode::NO_CONTENT)
+    } else if builtins()?.iter().any(|r| r.id == id) {
+        Err(ApiError::Conflict(format!(
+            "{id} is a built-in rule: PUT a copy with \"enabled\": false to turn it off (DELETE of that copy restores it)"
+        )))
     } else {
         Err(ApiError::NotFound(format!("no smart rule {id}")))
     }
@@ -164,7 +189,7 @@ pub async fn insights(
     ApiPath(id): ApiPath<String>,
     ApiQuery(p): ApiQuery<InsightParams>,
 ) -> ApiResult<Json<Value>> {
-    let Some(rule) = store(&state).get(&id).await.map_err(storage_error)? else {
+    let Some(rule) = find(&state, &id).await? else {
         return Err(ApiError::NotFound(format!("no smart rule {id}")));
     };
     let window_ms = match p.window.as_deref() {

@@ -16,6 +16,7 @@ pub mod alerting_status;
 pub mod arrow_schema;
 pub mod avro;
 pub mod custom_metrics;
+pub mod dashboards;
 pub mod decode;
 pub mod events;
 pub mod json;

@@ -58,6 +58,34 @@ pub struct SmartRule {
     pub created_at_ms: i64,
     #[serde(default)]
     pub updated_at_ms: i64,
+    /// One of the built-in rules ([`builtin_smart_rules`]), not a stored one; set by the
+    /// code that lists them, never taken from a request.
+    #[serde(default)]
+    pub builtin: bool,
+}
+
+/// The phone platform's built-in smart rules (JSON, the API's rule format).
+pub const BUILTIN_SMART_RULES: &str = include_str!("../rules/phone-platform-smart.json");
+
+/// The built-in smart rules, marked `builtin` (the file is checked by a test, so a
+/// parse error here cannot ship).
+pub fn builtin_smart_rules() -> Result<Vec<SmartRule>, serde_json::Error> {
+    let mut rules: Vec<SmartRule> = serde_json::from_str(BUILTIN_SMART_RULES)?;
+    for rule in &mut rules {
+        rule.builtin = true;
+    }
+    Ok(rules)
+}
+
+/// The built-in rules with stored ones (never `builtin`) replacing those of the same id or
+/// adding to them, by id.
+pub fn merge_with_builtin_rules(builtins: Vec<SmartRule>, stored: Vec<SmartRule>) -> Vec<SmartRule> {
+    let mut all: BTreeMap<String, SmartRule> = builtins.into_iter().map(|r| (r.id.clone(), r)).collect();
+    for mut rule in stored {
+        rule.builtin = false;
+        all.insert(rule.id.clone(), rule);
+    }
+    all.into_values().collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

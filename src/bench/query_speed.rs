@@ -64,6 +64,7 @@ pub(super) fn state(tiers: &Tiers) -> anyhow::Result<AppState> {
         started: Instant::now(),
         resolutions_ms: vec![60_000],
         rollups_settled_after_ms: 0,
+        anonymous: Default::default(),
     })
 }
 

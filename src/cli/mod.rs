@@ -16,6 +16,7 @@ pub mod broker;
 pub mod commands;
 pub mod config_file;
 pub mod encoding;
+pub mod grafana;
 pub mod http;
 pub mod ingest;
 pub mod kafka;
@@ -93,6 +94,9 @@ pub enum Command {
     /// The storage lifecycle (compaction, retention): run it now, show its policies.
     #[command(subcommand)]
     Lifecycle(LifecycleCommand),
+    /// Grafana: deploy the dashboards to an instance, or write provisioning files.
+    #[command(subcommand)]
+    Grafana(grafana::GrafanaCommand),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),

@@ -15,6 +15,10 @@ pub struct QueryArgs {
     /// Memory one query may use, in MiB.
     #[arg(long, env = "CALLSCOPE_QUERY_MEMORY_MB", default_value_t = EngineOptions::DEFAULT_MEMORY_MB)]
     pub query_memory_mb: usize,
+    /// Roles of a request that names none (no `X-Callscope-Roles` header): what an
+    /// anonymous caller may see and change of the dashboards, until authentication lands.
+    #[arg(long, env = "CALLSCOPE_ANONYMOUS_ROLES", value_delimiter = ',', default_value = "viewer,editor")]
+    pub anonymous_roles: Vec<String>,
 }
 
 impl From<&QueryArgs> for EngineOptions {

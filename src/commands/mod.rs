@@ -3,6 +3,7 @@
 
 #[cfg(feature = "embedded-broker")]
 mod broker;
+mod grafana;
 mod lifecycle;
 mod loadgen;
 mod pipeline;
@@ -24,6 +25,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Loadgen(c) => loadgen::run(c).await,
         Command::Sql(c) => sql::run(c).await,
         Command::Lifecycle(c) => lifecycle::run(c).await,
+        Command::Grafana(c) => grafana::run(c).await,
         Command::Bench(c) => crate::bench::run(c).await,
     }
 }

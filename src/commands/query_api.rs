@@ -67,6 +67,7 @@ pub(super) fn api_state(
         started: Instant::now(),
         resolutions_ms: windows.rollup_resolutions_ms(),
         rollups_settled_after_ms: windows.rollups_settled_after_ms(),
+        anonymous: callscope_schemas::dashboards::Caller { user: String::new(), roles: query.anonymous_roles.clone() },
     })
 }
 

@@ -63,7 +63,9 @@ pub async fn run(config: StandaloneConfig) -> anyhow::Result<()> {
 
     println!("callscope standalone is running");
     println!("  Kafka bootstrap : {brokers}");
-    println!("  query API       : http://{http_addr}  (try /monitoring/health, /monitoring/sql)");
+    println!(
+        "  query API       : http://{http_addr}  (open it in a browser: the dashboards; or try /monitoring/health)"
+    );
     for (name, tier) in tiers.iter() {
         println!("  {:<16}: {}", format!("{name} tier"), tier.dir_url(""));
     }

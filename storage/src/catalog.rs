@@ -66,6 +66,10 @@ pub enum CatalogDir {
     /// The deletion log of the lifecycle (all dates).
     Deletions,
     CustomMetrics,
+    /// Dashboards (the current definition of each).
+    Dashboards,
+    /// Every saved version of every dashboard (`<id>/<version>.json`).
+    DashboardVersions,
     Silences,
     SmartRules,
     Acks,
@@ -95,6 +99,8 @@ impl CatalogDir {
             CatalogDir::LegalHolds => format!("{CATALOG_ROOT}/lifecycle/holds"),
             CatalogDir::Deletions => format!("{CATALOG_ROOT}/lifecycle/deletions"),
             CatalogDir::CustomMetrics => format!("{CATALOG_ROOT}/custom_metrics"),
+            CatalogDir::Dashboards => format!("{CATALOG_ROOT}/dashboards"),
+            CatalogDir::DashboardVersions => format!("{CATALOG_ROOT}/dashboard_versions"),
             CatalogDir::Silences => format!("{CATALOG_ROOT}/alerting/silences"),
             CatalogDir::SmartRules => format!("{CATALOG_ROOT}/alerting/smart_rules"),
             CatalogDir::Acks => format!("{CATALOG_ROOT}/alerting/acks"),

@@ -25,6 +25,7 @@ pub mod catalog;
 pub mod commit_log;
 pub mod costs;
 pub mod custom_metrics;
+pub mod dashboards;
 pub mod epochs;
 pub mod fault_store;
 pub mod file_catalog;
@@ -44,6 +45,7 @@ pub use alerting::{Ack, AckStore, Silence, SilenceMatcher, SilenceState, Silence
 pub use catalog::{CatalogDir, CatalogKey};
 pub use commit_log::{BatchRecord, CommitLog, Recovery};
 pub use custom_metrics::CustomMetricStore;
+pub use dashboards::{DashboardStore, SaveOutcome};
 pub use epochs::PartitionEpochs;
 pub use fault_store::{
     Fault, FaultControl, FaultRule, FaultSpecError, FaultStore, InjectedError, PathMatch, Pause, RuleHandle, Stage,

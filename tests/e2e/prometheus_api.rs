@@ -24,14 +24,10 @@ fn num(v: &Value) -> f64 {
     v.as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN)
 }
 
-#[test]
-fn promtool_queries_agree_with_sql() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = Node::standalone(dir.path()).args(["--flush-interval", "200ms"]).spawn();
-    let client = http();
-    let base = &node.http;
-    // 20 minutes of samples every 10 s: a counter of answered and failed calls and a queue
-    // length gauge.
+/// Stores 20 minutes of samples every 10 s ending now: a counter of answered and failed
+/// calls (`calls_total`, service call-gateway) and a queue length gauge (`queue_length`,
+/// ai-engine); returns the end (unix ms).
+pub fn seed_calls(client: &Http, base: &str) -> i64 {
     let now = now_ms();
     let first = now - 20 * 60_000;
     let mut events = Vec::new();
@@ -46,8 +42,18 @@ fn promtool_queries_agree_with_sql() {
     }
     let reply = client.call("POST", &format!("{base}/monitoring/metrics"), Some(&json!(events)));
     assert_eq!(reply.status, 202, "{}", reply.body);
-    let stored = wait_for_count(&client, base, "SELECT COUNT(*) FROM metrics", 360, Duration::from_secs(60));
+    let stored = wait_for_count(client, base, "SELECT COUNT(*) FROM metrics", 360, Duration::from_secs(60));
     assert_eq!(stored, 360);
+    now
+}
+
+#[test]
+fn promtool_queries_agree_with_sql() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::standalone(dir.path()).args(["--flush-interval", "200ms"]).spawn();
+    let client = http();
+    let base = &node.http;
+    let now = seed_calls(&client, base);
     let sql_number = |query: &str| -> f64 {
         let rows = sql(&client, base, query);
         rows[0][0].as_f64().unwrap_or_else(|| panic!("{query}: {rows:?}"))

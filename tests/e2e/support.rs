@@ -315,6 +315,19 @@ impl Http {
         self.try_call(method, url, body).unwrap_or_else(|| panic!("{method} {url}: no answer"))
     }
 
+    /// Like [`call`](Self::call), with extra request headers.
+    pub fn call_with_headers(&self, method: &str, url: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.client.request(method.clone(), url);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        if let Some(b) = body {
+            request = request.header("content-type", "application/json").body(b.to_string());
+        }
+        self.send(request).unwrap_or_else(|| panic!("{method} {url}: no answer"))
+    }
+
     /// POSTs `body` as `content_type`.
     pub fn post_raw(&self, url: &str, content_type: &str, body: String) -> Reply {
         let request = self.client.post(url).header("content-type", content_type).body(body);
@@ -582,11 +595,16 @@ pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// The path of a Debian-packaged tool (`promtool`, `prometheus`, …); fails saying how to
 /// get it.
 pub fn tool(name: &str) -> String {
+    debian_tool(name, "prometheus")
+}
+
+/// The path of `name` from the Debian package `package`; fails saying how to get it.
+pub fn debian_tool(name: &str, package: &str) -> String {
     for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
         let p = Path::new(dir).join(name);
         if p.exists() {
             return p.display().to_string();
         }
     }
-    panic!("{name} is missing: install the Debian package `prometheus` (apt-get install prometheus), as .ci/run does");
+    panic!("{name} is missing: install the Debian package `{package}` (apt-get install {package}), as .ci/run does");
 }

@@ -79,3 +79,23 @@ fn schedules_follow_the_time_zone() {
     assert!(r.in_maintenance(sunday_2330_local + 2 * 3_600_000));
     assert!(!r.in_maintenance(sunday_2330_local + 3 * 3_600_000));
 }
+
+#[test]
+fn builtin_rules_parse_validate_and_give_way_to_stored_ones() {
+    let builtins = builtin_smart_rules().expect("the built-in rules parse");
+    assert!(!builtins.is_empty());
+    for r in &builtins {
+        r.validate().unwrap_or_else(|e| panic!("{}: {}: {}", r.id, e.field, e.message));
+        assert!(r.builtin && !r.id.is_empty(), "{}", r.id);
+    }
+    let mut replaced = builtins[0].clone();
+    replaced.enabled = false;
+    replaced.builtin = true;
+    let mut added = rule(base());
+    added.id = "a-stored-rule".into();
+    let merged = merge_with_builtin_rules(builtins.clone(), vec![replaced, added]);
+    assert_eq!(merged.len(), builtins.len() + 1);
+    let first = merged.iter().find(|r| r.id == builtins[0].id).expect("still listed");
+    assert!(!first.enabled && !first.builtin, "a stored copy replaces the built-in and is not built in");
+    assert!(merged.iter().any(|r| r.id == "a-stored-rule" && !r.builtin));
+}

@@ -86,5 +86,28 @@ fn smart_rules_are_validated_hot_loaded_fired_and_explained() {
     }
     assert_eq!(client.call("DELETE", &format!("{url}/queue-long"), None).status, 204);
     assert_eq!(client.call("GET", &format!("{url}/queue-long"), None).status, 404);
+
+    // The built-in spam-spike rule is listed, marked, replaceable by a stored copy and
+    // restored by deleting that copy; the built-in itself cannot be deleted.
+    let spam = format!("{url}/default-spam-spike");
+    let listed = client.call("GET", &url, None).json();
+    let builtin = listed.as_array().expect("rules").iter().find(|r| r["id"] == "default-spam-spike").cloned();
+    let builtin = builtin.unwrap_or_else(|| panic!("the built-in rule is listed: {listed}"));
+    assert_eq!((builtin["builtin"].as_bool(), builtin["name"].as_str()), (Some(true), Some("SpamSpike")));
+    let mut off = builtin.clone();
+    for field in ["state", "active", "last_error", "builtin", "created_at_ms", "updated_at_ms"] {
+        off.as_object_mut().expect("object").remove(field);
+    }
+    off["enabled"] = false.into();
+    let replaced = client.call("PUT", &spam, Some(&off));
+    assert_eq!(replaced.status, 200, "{}", replaced.body);
+    let got = client.call("GET", &spam, None).json();
+    assert_eq!((got["builtin"].as_bool(), got["enabled"].as_bool()), (Some(false), Some(false)), "{got}");
+    assert_eq!(client.call("DELETE", &spam, None).status, 204);
+    let got = client.call("GET", &spam, None).json();
+    assert_eq!((got["builtin"].as_bool(), got["enabled"].as_bool()), (Some(true), Some(true)), "{got}");
+    let refused = client.call("DELETE", &spam, None);
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(client.call("POST", &url, Some(&off)).status, 409, "a built-in id is taken");
     node.proc.terminate();
 }
