@@ -24,6 +24,17 @@ pub struct EmbeddedBroker {
 impl EmbeddedBroker {
     /// Starts the broker and waits until it accepts connections.
     pub async fn start(addr: SocketAddr, data_dir: &Path, storage: BrokerStorage) -> anyhow::Result<EmbeddedBroker> {
+        Self::start_advertising(addr, None, data_dir, storage).await
+    }
+
+    /// Like [`start`](Self::start), telling clients to connect to `advertised` (`host:port`,
+    /// e.g. a container's service name) instead of the address it listens on.
+    pub async fn start_advertising(
+        addr: SocketAddr,
+        advertised: Option<&str>,
+        data_dir: &Path,
+        storage: BrokerStorage,
+    ) -> anyhow::Result<EmbeddedBroker> {
         let storage_url = match storage {
             BrokerStorage::Memory => Url::parse("memory://tansu/")?,
             BrokerStorage::Sqlite => {
@@ -36,6 +47,13 @@ impl EmbeddedBroker {
             }
         };
         let listener = Url::parse(&format!("tcp://{addr}"))?;
+        let advertised_listener = match advertised {
+            Some(host_port) => Url::parse(&format!("tcp://{host_port}"))
+                .ok()
+                .filter(|u| u.host_str().is_some() && u.port().is_some())
+                .with_context(|| format!("--kafka-advertised-addr {host_port:?} is not HOST:PORT"))?,
+            None => listener.clone(),
+        };
         if std::net::TcpListener::bind(addr).is_err() {
             bail!(
                 "cannot listen on {addr} for the embedded broker: the address is in use (choose another with --kafka-addr)"
@@ -45,7 +63,7 @@ impl EmbeddedBroker {
             .node_id(1)
             .cluster_id("callscope")
             .incarnation_id(uuid::Uuid::new_v4())
-            .advertised_listener(listener.clone())
+            .advertised_listener(advertised_listener)
             .storage(storage_url.clone())
             .listener(listener)
             .silent(true)

@@ -38,6 +38,9 @@ pub struct EngineOptions {
     /// Memory a query may use before it fails, in bytes.
     pub memory_limit: usize,
     pub target_partitions: usize,
+    /// Evaluate filters inside the Parquet reader, column by column (late
+    /// materialisation): rows a cheap column rules out are never decoded in the others.
+    pub pushdown_filters: bool,
 }
 
 impl EngineOptions {
@@ -47,7 +50,7 @@ impl EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { memory_limit: Self::DEFAULT_MEMORY_MB << 20, target_partitions: 2 }
+        EngineOptions { memory_limit: Self::DEFAULT_MEMORY_MB << 20, target_partitions: 2, pushdown_filters: true }
     }
 }
 
@@ -57,8 +60,11 @@ impl QueryEngine {
     pub fn new(tiers: &Tiers, options: EngineOptions) -> Result<QueryEngine> {
         let runtime = RuntimeEnvBuilder::new().with_memory_limit(options.memory_limit, 1.0).build_arc()?;
         register_tier_stores(&runtime, tiers);
-        let config =
+        let mut config =
             SessionConfig::new().with_target_partitions(options.target_partitions).with_information_schema(true);
+        let parquet = &mut config.options_mut().execution.parquet;
+        parquet.pushdown_filters = options.pushdown_filters;
+        parquet.reorder_filters = options.pushdown_filters;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let catalog = FileCatalog::new(tiers.clone());
         for table in DataTable::ALL {

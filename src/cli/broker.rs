@@ -27,6 +27,10 @@ pub struct BrokerArgs {
     /// Address of the embedded broker (`standalone`: ignored with --brokers).
     #[arg(long, env = "CALLSCOPE_KAFKA_ADDR", default_value = super::kafka::LOCAL_BROKER)]
     pub kafka_addr: SocketAddr,
+    /// The `HOST:PORT` clients are told to connect to (default: --kafka-addr); set it when
+    /// the broker listens on 0.0.0.0 in a container (`broker:9092`).
+    #[arg(long, env = "CALLSCOPE_KAFKA_ADVERTISED_ADDR")]
+    pub kafka_advertised_addr: Option<String>,
     /// Embedded broker storage.
     #[arg(long, env = "CALLSCOPE_BROKER_STORAGE", value_enum, default_value = "sqlite")]
     pub broker_storage: BrokerStorage,

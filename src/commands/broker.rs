@@ -7,11 +7,17 @@ use crate::broker::EmbeddedBroker;
 use crate::cli::BrokerConfig;
 
 pub async fn run(config: BrokerConfig) -> anyhow::Result<()> {
-    let broker =
-        EmbeddedBroker::start(config.broker.kafka_addr, &config.data_dir, config.broker.broker_storage).await?;
-    crate::topics::create_all(&KafkaConnection::new(broker.addr.to_string()), config.partitions, &Default::default())
-        .await?;
-    println!("callscope broker (Tansu) listening on {}", broker.addr);
+    let advertised = config.broker.kafka_advertised_addr.as_deref();
+    let broker = EmbeddedBroker::start_advertising(
+        config.broker.kafka_addr,
+        advertised,
+        &config.data_dir,
+        config.broker.broker_storage,
+    )
+    .await?;
+    let bootstrap = advertised.map_or_else(|| broker.addr.to_string(), str::to_string);
+    crate::topics::create_all(&KafkaConnection::new(bootstrap.clone()), config.partitions, &Default::default()).await?;
+    println!("callscope broker (Tansu) listening on {} (clients connect to {bootstrap})", broker.addr);
     stop_signal().await;
     broker.stop();
     Ok(())

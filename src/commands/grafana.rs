@@ -116,5 +116,16 @@ mod tests {
                 "deploy/grafana/{path} is stale: run `cargo run -- grafana export --builtin-only --out deploy/grafana`"
             );
         }
+        // The compose setup's data sources point at the query-api service.
+        let compose = provisioning_files(&builtins, "http://query-api:8080").expect("files");
+        let (_, sources) =
+            compose.iter().find(|(p, _)| p.ends_with("datasources/callscope.yaml")).expect("data sources");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/compose/grafana-datasources.yaml");
+        let committed = std::fs::read_to_string(path).expect("deploy/compose/grafana-datasources.yaml");
+        assert!(
+            &committed == sources,
+            "deploy/compose/grafana-datasources.yaml is stale: run `cargo run -- grafana export --builtin-only \
+             --callscope-url http://query-api:8080 --out /tmp/g` and copy provisioning/datasources/callscope.yaml"
+        );
     }
 }

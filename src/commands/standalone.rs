@@ -21,13 +21,15 @@ pub async fn run(config: StandaloneConfig) -> anyhow::Result<()> {
         None => {
             #[cfg(feature = "embedded-broker")]
             {
-                let broker = crate::broker::EmbeddedBroker::start(
+                let advertised = config.broker.kafka_advertised_addr.as_deref();
+                let broker = crate::broker::EmbeddedBroker::start_advertising(
                     config.broker.kafka_addr,
+                    advertised,
                     &args.storage.data_dir,
                     config.broker.broker_storage,
                 )
                 .await?;
-                let addr = broker.addr.to_string();
+                let addr = advertised.map_or_else(|| broker.addr.to_string(), str::to_string);
                 embedded = Some(broker);
                 addr
             }

@@ -11,6 +11,7 @@ mod consumer_group;
 mod crash_safety;
 mod custom_metrics;
 mod dashboards;
+mod deploy;
 mod grafana_deploy;
 mod grafana_json;
 mod ingest;

@@ -175,7 +175,8 @@ pub async fn scan_units(
         let schema = project_schema(&with_partition_columns(table, file_schema), projection)?;
         return Ok(Arc::new(EmptyExec::new(schema)));
     }
-    let format = ParquetFormat::default();
+    // The session's Parquet options (filter pushdown, bloom filters, …).
+    let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
     let partition_fields: Vec<Arc<Field>> =
         table.partition_columns().iter().map(|c| Arc::new(Field::new(*c, DataType::Utf8, false))).collect();
     let target = state.config().target_partitions().max(1);
