@@ -161,6 +161,13 @@ pub fn decode_single_object(bytes: &[u8]) -> Result<Event> {
 }
 
 fn decode_datum(registered: &RegisteredSchema, datum: &[u8]) -> Result<Event> {
+    crate::avro_reader::decode(registered, datum)
+}
+
+/// Decodes a datum through apache-avro's generic `Value` tree: the reference the
+/// specialised reader ([`crate::avro_reader`]) is tested against, and the baseline of
+/// `callscope bench ingest`'s decoder comparison.
+pub fn decode_datum_generic(registered: &RegisteredSchema, datum: &[u8]) -> Result<Event> {
     let mut reader = datum;
     let value = from_avro_datum(&registered.schema, &mut reader, None)
         .map_err(|e| AvroError::Datum { subject: registered.subject, source: Box::new(e) })?;
@@ -359,7 +366,8 @@ fn optional<T>(value: Option<T>, wrap: impl FnOnce(T) -> Value) -> Value {
     }
 }
 
-fn to_value(event: &Event) -> Value {
+/// The apache-avro value of an event, in its schema's newest version.
+pub(crate) fn to_value(event: &Event) -> Value {
     let fields: Vec<(String, Value)> = match event {
         Event::Metric(m) => vec![
             ("name".into(), Value::String(m.name.clone())),

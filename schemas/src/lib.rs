@@ -15,6 +15,7 @@
 pub mod alerting_status;
 pub mod arrow_schema;
 pub mod avro;
+pub mod avro_reader;
 pub mod custom_metrics;
 pub mod dashboards;
 pub mod decode;
