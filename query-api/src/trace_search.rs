@@ -189,8 +189,9 @@ pub(crate) fn spans_starting_in(from_us: i64, to_us: i64) -> Expr {
 }
 
 /// Matching traces up to this many are summed up straight from their spans (found by id,
-/// which the compacted files' trace-id sort and bloom filter make cheap); past it, SQL
-/// first narrows them to the `limit` asked for.
+/// which the compacted files' trace-id sort and bloom filter make cheap); past it, the
+/// newest-first order prunes by the matching spans' starts ([`newest`]) and the other
+/// orders let SQL narrow them to the `limit` asked for.
 const DIRECT_LIMIT: usize = 10_000;
 
 /// Runs a search; returns the trace summaries in the asked order.
@@ -202,26 +203,60 @@ async fn search_with(state: &AppState, q: &TraceSearch, direct_limit: usize) -> 
     let session = state.engine.session();
     let spans = session.table("spans").await?;
     let around = spans_starting_in(q.start_us.saturating_sub(TRACE_SLACK_US), q.end_us.saturating_add(TRACE_SLACK_US));
-    // The traces with a matching span.
-    let matched = spans.clone().filter(q.span_filter())?.aggregate(vec![col("trace_id")], vec![])?;
-    let mut ids: Vec<String> = Vec::new();
+    // The traces with a matching span, with the start of their first matching span: no
+    // trace starts later than that.
+    let matched = spans
+        .clone()
+        .filter(q.span_filter())?
+        .aggregate(vec![col("trace_id")], vec![min(col("start_time_us")).alias("first_match")])?;
+    let mut found: Vec<(String, i64)> = Vec::new();
     for batch in matched.collect().await? {
-        ids.extend(column_values(batch.column(0).as_ref()).into_iter().filter_map(|v| v.as_str().map(str::to_string)));
+        let ids = column_values(batch.column(0).as_ref());
+        let firsts = column_values(batch.column(1).as_ref());
+        found.extend(
+            ids.into_iter()
+                .zip(firsts)
+                .filter_map(|(id, first)| Some((id.as_str()?.to_string(), first.as_i64().unwrap_or(i64::MAX)))),
+        );
     }
-    if ids.is_empty() {
+    if found.is_empty() {
         return Ok(Vec::new());
     }
-    if ids.len() > direct_limit {
-        ids = top_traces(state, q, &around, ids.len()).await?;
-    }
-    // Every span of the chosen traces, summed up per trace.
+    let traces = if found.len() <= direct_limit {
+        summaries(state, &around, found.into_iter().map(|(id, _)| id).collect()).await?
+    } else if matches!(q.order, Order::Newest) {
+        newest(state, &around, found, q.limit).await?
+    } else {
+        let ids = top_traces(state, q, &around, found.len()).await?;
+        summaries(state, &around, ids).await?
+    };
+    let mut traces: Vec<(String, Summary)> = traces.into_iter().collect();
+    let key = |s: &Summary| match q.order {
+        Order::Newest => -s.start,
+        Order::Oldest => s.start,
+        Order::Longest => -(s.end - s.start),
+        Order::Shortest => s.end - s.start,
+    };
+    traces.sort_by(|(a_id, a), (b_id, b)| key(a).cmp(&key(b)).then_with(|| a_id.cmp(b_id)));
+    traces.truncate(q.limit);
+    Ok(traces.into_iter().map(|(trace_id, s)| s.to_json(&trace_id)).collect())
+}
+
+/// Every span of the traces `ids`, summed up per trace.
+async fn summaries(state: &AppState, around: &Expr, ids: Vec<String>) -> ApiResult<BTreeMap<String, Summary>> {
     let ids: Vec<Expr> = ids.into_iter().map(lit).collect();
-    let detail = session.table("spans").await?.filter(around.and(in_list(col("trace_id"), ids, false)))?.select(
-        ["trace_id", "parent_span_id", "service", "operation", "start_time_us", "duration_us", "status"]
-            .into_iter()
-            .map(col)
-            .collect::<Vec<_>>(),
-    )?;
+    let detail = state
+        .engine
+        .session()
+        .table("spans")
+        .await?
+        .filter(around.clone().and(in_list(col("trace_id"), ids, false)))?
+        .select(
+            ["trace_id", "parent_span_id", "service", "operation", "start_time_us", "duration_us", "status"]
+                .into_iter()
+                .map(col)
+                .collect::<Vec<_>>(),
+        )?;
     let mut traces: BTreeMap<String, Summary> = BTreeMap::new();
     for batch in detail.collect().await? {
         let c: Vec<Vec<Value>> = batch.columns().iter().map(|c| column_values(c.as_ref())).collect();
@@ -238,16 +273,31 @@ async fn search_with(state: &AppState, q: &TraceSearch, direct_limit: usize) -> 
             );
         }
     }
-    let mut traces: Vec<(String, Summary)> = traces.into_iter().collect();
-    let key = |s: &Summary| match q.order {
-        Order::Newest => -s.start,
-        Order::Oldest => s.start,
-        Order::Longest => -(s.end - s.start),
-        Order::Shortest => s.end - s.start,
-    };
-    traces.sort_by(|(a_id, a), (b_id, b)| key(a).cmp(&key(b)).then_with(|| a_id.cmp(b_id)));
-    traces.truncate(q.limit);
-    Ok(traces.into_iter().map(|(trace_id, s)| s.to_json(&trace_id)).collect())
+    Ok(traces)
+}
+
+/// Newest first, of many matched traces: a trace starts no later than its first matching
+/// span (`found`'s bound), so the `limit` traces with the latest bounds are summed up
+/// first, then only the others whose bound reaches the `limit`-th newest start among them
+/// (they alone could still be newer). Exact, and reads the spans of a few traces.
+async fn newest(
+    state: &AppState,
+    around: &Expr,
+    mut found: Vec<(String, i64)>,
+    limit: usize,
+) -> ApiResult<BTreeMap<String, Summary>> {
+    found.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let first: Vec<String> = found.iter().take(limit).map(|(id, _)| id.clone()).collect();
+    let mut traces = summaries(state, around, first).await?;
+    let mut starts: Vec<i64> = traces.values().map(|s| s.start).collect();
+    starts.sort_unstable_by(|a, b| b.cmp(a));
+    let threshold = starts.get(limit.saturating_sub(1)).copied().unwrap_or(i64::MIN);
+    let more: Vec<String> =
+        found.iter().skip(limit).take_while(|(_, bound)| *bound >= threshold).map(|(id, _)| id.clone()).collect();
+    if !more.is_empty() {
+        traces.extend(summaries(state, around, more).await?);
+    }
+    Ok(traces)
 }
 
 /// Of `matched` (more than [`DIRECT_LIMIT`]) traces, the `limit` first in the asked order,
@@ -370,7 +420,11 @@ mod tests {
                     service: ["gateway", "asr", "ai"][s as usize].into(),
                     operation: "op".into(),
                     kind: SpanKind::Server,
-                    start_time_us: now_us - 600_000_000 + t * 7_000_000 + s * 1000,
+                    // The matching (asr) spans start up to 64 s into their trace, so the
+                    // traces' order by first match is not their order by start.
+                    start_time_us: now_us - 600_000_000
+                        + t * 7_000_000
+                        + if s == 1 { (t * 13 % 9) * 8_000_000 } else { s * 1000 },
                     duration_us: 1000 + (t * 37 % 11) * 1000 - s * 10,
                     status: if t % 5 == 0 && s == 1 { SpanStatus::Error } else { SpanStatus::Ok },
                     attributes: Default::default(),
