@@ -40,8 +40,8 @@ pub struct EngineOptions {
     pub target_partitions: usize,
     /// Evaluate filters inside the Parquet reader, column by column (late
     /// materialisation): rows a cheap column rules out are never decoded in the others.
-    /// Off by default: `bench traces` measured no gain on the tracing queries (and a
-    /// slightly slower dependency scan); the bench runs both ways.
+    /// Off by default: two runs of `bench traces` disagreed (no gain, then a faster search
+    /// and a slower dependency scan); the bench runs both ways.
     pub pushdown_filters: bool,
 }
 
