@@ -9,6 +9,8 @@ use apache_avro::rabin::Rabin;
 use apache_avro::types::Value;
 use apache_avro::{Schema, from_avro_datum, to_avro_datum};
 
+use crate::avro_reader::ReadError;
+
 use crate::events::{
     Alert, AlertStatus, Dataset, Event, Labels, Metric, MetricKind, Severity, Span, SpanEvent, SpanKind, SpanStatus,
 };
@@ -161,7 +163,10 @@ pub fn decode_single_object(bytes: &[u8]) -> Result<Event> {
 }
 
 fn decode_datum(registered: &RegisteredSchema, datum: &[u8]) -> Result<Event> {
-    crate::avro_reader::decode(registered, datum)
+    crate::avro_reader::decode(registered.dataset, registered.version, registered.subject, datum).map_err(|e| match e {
+        ReadError::Field { field, message } => AvroError::Field { field, message },
+        ReadError::TrailingBytes(n) => AvroError::TrailingBytes(n),
+    })
 }
 
 /// Decodes a datum through apache-avro's generic `Value` tree: the reference the

@@ -10,10 +10,20 @@
 //! input. A property test compares this reader with apache-avro's on random records of
 //! every schema version (`avro::tests`).
 
-use crate::avro::{AvroError, RegisteredSchema, Result};
 use crate::events::{
     Alert, AlertStatus, Dataset, Event, Labels, Metric, MetricKind, Severity, Span, SpanEvent, SpanKind, SpanStatus,
 };
+
+/// Why a datum does not read (the Avro decoding error carries these as its own variants).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("field `{field}`: {message}")]
+    Field { field: &'static str, message: String },
+    #[error("{0} bytes left over after the avro datum")]
+    TrailingBytes(usize),
+}
+
+type Result<T> = std::result::Result<T, ReadError>;
 
 /// A cursor over one datum.
 struct Reader<'a> {
@@ -22,8 +32,8 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn error(&self, field: &'static str, message: impl Into<String>) -> AvroError {
-        AvroError::Field { field, message: format!("{} (schema {})", message.into(), self.subject) }
+    fn error(&self, field: &'static str, message: impl Into<String>) -> ReadError {
+        ReadError::Field { field, message: format!("{} (schema {})", message.into(), self.subject) }
     }
 
     /// A zig-zag varint (Avro `int` and `long`) of at most 10 bytes; bits beyond 64 in the
@@ -137,10 +147,11 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes one datum written with `registered` (its whole length).
-pub fn decode(registered: &RegisteredSchema, datum: &[u8]) -> Result<Event> {
-    let mut r = Reader { bytes: datum, subject: registered.subject };
-    let event = match (registered.dataset, registered.version) {
+/// Decodes one datum (its whole length) written with the schema of `dataset` at `version`
+/// under `subject` (named in errors).
+pub fn decode(dataset: Dataset, version: i32, subject: &'static str, datum: &[u8]) -> Result<Event> {
+    let mut r = Reader { bytes: datum, subject };
+    let event = match (dataset, version) {
         (Dataset::Metrics, _) => Event::Metric(Metric {
             name: r.string("name")?,
             kind: r.symbol("kind", MetricKind::SYMBOLS, MetricKind::parse)?,
@@ -188,7 +199,7 @@ pub fn decode(registered: &RegisteredSchema, datum: &[u8]) -> Result<Event> {
         }),
     };
     if !r.bytes.is_empty() {
-        return Err(AvroError::TrailingBytes(r.bytes.len()));
+        return Err(ReadError::TrailingBytes(r.bytes.len()));
     }
     Ok(event)
 }

@@ -71,7 +71,9 @@ fn avro_decoders(events: usize) {
         rates.sort_by(f64::total_cmp);
         rates[1]
     };
-    let specialised = time(&|d| callscope_schemas::avro_reader::decode(registered, d).is_ok());
+    let specialised = time(&|d| {
+        callscope_schemas::avro_reader::decode(registered.dataset, registered.version, registered.subject, d).is_ok()
+    });
     let generic = time(&|d| callscope_schemas::avro::decode_datum_generic(registered, d).is_ok());
     println!(
         "avro datum decoding, {} metric events, median of 3: specialised {:.0} events/s, apache-avro generic {:.0} events/s ({:.1}x)",
