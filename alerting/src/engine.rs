@@ -131,13 +131,7 @@ pub struct AlertEngine {
 
 fn selector_names(expr: &Expr, names: &mut Option<BTreeSet<String>>) {
     let mut add = |vs: &promql_parser::parser::VectorSelector| {
-        let name = vs.name.clone().or_else(|| {
-            vs.matchers
-                .matchers
-                .iter()
-                .find(|m| m.name == METRIC_NAME && matches!(m.op, promql_parser::label::MatchOp::Equal))
-                .map(|m| m.value.clone())
-        });
+        let name = callscope_schemas::promql::eval::selector_name(vs).map(str::to_string);
         match (name, names.as_mut()) {
             (Some(n), Some(set)) => {
                 set.insert(n.strip_suffix("_bucket").map(str::to_string).unwrap_or(n.clone()));

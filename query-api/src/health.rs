@@ -87,6 +87,16 @@ impl KafkaProbe {
     }
 }
 
+/// Whether `tier` answers: `{"reachable": true, "latency_ms"}` or
+/// `{"reachable": false, "error"}`.
+pub async fn tier_probe(tier: &callscope_storage::Tier) -> Value {
+    let started = Instant::now();
+    match tier.probe().await {
+        Ok(()) => json!({"reachable": true, "latency_ms": started.elapsed().as_millis() as u64}),
+        Err(e) => json!({"reachable": false, "error": e.to_string()}),
+    }
+}
+
 pub async fn liveness(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
         "status": "ok",
@@ -107,13 +117,8 @@ pub async fn component_report(state: &AppState) -> Value {
             .unwrap_or_else(|e| json!({ "connected": false, "error": e.to_string() })),
         None => json!({ "connected": false, "configured": false }),
     };
-    let started = Instant::now();
-    let storage = match state.hot.probe().await {
-        Ok(()) => {
-            json!({ "reachable": true, "url": state.hot.dir_url(""), "latency_ms": started.elapsed().as_millis() as u64 })
-        }
-        Err(e) => json!({ "reachable": false, "url": state.hot.dir_url(""), "error": e.to_string() }),
-    };
+    let mut storage = tier_probe(&state.hot).await;
+    storage["url"] = json!(state.hot.dir_url(""));
     let now = chrono::Utc::now().timestamp_millis();
     let heartbeats = workers::read_all(&state.hot).await.unwrap_or_default();
     let mut by_state: BTreeMap<&'static str, usize> = BTreeMap::new();

@@ -124,11 +124,20 @@ impl Params {
     pub fn time(&self, name: &str, default_ms: i64) -> Result<i64, PromError> {
         match self.get(name).filter(|v| !v.is_empty()) {
             None => Ok(default_ms),
-            Some(text) => parse_time(text).ok_or_else(|| {
-                PromError::bad_data(format!("invalid parameter {name:?}: cannot parse {text:?} to a valid timestamp"))
-            }),
+            Some(text) => time_param(name, text),
         }
     }
+
+    /// A time that must be given.
+    fn required_time(&self, name: &str) -> Result<i64, PromError> {
+        time_param(name, self.required(name)?)
+    }
+}
+
+fn time_param(name: &str, text: &str) -> Result<i64, PromError> {
+    parse_time(text).ok_or_else(|| {
+        PromError::bad_data(format!("invalid parameter {name:?}: cannot parse {text:?} to a valid timestamp"))
+    })
 }
 
 fn parse_time(text: &str) -> Option<i64> {
@@ -191,12 +200,7 @@ pub async fn query_range(
     let params = Params::of(q, &headers, &body);
     let run = async {
         let expr = evaluate::parse(params.required("query")?)?;
-        let start = params.time("start", i64::MIN).and_then(|t| {
-            if t == i64::MIN { Err(PromError::bad_data("missing parameter \"start\"")) } else { Ok(t) }
-        })?;
-        let end = params
-            .time("end", i64::MIN)
-            .and_then(|t| if t == i64::MIN { Err(PromError::bad_data("missing parameter \"end\"")) } else { Ok(t) })?;
+        let (start, end) = (params.required_time("start")?, params.required_time("end")?);
         let step = parse_step(params.required("step")?)?;
         let series = match evaluate::evaluate(&state, &expr, start, end, step).await? {
             Answer::Scalar(points) => vec![(Default::default(), points)],

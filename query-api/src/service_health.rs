@@ -27,6 +27,7 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use axum::Json;
 use axum::extract::State;
 use callscope_schemas::AlertStatus;
+use callscope_schemas::alerting_status::AlertingStatus;
 use datafusion::functions_aggregate::expr_fn::{approx_percentile_cont, count, last_value, max, sum};
 use datafusion::logical_expr::case;
 use datafusion::prelude::{DataFrame, Expr, cast, col, lit};
@@ -126,8 +127,9 @@ fn i64_at(batch: &arrow::array::RecordBatch, c: usize, i: usize) -> Option<i64> 
     }
 }
 
-/// Figures for every service seen in the last hour.
-async fn all_figures(state: &AppState, j: &Judging) -> ApiResult<BTreeMap<String, Figures>> {
+/// Figures for every service seen in the last hour, with the firing alerts of `alerting`
+/// (the evaluator's published status).
+async fn all_figures(state: &AppState, j: &Judging, alerting: &AlertingStatus) -> ApiResult<BTreeMap<String, Figures>> {
     let seen_from = j.now - SEEN_WITHIN_MS;
     let window_from = j.now - j.window_ms;
     let mut out: BTreeMap<String, Figures> = BTreeMap::new();
@@ -210,8 +212,7 @@ async fn all_figures(state: &AppState, j: &Judging) -> ApiResult<BTreeMap<String
     }
 
     // Firing alerts labelled with the service.
-    let (status, _) = crate::alerting::published_status(state).await?;
-    for a in status.alerts.iter().filter(|a| a.alert.status == AlertStatus::Firing) {
+    for a in alerting.alerts.iter().filter(|a| a.alert.status == AlertStatus::Firing) {
         if let Some(f) = a.alert.labels.get("service").and_then(|s| out.get_mut(s)) {
             f.firing_alerts.push(json!({
                 "alertname": a.alert.labels.get("alertname"),
@@ -279,14 +280,14 @@ fn report(service: &str, f: Option<&Figures>, j: &Judging) -> Value {
 /// Every service's report with the default judging (the JSON data source's `services`).
 pub async fn report_all(state: &AppState) -> ApiResult<Vec<Value>> {
     let j = HealthParams::default().judging()?;
-    let figures = all_figures(state, &j).await?;
+    let figures = all_figures(state, &j, &crate::alerting::published_status(state).await?.0).await?;
     Ok(figures.iter().map(|(s, f)| report(s, Some(f), &j)).collect())
 }
 
 /// `GET /monitoring/services`.
 pub async fn services(State(state): State<AppState>, ApiQuery(p): ApiQuery<HealthParams>) -> ApiResult<Json<Value>> {
     let j = p.judging()?;
-    let figures = all_figures(&state, &j).await?;
+    let figures = all_figures(&state, &j, &crate::alerting::published_status(&state).await?.0).await?;
     let list: Vec<Value> = figures.iter().map(|(s, f)| report(s, Some(f), &j)).collect();
     Ok(Json(json!({"services": list, "checked_at_ms": j.now})))
 }
@@ -298,7 +299,7 @@ pub async fn service(
     ApiQuery(p): ApiQuery<HealthParams>,
 ) -> ApiResult<Json<Value>> {
     let j = p.judging()?;
-    let figures = all_figures(&state, &j).await?;
+    let figures = all_figures(&state, &j, &crate::alerting::published_status(&state).await?.0).await?;
     Ok(Json(report(&service, figures.get(&service), &j)))
 }
 
@@ -314,15 +315,13 @@ pub async fn comprehensive(
     let components = crate::health::component_report(&state).await;
     let mut tiers = Vec::new();
     for (name, tier) in state.tiers.iter() {
-        let started = std::time::Instant::now();
-        tiers.push(match tier.probe().await {
-            Ok(()) => json!({"tier": name, "reachable": true, "latency_ms": started.elapsed().as_millis() as u64}),
-            Err(e) => json!({"tier": name, "reachable": false, "error": e.to_string()}),
-        });
+        let mut probe = crate::health::tier_probe(tier).await;
+        probe["tier"] = json!(name);
+        tiers.push(probe);
     }
     let (alerting, stale) = crate::alerting::published_status(&state).await?;
     let failures = recent_failures(&state, j.now - SEEN_WITHIN_MS).await;
-    let figures = all_figures(&state, &j).await?;
+    let figures = all_figures(&state, &j, &alerting).await?;
     let services: Vec<Value> = figures.iter().map(|(s, f)| report(s, Some(f), &j)).collect();
     let mut problems: Vec<String> = Vec::new();
     if components["status"] != "ok" {

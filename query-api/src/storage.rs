@@ -62,11 +62,7 @@ pub async fn tiers(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let usage = usage::collect(&catalog(&state)).await.map_err(unavailable)?;
     let mut out = Vec::new();
     for (name, tier) in state.tiers.iter() {
-        let started = std::time::Instant::now();
-        let health = match tier.probe().await {
-            Ok(()) => json!({"reachable": true, "latency_ms": started.elapsed().as_millis() as u64}),
-            Err(e) => json!({"reachable": false, "error": e.to_string()}),
-        };
+        let health = crate::health::tier_probe(tier).await;
         let mine = usage.iter().filter(|u| u.tier == name.as_str());
         let (files, rows, bytes) = mine.fold((0, 0, 0), |(f, r, b), u| (f + u.files, r + u.rows, b + u.bytes));
         out.push(json!({

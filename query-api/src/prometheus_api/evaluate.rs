@@ -110,6 +110,50 @@ fn labels_of(key: &str) -> BTreeMap<String, String> {
     serde_json::from_str(key).unwrap_or_default()
 }
 
+/// The series keys of the rows read, made once per series: a row's key is looked up by its
+/// name, service and labels in a reused buffer, so a row of a known series allocates nothing.
+#[derive(Default)]
+struct SeriesKeys {
+    by_id: HashMap<String, SeriesKey>,
+    id: String,
+}
+
+impl SeriesKeys {
+    /// Calls `f` with every row of `batch` and its series key (from the columns `name`,
+    /// `service`, `labels_key`, `kind` and `unit`).
+    fn for_each_row(
+        &mut self,
+        batch: &RecordBatch,
+        mut f: impl FnMut(usize, &SeriesKey) -> Result<(), PromError>,
+    ) -> Result<(), PromError> {
+        let (name, service, labels, kind, unit) = (
+            text(batch, "name")?,
+            text(batch, "service")?,
+            text(batch, "labels_key")?,
+            text(batch, "kind")?,
+            text(batch, "unit")?,
+        );
+        for i in 0..batch.num_rows() {
+            self.id.clear();
+            for part in [name.value(i), "\0", service.value(i), "\0", labels.value(i)] {
+                self.id.push_str(part);
+            }
+            if !self.by_id.contains_key(&self.id) {
+                let key = SeriesKey {
+                    name: name.value(i).to_string(),
+                    service: service.value(i).to_string(),
+                    labels: labels_of(labels.value(i)),
+                    kind: MetricKind::parse(kind.value(i)).unwrap_or(MetricKind::Gauge),
+                    unit: (!unit.is_null(i)).then(|| unit.value(i).to_string()),
+                };
+                self.by_id.insert(self.id.clone(), key);
+            }
+            f(i, &self.by_id[&self.id])?;
+        }
+        Ok(())
+    }
+}
+
 /// Loads the roll-ups of resolution `r` with windows in `[from, to]`; returns, per Kafka
 /// partition, where its closed windows end (its raw samples answer after that: samples can
 /// arrive long after their time, so no age makes a window closed that no roll-up shows).
@@ -157,29 +201,14 @@ async fn load_rollups(
             *slot = (*slot).max(end);
         }
     }
-    let mut keys: HashMap<(String, String, String), SeriesKey> = HashMap::new();
+    let mut keys = SeriesKeys::default();
     for batch in &batches {
-        let (name, service, labels, kind, unit) = (
-            text(batch, "name")?,
-            text(batch, "service")?,
-            text(batch, "labels_key")?,
-            text(batch, "kind")?,
-            text(batch, "unit")?,
-        );
         let i64s = |i: usize| batch.column(i).as_primitive::<Int64Type>();
         let f64s = |i: usize| batch.column(i).as_primitive::<Float64Type>();
         let (starts, counts, last_times) = (i64s(5), i64s(6), i64s(11));
         let (sums, mins, maxs, lasts) = (f64s(7), f64s(8), f64s(9), f64s(10));
         let sketches = batch.column(12).as_binary::<i32>();
-        for i in 0..batch.num_rows() {
-            let id = (name.value(i).to_string(), service.value(i).to_string(), labels.value(i).to_string());
-            let key = keys.entry(id).or_insert_with(|| SeriesKey {
-                name: name.value(i).to_string(),
-                service: service.value(i).to_string(),
-                labels: labels_of(labels.value(i)),
-                kind: MetricKind::parse(kind.value(i)).unwrap_or(MetricKind::Gauge),
-                unit: (!unit.is_null(i)).then(|| unit.value(i).to_string()),
-            });
+        keys.for_each_row(batch, |i, key| {
             let mut partial = callscope_schemas::rollup::Partial::empty(key.kind);
             partial.count = counts.value(i).max(0) as u64;
             partial.sum = sums.value(i);
@@ -193,7 +222,8 @@ async fn load_rollups(
                 Some(Box::new(decode_sketch(sketches.value(i)).map_err(|e| PromError::internal(e.to_string()))?))
             };
             store.correct(key, starts.value(i), &partial);
-        }
+            Ok(())
+        })?;
     }
     Ok(reach)
 }
@@ -232,28 +262,14 @@ async fn load_raw(
         col("value"),
         col("timestamp_ms"),
     ])?;
-    let mut keys: HashMap<(String, String, String), SeriesKey> = HashMap::new();
+    let mut keys = SeriesKeys::default();
     for batch in df.collect().await? {
-        let (name, service, labels, kind, unit) = (
-            text(&batch, "name")?,
-            text(&batch, "service")?,
-            text(&batch, "labels_key")?,
-            text(&batch, "kind")?,
-            text(&batch, "unit")?,
-        );
         let values = batch.column(5).as_primitive::<Float64Type>();
         let times = batch.column(6).as_primitive::<Int64Type>();
-        for i in 0..batch.num_rows() {
-            let id = (name.value(i).to_string(), service.value(i).to_string(), labels.value(i).to_string());
-            let key = keys.entry(id).or_insert_with(|| SeriesKey {
-                name: name.value(i).to_string(),
-                service: service.value(i).to_string(),
-                labels: labels_of(labels.value(i)),
-                kind: MetricKind::parse(kind.value(i)).unwrap_or(MetricKind::Gauge),
-                unit: (!unit.is_null(i)).then(|| unit.value(i).to_string()),
-            });
+        keys.for_each_row(&batch, |i, key| {
             store.add_sample(key, values.value(i), times.value(i));
-        }
+            Ok(())
+        })?;
     }
     Ok(())
 }

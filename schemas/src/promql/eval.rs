@@ -144,15 +144,8 @@ impl WindowStore {
     }
 
     fn select<'a>(&'a self, vs: &'a VectorSelector) -> impl Iterator<Item = &'a StoredSeries> + 'a {
-        let name = vs.name.clone().or_else(|| {
-            vs.matchers
-                .matchers
-                .iter()
-                .find(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal))
-                .map(|m| m.value.clone())
-        });
-        let candidates: Box<dyn Iterator<Item = &StoredSeries>> = match name {
-            Some(n) => Box::new(self.by_name.get(&n).into_iter().flat_map(|s| s.values())),
+        let candidates: Box<dyn Iterator<Item = &StoredSeries>> = match selector_name(vs) {
+            Some(n) => Box::new(self.by_name.get(n).into_iter().flat_map(|s| s.values())),
             None => Box::new(self.by_name.values().flat_map(|s| s.values())),
         };
         candidates.filter(move |s| {
@@ -175,33 +168,48 @@ pub fn evaluate(store: &WindowStore, expr: &Expr, at_ms: i64) -> Result<Value, E
     Evaluator { store, at_ms }.eval(expr)
 }
 
-/// The longest range `expr` reads, so the store keeps enough windows.
-pub fn longest_range_ms(expr: &Expr) -> i64 {
+/// The metric name a selector names: its name, or a `__name__="…"` matcher.
+pub fn selector_name(vs: &VectorSelector) -> Option<&str> {
+    vs.name.as_deref().or_else(|| {
+        vs.matchers
+            .matchers
+            .iter()
+            .find(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal))
+            .map(|m| m.value.as_str())
+    })
+}
+
+/// Every range `expr` reads: each range selector's, and the lookback of each instant
+/// selector.
+fn ranges_ms(expr: &Expr, out: &mut Vec<i64>) {
     match expr {
-        Expr::MatrixSelector(m) => i64::try_from(m.range.as_millis()).unwrap_or(i64::MAX),
-        Expr::VectorSelector(_) => LOOKBACK_MS,
-        Expr::Paren(p) => longest_range_ms(&p.expr),
-        Expr::Unary(u) => longest_range_ms(&u.expr),
-        Expr::Aggregate(a) => longest_range_ms(&a.expr),
-        Expr::Binary(b) => longest_range_ms(&b.lhs).max(longest_range_ms(&b.rhs)),
-        Expr::Call(c) => c.args.args.iter().map(|a| longest_range_ms(a)).max().unwrap_or(0),
-        _ => 0,
+        Expr::MatrixSelector(m) => out.push(i64::try_from(m.range.as_millis()).unwrap_or(i64::MAX)),
+        Expr::VectorSelector(_) => out.push(LOOKBACK_MS),
+        Expr::Paren(p) => ranges_ms(&p.expr, out),
+        Expr::Unary(u) => ranges_ms(&u.expr, out),
+        Expr::Aggregate(a) => ranges_ms(&a.expr, out),
+        Expr::Binary(b) => {
+            ranges_ms(&b.lhs, out);
+            ranges_ms(&b.rhs, out);
+        }
+        Expr::Call(c) => c.args.args.iter().for_each(|a| ranges_ms(a, out)),
+        _ => {}
     }
+}
+
+/// The longest range `expr` reads, so the store keeps enough windows (0 without selectors).
+pub fn longest_range_ms(expr: &Expr) -> i64 {
+    let mut ranges = Vec::new();
+    ranges_ms(expr, &mut ranges);
+    ranges.into_iter().max().unwrap_or(0)
 }
 
 /// The shortest range `expr` reads (a range selector's, or the lookback of an instant
 /// selector); `None` for an expression without selectors.
 pub fn shortest_range_ms(expr: &Expr) -> Option<i64> {
-    match expr {
-        Expr::MatrixSelector(m) => Some(i64::try_from(m.range.as_millis()).unwrap_or(i64::MAX)),
-        Expr::VectorSelector(_) => Some(LOOKBACK_MS),
-        Expr::Paren(p) => shortest_range_ms(&p.expr),
-        Expr::Unary(u) => shortest_range_ms(&u.expr),
-        Expr::Aggregate(a) => shortest_range_ms(&a.expr),
-        Expr::Binary(b) => [shortest_range_ms(&b.lhs), shortest_range_ms(&b.rhs)].into_iter().flatten().min(),
-        Expr::Call(c) => c.args.args.iter().filter_map(|a| shortest_range_ms(a)).min(),
-        _ => None,
-    }
+    let mut ranges = Vec::new();
+    ranges_ms(expr, &mut ranges);
+    ranges.into_iter().min()
 }
 
 /// The metric names `expr` selects; an error names a selector without one (callscope
@@ -209,22 +217,13 @@ pub fn shortest_range_ms(expr: &Expr) -> Option<i64> {
 pub fn metric_names(expr: &Expr) -> Result<std::collections::BTreeSet<String>, EvalError> {
     fn walk(expr: &Expr, out: &mut std::collections::BTreeSet<String>) -> Result<(), EvalError> {
         match expr {
-            Expr::VectorSelector(vs) => {
-                let name = vs.name.clone().or_else(|| {
-                    vs.matchers
-                        .matchers
-                        .iter()
-                        .find(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal))
-                        .map(|m| m.value.clone())
-                });
-                match name {
-                    Some(n) => {
-                        out.insert(n);
-                        Ok(())
-                    }
-                    None => err(format!("the selector {vs} has no metric name; callscope selects series by name")),
+            Expr::VectorSelector(vs) => match selector_name(vs) {
+                Some(n) => {
+                    out.insert(n.to_string());
+                    Ok(())
                 }
-            }
+                None => err(format!("the selector {vs} has no metric name; callscope selects series by name")),
+            },
             Expr::MatrixSelector(m) => walk(&Expr::VectorSelector(m.vs.clone()), out),
             Expr::Paren(p) => walk(&p.expr, out),
             Expr::Unary(u) => walk(&u.expr, out),
