@@ -3,6 +3,7 @@
 //!
 //! * [`pipeline`]: `bench ingest` (bare consumer vs the full pipeline) and `bench aggregate`
 //!   (window aggregation on vs off, window state per series).
+//! * [`cluster`]: `bench cluster` (several `pipeline` processes against one).
 //! * [`alert_latency`]: `bench alert-latency` (breaching event to webhook notification).
 //! * [`chaos`]: `bench chaos` (a soak of exactly-once: kills, two writers, store faults).
 //! * [`storage`]: `bench storage` (bytes per sample in each tier, against plain Parquet
@@ -15,6 +16,7 @@
 mod alert_latency;
 #[cfg(feature = "embedded-broker")]
 mod chaos;
+mod cluster;
 mod common;
 mod pipeline;
 mod query_speed;
@@ -27,6 +29,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingest(c) => pipeline::ingest(c).await,
         BenchCommand::Aggregate(c) => pipeline::aggregate(c).await,
+        BenchCommand::Cluster(c) => cluster::run(c).await,
         #[cfg(feature = "embedded-broker")]
         BenchCommand::AlertLatency(c) => alert_latency::run(c).await,
         #[cfg(not(feature = "embedded-broker"))]

@@ -229,16 +229,16 @@ async fn pipeline(
 
 /// A topic preloaded with `config.events` metric events, on a broker of its own unless
 /// `--brokers` names one.
-struct Preloaded {
-    connection: KafkaConnection,
-    topic: String,
+pub(super) struct Preloaded {
+    pub(super) connection: KafkaConnection,
+    pub(super) topic: String,
     data_dir: std::path::PathBuf,
     #[cfg(feature = "embedded-broker")]
     embedded: Option<crate::broker::EmbeddedBroker>,
 }
 
 impl Preloaded {
-    fn stop(self) {
+    pub(super) fn stop(self) {
         #[cfg(feature = "embedded-broker")]
         if let Some(b) = self.embedded {
             b.stop();
@@ -247,7 +247,12 @@ impl Preloaded {
     }
 }
 
-async fn preload(config: &BenchIngestConfig, what: &str) -> anyhow::Result<Preloaded> {
+/// Preloads a topic of a random name, or `topic`.
+pub(super) async fn preload_topic(
+    config: &BenchIngestConfig,
+    what: &str,
+    topic: Option<&str>,
+) -> anyhow::Result<Preloaded> {
     anyhow::ensure!(config.events > 0 && config.runs > 0, "--events and --runs must be positive");
     let data_dir = scratch_dir("bench")?;
     #[cfg(feature = "embedded-broker")]
@@ -268,7 +273,10 @@ async fn preload(config: &BenchIngestConfig, what: &str) -> anyhow::Result<Prelo
         }
     };
     let connection = KafkaConnection::new(&brokers);
-    let topic = format!("bench.metrics.{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let topic = match topic {
+        Some(t) => t.to_string(),
+        None => format!("bench.metrics.{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+    };
     crate::topics::create(&connection, &[topic.clone(), DLQ_TOPIC.to_string()], config.partitions).await?;
 
     println!(
@@ -310,4 +318,8 @@ async fn preload(config: &BenchIngestConfig, what: &str) -> anyhow::Result<Prelo
         #[cfg(feature = "embedded-broker")]
         embedded,
     })
+}
+
+async fn preload(config: &BenchIngestConfig, what: &str) -> anyhow::Result<Preloaded> {
+    preload_topic(config, what, None).await
 }

@@ -16,6 +16,9 @@ pub enum BenchCommand {
     /// Pipeline throughput with window aggregation on vs off on the same stream, window
     /// state per active series, and peak memory.
     Aggregate(BenchAggregateConfig),
+    /// Aggregate events/s of several `pipeline` processes in one consumer group against
+    /// one process, on the same preloaded topic; CPU time and peak memory per process.
+    Cluster(BenchClusterConfig),
     /// Latency from producing a breaching event to the webhook receiving its notification,
     /// under background traffic (p50 / p99 over trials).
     AlertLatency(BenchAlertConfig),
@@ -130,6 +133,15 @@ pub struct BenchAggregateConfig {
     /// Active series for the state-size measurement.
     #[arg(long, default_value_t = 100_000, env = "CALLSCOPE_BENCH_SERIES")]
     pub series: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchClusterConfig {
+    #[command(flatten)]
+    pub stream: BenchIngestConfig,
+    /// `pipeline` processes of the cluster.
+    #[arg(long, default_value_t = 3)]
+    pub pipelines: usize,
 }
 
 #[derive(Debug, Args)]

@@ -34,8 +34,8 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 pub use alerting::AlertArgs;
 pub use bench::{
-    BenchAggregateConfig, BenchAlertConfig, BenchChaosConfig, BenchCommand, BenchIngestConfig, BenchStorageConfig,
-    BenchTracesConfig,
+    BenchAggregateConfig, BenchAlertConfig, BenchChaosConfig, BenchClusterConfig, BenchCommand, BenchIngestConfig,
+    BenchStorageConfig, BenchTracesConfig,
 };
 pub use broker::BrokerStorage;
 pub use commands::{

@@ -6,8 +6,8 @@
 //! alerts, smart rules through the API ([`smart_rules`]), alert state across `kill -9`, and one notifying
 //! leader among two pipelines.
 
-mod fixture;
-mod peers;
+pub(crate) mod fixture;
+pub(crate) mod peers;
 mod routing;
 mod smart_rules;
 

@@ -7,6 +7,7 @@ mod support;
 mod alerting;
 mod api;
 mod cli;
+mod cluster;
 mod consumer_group;
 mod crash_safety;
 mod custom_metrics;

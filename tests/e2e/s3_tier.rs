@@ -2,21 +2,12 @@
 //! workers write through the S3 API, batch records and manifests use conditional PUTs, the
 //! lifecycle compacts, moves and deletes there, and the query API reads the same bucket.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::support::*;
-
-struct S3Server(std::process::Child);
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn totals(client: &Http, base: &str) -> Vec<serde_json::Value> {
     sql(client, base, "SELECT COUNT(*), SUM(value), COUNT(DISTINCT labels['seq']) FROM metrics").remove(0)
@@ -24,42 +15,10 @@ fn totals(client: &Http, base: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn every_tier_and_lifecycle_step_on_s3() {
-    let python = python_with("import moto.server");
-    let port = free_port();
-    let server = S3Server(
-        Command::new(&python)
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto S3 server"),
-    );
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let server = MotoS3::start("callscope-test");
     let client = http();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if client.try_call("PUT", &format!("{endpoint}/callscope-test"), None).is_some_and(|r| r.status == 200) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "S3 server did not start");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-
     let dir = tempfile::tempdir().expect("tempdir");
-    let endpoint_option = format!("aws_endpoint={endpoint}");
-    let mut storage: Vec<String> = Vec::new();
-    for tier in ["hot", "warm", "cold", "archive"] {
-        storage.extend([format!("--{tier}-url"), format!("s3://callscope-test/callscope/{tier}")]);
-    }
-    for option in [
-        endpoint_option.as_str(),
-        "aws_allow_http=true",
-        "aws_access_key_id=test",
-        "aws_secret_access_key=test",
-        "aws_region=us-east-1",
-    ] {
-        storage.extend(["--storage-option".to_string(), option.to_string()]);
-    }
+    let storage = server.storage_args("callscope");
     let node = Node::standalone(dir.path())
         .args(storage.iter().map(String::as_str))
         .args(["--flush-interval", "200ms", "--lifecycle-interval", "0s"])

@@ -15,6 +15,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
 pub use callscope_runtime::now_ms;
+pub use s3::MotoS3;
+
+mod s3;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_callscope");
 
