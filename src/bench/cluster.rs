@@ -4,9 +4,11 @@
 //! directory. Each process is this binary, started as an operator would start it, with its
 //! metrics endpoint; the bench polls every process's stored-events counter.
 //!
-//! The rate is the steady one: events stored between 10 % and 90 % of the total, over the
-//! time between the two, so that process start-up, the group's first rebalance and the
-//! last partial batches count in neither. Per process it also prints the CPU time (user +
+//! The rate is the steady one: events stored from the moment every process has stored
+//! something (and at least 10 % of the total is stored) to the moment 90 % is, over the
+//! time between the two, so that process start-up, the group's first rebalances and the
+//! last partial batches count in neither (use enough `--events` for the group to spread
+//! the partitions before 90 %). Per process it also prints the CPU time (user +
 //! system) spent, as events per CPU-second, and the peak resident memory.
 
 use std::path::{Path, PathBuf};
@@ -33,7 +35,7 @@ pub async fn run(config: BenchClusterConfig) -> anyhow::Result<()> {
     let preloaded = preload_topic(stream, "cluster", Some(Dataset::Metrics.default_topic())).await?;
     let brokers = preloaded.connection.brokers.clone();
     println!(
-        "{} pipeline processes against 1 on {} cores; rates between 10 % and 90 % of the events stored",
+        "{} pipeline processes against 1 on {} cores; steady rates (all processes storing, 10 % to 90 % of the events)",
         config.pipelines,
         cores()
     );
@@ -98,24 +100,36 @@ impl ClusterRun {
         result
     }
 
-    /// Polls every process's stored counter until all events are stored.
+    /// Polls every process's stored counter until all events are stored. The rate is taken
+    /// from the moment every process has stored something (and 10 % of the events are
+    /// stored) to the moment 90 % are.
     async fn watch(children: &mut [PipelineProcess], events: usize) -> anyhow::Result<Self> {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + RUN_TIMEOUT;
         let (low, high) = (events / 10, events - events / 10);
-        let mut at_low: Option<(Instant, u64)> = None;
+        let mut window_start: Option<(Instant, u64)> = None;
+        let mut active = vec![false; children.len()];
         loop {
             let mut stored = 0u64;
-            for child in children.iter_mut() {
+            for (i, child) in children.iter_mut().enumerate() {
                 child.check_running()?;
-                stored += child.stored(&client).await;
+                let n = child.stored(&client).await;
+                active[i] |= n > 0;
+                stored += n;
             }
             let now = Instant::now();
-            if at_low.is_none() && stored as usize >= low {
-                at_low = Some((now, stored));
+            if window_start.is_none() && stored as usize >= low && active.iter().all(|a| *a) {
+                window_start = Some((now, stored));
             }
             if stored as usize >= high {
-                let (t0, s0) = at_low.unwrap_or((now, stored));
+                let Some((t0, s0)) = window_start else {
+                    let idle = active.iter().filter(|a| !**a).count();
+                    anyhow::bail!(
+                        "{idle} of {} processes had stored nothing when 90 % of the events were stored \
+                         (the group had not spread the partitions yet): use more --events",
+                        children.len()
+                    );
+                };
                 let rate = (stored - s0) as f64 / now.duration_since(t0).as_secs_f64().max(1e-3);
                 // The rest is stored before the processes stop, so that their CPU time
                 // covers every event.

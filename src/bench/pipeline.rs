@@ -1,8 +1,9 @@
 //! `callscope bench ingest`: preloads a topic with metric events, then measures (a) a bare
 //! rdkafka consumer reading the topic and (b) the full pipeline reading, decoding and
 //! durably writing Parquet with offset commits, each run with a fresh consumer group.
-//! Prints events per second of both, and the ratio b/a, per run and as medians; with Avro,
-//! then the datum decoders alone (specialised reader against apache-avro's generic one).
+//! Prints events per second of both and the ratio b/a, end to end and steady (10 % to 90 % of
+//! the events), per run and as medians; with Avro, then the datum decoders alone (the
+//! reader specialised to the writer schema against apache-avro's generic one).
 //!
 //! `callscope bench aggregate`: the pipeline on the same kind of preloaded topic with window
 //! aggregation off and on (alternating which goes first), then the window state of
@@ -36,11 +37,20 @@ pub async fn ingest(config: BenchIngestConfig) -> anyhow::Result<()> {
     let aggregation = cli::defaults::<WindowArgs>()?.aggregation()?;
     let preloaded = preload(&config, "ingest").await?;
     let (connection, topic) = (preloaded.connection.clone(), preloaded.topic.clone());
+    println!("end to end: from the first message read to the last event read (bare) or stored (pipeline)");
     let mut table = RunTable::new(16, "bare events/s", "pipeline ev/s", "ratio");
+    let mut steady = Vec::new();
     for run in 1..=config.runs {
         let bare = bare_consumer(&connection, &topic, config.events).await.context("bare consumer")?;
         let pipe = pipeline(&connection, &topic, &config, aggregation.clone()).await.context("pipeline")?;
-        table.row(run, rate(config.events, bare), rate(config.events, pipe));
+        table.row(run, rate(config.events, bare.total), rate(config.events, pipe.total));
+        steady.push((bare.steady, pipe.steady));
+    }
+    table.medians();
+    println!("steady: events between 10 % and 90 % of the total over the time between (no start-up, no last flush)");
+    let mut table = RunTable::new(16, "bare events/s", "pipeline ev/s", "ratio");
+    for (run, (bare, pipe)) in steady.into_iter().enumerate() {
+        table.row(run + 1, bare, pipe);
     }
     table.medians();
     preloaded.stop();
@@ -103,7 +113,7 @@ pub async fn aggregate(config: BenchAggregateConfig) -> anyhow::Result<()> {
             let on = measure(aggregation.clone()).await.context("on")?;
             (measure(None).await.context("off")?, on)
         };
-        table.row(run, rate(stream.events, off), rate(stream.events, on));
+        table.row(run, rate(stream.events, off.total), rate(stream.events, on.total));
     }
     table.medians();
     preloaded.stop();
@@ -156,8 +166,46 @@ fn window_state(windows: WindowArgs, series: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long a run took from its first message, and its steady rate: the events between
+/// 10 % and 90 % of the total over the time between the two.
+struct Timing {
+    total: Duration,
+    steady: f64,
+}
+
+/// Records when a count passes 10 % and 90 % of `events`.
+struct SteadyClock {
+    events: usize,
+    low: Option<(Instant, usize)>,
+    high: Option<(Instant, usize)>,
+}
+
+impl SteadyClock {
+    fn new(events: usize) -> SteadyClock {
+        SteadyClock { events, low: None, high: None }
+    }
+
+    fn observe(&mut self, count: usize) {
+        if self.low.is_none() && count >= self.events / 10 {
+            self.low = Some((Instant::now(), count));
+        }
+        if self.high.is_none() && count >= self.events - self.events / 10 {
+            self.high = Some((Instant::now(), count));
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        match (self.low, self.high) {
+            (Some((t0, n0)), Some((t1, n1))) if n1 > n0 => {
+                (n1 - n0) as f64 / t1.duration_since(t0).as_secs_f64().max(1e-9)
+            }
+            _ => f64::NAN,
+        }
+    }
+}
+
 /// Time for a consumer of a fresh group that only counts bytes to read `events` messages.
-async fn bare_consumer(connection: &KafkaConnection, topic: &str, events: usize) -> anyhow::Result<Duration> {
+async fn bare_consumer(connection: &KafkaConnection, topic: &str, events: usize) -> anyhow::Result<Timing> {
     let consumer: StreamConsumer = connection
         .consumer_config(&format!("bench-bare-{}", uuid::Uuid::new_v4().simple()))
         .set("fetch.wait.max.ms", "100")
@@ -165,6 +213,7 @@ async fn bare_consumer(connection: &KafkaConnection, topic: &str, events: usize)
     consumer.subscribe(&[topic])?;
     let mut seen = 0usize;
     let mut bytes = 0usize;
+    let mut clock = SteadyClock::new(events);
     let mut started = None;
     let deadline = Instant::now() + RUN_TIMEOUT;
     while seen < events {
@@ -173,10 +222,11 @@ async fn bare_consumer(connection: &KafkaConnection, topic: &str, events: usize)
         started.get_or_insert_with(Instant::now);
         bytes += m.payload().map_or(0, <[u8]>::len);
         seen += 1;
+        clock.observe(seen);
     }
     let elapsed = started.map(|s| s.elapsed()).unwrap_or_default();
     tracing::debug!(bytes, "bare consumer done");
-    Ok(elapsed)
+    Ok(Timing { total: elapsed, steady: clock.rate() })
 }
 
 /// Time for a pipeline worker of a fresh group, writing to a scratch hot tier, to store
@@ -186,8 +236,9 @@ async fn pipeline(
     topic: &str,
     config: &BenchIngestConfig,
     aggregation: Option<AggregationConfig>,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<Timing> {
     let events = config.events;
+    let mut clock = SteadyClock::new(events);
     let dir = scratch_dir("bench")?;
     let hot = callscope_storage::Tier::open(&callscope_storage::TierConfig::local_dir(&dir)?)?;
     let ingest = IngestArgs {
@@ -210,7 +261,9 @@ async fn pipeline(
         if started.is_none() && consumed.get() > baseline {
             started = Some(Instant::now());
         }
-        if status.snapshot().stored as usize >= events {
+        let stored = status.snapshot().stored as usize;
+        clock.observe(stored);
+        if stored >= events {
             break;
         }
         anyhow::ensure!(
@@ -224,7 +277,7 @@ async fn pipeline(
     cancel.cancel();
     task.await??;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(elapsed)
+    Ok(Timing { total: elapsed, steady: clock.rate() })
 }
 
 /// A topic preloaded with `config.events` metric events, on a broker of its own unless
