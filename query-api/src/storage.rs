@@ -85,8 +85,8 @@ pub async fn costs(State(state): State<AppState>, ApiQuery(q): ApiQuery<PolicyQu
     let policy = all.into_iter().find(|p| p.id == id).ok_or_else(|| ApiError::NotFound(format!("no policy {id:?}")))?;
     let catalog = catalog(&state);
     let usage = usage::collect(&catalog).await.map_err(unavailable)?;
-    let per_day = usage::raw_bytes_last_day(&catalog, callscope_runtime::now_ms()).await.map_err(unavailable)?;
-    Ok(Json(json!(state.costs.report(&usage, &policy, &per_day))))
+    let ingest = usage::ingest_last_day(&catalog, callscope_runtime::now_ms()).await.map_err(unavailable)?;
+    Ok(Json(json!(state.costs.report(&usage, &policy, &ingest))))
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,8 +4,16 @@
 //!
 //! Prices are per GB-month (GB = 10⁹ bytes) and configurable; the defaults are list prices
 //! of common object-store classes (S3 Standard, Standard-IA, Glacier Instant Retrieval,
-//! Glacier Deep Archive in us-east-1). Request charges are not modelled: at callscope's
-//! file sizes they are a small fraction of the storage charge.
+//! Glacier Deep Archive in us-east-1).
+//!
+//! Requests are priced too, and at small volumes they are most of the bill: every flush of
+//! every partition writes a batch file, and each batch file comes with about seven
+//! write-class requests (the file, its rename, the batch record, listings, checkpoints,
+//! heartbeats and the alert state) and four read-class ones. Measured with `standalone
+//! --demo` (2026-12-01, 85 s, 635 batches, 691 data files, every store call of the process
+//! counted): 4 553 write-class and 2 924 read-class calls, 6.6 and 4.2 per data file. The
+//! estimate scales that by the batch files of the last day; queries' own reads and the
+//! lifecycle's few requests per table-hour are left out.
 
 use std::collections::BTreeMap;
 
@@ -13,12 +21,21 @@ use serde::Serialize;
 
 use crate::lifecycle::policy::{Policy, PolicyStep};
 use crate::tiers::TierName;
-use crate::usage::TierTableUsage;
+use crate::usage::{IngestLastDay, TierTableUsage};
 
-/// Price per GB-month of each tier.
+/// Prices: per GB-month of each tier, and per 1 000 requests of the hot tier's class (where
+/// the workers write); and the requests that come with each batch file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CostModel {
     pub usd_per_gb_month: BTreeMap<TierName, f64>,
+    /// PUT, COPY, POST and LIST requests (S3 Standard: $0.005 per 1 000).
+    pub usd_per_1000_write_requests: f64,
+    /// GET, HEAD and the rest (S3 Standard: $0.0004 per 1 000).
+    pub usd_per_1000_read_requests: f64,
+    /// Write- and read-class requests per batch file, all of a process's store traffic
+    /// included (see the module's documentation).
+    pub write_requests_per_batch_file: f64,
+    pub read_requests_per_batch_file: f64,
 }
 
 impl Default for CostModel {
@@ -30,12 +47,28 @@ impl Default for CostModel {
                 (TierName::Cold, 0.004),
                 (TierName::Archive, 0.00099),
             ]),
+            usd_per_1000_write_requests: 0.005,
+            usd_per_1000_read_requests: 0.0004,
+            write_requests_per_batch_file: 6.6,
+            read_requests_per_batch_file: 4.2,
         }
     }
 }
 
 const GB: f64 = 1e9;
 const DAY_MS: f64 = 86_400_000.0;
+/// Days in the month of a monthly figure.
+const MONTH_DAYS: f64 = 30.0;
+
+/// Object-store requests per month at the last day's rate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestEstimate {
+    /// Batch files the workers wrote in the last day (one per partition, table-hour and flush).
+    pub batch_files_per_day: u64,
+    pub write_requests_per_month: f64,
+    pub read_requests_per_month: f64,
+    pub usd_per_month: f64,
+}
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,6 +93,13 @@ pub struct CostReport {
     pub projected_usd_per_month: f64,
     pub projected_all_hot_usd_per_month: f64,
     pub projected_saving_usd_per_month: f64,
+    /// The workers' object-store requests at the last day's rate (the same now and in the
+    /// projection: the lifecycle adds a few per table-hour).
+    pub requests: RequestEstimate,
+    /// Projected storage and requests together.
+    pub projected_total_usd_per_month: f64,
+    /// What to change when requests cost more than storage; `null` otherwise.
+    pub advice: Option<String>,
     /// Inputs of the projection.
     pub policy: String,
     pub ingest_bytes_per_day: BTreeMap<String, u64>,
@@ -71,14 +111,24 @@ impl CostModel {
         self.usd_per_gb_month.get(&tier).copied().unwrap_or(0.0)
     }
 
-    /// The report for `usage` (from [`crate::usage::collect`]) under `policy`.
-    /// `recent_raw_bytes_per_day` is, per table, the bytes the workers wrote in the last day.
-    pub fn report(
-        &self,
-        usage: &[TierTableUsage],
-        policy: &Policy,
-        recent_raw_bytes_per_day: &BTreeMap<String, u64>,
-    ) -> CostReport {
+    /// The workers' requests per month when they write `batch_files_per_day`.
+    pub fn requests(&self, batch_files_per_day: u64) -> RequestEstimate {
+        let files_per_month = batch_files_per_day as f64 * MONTH_DAYS;
+        let writes = files_per_month * self.write_requests_per_batch_file;
+        let reads = files_per_month * self.read_requests_per_batch_file;
+        RequestEstimate {
+            batch_files_per_day,
+            write_requests_per_month: writes,
+            read_requests_per_month: reads,
+            usd_per_month: writes / 1000.0 * self.usd_per_1000_write_requests
+                + reads / 1000.0 * self.usd_per_1000_read_requests,
+        }
+    }
+
+    /// The report for `usage` (from [`crate::usage::collect`]) under `policy`, projected
+    /// from what the workers wrote in the last day ([`crate::usage::ingest_last_day`]).
+    pub fn report(&self, usage: &[TierTableUsage], policy: &Policy, ingest: &IngestLastDay) -> CostReport {
+        let recent_raw_bytes_per_day = &ingest.bytes;
         let mut current = Vec::new();
         let mut all_hot = 0.0;
         for u in usage {
@@ -154,6 +204,15 @@ impl CostModel {
             projected_all_hot += per_day * horizon / GB * self.price(TierName::Hot);
         }
         let projected_total: f64 = projected.iter().map(|l| l.usd_per_month).sum();
+        let requests = self.requests(ingest.files);
+        let advice = (requests.usd_per_month > projected_total).then(|| {
+            format!(
+                "object-store requests (${:.2}/month) cost more than storage (${:.2}/month): the workers write {} \
+                 batch files a day, one per partition, table-hour and flush; a longer --flush-interval on the \
+                 pipelines (default 1s) divides the requests by the same factor, at the price of fresher data",
+                requests.usd_per_month, projected_total, requests.batch_files_per_day
+            )
+        });
         CostReport {
             prices_usd_per_gb_month: self.usd_per_gb_month.clone(),
             current,
@@ -163,6 +222,9 @@ impl CostModel {
             projected_usd_per_month: projected_total,
             projected_all_hot_usd_per_month: projected_all_hot,
             projected_saving_usd_per_month: projected_all_hot - projected_total,
+            projected_total_usd_per_month: projected_total + requests.usd_per_month,
+            requests,
+            advice,
             policy: policy.id.clone(),
             ingest_bytes_per_day: recent_raw_bytes_per_day.clone(),
             compaction_ratio: ratio,
@@ -185,7 +247,7 @@ mod tests {
             usage("hot", "metrics", 2_000_000_000, 2_000_000_000),
             usage("warm", "metrics", 1e9 as u64, 4e9 as u64),
         ];
-        let per_day = BTreeMap::from([("metrics".to_string(), 1_000_000_000u64)]);
+        let per_day = IngestLastDay { bytes: BTreeMap::from([("metrics".to_string(), 1_000_000_000u64)]), files: 0 };
         let mut policy = Policy::default_policy();
         policy.steps.retain(|s| matches!(s, PolicyStep::Compact { .. } | PolicyStep::Delete { .. }));
         let report = model.report(&usage, &policy, &per_day);
@@ -206,5 +268,27 @@ mod tests {
         let cold = &report.projected[2];
         assert_eq!(cold.bytes, (1e9 * 83.0 * 0.25) as u64);
         assert!(report.projected_usd_per_month < hot + warm);
+    }
+
+    #[test]
+    fn requests_are_priced_per_batch_file_and_advice_comes_when_they_dominate() {
+        let model = CostModel::default();
+        let usage = vec![usage("hot", "metrics", 1_000_000, 1_000_000)];
+        // A small platform: 1 MB a day, but 4 partitions × 3 tables flushed every second.
+        let small = IngestLastDay { bytes: BTreeMap::from([("metrics".to_string(), 1_000_000)]), files: 1_036_800 };
+        let report = model.report(&usage, &Policy::default_policy(), &small);
+        let files_per_month = 1_036_800.0 * 30.0;
+        assert!((report.requests.write_requests_per_month - files_per_month * 6.6).abs() < 1.0);
+        assert!((report.requests.read_requests_per_month - files_per_month * 4.2).abs() < 1.0);
+        let usd = files_per_month * 6.6 / 1000.0 * 0.005 + files_per_month * 4.2 / 1000.0 * 0.0004;
+        assert!((report.requests.usd_per_month - usd).abs() < 1e-6, "{report:?}");
+        assert!(usd > 1000.0, "a thousand dollars a month of requests for a megabyte a day");
+        assert!((report.projected_total_usd_per_month - (report.projected_usd_per_month + usd)).abs() < 1e-6);
+        assert!(report.advice.as_deref().is_some_and(|a| a.contains("--flush-interval")), "{report:?}");
+        // Flushing a hundred times less often, with a hundred times the data: storage leads.
+        let big = IngestLastDay { bytes: BTreeMap::from([("metrics".to_string(), 100_000_000_000)]), files: 10_368 };
+        let report = model.report(&usage, &Policy::default_policy(), &big);
+        assert!(report.requests.usd_per_month < report.projected_usd_per_month, "{report:?}");
+        assert_eq!(report.advice, None);
     }
 }

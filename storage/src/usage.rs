@@ -129,18 +129,30 @@ fn widen(entry: &mut TierTableUsage, min_ms: i64, max_ms: i64) {
     entry.newest_ms = Some(entry.newest_ms.map_or(max_ms, |n| n.max(max_ms)));
 }
 
-/// Bytes the workers wrote per table for the day before `now_ms` (the ingest rate the cost
-/// projection extrapolates).
-pub async fn raw_bytes_last_day(catalog: &FileCatalog, now_ms: i64) -> Result<BTreeMap<String, u64>> {
-    let mut out = BTreeMap::new();
+/// What the workers wrote in the day before `now_ms`: the ingest rate the cost projection
+/// extrapolates.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IngestLastDay {
+    /// Bytes of the batch files, per table.
+    pub bytes: BTreeMap<String, u64>,
+    /// Batch files (one per partition, table-hour and flush), every table.
+    pub files: u64,
+}
+
+/// The batch files of the table-hours of the day before `now_ms`, as first written: those
+/// still in hot, and those a lifecycle step has replaced (their manifest keeps their size
+/// and names).
+pub async fn ingest_last_day(catalog: &FileCatalog, now_ms: i64) -> Result<IngestLastDay> {
+    let mut out = IngestLastDay::default();
     for table in DataTable::ALL {
         let range = crate::file_catalog::TimeRange::new(now_ms - 86_400_000, now_ms);
         let units = catalog.snapshot(table, Some(range)).await?;
-        let bytes = units
-            .iter()
-            .map(|u| u.fresh_hot.iter().map(|o| o.size).sum::<u64>() + u.manifest.as_ref().map_or(0, |m| m.raw_bytes))
-            .sum();
-        out.insert(table.name().to_string(), bytes);
+        let mut bytes = 0;
+        for u in &units {
+            bytes += u.fresh_hot.iter().map(|o| o.size).sum::<u64>() + u.manifest.as_ref().map_or(0, |m| m.raw_bytes);
+            out.files += (u.fresh_hot.len() + u.manifest.as_ref().map_or(0, |m| m.replaced_hot.len())) as u64;
+        }
+        out.bytes.insert(table.name().to_string(), bytes);
     }
     Ok(out)
 }

@@ -196,6 +196,13 @@ fn the_storage_api_shows_policies_jobs_statistics_costs_and_holds() {
     assert_eq!(costs["policy"], "default");
     assert!(costs["current_usd_per_month"].as_f64().expect("cost") > 0.0, "{costs}");
     assert!(costs["projected_saving_usd_per_month"].as_f64().expect("saving") > 0.0, "{costs}");
+    // The workers' batch files of the day are counted and their requests priced.
+    let hot_files = hot["files"].as_u64().expect("files");
+    assert!(costs["requests"]["batch_files_per_day"].as_u64().is_some_and(|n| n >= hot_files), "{costs}");
+    let requests = costs["requests"]["usd_per_month"].as_f64().expect("request cost");
+    let storage = costs["projected_usd_per_month"].as_f64().expect("storage cost");
+    assert!(requests > 0.0, "{costs}");
+    assert!((costs["projected_total_usd_per_month"].as_f64().expect("total") - (storage + requests)).abs() < 1e-9);
 
     // A legal hold keeps the hour from a delete policy until it is released.
     let hold = client.call(
