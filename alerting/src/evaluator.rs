@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use callscope_runtime::now_ms;
 use callscope_schemas::alerting_status::{ActiveAlert, AlertingStatus, AlertmanagerHealth};
-use callscope_schemas::events::Event;
+use callscope_schemas::events::{AlertStatus, Event};
 use callscope_schemas::{Dataset, DecodeOptions, decode_event};
 use callscope_storage::alerting::SilenceState;
 use callscope_storage::{CatalogKey, Tier};
@@ -182,11 +182,23 @@ impl Evaluator {
         }
     }
 
+    /// Resolves the alerts the notification log says fire and that fire nowhere now (they
+    /// ended while no process evaluated). The resolutions are transitions like any other:
+    /// notified, and published to the alerts topic, stamped with the evaluator's event time
+    /// so that they sort among the transitions around them.
     fn resolve_missing(&mut self, wall: i64) {
         let resolved = self.dispatcher.resolve_missing(wall);
-        if !resolved.is_empty() {
-            tracing::info!(alerts = ?resolved, "alerts the notification log says fire and that fire nowhere now are resolved");
-            self.state_dirty = true;
+        if resolved.is_empty() {
+            return;
+        }
+        let fingerprints: Vec<&str> = resolved.iter().map(|a| a.fingerprint.as_str()).collect();
+        tracing::info!(alerts = ?fingerprints, "alerts the notification log says fire and that fire nowhere now are resolved");
+        self.state_dirty = true;
+        let at_ms = self.engine.event_time(wall);
+        AlertingMetrics::global().transitions.with_label_values(&["resolved"]).inc_by(resolved.len() as u64);
+        for alert in resolved {
+            let key = TransitionKey::new(at_ms, alert.fingerprint.clone(), AlertStatus::Resolved);
+            self.publisher.submit(key, alert.to_event());
         }
     }
 

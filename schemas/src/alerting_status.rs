@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::{Alert, AlertStatus};
+use crate::events::{Alert, AlertStatus, Severity};
 
 /// Labels (or annotations) of an alert.
 pub type LabelSet = BTreeMap<String, String>;
@@ -78,6 +78,53 @@ impl RoutedAlert {
             fingerprint: fp,
             labels,
         }
+    }
+
+    /// The alert event this alert is (the inverse of [`from_event`](Self::from_event)), for a
+    /// transition the notification side makes itself, such as a resolution after a restart.
+    pub fn to_event(&self) -> Alert {
+        let label = |name: &str| self.labels.get(name).cloned().unwrap_or_default();
+        Alert {
+            alert_name: label("alertname"),
+            severity: self.labels.get("severity").and_then(|s| Severity::parse(s)).unwrap_or(Severity::Warning),
+            status: self.status,
+            service: label("service"),
+            labels: self
+                .labels
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "service" | "severity"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            annotations: self.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            starts_at_ms: self.starts_at_ms,
+            ends_at_ms: self.ends_at_ms,
+            value: self.value,
+            source: self.source.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod routed_alert_tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_event_survives_routing_and_back() {
+        let event = Alert {
+            alert_name: "QueueLong".into(),
+            severity: Severity::Critical,
+            status: AlertStatus::Resolved,
+            service: "dialogue".into(),
+            labels: [("queue".to_string(), "asr".to_string()), ("flapping".to_string(), "true".to_string())].into(),
+            annotations: [("summary".to_string(), "long".to_string())].into(),
+            starts_at_ms: 10,
+            ends_at_ms: Some(20),
+            value: Some(3.5),
+            source: "callscope".into(),
+        };
+        let routed = RoutedAlert::from_event(&event);
+        assert_eq!(routed.to_event(), event);
+        assert_eq!(RoutedAlert::from_event(&routed.to_event()), routed);
     }
 }
 

@@ -27,10 +27,19 @@ route: {receiver: oncall, group_by: [alertname], group_wait: 0s, group_interval:
 receivers: [{name: oncall}]
 "#;
 
-struct NullSink;
+/// A sink that keeps what it was sent.
+#[derive(Clone, Default)]
+struct RecordingSink(std::sync::Arc<std::sync::Mutex<Vec<Alert>>>);
 
-impl TransitionSink for NullSink {
-    fn send(&self, _: &Alert) -> impl Future<Output = crate::publisher::Result<()>> + Send {
+impl RecordingSink {
+    fn sent(&self) -> Vec<Alert> {
+        self.0.lock().expect("lock").clone()
+    }
+}
+
+impl TransitionSink for RecordingSink {
+    fn send(&self, alert: &Alert) -> impl Future<Output = crate::publisher::Result<()>> + Send {
+        self.0.lock().expect("lock").push(alert.clone());
         async { Ok(()) }
     }
 }
@@ -86,7 +95,8 @@ async fn a_restart_replays_without_evaluating_then_resolves_what_the_log_says_fi
         AlertingConfig::new(KafkaConnection { brokers: "unused:9092".into(), properties: Default::default() }, "b");
     let topic = config.metric_topics[0].clone();
     let engine = AlertEngine::new(EngineConfig::default(), load_rule_file(RULE).expect("rule"));
-    let publisher = Publisher::start(NullSink, 100, Backoff::default());
+    let published = RecordingSink::default();
+    let publisher = Publisher::start(published.clone(), 100, Backoff::default());
     let state = read_state(&tier).await;
     let mut ev = Evaluator::new(config, tier.clone(), engine, dispatcher(), None, publisher, state);
     assert_eq!(ev.dispatcher.log(), &old.nflog, "the log is restored before replay");
@@ -128,6 +138,18 @@ async fn a_restart_replays_without_evaluating_then_resolves_what_the_log_says_fi
     ev.flush(due);
     let logged: Vec<&str> = ev.dispatcher.log().keys().map(String::as_str).collect();
     assert_eq!(logged, ["{0}:alertname=\"CallFailureRateHigh\""], "QueueLong's resolution was sent");
+    // ...and published to the alerts topic, as every transition is.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let resolution = loop {
+        let sent = published.sent();
+        if let Some(a) = sent.iter().find(|a| a.alert_name == "QueueLong") {
+            break a.clone();
+        }
+        assert!(Instant::now() < deadline, "the resolution was never published: {sent:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!((resolution.status, resolution.service.as_str()), (AlertStatus::Resolved, "dialogue"));
+    assert_eq!(resolution.ends_at_ms, Some(due));
     ev.save_state().await;
     let stored = read_state(&tier).await;
     assert_eq!((stored.leader.as_str(), stored.term), ("b", 4));

@@ -225,7 +225,7 @@ impl Dispatcher {
     /// other, so only a flush (the leader's) notifies them. An alert the log has no record
     /// of (logs of older versions) cannot be notified: it leaves the log's firing set.
     /// Returns the fingerprints resolved.
-    pub fn resolve_missing(&mut self, now_ms: i64) -> Vec<String> {
+    pub fn resolve_missing(&mut self, now_ms: i64) -> Vec<RoutedAlert> {
         let live: BTreeSet<String> = self
             .alerts()
             .filter(|(_, a)| a.status == AlertStatus::Firing)
@@ -241,15 +241,18 @@ impl Dispatcher {
                 }
             }
         }
+        let mut resolved = Vec::new();
         for (fp, record) in &stale {
             match record {
                 Some(alert) => {
                     let mut alert = alert.clone();
                     alert.status = AlertStatus::Resolved;
                     alert.ends_at_ms = Some(now_ms.max(alert.starts_at_ms));
-                    self.receive(alert, now_ms);
+                    self.receive(alert.clone(), now_ms);
+                    resolved.push(alert);
                 }
                 None => {
+                    tracing::info!(fingerprint = %fp, "a logged alert without a record (an older log) leaves the log unnotified");
                     for entry in self.sent.values_mut() {
                         entry.firing.remove(fp);
                         entry.notified_at.remove(fp);
@@ -258,7 +261,7 @@ impl Dispatcher {
             }
         }
         self.sent.retain(|key, e| !e.firing.is_empty() || self.groups.contains_key(key));
-        stale.into_keys().collect()
+        resolved
     }
 
     /// Drops resolved alerts that ended before `cutoff_ms` without being flushed (a

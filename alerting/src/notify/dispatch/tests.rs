@@ -286,7 +286,9 @@ fn a_logged_firing_alert_that_fires_nowhere_after_a_restart_is_resolved() {
     after.restore_log(log);
     after.receive(alert("HighLatency", "tts", Severity::Warning, AlertStatus::Firing), 500_000);
     let resolved = after.resolve_missing(500_000);
-    assert_eq!(resolved, [alert("HighLatency", "asr", Severity::Warning, AlertStatus::Firing).fingerprint]);
+    let fingerprints: Vec<&str> = resolved.iter().map(|a| a.fingerprint.as_str()).collect();
+    assert_eq!(fingerprints, [alert("HighLatency", "asr", Severity::Warning, AlertStatus::Firing).fingerprint]);
+    assert_eq!((resolved[0].status, resolved[0].ends_at_ms), (AlertStatus::Resolved, Some(500_000)));
     // Nothing is sent by resolving: a standby keeps the resolution for an hour, unsent...
     after.forget_resolved_before(500_000 - 3_600_000);
     assert_eq!(after.alerts().filter(|(_, a)| a.status == AlertStatus::Resolved).count(), 1);
@@ -308,7 +310,7 @@ fn a_log_of_an_older_version_drops_what_it_cannot_notify() {
     let fp = alert("HighLatency", "asr", Severity::Warning, AlertStatus::Firing).fingerprint;
     let entry = SentEntry { at_ms: 1, firing: [fp.clone()].into(), ..SentEntry::default() };
     d.restore_log([("{}:alertname=\"HighLatency\"".to_string(), entry)].into());
-    assert_eq!(d.resolve_missing(10), [fp]);
+    assert!(d.resolve_missing(10).is_empty(), "nothing to notify or publish without a record");
     assert!(d.log().is_empty(), "no record of the alert to notify: it leaves the log");
     assert!(d.flush(100_000).is_empty());
 }
