@@ -248,10 +248,32 @@ rows = duckdb.sql(f"""
 print(json.dumps([list(r) for r in rows]))
 "#;
 
+/// The Spark recipe of docs/storage.md, run by PySpark in local mode: the archive's Hive
+/// partitions discovered by Spark itself.
+const SPARK_READ_ARCHIVE: &str = r#"
+import json, sys
+from pyspark.sql import SparkSession
+from pyspark.sql.functions import col
+spark = (SparkSession.builder.master("local[1]").appName("callscope-archive")
+         .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC").getOrCreate())
+spark.sparkContext.setLogLevel("ERROR")
+df = spark.read.parquet(f"{sys.argv[1]}/metrics")
+rows = (df.select("kafka_partition", "kafka_offset", "name", "service", "value", "timestamp_ms",
+                  col("date").cast("string"), col("hour").cast("int"))
+          .orderBy("kafka_partition", "kafka_offset").collect())
+print(json.dumps([list(r) for r in rows]))
+spark.stop()
+"#;
+
 #[test]
-fn duckdb_reads_the_archive_exactly_as_the_api_answers() {
+fn duckdb_and_spark_read_the_archive_exactly_as_the_api_answers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let python = python_with("import duckdb");
+    let python = python_with("import duckdb, pyspark");
+    let java = Command::new("java").arg("-version").output();
+    assert!(
+        java.is_ok_and(|o| o.status.success()),
+        "Spark needs a Java runtime: apt-get install default-jre-headless (as .ci/run does)"
+    );
     let client = http();
     let (node, hour) = standalone_with_an_old_hour(dir.path(), &client);
     let policy = dir.path().join("archive.json");
@@ -277,17 +299,34 @@ fn duckdb_reads_the_archive_exactly_as_the_api_answers() {
         .expect("run python");
     assert!(duck.status.success(), "duckdb: {}", String::from_utf8_lossy(&duck.stderr));
     let duck: Vec<Vec<Value>> = serde_json::from_slice(&duck.stdout).expect("duckdb json");
-    assert_eq!(duck.len(), api.len(), "DuckDB reads as many rows as the API answers");
+    let spark = Command::new(&python)
+        .args(["-c", SPARK_READ_ARCHIVE, archive.to_str().expect("path")])
+        .output()
+        .expect("run python");
+    assert!(spark.status.success(), "spark: {}", String::from_utf8_lossy(&spark.stderr));
+    let spark: Vec<Vec<Value>> = serde_json::from_slice(&spark.stdout)
+        .unwrap_or_else(|e| panic!("spark printed no JSON ({e}): {}", String::from_utf8_lossy(&spark.stdout)));
     let date = chrono::DateTime::from_timestamp_millis(hour).expect("time").format("%Y-%m-%d").to_string();
     let hour_of_day: i64 =
         chrono::DateTime::from_timestamp_millis(hour).expect("time").format("%H").to_string().parse().expect("hour");
-    for (d, a) in duck.iter().zip(&api) {
-        assert_eq!(d[0].as_i64(), a[0].as_i64());
-        assert_eq!(d[1].as_i64(), a[1].as_i64());
-        assert_eq!((&d[2], &d[3]), (&a[2], &a[3]));
-        assert_eq!(d[4].as_f64().map(f64::to_bits), a[4].as_f64().map(f64::to_bits), "values bit for bit: {d:?} {a:?}");
-        assert_eq!(d[5].as_i64(), a[5].as_i64());
-        assert_eq!((d[6].as_str(), d[7].as_i64()), (Some(date.as_str()), Some(hour_of_day)), "Hive columns");
+    for (reader, rows) in [("DuckDB", &duck), ("Spark", &spark)] {
+        assert_eq!(rows.len(), api.len(), "{reader} reads as many rows as the API answers");
+        for (d, a) in rows.iter().zip(&api) {
+            assert_eq!(d[0].as_i64(), a[0].as_i64(), "{reader}");
+            assert_eq!(d[1].as_i64(), a[1].as_i64(), "{reader}");
+            assert_eq!((&d[2], &d[3]), (&a[2], &a[3]), "{reader}");
+            assert_eq!(
+                d[4].as_f64().map(f64::to_bits),
+                a[4].as_f64().map(f64::to_bits),
+                "{reader}: values bit for bit: {d:?} {a:?}"
+            );
+            assert_eq!(d[5].as_i64(), a[5].as_i64(), "{reader}");
+            assert_eq!(
+                (d[6].as_str(), d[7].as_i64()),
+                (Some(date.as_str()), Some(hour_of_day)),
+                "{reader}: Hive columns"
+            );
+        }
     }
 }
 
