@@ -19,6 +19,22 @@ pub struct QueryArgs {
     /// anonymous caller may see and change of the dashboards, until authentication lands.
     #[arg(long, env = "CALLSCOPE_ANONYMOUS_ROLES", value_delimiter = ',', default_value = "viewer,editor")]
     pub anonymous_roles: Vec<String>,
+    /// Prices of the cost report (`/monitoring/storage/costs`), a JSON file: per-tier
+    /// `usd_per_gb_month`, `usd_per_1000_write_requests`, `usd_per_1000_read_requests`;
+    /// what it leaves out keeps the defaults (S3 Standard, Standard-IA, Glacier IR, Deep
+    /// Archive list prices).
+    #[arg(long, env = "CALLSCOPE_PRICES")]
+    pub prices: Option<std::path::PathBuf>,
+}
+
+impl QueryArgs {
+    /// The cost model: the `--prices` file over the defaults.
+    pub fn cost_model(&self) -> anyhow::Result<callscope_storage::costs::CostModel> {
+        use anyhow::Context;
+        let Some(path) = &self.prices else { return Ok(Default::default()) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --prices {}", path.display()))?;
+        callscope_storage::costs::CostModel::from_json(&text).with_context(|| format!("--prices {}", path.display()))
+    }
 }
 
 impl From<&QueryArgs> for EngineOptions {

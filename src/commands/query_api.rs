@@ -58,7 +58,7 @@ pub(super) fn api_state(
         hot: tiers.hot.clone(),
         trace_index: callscope_storage::trace_index::TraceIndex::new(tiers.hot.clone()),
         tiers: tiers.clone(),
-        costs: Default::default(),
+        costs: query.cost_model()?,
         producer,
         kafka_probe,
         topics: Dataset::ALL.iter().map(|d| (*d, d.default_topic().to_string())).collect(),

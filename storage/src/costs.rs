@@ -17,15 +17,17 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::policy::{Policy, PolicyStep};
 use crate::tiers::TierName;
 use crate::usage::{IngestLastDay, TierTableUsage};
 
 /// Prices: per GB-month of each tier, and per 1 000 requests of the hot tier's class (where
-/// the workers write); and the requests that come with each batch file.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// the workers write); and the requests that come with each batch file. Read from a JSON
+/// file with [`CostModel::from_json`]; what the file leaves out keeps its default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CostModel {
     pub usd_per_gb_month: BTreeMap<TierName, f64>,
     /// PUT, COPY, POST and LIST requests (S3 Standard: $0.005 per 1 000).
@@ -52,6 +54,34 @@ impl Default for CostModel {
             write_requests_per_batch_file: 6.6,
             read_requests_per_batch_file: 4.2,
         }
+    }
+}
+
+/// A price file that does not parse or holds a price that is not a finite, non-negative number.
+#[derive(Debug, thiserror::Error)]
+#[error("cost model: {0}")]
+pub struct CostModelError(String);
+
+impl CostModel {
+    /// Prices from JSON, e.g. `{"usd_per_gb_month": {"hot": 0.026}, "usd_per_1000_write_requests":
+    /// 0.0054}`: a tier or field left out keeps its default; unknown fields are refused.
+    pub fn from_json(text: &str) -> Result<CostModel, CostModelError> {
+        let mut model: CostModel = serde_json::from_str(text).map_err(|e| CostModelError(e.to_string()))?;
+        for (tier, price) in CostModel::default().usd_per_gb_month {
+            model.usd_per_gb_month.entry(tier).or_insert(price);
+        }
+        let prices = model.usd_per_gb_month.iter().map(|(t, p)| (format!("usd_per_gb_month.{t}"), *p)).chain([
+            ("usd_per_1000_write_requests".to_string(), model.usd_per_1000_write_requests),
+            ("usd_per_1000_read_requests".to_string(), model.usd_per_1000_read_requests),
+            ("write_requests_per_batch_file".to_string(), model.write_requests_per_batch_file),
+            ("read_requests_per_batch_file".to_string(), model.read_requests_per_batch_file),
+        ]);
+        for (field, value) in prices {
+            if !value.is_finite() || value < 0.0 {
+                return Err(CostModelError(format!("{field} must be a finite number ≥ 0, not {value}")));
+            }
+        }
+        Ok(model)
     }
 }
 
@@ -83,6 +113,8 @@ pub struct CostLine {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CostReport {
     pub prices_usd_per_gb_month: BTreeMap<TierName, f64>,
+    /// `write` and `read` request prices.
+    pub prices_usd_per_1000_requests: BTreeMap<&'static str, f64>,
     /// What is stored now.
     pub current: Vec<CostLine>,
     pub current_usd_per_month: f64,
@@ -215,6 +247,10 @@ impl CostModel {
         });
         CostReport {
             prices_usd_per_gb_month: self.usd_per_gb_month.clone(),
+            prices_usd_per_1000_requests: BTreeMap::from([
+                ("write", self.usd_per_1000_write_requests),
+                ("read", self.usd_per_1000_read_requests),
+            ]),
             current,
             current_usd_per_month: current_total,
             current_all_hot_usd_per_month: all_hot,
@@ -290,5 +326,22 @@ mod tests {
         let report = model.report(&usage, &Policy::default_policy(), &big);
         assert!(report.requests.usd_per_month < report.projected_usd_per_month, "{report:?}");
         assert_eq!(report.advice, None);
+    }
+
+    #[test]
+    fn prices_come_from_json_with_defaults_for_what_it_leaves_out() {
+        let model =
+            CostModel::from_json(r#"{"usd_per_gb_month": {"hot": 0.026}, "usd_per_1000_write_requests": 0.0054}"#)
+                .expect("prices");
+        assert_eq!(model.usd_per_gb_month[&TierName::Hot], 0.026);
+        assert_eq!(model.usd_per_gb_month[&TierName::Cold], 0.004, "a tier left out keeps its default");
+        assert_eq!(model.usd_per_1000_write_requests, 0.0054);
+        assert_eq!(model.usd_per_1000_read_requests, 0.0004);
+        let typo = CostModel::from_json(r#"{"usd_per_gb_mnth": {}}"#).expect_err("unknown field");
+        assert!(typo.to_string().contains("usd_per_gb_mnth"), "{typo}");
+        let tier = CostModel::from_json(r#"{"usd_per_gb_month": {"lukewarm": 1}}"#).expect_err("unknown tier");
+        assert!(tier.to_string().contains("lukewarm"), "{tier}");
+        let negative = CostModel::from_json(r#"{"usd_per_1000_read_requests": -1}"#).expect_err("negative");
+        assert!(negative.to_string().contains("usd_per_1000_read_requests"), "{negative}");
     }
 }

@@ -1,8 +1,9 @@
-//! Command-line behaviour that needs no broker: configuration precedence and `sql`.
+//! Command-line behaviour that needs no broker: configuration precedence, `sql`, and the
+//! query API's price file.
 
 use std::process::Command;
 
-use crate::support::BIN;
+use crate::support::{BIN, Node, http};
 
 fn run(args: &[&str], envs: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(BIN).args(args).envs(envs.iter().copied()).output().expect("run callscope");
@@ -55,4 +56,28 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     let (ok, _, stderr) = run(&["standalone", "--flush-interval", "soon"], &[]);
     assert!(!ok);
     assert!(stderr.contains("--flush-interval"), "{stderr}");
+}
+
+#[test]
+fn the_cost_report_takes_its_prices_from_a_file_and_a_bad_file_stops_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prices = dir.path().join("prices.json");
+    std::fs::write(&prices, r#"{"usd_per_gb_month": {"warm": 0.02}, "usd_per_1000_write_requests": 0.0054}"#)
+        .expect("write prices");
+    let node = Node::query_api(dir.path()).args(["--prices", prices.to_str().expect("path")]).spawn();
+    let costs = http().call("GET", &format!("{}/monitoring/storage/costs", node.http), None).json();
+    assert_eq!(costs["prices_usd_per_gb_month"]["warm"], 0.02, "{costs}");
+    assert_eq!(costs["prices_usd_per_gb_month"]["hot"], 0.023, "a tier the file leaves out keeps its default");
+    assert_eq!(costs["prices_usd_per_1000_requests"]["write"], 0.0054, "{costs}");
+    assert_eq!(costs["prices_usd_per_1000_requests"]["read"], 0.0004, "{costs}");
+
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"usd_per_gb_month": {"lukewarm": 1}}"#).expect("write prices");
+    let data = dir.path().join("other");
+    let (ok, _, stderr) = run(
+        &["query-api", "--data-dir", data.to_str().expect("path"), "--http-addr", "127.0.0.1:0"],
+        &[("CALLSCOPE_PRICES", bad.to_str().expect("path"))],
+    );
+    assert!(!ok, "a bad price file stops the start");
+    assert!(stderr.contains("lukewarm") && stderr.contains("bad.json"), "{stderr}");
 }
