@@ -54,6 +54,7 @@ impl Workers {
         kind: &str,
     ) -> anyhow::Result<Workers> {
         let hot = &tiers.hot;
+        warn_about_request_costs(args, hot);
         crate::topics::create_all(connection, args.kafka.partitions, &args.kafka.otlp_topics()).await?;
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -88,6 +89,31 @@ impl Workers {
         for task in self.tasks {
             let _ = task.await;
         }
+    }
+}
+
+/// On S3 each flush of each partition writes a batch file with about eleven requests around
+/// it, whatever the traffic: says at start what the flush interval costs the cluster in
+/// requests when that is $50 a month or more (metrics and spans flushing on every partition,
+/// at the cost report's default prices).
+fn warn_about_request_costs(args: &WorkersArgs, hot: &Tier) {
+    if hot.store_url().scheme() != "s3" {
+        return;
+    }
+    let interval = args.ingest.flush_interval.as_secs_f64().max(0.001);
+    let partitions = args.kafka.partitions.max(1);
+    let files_per_day = (f64::from(partitions) * 2.0 * 86_400.0 / interval) as u64;
+    let requests = callscope_storage::costs::CostModel::default().requests(files_per_day);
+    if requests.usd_per_month >= 50.0 {
+        tracing::warn!(
+            flush_interval = %args.ingest.flush_interval,
+            partitions,
+            usd_per_month = requests.usd_per_month.round(),
+            "the hot tier is on S3: at this flush interval the workers' object-store requests cost about ${:.0} a month \
+             at S3 Standard prices (each flush of each partition writes a batch file with about 11 requests); a longer \
+             --flush-interval divides that (dashboards lag by it, alerts do not); GET /monitoring/storage/costs shows the measured figure",
+            requests.usd_per_month
+        );
     }
 }
 

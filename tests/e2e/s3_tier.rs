@@ -43,6 +43,9 @@ fn every_tier_and_lifecycle_step_on_s3() {
     );
     let rows = sql(&client, &node.http, "SELECT COUNT(DISTINCT labels['seq']), MAX(value) FROM metrics");
     assert_eq!(rows[0], vec![json!(1000), json!(999.5)]);
+    // A flush every 200 ms on S3 is an expensive habit, and the log says so at start.
+    let log = std::fs::read_to_string(&node.proc.log).expect("log");
+    assert!(log.contains("object-store requests cost about $"), "no request-cost warning:\n{log}");
     // Nothing went to the local data directory: the tier is the bucket.
     assert!(!node.data_dir.join("hot").exists());
     let health = client.call("GET", &format!("{}/monitoring/health", node.http), None).json();
