@@ -34,15 +34,17 @@ pub async fn run(config: BenchClusterConfig) -> anyhow::Result<()> {
     );
     let preloaded = preload_topic(stream, "cluster", Some(Dataset::Metrics.default_topic())).await?;
     let brokers = preloaded.connection.brokers.clone();
+    anyhow::ensure!(config.workers >= 1, "--workers must be at least 1");
     println!(
-        "{} pipeline processes against 1 on {} cores; steady rates (all processes storing, 10 % to 90 % of the events)",
+        "{} pipeline processes against 1, {} worker(s) each, on {} cores; steady rates (all processes storing, 10 % to 90 % of the events)",
         config.pipelines,
+        config.workers,
         cores()
     );
     let mut table = RunTable::new(16, "1 process ev/s", &format!("{} procs ev/s", config.pipelines), "ratio");
     let (mut cpu_rates, mut peaks) = (Vec::new(), Vec::new());
     for run in 1..=stream.runs {
-        let measure = |processes: usize| ClusterRun::measure(&brokers, stream, processes);
+        let measure = |processes: usize| ClusterRun::measure(&brokers, stream, processes, config.workers);
         let (one, many) = if run % 2 == 1 {
             let one = measure(1).await.context("one process")?;
             (one, measure(config.pipelines).await.context("the cluster")?)
@@ -85,12 +87,17 @@ impl ClusterRun {
         events as f64 / self.cpu_seconds.iter().sum::<f64>().max(1e-9)
     }
 
-    async fn measure(brokers: &str, stream: &crate::cli::BenchIngestConfig, processes: usize) -> anyhow::Result<Self> {
+    async fn measure(
+        brokers: &str,
+        stream: &crate::cli::BenchIngestConfig,
+        processes: usize,
+        workers: usize,
+    ) -> anyhow::Result<Self> {
         let dir = scratch_dir("bench-cluster")?;
         let group = format!("bench-cluster-{}", uuid::Uuid::new_v4().simple());
         let mut children = Vec::new();
         for i in 0..processes {
-            children.push(PipelineProcess::start(&dir, brokers, &group, i, stream)?);
+            children.push(PipelineProcess::start(&dir, brokers, &group, i, workers, stream)?);
         }
         let result = Self::watch(&mut children, stream.events).await;
         for child in &mut children {
@@ -125,8 +132,8 @@ impl ClusterRun {
                 let Some((t0, s0)) = window_start else {
                     let idle = active.iter().filter(|a| !**a).count();
                     anyhow::bail!(
-                        "{idle} of {} processes had stored nothing when 90 % of the events were stored \
-                         (the group had not spread the partitions yet): use more --events",
+                        "{idle} of {} processes had stored nothing when 90 % of the events were stored: \
+                         more workers than partitions, or the group had not spread the partitions yet (use more --events)",
                         children.len()
                     );
                 };
@@ -171,6 +178,7 @@ impl PipelineProcess {
         brokers: &str,
         group: &str,
         index: usize,
+        workers: usize,
         stream: &crate::cli::BenchIngestConfig,
     ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -179,7 +187,7 @@ impl PipelineProcess {
         let child = Command::new(std::env::current_exe()?)
             .arg("pipeline")
             .args(["--brokers", brokers, "--group-id", group])
-            .args(["--worker-id", &format!("bench-{index}")])
+            .args(["--worker-id", &format!("bench-{index}"), "--workers", &workers.to_string()])
             .args(["--data-dir".as_ref(), dir.join("data").as_os_str()])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(["--flush-rows", &stream.flush_rows.to_string(), "--flush-interval", "200ms"])

@@ -142,6 +142,9 @@ pub struct BenchClusterConfig {
     /// `pipeline` processes of the cluster.
     #[arg(long, default_value_t = 3)]
     pub pipelines: usize,
+    /// Stream workers in each process (`pipeline --workers`), on both sides.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
 }
 
 #[derive(Debug, Args)]
