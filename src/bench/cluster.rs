@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use callscope_schemas::Dataset;
 
-use super::common::{RunTable, cores, median, scratch_dir};
+use super::common::{RunTable, cores, median, memory_of, scratch_dir};
 use super::pipeline::preload_topic;
 use crate::cli::BenchClusterConfig;
 
@@ -232,13 +232,7 @@ impl PipelineProcess {
 
     /// Peak resident memory in bytes (Linux; 0 elsewhere).
     fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
+        memory_of(&self.child.id().to_string()).1
     }
 
     /// SIGTERM (the pipeline's clean stop), then waits; kills after 30 s.

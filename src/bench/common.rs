@@ -167,7 +167,13 @@ pub fn cores() -> usize {
 
 /// Resident and peak resident memory of this process, in bytes (Linux).
 pub fn memory() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    memory_of("self")
+}
+
+/// Resident and peak resident memory of process `pid` (a number, or `self`), in bytes
+/// (Linux; 0 elsewhere or when it is gone).
+pub fn memory_of(pid: &str) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()
