@@ -33,6 +33,7 @@ pub mod instrumented_store;
 pub mod json_objects;
 pub mod layout;
 pub mod lifecycle;
+pub mod local_cas;
 pub mod parquet_file;
 pub mod tier;
 pub mod tiers;

@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use url::Url;
 
 use crate::fault_store::{FaultControl, FaultStore, parse_fault_spec};
 use crate::instrumented_store::InstrumentedStore;
+use crate::local_cas::LocalCasStore;
 use crate::{Result, StorageError};
 
 /// The tier option holding fault rules (see [`crate::fault_store::spec`]); taken out of the
@@ -110,6 +111,10 @@ impl Tier {
         };
         let (store, base) = object_store::parse_url_opts(&url, options).map_err(|e| invalid(e.to_string()))?;
         let mut store: Arc<dyn ObjectStore> = Arc::from(store);
+        if local_root.is_some() {
+            // `parse_url_opts` roots a local store at `/`, the tier's directory being `base`.
+            store = Arc::new(LocalCasStore::new(store, "/"));
+        }
         if let Some(control) = faults {
             store = Arc::new(FaultStore::with_control(store, control).with_base(&base));
         }
@@ -188,39 +193,53 @@ impl Tier {
     /// it. The write is conditional on the object being unchanged since the read
     /// (`PutMode::Update` with the e-tag/version read, `PutMode::Create` when absent), so a
     /// concurrent writer makes it return `Ok(false)`, as does `decide` declining; `Ok(true)`
-    /// once the write is durable. object_store's `LocalFileSystem` does not implement
-    /// `PutMode::Update` (it returns `NotImplemented`): there the checked bytes are written
-    /// with a plain overwrite, so two writers racing between the read and the write are not
-    /// told apart on local tiers (the caller's check is all that protects them).
+    /// once the write is durable. Local tiers get `PutMode::Update` from
+    /// [`LocalCasStore`]; a store without it (S3 with `aws_conditional_put=disabled`) fails
+    /// with `NotImplemented` rather than writing unchecked.
     pub async fn put_if_match(
         &self,
         relative: &str,
         decide: impl FnOnce(Option<&[u8]>) -> Option<Bytes>,
     ) -> Result<bool> {
-        use object_store::{Error as E, UpdateVersion};
-        let path = self.path(relative);
-        let (current, version) = match self.store.get(&path).await {
+        let current = self.get_versioned(relative).await?;
+        let Some(bytes) = decide(current.as_ref().map(|(b, _)| b.as_ref())) else { return Ok(false) };
+        Ok(self.put_versioned(relative, bytes, current.as_ref().map(|(_, v)| v)).await?.is_some())
+    }
+
+    /// An object's bytes and version (for [`Tier::put_versioned`]); `None` when absent.
+    pub async fn get_versioned(&self, relative: &str) -> Result<Option<(Bytes, UpdateVersion)>> {
+        match self.store.get(&self.path(relative)).await {
             Ok(got) => {
                 let version = UpdateVersion { e_tag: got.meta.e_tag.clone(), version: got.meta.version.clone() };
-                (Some(got.bytes().await?), Some(version))
+                Ok(Some((got.bytes().await?, version)))
             }
-            Err(E::NotFound { .. }) => (None, None),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes an object only if it is still at `expected` (absent when `None`): returns the
+    /// new version once the write is durable, or `None` when another write came first.
+    pub async fn put_versioned(
+        &self,
+        relative: &str,
+        bytes: Bytes,
+        expected: Option<&UpdateVersion>,
+    ) -> Result<Option<UpdateVersion>> {
+        use object_store::Error as E;
+        let path = self.path(relative);
+        let mode = expected.cloned().map_or(PutMode::Create, PutMode::Update);
+        let written = match self
+            .store
+            .put_opts(&path, PutPayload::from_bytes(bytes), PutOptions { mode, ..Default::default() })
+            .await
+        {
+            Ok(written) => written,
+            Err(E::Precondition { .. } | E::AlreadyExists { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let Some(bytes) = decide(current.as_deref()) else { return Ok(false) };
-        let payload = PutPayload::from_bytes(bytes);
-        let mode = version.map_or(PutMode::Create, PutMode::Update);
-        match self.store.put_opts(&path, payload.clone(), PutOptions { mode, ..Default::default() }).await {
-            Ok(_) => {}
-            Err(E::Precondition { .. } | E::AlreadyExists { .. }) => return Ok(false),
-            Err(E::NotImplemented { .. }) => {
-                let overwrite = PutOptions { mode: PutMode::Overwrite, ..Default::default() };
-                self.store.put_opts(&path, payload, overwrite).await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
         self.sync(&path).await?;
-        Ok(true)
+        Ok(Some(UpdateVersion { e_tag: written.e_tag, version: written.version }))
     }
 
     /// Renames an object (atomically on local disks; copy and delete on S3) and makes the
