@@ -124,7 +124,6 @@ fn date_of(at_ms: i64) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CatalogKey {
     BatchRecord { topic: String, partition: i32, first_offset: i64 },
-    WindowCheckpoint { topic: String, partition: i32, offset: i64 },
     Epoch { topic: String, partition: i32, epoch: u64 },
     Manifest { unit: String, generation: u64 },
     Deletion { at_ms: i64, job: String },
@@ -140,10 +139,6 @@ impl CatalogKey {
             CatalogKey::BatchRecord { topic, partition, first_offset } => format!(
                 "{}/{first_offset:020}.json",
                 CatalogDir::Commits { topic: topic.clone(), partition: *partition }.path()
-            ),
-            CatalogKey::WindowCheckpoint { topic, partition, offset } => format!(
-                "{}/{offset:020}.parquet",
-                CatalogDir::WindowState { topic: topic.clone(), partition: *partition }.path()
             ),
             CatalogKey::Epoch { topic, partition, epoch } => format!(
                 "{}/{epoch:020}.json",
@@ -188,10 +183,6 @@ mod tests {
         assert_eq!(
             CatalogKey::BatchRecord { topic: t(), partition: 3, first_offset: 42 }.path(),
             "_catalog/commits/callscope.metrics/p3/00000000000000000042.json"
-        );
-        assert_eq!(
-            CatalogKey::WindowCheckpoint { topic: "a/b".into(), partition: 0, offset: 7 }.path(),
-            "_catalog/window_state/a_b/p0/00000000000000000007.parquet"
         );
         assert_eq!(CatalogKey::WorkerHeartbeat { worker_id: "w-1".into() }.path(), "_catalog/workers/w-1.json");
         assert_eq!(CatalogKey::AlertingState.path(), "_catalog/alerting/state.json");

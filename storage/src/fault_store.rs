@@ -72,6 +72,9 @@ pub enum InjectedError {
     Transient,
     NotImplemented,
     Precondition,
+    /// `object_store::Error::NotFound`: a read that misses an object that exists (as a
+    /// check made just before another process created it would).
+    NotFound,
 }
 
 impl InjectedError {
@@ -85,6 +88,7 @@ impl InjectedError {
             InjectedError::Precondition => {
                 object_store::Error::Precondition { path: key.to_string(), source: what.into() }
             }
+            InjectedError::NotFound => object_store::Error::NotFound { path: key.to_string(), source: what.into() },
         }
     }
 }

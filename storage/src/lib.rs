@@ -47,7 +47,7 @@ pub use catalog::{CatalogDir, CatalogKey};
 pub use commit_log::{BatchRecord, CommitLog, Recovery};
 pub use custom_metrics::CustomMetricStore;
 pub use dashboards::{DashboardStore, SaveOutcome};
-pub use epochs::PartitionEpochs;
+pub use epochs::{Ownership, PartitionEpochs};
 pub use fault_store::{
     Fault, FaultControl, FaultRule, FaultSpecError, FaultStore, InjectedError, PathMatch, Pause, RuleHandle, Stage,
     parse_fault_spec,
@@ -74,6 +74,8 @@ pub enum StorageError {
     CorruptRecord { path: String, reason: String },
     #[error("batch starting at offset {first_offset} of {topic}/{partition} was already committed by another writer")]
     Fenced { topic: String, partition: i32, first_offset: i64 },
+    #[error("{path}: a newer owner of the partition sealed this writer's epoch; it commits nothing more")]
+    EpochSealed { path: String },
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error("invalid fault_spec tier option: {0}")]

@@ -1,7 +1,9 @@
 //! The window state of one topic partition, as its writer drives it: restored from the
-//! newest checkpoint at or below the durable offset, fed every batch in offset order,
-//! checkpointed after the batches it reflects are durable, and closed when the partition
-//! goes idle. Offsets of windowed partitions are acknowledged only up to the newest
+//! checkpoint the partition's owners committed (see [`callscope_storage::epochs`]; for
+//! partitions of older versions, the newest one at or below the durable offset), fed every
+//! batch in offset order, checkpointed (and the checkpoint committed under the writer's
+//! epoch) after the batches it reflects are durable, and closed when the partition goes
+//! idle. Offsets of windowed partitions are acknowledged only up to the newest
 //! checkpoint, so a restart replays from there and rebuilds the same state.
 
 use std::sync::Arc;
@@ -12,7 +14,8 @@ use callscope_schemas::arrow_schema::SourcedEvent;
 use callscope_schemas::custom_metrics::CustomMetric;
 use callscope_schemas::rollup::{RollupRow, resolution_label};
 use callscope_schemas::{Event, Metric};
-use callscope_storage::RollupSource;
+use callscope_storage::window_state::CheckpointName;
+use callscope_storage::{Ownership, RollupSource};
 
 use super::aggregate::{Outcome, PartitionAggregator};
 use super::checkpoint::{self, PendingIdle};
@@ -147,16 +150,38 @@ impl PartitionWindows {
         self.shared.board.remove(&self.topic, self.partition);
     }
 
-    /// Rebuilds the state from the newest checkpoint at or below `durable_last`, or starts
-    /// empty; a restored checkpoint's offset is acknowledged.
-    pub async fn restore(&mut self, durable_last: Option<i64>, acks: &dyn OffsetAck) -> Result<()> {
+    /// Rebuilds the state from the `committed` checkpoint (the one the partition's epochs
+    /// name; without one, the newest at or below `durable_last`), or starts empty; a
+    /// restored checkpoint's offset is acknowledged.
+    pub async fn restore(
+        &mut self,
+        durable_last: Option<i64>,
+        committed: Option<&str>,
+        acks: &dyn OffsetAck,
+    ) -> Result<()> {
         let mut aggregator = PartitionAggregator::new(self.shared.config.clone(), self.partition);
         self.checkpointed = None;
         self.pending_idle = None;
         self.idle_close_unsaved = false;
-        let stored = match durable_last {
-            Some(durable) => self.shared.checkpoints.load_latest(&self.topic, self.partition, durable).await?,
-            None => None,
+        let committed = committed.and_then(CheckpointName::parse);
+        let stored = match (durable_last, committed) {
+            (Some(durable), Some(name)) if name.offset <= durable => {
+                let bytes = self.shared.checkpoints.load(&self.topic, self.partition, &name.name).await?;
+                Some((name.offset, bytes))
+            }
+            (Some(durable), Some(name)) => {
+                return Err(PipelineError::Other(format!(
+                    "the committed window checkpoint {} is past the durable offset {durable}: the commit log and the checkpoint disagree",
+                    name.name
+                )));
+            }
+            (Some(durable), None) => self
+                .shared
+                .checkpoints
+                .load_latest(&self.topic, self.partition, durable)
+                .await?
+                .map(|(name, bytes)| (name.offset, bytes)),
+            (None, _) => None,
         };
         if let Some((offset, bytes)) = stored {
             let config = self.shared.config.clone();
@@ -244,21 +269,33 @@ impl PartitionWindows {
     }
 
     /// Writes a checkpoint when the interval has passed (or none exists yet).
-    pub async fn checkpoint_if_due(&mut self, durable_last: Option<i64>, acks: &dyn OffsetAck) -> Result<()> {
+    pub async fn checkpoint_if_due(
+        &mut self,
+        durable_last: Option<i64>,
+        acks: &dyn OffsetAck,
+        owner: &mut Ownership,
+    ) -> Result<()> {
         let due =
             self.checkpointed.is_none() || self.last_checkpoint_at.elapsed() >= self.shared.config.checkpoint_interval;
-        if due { self.checkpoint(durable_last, acks).await } else { Ok(()) }
+        if due { self.checkpoint(durable_last, acks, owner).await } else { Ok(()) }
     }
 
     /// Writes a checkpoint of the state at the offset it reflects, if everything it reflects
-    /// is durable (`durable_last`) and it changed, then acknowledges that offset.
-    pub async fn checkpoint(&mut self, durable_last: Option<i64>, acks: &dyn OffsetAck) -> Result<()> {
-        self.save(durable_last, acks).await?;
+    /// is durable (`durable_last`) and it changed, commits it under the `owner`'s epoch, then
+    /// acknowledges that offset. A newer owner's seal makes the commit fail with
+    /// [`PipelineError::LostPartition`]: the checkpoint is then never restored.
+    pub async fn checkpoint(
+        &mut self,
+        durable_last: Option<i64>,
+        acks: &dyn OffsetAck,
+        owner: &mut Ownership,
+    ) -> Result<()> {
+        self.save(durable_last, acks, owner).await?;
         self.idle_close_unsaved = false;
         Ok(())
     }
 
-    async fn save(&mut self, durable_last: Option<i64>, acks: &dyn OffsetAck) -> Result<()> {
+    async fn save(&mut self, durable_last: Option<i64>, acks: &dyn OffsetAck, owner: &mut Ownership) -> Result<()> {
         let Some(agg) = self.aggregator.take() else { return Ok(()) };
         let offset = match (agg.offset(), durable_last) {
             // The state may only be saved when everything it reflects is durable.
@@ -283,8 +320,13 @@ impl PartitionWindows {
         let state_bytes = agg.state_bytes();
         self.aggregator = Some(agg);
         let bytes = encoded?;
-        self.shared.checkpoints.save(&self.topic, self.partition, offset, bytes).await?;
+        let epoch = owner.epoch;
+        let name = self.shared.checkpoints.save(&self.topic, self.partition, offset, epoch, bytes).await?;
         let metrics = PipelineMetrics::global();
+        if !owner.commit_checkpoint(&name).await? {
+            metrics.fenced.with_label_values(&[&self.topic]).inc();
+            return Err(PipelineError::LostPartition { held: epoch, newer: epoch + 1 });
+        }
         metrics.checkpoints.with_label_values(&[&self.topic]).inc();
         metrics.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
         metrics
@@ -294,7 +336,7 @@ impl PartitionWindows {
         self.checkpointed = Some(offset);
         self.last_checkpoint_at = Instant::now();
         acks.ack(&self.topic, self.partition, offset + 1);
-        if let Err(e) = self.shared.checkpoints.prune(&self.topic, self.partition, 2).await {
+        if let Err(e) = self.shared.checkpoints.prune(&self.topic, self.partition, epoch, &name).await {
             tracing::debug!(error = %e, "could not prune window checkpoints");
         }
         Ok(())

@@ -15,7 +15,7 @@ use callscope_storage::{BatchRecord, StorageError};
 use super::WriterState;
 use super::prepare::Prepared;
 use crate::batch::{DeadLetter, PendingBatch};
-use crate::error::{PipelineError, Result};
+use crate::error::{PipelineError, Result, RetryHint};
 use crate::metrics::PipelineMetrics;
 
 impl WriterState {
@@ -85,13 +85,18 @@ impl WriterState {
             self.stop(&e);
             return;
         }
-        match self.windows.as_mut() {
-            Some(windows) => {
-                if let Err(e) = windows.checkpoint_if_due(self.durable_last, &*self.ctx.acks).await {
+        match (self.windows.as_mut(), self.ownership.as_mut()) {
+            (Some(windows), Some(owner)) => {
+                if let Err(e) = windows.checkpoint_if_due(self.durable_last, &*self.ctx.acks, owner).await {
+                    if e.retry_hint() == RetryHint::Stop {
+                        self.stop(&e);
+                        return;
+                    }
                     tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "window checkpoint failed; will retry");
                 }
             }
-            None => self.ctx.acks.ack(&self.topic, self.partition, prepared.last + 1),
+            (Some(_), None) => {}
+            (None, _) => self.ctx.acks.ack(&self.topic, self.partition, prepared.last + 1),
         }
         self.prune().await;
     }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callscope_schemas::Dataset;
-use callscope_storage::{CommitLog, PartitionEpochs};
+use callscope_storage::{CommitLog, Ownership, PartitionEpochs};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -78,8 +78,9 @@ struct WriterState {
     /// Cleared between a revoke and the next assignment.
     owned: bool,
     durable_last: Option<i64>,
-    /// The ownership epoch taken at the last recovery (see [`callscope_storage::epochs`]).
-    epoch: Option<u64>,
+    /// The ownership epoch taken at the last recovery, which commits checkpoints (see
+    /// [`callscope_storage::epochs`]).
+    ownership: Option<Ownership>,
     /// Committed batch ranges whose records may still be needed by recovery.
     ranges: VecDeque<(i64, i64)>,
     /// Set when this partition's events are aggregated in windows.
@@ -109,7 +110,7 @@ impl WriterState {
             stopped: false,
             owned: true,
             durable_last: None,
-            epoch: None,
+            ownership: None,
             ranges: VecDeque::new(),
             windows,
             max_event_ms: None,
@@ -159,7 +160,8 @@ impl WriterState {
             && !self.needs_recovery
             && self.ensure_owner().await.is_ok()
             && let Some(windows) = self.windows.as_mut()
-            && let Err(e) = windows.checkpoint(self.durable_last, &*self.ctx.acks).await
+            && let Some(owner) = self.ownership.as_mut()
+            && let Err(e) = windows.checkpoint(self.durable_last, &*self.ctx.acks, owner).await
         {
             tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "final window checkpoint failed; the next owner replays from the previous one");
         }
@@ -225,9 +227,9 @@ impl WriterState {
         // committed (see `PartitionWindows::idle_close_unsaved`).
         while self.windows.as_ref().is_some_and(|w| w.idle_close_unsaved()) {
             let saved = match self.ensure_owner().await {
-                Ok(()) => match self.windows.as_mut() {
-                    Some(windows) => windows.checkpoint(self.durable_last, &*self.ctx.acks).await,
-                    None => Ok(()),
+                Ok(()) => match (self.windows.as_mut(), self.ownership.as_mut()) {
+                    (Some(windows), Some(owner)) => windows.checkpoint(self.durable_last, &*self.ctx.acks, owner).await,
+                    _ => Ok(()),
                 },
                 Err(e) => Err(e),
             };
@@ -299,7 +301,7 @@ impl WriterState {
     /// Checks that no newer writer took the partition since this one's recovery: called
     /// before every durable step (batch record, checkpoints, idle roll-ups).
     pub(super) async fn ensure_owner(&self) -> Result<()> {
-        let Some(held) = self.epoch else { return Ok(()) };
+        let Some(held) = self.ownership.as_ref().map(|o| o.epoch) else { return Ok(()) };
         let epochs = PartitionEpochs::new(self.ctx.log.tier().clone());
         if epochs.is_current(&self.topic, self.partition, held).await? {
             return Ok(());
@@ -334,13 +336,19 @@ impl WriterState {
             }
             return;
         }
-        let Some(windows) = self.windows.as_mut() else { return };
+        let (Some(windows), Some(owner)) = (self.windows.as_mut(), self.ownership.as_mut()) else { return };
         windows.close_if_idle(self.durable_last);
         windows.publish_progress(false);
         // The checkpoint lists the idle-closed rows first, so that a crash between it and
-        // their files re-writes the same files rather than re-opening the windows.
-        if let Err(e) = windows.checkpoint(self.durable_last, &*self.ctx.acks).await {
-            tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "window checkpoint failed; will retry");
+        // their files re-writes the same files rather than re-opening the windows; and the
+        // files are written only once it is committed, so a writer that lost the partition
+        // (its commit fails on the new owner's seal) publishes none.
+        if let Err(e) = windows.checkpoint(self.durable_last, &*self.ctx.acks, owner).await {
+            if e.retry_hint() == RetryHint::Stop {
+                self.stop(&e);
+            } else {
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "window checkpoint failed; will retry");
+            }
             return;
         }
         let Some((source, rows)) = windows.pending_idle() else { return };

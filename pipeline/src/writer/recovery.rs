@@ -1,8 +1,8 @@
 //! Recovery of a partition's durable state when the writer (re)gains the partition, before
 //! it writes again: the commit log first (finishing the publication of committed batches,
 //! deleting pending files that can never commit, and learning the highest stored offset,
-//! which replays skip), then the
-//! window state from the newest checkpoint at or below it. What recovery finds durable is
+//! which replays skip), then the window state from the checkpoint the partition's epochs
+//! committed. What recovery finds durable is
 //! acknowledged, so the group does not re-read it again.
 
 use callscope_storage::PartitionEpochs;
@@ -16,12 +16,14 @@ impl WriterState {
     /// reads its durable state: the commit log, then the window state.
     pub(super) async fn recover(&mut self) -> Result<()> {
         let epochs = PartitionEpochs::new(self.ctx.log.tier().clone());
-        let epoch = epochs.take(&self.topic, self.partition, &self.ctx.worker_id, callscope_runtime::now_ms()).await?;
-        tracing::info!(topic = %self.topic, partition = self.partition, epoch, "took the partition's ownership epoch");
-        self.epoch = Some(epoch);
+        let ownership =
+            epochs.take(&self.topic, self.partition, &self.ctx.worker_id, callscope_runtime::now_ms()).await?;
+        tracing::info!(topic = %self.topic, partition = self.partition, epoch = ownership.epoch, checkpoint = ?ownership.checkpoint(), "took the partition's ownership epoch");
+        let committed = ownership.checkpoint().map(str::to_string);
+        self.ownership = Some(ownership);
         self.recover_log().await?;
         if let Some(windows) = self.windows.as_mut() {
-            windows.restore(self.durable_last, &*self.ctx.acks).await?;
+            windows.restore(self.durable_last, committed.as_deref(), &*self.ctx.acks).await?;
         } else if let Some(last) = self.durable_last {
             self.ctx.acks.ack(&self.topic, self.partition, last + 1);
         }

@@ -538,6 +538,52 @@ async fn a_writer_that_lost_its_partition_writes_nothing_more() {
     assert_stored_exactly(&tier, 0..=29).await;
 }
 
+/// The ownership check before a write leaves a window: the zombie's check passes (here its
+/// HEAD of the newer epoch is made to miss, as a check made just before the takeover
+/// would), then it closes its windows as idle and checkpoints them. The new owner's seal
+/// makes storage refuse that checkpoint's commit, so the zombie publishes no roll-up of the
+/// windows it closed (the new owner closes them once), and the next owner restores the
+/// new owner's checkpoint, not the zombie's.
+#[tokio::test]
+async fn a_zombie_past_its_ownership_check_commits_nothing_and_publishes_no_rollup() {
+    use callscope_storage::{Fault, FaultRule, InjectedError, PathMatch, StoreOp};
+    let topic = "t.zombie-window";
+    let windowed = |range, bad: &[i64]| batch_of(range, bad, windowed_sample);
+    let (tier, faults) = faulty_tier();
+    let idle_at_once = AggregationConfig {
+        resolutions_ms: vec![10_000, 60_000],
+        allowed_lateness_ms: 30_000,
+        checkpoint_interval: Duration::from_secs(3600),
+        idle_timeout: Duration::ZERO,
+        ..Default::default()
+    };
+    let zombie_kafka = Arc::new(FakeKafka::default());
+    let mut zombie =
+        writer(&tier, &zombie_kafka, topic, Some(Arc::new(AggregationShared::new(idle_at_once, tier.clone()))));
+    handle(&mut zombie, windowed(0..=9, &[])).await;
+    assert_eq!(zombie_kafka.acks(), vec![10]);
+    let kafka = Arc::new(FakeKafka::default());
+    let mut owner = writer(&tier, &kafka, topic, Some(aggregation(&tier)));
+    handle(&mut owner, windowed(10..=19, &[])).await;
+    let published = rollups(&tier).await;
+    let missed = faults.add(FaultRule::new(
+        Some(StoreOp::Head),
+        PathMatch::contains("_catalog/epochs/"),
+        Fault::Error(InjectedError::NotFound),
+    ));
+    zombie.on_quiet().await;
+    faults.remove(&missed);
+    assert!(missed.fired() > 0, "the zombie's ownership check ran and missed the newer epoch");
+    assert!(zombie.stopped, "the refused commit stops the zombie");
+    assert_eq!(rollups(&tier).await, published, "the zombie published no roll-up of the windows it closed");
+    assert_eq!(shut_down(owner).await, Some(19));
+    let next_kafka = Arc::new(FakeKafka::default());
+    let mut next = writer(&tier, &next_kafka, topic, Some(aggregation(&tier)));
+    next.recover().await.expect("recover");
+    assert_eq!(next_kafka.acks(), vec![20], "the next owner restored the owner's checkpoint at 19");
+    assert_stored_exactly(&tier, 0..=19).await;
+}
+
 /// A writer over a memory tier with a fault injector in front of it.
 fn faulty_tier() -> (Tier, callscope_storage::FaultControl) {
     Tier::open_with_faults(&TierConfig::new("memory:///")).expect("memory tier")

@@ -9,7 +9,7 @@
 //!       | ^prefix      keys starting with prefix
 //!       | text         keys containing text           (no ':' ';' or ',' in either)
 //! fault = error        transient error (object_store::Error::Generic; callers retry)
-//!       | not_implemented | precondition
+//!       | not_implemented | precondition | not_found
 //!       | latency      adds a delay; needs a duration argument
 //! arg   = 0.05 | 5%    for error faults: the fraction of matching calls that fail
 //!       | 20ms         for latency: the delay (us, ms or s; 1.5s works)
@@ -71,11 +71,14 @@ fn parse_rule(text: &str) -> Result<FaultRule, String> {
     let error = match *fault {
         "error" => Some(InjectedError::Transient),
         "not_implemented" => Some(InjectedError::NotImplemented),
+        "not_found" => Some(InjectedError::NotFound),
         "precondition" => Some(InjectedError::Precondition),
         "latency" => None,
         "pause" => return Err("a pause needs a test's handle (FaultControl::pause); it has no spec form".into()),
         other => {
-            return Err(format!("unknown fault {other:?} (expected error, not_implemented, precondition or latency)"));
+            return Err(format!(
+                "unknown fault {other:?} (expected error, not_implemented, precondition, not_found or latency)"
+            ));
         }
     };
     let (mut delay, mut rate, mut seed) = (None, None, None);
