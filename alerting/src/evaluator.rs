@@ -24,6 +24,7 @@
 //! evaluation). Evaluation runs after every batch of messages and every `eval_interval`
 //! (default 250 ms), never waiting for windows to close.
 
+mod delivery;
 mod run_loop;
 
 use std::collections::HashMap;
@@ -42,10 +43,11 @@ use crate::config::{AlertingConfig, default_smart_rules, load_notify, load_rules
 use crate::engine::{ALERT_SOURCE, AlertChange, AlertEngine};
 use crate::metrics::AlertingMetrics;
 use crate::notify::config::parse_matcher;
-use crate::notify::dispatch::{Dispatcher, Notification, RoutedAlert, SilenceRule};
-use crate::notify::notifier::{DeliveryFailure, FailureSink, Notifier};
+use crate::notify::dispatch::{Dispatcher, RoutedAlert, SilenceRule};
+use crate::notify::notifier::{DeliveryFailure, FailureSink, Notifier, ReportSink};
+use crate::notify::outbox::Outbox;
 use crate::publisher::{Publisher, TransitionKey};
-use crate::state::{DurableState, Saved, read_state};
+use crate::state::{DurableState, Saved, read_state_checked};
 
 fn failure_sink(tier: Tier) -> FailureSink {
     std::sync::Arc::new(move |f: DeliveryFailure| {
@@ -80,6 +82,17 @@ struct Evaluator {
     term: u64,
     /// A newer leader owns the durable state: this process stops saving it.
     superseded: bool,
+    /// Notifications logged and not delivered yet (saved with the log).
+    outbox: Outbox,
+    /// After a takeover, everything in the outbox is queued again at the first flush.
+    requeue_outbox: bool,
+    /// Where the notifier's channels report deliveries (kept to restart the notifier).
+    reports: ReportSink,
+    /// When storage last confirmed that no newer leader exists (a save, or a read of the
+    /// state): a leader notifies only within [`delivery::LEASE_MS`] of it.
+    confirmed_ms: Option<i64>,
+    /// A new leader notifies from this time on (see [`delivery`]).
+    hold_until_ms: i64,
     /// When logged firing alerts that fire nowhere are resolved: after catch-up (or a
     /// takeover), once a condition that still holds has had time to fire again.
     resolve_missing_due: Option<i64>,
@@ -109,17 +122,24 @@ const RECENT_TRANSITIONS: usize = 10_000;
 impl Evaluator {
     /// An evaluator (not leading) with the durable `state` read at start: its notification
     /// log is restored before any history is read back.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         config: AlertingConfig,
         tier: Tier,
         engine: AlertEngine,
         mut dispatcher: Dispatcher,
         notifier: Option<Notifier>,
+        reports: ReportSink,
         publisher: Publisher,
         state: DurableState,
     ) -> Evaluator {
         dispatcher.restore_log(state.nflog.clone());
         Evaluator {
+            outbox: state.outbox.clone(),
+            requeue_outbox: false,
+            reports,
+            confirmed_ms: None,
+            hold_until_ms: 0,
             state,
             silences: callscope_storage::SilenceStore::new(tier.clone()),
             acks: callscope_storage::AckStore::new(tier.clone()),
@@ -202,22 +222,38 @@ impl Evaluator {
         }
     }
 
-    /// This process leads from now on: it takes over the notification log the previous
-    /// leader saved and the next leader term.
-    async fn take_over(&mut self) {
-        self.state = read_state(&self.tier).await;
+    /// This process leads from now on: it takes over the notification log and the outbox the
+    /// previous leader saved and the next leader term. Returns `false` (to be tried again)
+    /// when storage cannot say what the previous leader saved: leading without its log
+    /// would notify again what it notified, and without its term could not fence it.
+    async fn take_over(&mut self, wall: i64) -> bool {
+        let stored = match read_state_checked(&self.tier).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the alerting state to take over; will retry");
+                return false;
+            }
+        };
+        // While the previous leader's lease may still run, it may still send.
+        let previous = stored.as_ref().is_some_and(|s| !s.leader.is_empty() && s.leader != self.config.instance_id);
+        self.hold_until_ms = if previous { wall.saturating_add(delivery::LEASE_MS) } else { wall };
+        self.confirmed_ms = Some(wall);
+        self.state = stored.unwrap_or_default();
         self.dispatcher.restore_log(self.state.nflog.clone());
+        self.outbox = self.state.outbox.clone();
+        self.requeue_outbox = true;
         self.term = self.state.term + 1;
         self.superseded = false;
         // Claim the term at the next save, so that an old leader stops saving.
         self.state_dirty = true;
         if !self.engine.replaying() {
-            self.schedule_resolve_missing(now_ms());
+            self.schedule_resolve_missing(wall);
         }
         // Publish the transitions after the last one the old leader confirmed.
         self.publisher.activate(self.state.published_through.clone());
         self.leader = true;
-        tracing::info!(instance = %self.config.instance_id, term = self.term, "this process now sends alert notifications");
+        tracing::info!(instance = %self.config.instance_id, term = self.term, pending = self.outbox.len(), "this process now sends alert notifications");
+        true
     }
 
     fn on_message(&mut self, topic: &str, partition: i32, key: Option<&[u8]>, payload: &[u8], wall: i64) {
@@ -271,64 +307,7 @@ impl Evaluator {
         self.publisher.submit(key, event);
     }
 
-    /// A leader whose lease has not expired yet (say, cut off from the group but not from
-    /// storage) learns from the state object that a newer leader took over, and stops
-    /// notifying and publishing at once instead of when its session times out.
-    async fn check_superseded(&mut self) {
-        if !self.leader || self.superseded {
-            return;
-        }
-        let stored = read_state(&self.tier).await;
-        if crate::state::is_superseded(&stored, self.term, &self.config.instance_id) {
-            self.superseded = true;
-            self.publisher.deactivate();
-            tracing::warn!(
-                term = self.term,
-                newer_term = stored.term,
-                newer_leader = %stored.leader,
-                "a newer alerting leader took over; this process stops notifying"
-            );
-        }
-    }
-
-    fn flush(&mut self, wall: i64) {
-        if !self.leader || self.superseded {
-            // A standby sends nothing and keeps resolved alerts for an hour: if it takes over
-            // before the leader notified a resolution, its first flush (with the leader's
-            // log) sends it.
-            self.dispatcher.forget_resolved_before(wall - 3_600_000);
-            return;
-        }
-        // A notification some channel could not queue is not logged as sent: the group's
-        // next flush tries it again.
-        let notifier = &self.notifier;
-        let changed =
-            self.dispatcher.flush_with(wall, |n| notifier.as_ref().is_none_or(|notifier| notifier.enqueue(n)));
-        if changed {
-            self.state_dirty = true;
-        }
-    }
-
-    /// Firing alerts are re-sent to Alertmanagers every minute so that they stay active there.
-    fn resend_to_alertmanagers(&self, wall: i64) {
-        let Some(notifier) = &self.notifier else { return };
-        for receiver in &notifier.alertmanager_receivers {
-            let alerts: Vec<RoutedAlert> =
-                self.dispatcher.alerts().filter(|(r, _)| r == receiver).map(|(_, a)| a.clone()).collect();
-            if alerts.is_empty() {
-                continue;
-            }
-            notifier.enqueue_alertmanager(&Notification {
-                receiver: receiver.clone(),
-                group_key: "resend".into(),
-                group_labels: Default::default(),
-                alerts,
-                at_ms: wall,
-            });
-        }
-    }
-
-    async fn save_state(&mut self) {
+    async fn save_state(&mut self, wall: i64) {
         if !self.leader || self.superseded {
             return;
         }
@@ -341,11 +320,15 @@ impl Evaluator {
             return;
         }
         self.state.nflog = self.dispatcher.log().clone();
+        self.state.outbox = self.outbox.clone();
         self.state.leader = self.config.instance_id.clone();
         self.state.term = self.term;
         self.state.saved_at_ms = now_ms();
         match crate::state::save(&self.tier, &self.state).await {
-            Ok(Saved::Written) => self.state_dirty = false,
+            Ok(Saved::Written) => {
+                self.state_dirty = false;
+                self.confirmed_ms = Some(wall);
+            }
             Ok(Saved::Conflict) => tracing::info!("the alerting state changed while being saved; will retry"),
             Ok(Saved::Superseded { term }) => {
                 self.superseded = true;
@@ -544,15 +527,17 @@ impl Evaluator {
             }
         }
         match load_notify(&self.config) {
-            Ok(Some((config, route))) => match Notifier::start(&config, failure_sink(self.tier.clone())) {
-                Ok(notifier) => {
-                    self.dispatcher.set_route(route);
-                    self.config_inhibit = config.inhibit_rules().unwrap_or_default();
-                    self.apply_inhibitions();
-                    self.notifier = Some(notifier);
+            Ok(Some((config, route))) => {
+                match Notifier::start(&config, failure_sink(self.tier.clone()), self.reports.clone()) {
+                    Ok(notifier) => {
+                        self.dispatcher.set_route(route);
+                        self.config_inhibit = config.inhibit_rules().unwrap_or_default();
+                        self.apply_inhibitions();
+                        self.notifier = Some(notifier);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "notification config not reloaded"),
                 }
-                Err(e) => tracing::warn!(error = %e, "notification config not reloaded"),
-            },
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "notification config not reloaded; the previous one stays in force");

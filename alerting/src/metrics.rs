@@ -25,6 +25,8 @@ pub struct AlertingMetrics {
     pub notification_attempts: IntCounterVec,
     pub notification_seconds: Histogram,
     pub notification_queue: IntGaugeVec,
+    pub outbox_pending: IntGauge,
+    pub flushes_held: IntCounter,
 }
 
 impl AlertingMetrics {
@@ -97,6 +99,16 @@ impl AlertingMetrics {
                 "callscope_alerting_samples_total",
                 "Samples read by the evaluator, by outcome",
                 &["outcome"],
+            ),
+            outbox_pending: gauge(
+                registry,
+                "callscope_alerting_outbox_pending",
+                "Notifications logged that some channel has not delivered yet",
+            ),
+            flushes_held: plain_counter(
+                registry,
+                "callscope_alerting_flushes_held_total",
+                "Leader flushes held because storage had not confirmed the leadership recently (or a takeover waits for the old leader's lease)",
             ),
             leader: gauge(
                 registry,

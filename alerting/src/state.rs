@@ -22,6 +22,7 @@ use callscope_storage::{CatalogKey, Tier};
 use serde::{Deserialize, Serialize};
 
 use crate::notify::dispatch::SentEntry;
+use crate::notify::outbox::Outbox;
 use crate::publisher::TransitionKey;
 
 /// What the leader persists.
@@ -40,6 +41,9 @@ pub struct DurableState {
     /// The leader term of the writer (0 in files of older versions).
     #[serde(default)]
     pub term: u64,
+    /// Notifications in the log that some channel has not delivered yet.
+    #[serde(default)]
+    pub outbox: Outbox,
 }
 
 impl DurableState {
@@ -105,6 +109,16 @@ pub async fn save(tier: &Tier, state: &DurableState) -> callscope_storage::Resul
         (false, Some(term)) => Saved::Superseded { term },
         (false, None) => Saved::Conflict,
     })
+}
+
+/// Reads the state: `None` when there is none yet, an error when storage cannot say.
+pub async fn read_state_checked(tier: &Tier) -> callscope_storage::Result<Option<DurableState>> {
+    let path = CatalogKey::AlertingState.path();
+    let Some((bytes, _)) = tier.get_versioned(&path).await? else { return Ok(None) };
+    Ok(Some(DurableState::from_json(&bytes).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, %path, "alerting state unreadable; starting with an empty notification log");
+        DurableState::default()
+    })))
 }
 
 pub async fn read_state(tier: &Tier) -> DurableState {

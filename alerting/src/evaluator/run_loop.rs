@@ -39,9 +39,10 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
     metrics.rules_loaded.set(rules.len() as i64);
     let replay_ms = i64::try_from(config.replay.as_millis()).unwrap_or(i64::MAX);
     let engine = AlertEngine::new(config.engine, rules);
+    let (reports, mut delivered) = tokio::sync::mpsc::unbounded_channel();
     let (dispatcher, notifier, config_inhibit) = match notify {
         Some((nc, route)) => {
-            let notifier = Notifier::start(&nc, failure_sink(tier.clone()))?;
+            let notifier = Notifier::start(&nc, failure_sink(tier.clone()), reports.clone())?;
             let inhibit = nc.inhibit_rules()?;
             (Dispatcher::new(route), Some(notifier), inhibit)
         }
@@ -68,7 +69,7 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
         RECENT_TRANSITIONS,
         Backoff::default(),
     );
-    let mut ev = Evaluator::new(config, tier, engine, dispatcher, notifier, publisher, state);
+    let mut ev = Evaluator::new(config, tier, engine, dispatcher, notifier, reports, publisher, state);
     ev.config_inhibit = config_inhibit;
     ev.apply_inhibitions();
     ev.load_silences().await;
@@ -94,6 +95,7 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            Some(report) = delivered.recv() => ev.on_delivery(report, now_ms()),
             first = source.recv() => {
                 let wall = now_ms();
                 last_read = Instant::now();
@@ -136,14 +138,17 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
                 }
                 let leader = lease.is_leader();
                 if leader != ev.leader {
-                    if leader {
-                        ev.take_over().await;
+                    let changed = if leader {
+                        ev.take_over(wall).await
                     } else {
                         ev.publisher.deactivate();
                         tracing::info!(instance = %ev.config.instance_id, "another process sends alert notifications now");
+                        true
+                    };
+                    if changed {
+                        ev.leader = leader;
+                        metrics.leader.set(i64::from(leader));
                     }
-                    ev.leader = leader;
-                    metrics.leader.set(i64::from(leader));
                 }
                 if caught_up {
                     ev.evaluate("interval", wall);
@@ -154,10 +159,10 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
                     ev.resend_to_alertmanagers(wall);
                     last_resend = Instant::now();
                 }
-                ev.save_state().await;
+                ev.save_state(wall).await;
             }
             _ = slow.tick() => {
-                ev.check_superseded().await;
+                ev.check_superseded(now_ms()).await;
                 // Tansu 0.6 can leave a dead member's partition unassigned (see the worker's
                 // orphan watchdog): when no leader has published status for 10 s, rejoin.
                 if !ev.leader && last_rejoin.elapsed() >= LEADER_SILENCE {
@@ -188,6 +193,6 @@ pub async fn run(config: AlertingConfig, tier: Tier, shutdown: CancellationToken
             }
         }
     }
-    ev.save_state().await;
+    ev.save_state(now_ms()).await;
     Ok(())
 }

@@ -66,12 +66,19 @@ async fn a_state_file_without_a_term_is_taken_over() {
     assert_eq!(save(&tier, &leader("b", stored.term + 1)).await.expect("save"), Saved::Written);
 }
 
-#[tokio::test]
-async fn a_local_tier_falls_back_to_read_compare_write() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_local_tier_saves_with_a_conditional_update_too() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tier = Tier::open(&callscope_storage::TierConfig::local_dir(dir.path()).expect("dir")).expect("local tier");
     assert_eq!(save(&tier, &leader("a", 1)).await.expect("save"), Saved::Written);
-    assert_eq!(save(&tier, &leader("a", 1)).await.expect("save"), Saved::Written, "no conditional update there");
+    assert_eq!(save(&tier, &leader("a", 1)).await.expect("save"), Saved::Written);
     assert_eq!(save(&tier, &leader("b", 2)).await.expect("save"), Saved::Written);
     assert_eq!(save(&tier, &leader("a", 1)).await.expect("save"), Saved::Superseded { term: 2 });
+    // Two leaders of one term racing: the conditional update lets exactly one write.
+    let racers = ["c", "d", "e", "f"].map(|name| {
+        let tier = tier.clone();
+        tokio::spawn(async move { save(&tier, &leader(name, 3)).await.expect("save") })
+    });
+    let outcomes: Vec<Saved> = futures::future::join_all(racers).await.into_iter().map(|r| r.expect("task")).collect();
+    assert_eq!(outcomes.iter().filter(|o| **o == Saved::Written).count(), 1, "{outcomes:?}");
 }
