@@ -93,6 +93,9 @@ struct Evaluator {
     confirmed_ms: Option<i64>,
     /// A new leader notifies from this time on (see [`delivery`]).
     hold_until_ms: i64,
+    /// A new leader that took over from another instance holds until its claim of the term
+    /// is saved, then for [`delivery::LEASE_MS`] more.
+    claim_pending: bool,
     /// When logged firing alerts that fire nowhere are resolved: after catch-up (or a
     /// takeover), once a condition that still holds has had time to fire again.
     resolve_missing_due: Option<i64>,
@@ -140,6 +143,7 @@ impl Evaluator {
             reports,
             confirmed_ms: None,
             hold_until_ms: 0,
+            claim_pending: false,
             state,
             silences: callscope_storage::SilenceStore::new(tier.clone()),
             acks: callscope_storage::AckStore::new(tier.clone()),
@@ -236,7 +240,8 @@ impl Evaluator {
         };
         // While the previous leader's lease may still run, it may still send.
         let previous = stored.as_ref().is_some_and(|s| !s.leader.is_empty() && s.leader != self.config.instance_id);
-        self.hold_until_ms = if previous { wall.saturating_add(delivery::LEASE_MS) } else { wall };
+        self.claim_pending = previous;
+        self.hold_until_ms = wall;
         self.confirmed_ms = Some(wall);
         self.state = stored.unwrap_or_default();
         self.dispatcher.restore_log(self.state.nflog.clone());
@@ -328,6 +333,10 @@ impl Evaluator {
             Ok(Saved::Written) => {
                 self.state_dirty = false;
                 self.confirmed_ms = Some(wall);
+                if std::mem::take(&mut self.claim_pending) {
+                    // The old leader's reads see the claim from now on.
+                    self.hold_until_ms = wall.saturating_add(delivery::LEASE_MS);
+                }
             }
             Ok(Saved::Conflict) => tracing::info!("the alerting state changed while being saved; will retry"),
             Ok(Saved::Superseded { term }) => {

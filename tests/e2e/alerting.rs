@@ -231,7 +231,7 @@ fn alert_state_survives_kill_9_without_renotifying() {
     }
     let hooks = receivers.wait_for("hook", 1, Duration::from_secs(60), &mut node);
     assert_eq!(hooks[0]["status"], "firing");
-    // Once the notification log records it in storage, kill every process.
+    // Once the stored state records it as notified and delivered, kill every process.
     wait_for_notification_logged(&node.data_dir, "gw");
     node.proc.kill9();
     let mut node = start.spawn();
@@ -483,13 +483,17 @@ fn wait_for_notification_logged(data_dir: &std::path::Path, service: &str) {
     wait_for_json_file(
         &data_dir.join("hot/_catalog/alerting/state.json"),
         Duration::from_secs(30),
-        &format!("a firing alert of {service} in the stored notification log"),
+        &format!("a firing alert of {service} in the stored notification log, delivered"),
         |state| {
-            state["nflog"].as_object().is_some_and(|log| {
+            let logged = state["nflog"].as_object().is_some_and(|log| {
                 // An entry with a firing alert, whose notified alerts carry the service label.
                 log.values()
                     .any(|e| e["firing"].as_array().is_some_and(|f| !f.is_empty()) && e.to_string().contains(&needle))
-            })
+            });
+            // Delivered: no channel still owes it (the outbox would send it again after a
+            // restart, at least once).
+            let delivered = state["outbox"]["pending"].as_object().is_none_or(|p| p.is_empty());
+            logged && delivered
         },
     );
 }

@@ -11,9 +11,9 @@
 //! [`LEASE_MS`] of storage confirming that no newer leader took the state (a save, or a
 //! read of the state every slow tick), so a leader cut off from the group and from storage
 //! stops sending within [`LEASE_MS`] instead of when its session times out. A new leader
-//! claims the next term at once and sends nothing for [`LEASE_MS`] after taking over from
-//! another instance, the longest the old one may still send; the old one learns of the
-//! claim at its next read and stops.
+//! that takes over from another instance saves its claim of the next term at once and
+//! sends nothing until [`LEASE_MS`] after that save, the longest the old one may still
+//! send; the old one learns of the claim at its next read and stops.
 
 use super::Evaluator;
 use crate::metrics::AlertingMetrics;
@@ -28,7 +28,9 @@ pub const LEASE_MS: i64 = 6_000;
 impl Evaluator {
     /// Whether storage confirmed this leader recently enough for it to send.
     pub(super) fn lease_held(&self, wall: i64) -> bool {
-        wall >= self.hold_until_ms && self.confirmed_ms.is_some_and(|at| wall.saturating_sub(at) <= LEASE_MS)
+        !self.claim_pending
+            && wall >= self.hold_until_ms
+            && self.confirmed_ms.is_some_and(|at| wall.saturating_sub(at) <= LEASE_MS)
     }
 
     /// A leader reads the state every slow tick: a newer leader's claim (say, this one is
@@ -72,6 +74,9 @@ impl Evaluator {
             AlertingMetrics::global().flushes_held.inc();
             return;
         }
+        // What the outbox holds for a retry (everything, after a takeover) goes first, so
+        // that what this flush adds is not queued twice.
+        self.send_outbox(wall);
         let (notifier, outbox) = (&self.notifier, &mut self.outbox);
         let changed = self.dispatcher.flush_with(wall, |n| {
             if let Some(notifier) = notifier {
@@ -88,7 +93,7 @@ impl Evaluator {
         if changed {
             self.state_dirty = true;
         }
-        self.send_outbox(wall);
+        AlertingMetrics::global().outbox_pending.set(self.outbox.len() as i64);
     }
 
     /// Queues what the outbox holds for a retry (everything, after a takeover), and gives

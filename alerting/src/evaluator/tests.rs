@@ -137,7 +137,11 @@ async fn a_restart_replays_without_evaluating_then_resolves_what_the_log_says_fi
     assert!(ev.take_over(due).await);
     assert_eq!(ev.term, 4, "the stored term + 1");
     ev.flush(due);
-    assert_eq!(ev.dispatcher.log(), &old.nflog, "nothing is sent while the old leader's lease may run");
+    assert_eq!(ev.dispatcher.log(), &old.nflog, "nothing is sent before the claim is saved");
+    ev.save_state(due).await;
+    assert_eq!(read_state(&tier).await.term, 4, "the claim of the next term is saved at once");
+    ev.flush(due + delivery::LEASE_MS - 1);
+    assert_eq!(ev.dispatcher.log(), &old.nflog, "nor while the old leader's lease may run");
     let due = due + delivery::LEASE_MS;
     ev.check_superseded(due).await;
     ev.flush(due);
@@ -260,15 +264,10 @@ async fn a_leader_that_storage_no_longer_confirms_holds_its_notifications() {
     assert_eq!(ev.dispatcher.log().len(), 2, "confirmed again: the held group is sent");
 }
 
-/// Answers every HTTP request on `listener` with 200 and counts the requests whose body
-/// holds `needle`.
-fn webhook_server(
-    listener: tokio::net::TcpListener,
-    needle: &'static str,
-) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+/// Answers every HTTP request on `listener` with 200 and keeps the requests.
+fn webhook_server(listener: tokio::net::TcpListener) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let hits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let counted = hits.clone();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
@@ -294,9 +293,7 @@ fn webhook_server(
                     if request.len() < head_end + 4 + length {
                         continue;
                     }
-                    if text.contains(needle) {
-                        counted.fetch_add(1, Ordering::SeqCst);
-                    }
+                    counted.lock().expect("lock").push(text.to_string());
                     let _ =
                         socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
                     return;
@@ -336,18 +333,37 @@ async fn a_logged_notification_that_was_never_delivered_is_delivered_by_the_next
     assert_eq!(saved.outbox.len(), 1, "the undelivered notification is saved with the log");
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the webhook port");
-    let hits = webhook_server(listener, "GatewayDown");
+    let hits = webhook_server(listener);
     let (mut next, mut reports) = evaluator(&tier, "next", Some(notify), saved);
     let wall = wall + 10_000;
     assert!(next.take_over(wall).await);
     next.flush(wall);
+    next.save_state(wall).await;
     let lease_over = wall + delivery::LEASE_MS;
     next.check_superseded(lease_over).await;
+    // A new group flushed together with the re-send is queued once too.
+    next.dispatcher.receive(alert("QueueLong", lease_over), lease_over);
     next.flush(lease_over);
-    let report = tokio::time::timeout(Duration::from_secs(30), reports.recv()).await.expect("a report").expect("open");
-    assert_eq!(report.outcome, crate::notify::outbox::Outcome::Delivered);
-    next.on_delivery(report, lease_over + 1);
+    for _ in 0..2 {
+        let report =
+            tokio::time::timeout(Duration::from_secs(30), reports.recv()).await.expect("a report").expect("open");
+        assert_eq!(report.outcome, crate::notify::outbox::Outcome::Delivered);
+        next.on_delivery(report, lease_over + 1);
+    }
     next.save_state(lease_over + 1).await;
-    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "delivered once, not notified anew");
+    // The channel delivers in order: once a later notification arrived, a duplicate queued
+    // before it would have too.
+    next.dispatcher.receive(alert("Sentinel", lease_over + 2), lease_over + 2);
+    next.flush(lease_over + 2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !hits.lock().expect("lock").iter().any(|r| r.contains("Sentinel")) {
+        assert!(Instant::now() < deadline, "the sentinel notification never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let received = hits.lock().expect("lock").clone();
+    let count = |needle: &str| received.iter().filter(|r| r.contains(needle)).count();
+    assert_eq!(count("GatewayDown"), 1, "delivered once, not notified anew: {received:?}");
+    assert_eq!(count("QueueLong"), 1, "{received:?}");
+    assert_eq!(received.len(), 3);
     assert!(read_state(&tier).await.outbox.is_empty(), "delivered: the saved outbox is empty");
 }
