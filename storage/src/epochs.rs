@@ -108,9 +108,20 @@ impl PartitionEpochs {
         PartitionEpochs { tier }
     }
 
-    /// Takes the next epoch of a partition for `writer`, seals the epochs before it and
-    /// inherits the newest checkpoint they committed.
-    pub async fn take(&self, topic: &str, partition: i32, writer: &str, now_ms: i64) -> Result<Ownership> {
+    /// Takes the next epoch of a partition for `writer`. With `inherit` (a partition whose
+    /// writer commits checkpoints), also seals the epochs before it, newest first, until one
+    /// names a checkpoint, and inherits that one: usually just the previous epoch, which
+    /// copied what it inherited. Without, nothing is sealed (such a writer commits nothing
+    /// through its record), and a take stays one LIST and one PUT however many epochs the
+    /// partition has had.
+    pub async fn take(
+        &self,
+        topic: &str,
+        partition: i32,
+        writer: &str,
+        now_ms: i64,
+        inherit: bool,
+    ) -> Result<Ownership> {
         let dir = CatalogDir::Epochs { topic: topic.to_string(), partition }.path();
         let newest = self.tier.list(&dir).await?.iter().filter_map(|k| epoch_of(k)).max();
         let mut epoch = newest.map_or(1, |e| e + 1);
@@ -132,7 +143,7 @@ impl PartitionEpochs {
             });
         };
         // Seal the older epochs, newest first, until one names a checkpoint.
-        for older in (1..epoch).rev() {
+        for older in (1..epoch).rev().take_while(|_| inherit) {
             if let Some(checkpoint) = self.seal(&key(older)).await? {
                 record.checkpoint = Some(checkpoint);
                 break;
@@ -196,13 +207,17 @@ mod tests {
     async fn epochs_are_taken_in_order_and_a_newer_one_fences_the_older() {
         for (_dir, tier) in tiers() {
             let epochs = PartitionEpochs::new(tier);
-            let a = epochs.take("t", 0, "a", 0).await.expect("a").epoch;
+            let a = epochs.take("t", 0, "a", 0, true).await.expect("a").epoch;
             assert!(epochs.is_current("t", 0, a).await.expect("head"));
-            let b = epochs.take("t", 0, "b", 1).await.expect("b").epoch;
+            let b = epochs.take("t", 0, "b", 1, true).await.expect("b").epoch;
             assert_eq!((a, b), (1, 2));
             assert!(!epochs.is_current("t", 0, a).await.expect("head"), "a lost the partition");
             assert!(epochs.is_current("t", 0, b).await.expect("head"));
-            assert_eq!(epochs.take("t", 1, "c", 2).await.expect("c").epoch, 1, "partitions have their own epochs");
+            assert_eq!(
+                epochs.take("t", 1, "c", 2, true).await.expect("c").epoch,
+                1,
+                "partitions have their own epochs"
+            );
         }
     }
 
@@ -212,7 +227,7 @@ mod tests {
         let epochs = PartitionEpochs::new(tier.clone());
         let takes = (0..8).map(|i| {
             let epochs = epochs.clone();
-            async move { epochs.take("t", 3, &format!("w{i}"), i).await.map(|o| o.epoch) }
+            async move { epochs.take("t", 3, &format!("w{i}"), i, true).await.map(|o| o.epoch) }
         });
         // A taker whose own epoch a faster newer taker sealed before it finished gives up.
         let mut taken: Vec<u64> = futures::future::join_all(takes).await.into_iter().filter_map(|r| r.ok()).collect();
@@ -229,14 +244,14 @@ mod tests {
     async fn a_sealed_owner_cannot_commit_and_the_new_owner_inherits_the_last_commit() {
         for (_dir, tier) in tiers() {
             let epochs = PartitionEpochs::new(tier);
-            let mut old = epochs.take("t", 0, "old", 0).await.expect("old");
+            let mut old = epochs.take("t", 0, "old", 0, true).await.expect("old");
             assert_eq!(old.checkpoint(), None);
             assert!(old.commit_checkpoint("9-e1-a.parquet").await.expect("commit"));
             assert!(old.commit_checkpoint("19-e1-b.parquet").await.expect("commit"), "commits chain on versions");
-            let mut new = epochs.take("t", 0, "new", 1).await.expect("new");
+            let mut new = epochs.take("t", 0, "new", 1, true).await.expect("new");
             assert_eq!(new.checkpoint(), Some("19-e1-b.parquet"), "the sealed epoch's last commit is inherited");
             assert!(!old.commit_checkpoint("29-e1-c.parquet").await.expect("commit"), "the old owner is sealed");
-            let third = epochs.take("t", 0, "third", 2).await.expect("third");
+            let third = epochs.take("t", 0, "third", 2, true).await.expect("third");
             assert_eq!(third.checkpoint(), Some("19-e1-b.parquet"), "the refused commit changed nothing");
             assert!(!new.commit_checkpoint("39-e2-d.parquet").await.expect("commit"), "sealed in turn");
         }
@@ -245,10 +260,10 @@ mod tests {
     #[tokio::test]
     async fn an_owner_that_never_committed_passes_on_what_it_inherited() {
         let epochs = PartitionEpochs::new(Tier::open(&TierConfig::new("memory:///")).expect("tier"));
-        let mut first = epochs.take("t", 0, "a", 0).await.expect("a");
+        let mut first = epochs.take("t", 0, "a", 0, true).await.expect("a");
         assert!(first.commit_checkpoint("5-e1-a.parquet").await.expect("commit"));
-        let _crashed_at_once = epochs.take("t", 0, "b", 1).await.expect("b");
-        let third = epochs.take("t", 0, "c", 2).await.expect("c");
+        let _crashed_at_once = epochs.take("t", 0, "b", 1, true).await.expect("b");
+        let third = epochs.take("t", 0, "c", 2, true).await.expect("c");
         assert_eq!(third.checkpoint(), Some("5-e1-a.parquet"));
     }
 }

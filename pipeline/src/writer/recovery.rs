@@ -5,6 +5,7 @@
 //! committed. What recovery finds durable is
 //! acknowledged, so the group does not re-read it again.
 
+use callscope_runtime::now_ms;
 use callscope_storage::PartitionEpochs;
 
 use super::WriterState;
@@ -17,7 +18,7 @@ impl WriterState {
     pub(super) async fn recover(&mut self) -> Result<()> {
         let epochs = PartitionEpochs::new(self.ctx.log.tier().clone());
         let ownership =
-            epochs.take(&self.topic, self.partition, &self.ctx.worker_id, callscope_runtime::now_ms()).await?;
+            epochs.take(&self.topic, self.partition, &self.ctx.worker_id, now_ms(), self.windows.is_some()).await?;
         tracing::info!(topic = %self.topic, partition = self.partition, epoch = ownership.epoch, checkpoint = ?ownership.checkpoint(), "took the partition's ownership epoch");
         let committed = ownership.checkpoint().map(str::to_string);
         self.ownership = Some(ownership);
