@@ -45,7 +45,6 @@ use crate::metrics::AlertingMetrics;
 use crate::notify::config::parse_matcher;
 use crate::notify::dispatch::{Dispatcher, RoutedAlert, SilenceRule};
 use crate::notify::notifier::{DeliveryFailure, FailureSink, Notifier, ReportSink};
-use crate::notify::outbox::Outbox;
 use crate::publisher::{Publisher, TransitionKey};
 use crate::state::{DurableState, Saved, read_state_checked};
 
@@ -82,8 +81,6 @@ struct Evaluator {
     term: u64,
     /// A newer leader owns the durable state: this process stops saving it.
     superseded: bool,
-    /// Notifications logged and not delivered yet (saved with the log).
-    outbox: Outbox,
     /// After a takeover, everything in the outbox is queued again at the first flush.
     requeue_outbox: bool,
     /// Where the notifier's channels report deliveries (kept to restart the notifier).
@@ -138,7 +135,6 @@ impl Evaluator {
     ) -> Evaluator {
         dispatcher.restore_log(state.nflog.clone());
         Evaluator {
-            outbox: state.outbox.clone(),
             requeue_outbox: false,
             reports,
             confirmed_ms: None,
@@ -245,7 +241,6 @@ impl Evaluator {
         self.confirmed_ms = Some(wall);
         self.state = stored.unwrap_or_default();
         self.dispatcher.restore_log(self.state.nflog.clone());
-        self.outbox = self.state.outbox.clone();
         self.requeue_outbox = true;
         self.term = self.state.term + 1;
         self.superseded = false;
@@ -257,7 +252,7 @@ impl Evaluator {
         // Publish the transitions after the last one the old leader confirmed.
         self.publisher.activate(self.state.published_through.clone());
         self.leader = true;
-        tracing::info!(instance = %self.config.instance_id, term = self.term, pending = self.outbox.len(), "this process now sends alert notifications");
+        tracing::info!(instance = %self.config.instance_id, term = self.term, pending = self.state.outbox.len(), "this process now sends alert notifications");
         true
     }
 
@@ -325,7 +320,6 @@ impl Evaluator {
             return;
         }
         self.state.nflog = self.dispatcher.log().clone();
-        self.state.outbox = self.outbox.clone();
         self.state.leader = self.config.instance_id.clone();
         self.state.term = self.term;
         self.state.saved_at_ms = now_ms();

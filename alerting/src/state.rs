@@ -121,15 +121,9 @@ pub async fn read_state_checked(tier: &Tier) -> callscope_storage::Result<Option
     })))
 }
 
+/// Reads the state; absent or unreachable state reads as empty.
 pub async fn read_state(tier: &Tier) -> DurableState {
-    let path = CatalogKey::AlertingState.path();
-    match tier.get(&path).await {
-        Ok(bytes) => DurableState::from_json(&bytes).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, %path, "alerting state unreadable; starting with an empty notification log");
-            DurableState::default()
-        }),
-        Err(_) => DurableState::default(),
-    }
+    read_state_checked(tier).await.ok().flatten().unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ impl CheckpointName {
             None => 0,
             Some(e) => e.strip_prefix('e')?.parse().ok()?,
         };
-        Some(CheckpointName { offset, epoch, name: stem.rsplit('/').next()?.to_string() + ".parquet" })
+        Some(CheckpointName { offset, epoch, name: format!("{stem}.parquet") })
     }
 }
 

@@ -15,11 +15,13 @@
 //! sends nothing until [`LEASE_MS`] after that save, the longest the old one may still
 //! send; the old one learns of the claim at its next read and stops.
 
+use std::collections::BTreeSet;
+
 use super::Evaluator;
 use crate::metrics::AlertingMetrics;
 use crate::notify::dispatch::Notification;
-use crate::notify::notifier::DeliveryReport;
-use crate::notify::outbox::Outcome;
+use crate::notify::notifier::{DeliveryReport, Notifier};
+use crate::notify::outbox::{Outbox, Outcome};
 use crate::state::read_state_checked;
 
 /// How long a storage confirmation lets the leader send.
@@ -77,15 +79,12 @@ impl Evaluator {
         // What the outbox holds for a retry (everything, after a takeover) goes first, so
         // that what this flush adds is not queued twice.
         self.send_outbox(wall);
-        let (notifier, outbox) = (&self.notifier, &mut self.outbox);
+        let (notifier, outbox) = (&self.notifier, &mut self.state.outbox);
         let changed = self.dispatcher.flush_with(wall, |n| {
             if let Some(notifier) = notifier {
                 let channels = notifier.channels_of(&n.receiver);
                 let id = outbox.add(n.clone(), channels.clone(), wall);
-                let took = notifier.enqueue(n, id, &channels);
-                for channel in channels.difference(&took) {
-                    outbox.report(id, channel, Outcome::Failed, wall);
-                }
+                queue(notifier, outbox, id, n, &channels, wall);
             }
             // In the outbox (or nothing to deliver): the log may record it.
             true
@@ -93,7 +92,7 @@ impl Evaluator {
         if changed {
             self.state_dirty = true;
         }
-        AlertingMetrics::global().outbox_pending.set(self.outbox.len() as i64);
+        AlertingMetrics::global().outbox_pending.set(self.state.outbox.len() as i64);
     }
 
     /// Queues what the outbox holds for a retry (everything, after a takeover), and gives
@@ -101,22 +100,14 @@ impl Evaluator {
     fn send_outbox(&mut self, wall: i64) {
         let metrics = AlertingMetrics::global();
         let all = std::mem::take(&mut self.requeue_outbox);
+        let outbox = &mut self.state.outbox;
         if let Some(notifier) = &self.notifier {
-            for (id, n, channels) in self.outbox.due(wall, all) {
+            for (id, n, channels) in outbox.due(wall, all) {
                 self.state_dirty = true;
-                // Channels gone from the configuration since are not waited for.
-                let known = notifier.channels_of(&n.receiver);
-                for channel in channels.difference(&known) {
-                    self.outbox.report(id, channel, Outcome::Rejected, wall);
-                }
-                let wanted = channels.intersection(&known).cloned().collect();
-                let took = notifier.enqueue(&n, id, &wanted);
-                for channel in wanted.difference(&took) {
-                    self.outbox.report(id, channel, Outcome::Failed, wall);
-                }
+                queue(notifier, outbox, id, &n, &channels, wall);
             }
         }
-        for expired in self.outbox.expire(wall) {
+        for expired in outbox.expire(wall) {
             self.state_dirty = true;
             let Notification { receiver, group_key, .. } = &expired.notification;
             for channel in &expired.channels {
@@ -124,14 +115,13 @@ impl Evaluator {
             }
             tracing::error!(receiver = %receiver, group = %group_key, channels = ?expired.channels, failures = expired.failures, "notification undelivered for an hour; given up");
         }
-        metrics.outbox_pending.set(self.outbox.len() as i64);
     }
 
     /// A channel reports what became of an outbox notification.
     pub(super) fn on_delivery(&mut self, report: DeliveryReport, wall: i64) {
-        if self.outbox.report(report.id, &report.channel, report.outcome, wall) {
+        if self.state.outbox.report(report.id, &report.channel, report.outcome, wall) {
             self.state_dirty = true;
-            AlertingMetrics::global().outbox_pending.set(self.outbox.len() as i64);
+            AlertingMetrics::global().outbox_pending.set(self.state.outbox.len() as i64);
         }
     }
 
@@ -156,5 +146,19 @@ impl Evaluator {
                 at_ms: wall,
             });
         }
+    }
+}
+
+/// Hands outbox notification `id` to those of `channels` the configuration still has (the
+/// others are not waited for), and marks the ones whose queue was full as failed.
+fn queue(notifier: &Notifier, outbox: &mut Outbox, id: u64, n: &Notification, channels: &BTreeSet<String>, wall: i64) {
+    let known = notifier.channels_of(&n.receiver);
+    for channel in channels.difference(&known) {
+        outbox.report(id, channel, Outcome::Rejected, wall);
+    }
+    let wanted: BTreeSet<String> = channels.intersection(&known).cloned().collect();
+    let took = notifier.enqueue(n, id, &wanted);
+    for channel in wanted.difference(&took) {
+        outbox.report(id, channel, Outcome::Failed, wall);
     }
 }
