@@ -22,7 +22,7 @@ use arrow::datatypes::DataType;
 use callscope_schemas::rollup::{ROLLUP_TABLE, resolution_label};
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::expr_fn::{avg, count, last_value, max, min, percentile_cont, sum};
-use datafusion::prelude::{Expr, cast, col, lit};
+use datafusion::prelude::{Expr, cast, col, lit, when};
 use serde::Serialize;
 
 use crate::AppState;
@@ -274,7 +274,10 @@ pub(crate) async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
             vec![
                 max(col("window_start_ms")).alias("newest"),
                 count(lit(1)).alias("n"),
-                count(col("sketch")).alias("s"),
+                // Histograms and summaries carry a sketch; counting their kind reads no sketch.
+                sum(when(col("kind").in_list(vec![lit("histogram"), lit("summary")], false), lit(1i64))
+                    .otherwise(lit(0i64))?)
+                .alias("s"),
             ],
         )?;
     // The newest window that every partition with rows has closed.

@@ -7,7 +7,8 @@
 //! 1 h) and several series combine without going back to raw samples.
 //!
 //! Quantiles come from a DDSketch with 1 % relative accuracy, stored in the row in the
-//! DataDog binary format (`sketch` column; histograms and summaries only).
+//! DataDog binary format (`sketch` column; histograms and summaries only; see
+//! [`sketch_bytes`]).
 
 use std::sync::{Arc, OnceLock};
 
@@ -20,6 +21,9 @@ use arrow::error::ArrowError;
 use sketches_ddsketch::{Config, DDSketch};
 
 use crate::events::{Labels, Metric, MetricKind, labels_key};
+
+pub mod sketch_bytes;
+pub use sketch_bytes::{SketchReader, encode_sketch};
 
 /// Name of the roll-up dataset (directory and query table).
 pub const ROLLUP_TABLE: &str = "metric_rollups";
@@ -34,11 +38,6 @@ fn sketch_config() -> Config {
 /// An empty quantile sketch with callscope's settings.
 pub fn new_sketch() -> DDSketch {
     DDSketch::new(sketch_config())
-}
-
-/// The stored form of a sketch (DataDog's binary encoding, readable by its other ports).
-pub fn encode_sketch(sketch: &DDSketch) -> Vec<u8> {
-    sketch.to_java_bytes()
 }
 
 /// Reads a stored sketch.
@@ -182,8 +181,15 @@ impl Partial {
             + self.sketch.as_ref().map_or(0, |s| std::mem::size_of::<DDSketch>() + s.length() * 8 + 256)
     }
 
+    /// The `q` quantile from the sketch; the extremes are the exact `min` and `max` (a
+    /// stored sketch leaves those to the row's columns).
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        self.sketch.as_ref().and_then(|s| s.quantile(q).ok().flatten())
+        let sketch = self.sketch.as_ref().filter(|_| self.count > 0)?;
+        match q {
+            q if q <= 0.0 => Some(self.min),
+            q if q >= 1.0 => Some(self.max),
+            q => sketch.quantile(q).ok().flatten(),
+        }
     }
 }
 
@@ -230,7 +236,6 @@ pub fn rollup_schema() -> SchemaRef {
                 Field::new("max", DataType::Float64, false),
                 Field::new("last", DataType::Float64, false),
                 Field::new("last_time_ms", DataType::Int64, false),
-                Field::new("rate", DataType::Float64, false),
                 Field::new("sketch", DataType::Binary, true),
                 Field::new("late", DataType::Boolean, false),
                 Field::new("kafka_partition", DataType::Int32, false),
@@ -247,13 +252,8 @@ pub fn rollups_to_record_batch<'a>(rows: impl IntoIterator<Item = &'a RollupRow>
         (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
     let mut labels = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
     let (mut count, mut last_time) = (Int64Builder::new(), Int64Builder::new());
-    let (mut sum, mut min, mut max, mut last, mut rate) = (
-        Float64Builder::new(),
-        Float64Builder::new(),
-        Float64Builder::new(),
-        Float64Builder::new(),
-        Float64Builder::new(),
-    );
+    let (mut sum, mut min, mut max, mut last) =
+        (Float64Builder::new(), Float64Builder::new(), Float64Builder::new(), Float64Builder::new());
     let mut sketch = BinaryBuilder::new();
     let mut late = BooleanBuilder::new();
     let mut partition = Int32Builder::new();
@@ -279,7 +279,6 @@ pub fn rollups_to_record_batch<'a>(rows: impl IntoIterator<Item = &'a RollupRow>
         max.append_value(p.max);
         last.append_value(p.last);
         last_time.append_value(p.last_time_ms);
-        rate.append_value(p.sum / (row.resolution_ms as f64 / 1000.0));
         sketch.append_option(p.sketch.as_ref().map(|s| encode_sketch(s)));
         late.append_value(row.late);
         partition.append_value(row.partition);
@@ -300,7 +299,6 @@ pub fn rollups_to_record_batch<'a>(rows: impl IntoIterator<Item = &'a RollupRow>
         Arc::new(max.finish()),
         Arc::new(last.finish()),
         Arc::new(last_time.finish()),
-        Arc::new(rate.finish()),
         Arc::new(sketch.finish()),
         Arc::new(late.finish()),
         Arc::new(partition.finish()),

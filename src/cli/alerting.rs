@@ -36,8 +36,8 @@ pub struct AlertArgs {
 }
 
 impl AlertArgs {
-    /// The evaluator's settings, `None` with `--no-alerting`. Rules read windows of the
-    /// shortest resolution of `windows`; `instance` names this evaluator in the leader lease.
+    /// The evaluator's settings, `None` with `--no-alerting`. Rules read 10 s windows (or
+    /// the shortest resolution of `windows`, if finer); `instance` names this evaluator in the leader lease.
     pub fn config(&self, connection: &KafkaConnection, windows: &WindowArgs, instance: &str) -> Option<AlertingConfig> {
         if self.no_alerting {
             return None;
@@ -49,8 +49,10 @@ impl AlertArgs {
         c.eval_interval = (*self.alert_eval_interval).max(Duration::from_millis(10));
         c.replay = *self.alert_replay;
         c.engine.idle_after_ms = self.alert_idle_after.as_millis() as i64;
+        // The evaluator keeps windows of its own in memory (10 s, or finer when the workers
+        // write finer roll-ups): the stored resolutions do not slow alerts down.
         if let Some(shortest) = windows.resolutions_ms().first() {
-            c.engine.resolution_ms = *shortest;
+            c.engine.resolution_ms = c.engine.resolution_ms.min(*shortest);
         }
         Some(c)
     }

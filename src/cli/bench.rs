@@ -67,8 +67,8 @@ pub struct BenchStorageConfig {
     /// series per minute) next to DuckDB on the same files (needs Python's `duckdb`).
     #[arg(long)]
     pub queries: bool,
-    /// Repetitions of each timed query; medians are reported.
-    #[arg(long, default_value_t = 5)]
+    /// Repetitions of each timed query (after one untimed run); medians are reported.
+    #[arg(long, default_value_t = 25)]
     pub query_runs: usize,
 }
 

@@ -12,8 +12,15 @@
 //! heartbeats and the alert state) and four read-class ones. Measured with `standalone
 //! --demo` (2026-12-01, 85 s, 635 batches, 691 data files, every store call of the process
 //! counted): 4 553 write-class and 2 924 read-class calls, 6.6 and 4.2 per data file. The
-//! estimate scales that by the batch files of the last day; queries' own reads and the
-//! lifecycle's few requests per table-hour are left out.
+//! estimate scales that by the batch files of the last day; queries' own reads are left
+//! out.
+//!
+//! The lifecycle's requests are priced at the storage class of the tier they go to: each
+//! step reads the files of a table-hour from its source tier (compaction reads every batch
+//! file once) and writes the new files to its target tier, and writes its manifest and
+//! reads the hour's records in the hot tier ([`LIFECYCLE_CATALOG_WRITES`],
+//! [`LIFECYCLE_CATALOG_READS`] per table-hour and step); deletions are free on S3. Files per
+//! table-hour are the measured ones of each tier where it holds data (one otherwise).
 
 use std::collections::BTreeMap;
 
@@ -23,8 +30,9 @@ use crate::lifecycle::policy::{Policy, PolicyStep};
 use crate::tiers::TierName;
 use crate::usage::{IngestLastDay, TierTableUsage};
 
-/// Prices: per GB-month of each tier, and per 1 000 requests of the hot tier's class (where
-/// the workers write); and the requests that come with each batch file. Read from a JSON
+/// Prices: per GB-month of each tier, per 1 000 requests of the hot tier's class (where the
+/// workers write) and of the other tiers' classes (where the lifecycle writes); and the
+/// requests that come with each batch file. Read from a JSON
 /// file with [`CostModel::from_json`]; what the file leaves out keeps its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -38,7 +46,26 @@ pub struct CostModel {
     /// included (see the module's documentation).
     pub write_requests_per_batch_file: f64,
     pub read_requests_per_batch_file: f64,
+    /// Request prices of the warm, cold and archive tiers' classes (the hot tier's are the
+    /// two fields above).
+    pub usd_per_1000_requests_by_tier: BTreeMap<TierName, RequestPrices>,
 }
+
+/// Prices per 1 000 requests of one storage class.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestPrices {
+    /// PUT, COPY, POST and LIST.
+    pub write: f64,
+    /// GET and the rest.
+    pub read: f64,
+}
+
+/// Catalog writes in the hot tier per table-hour and lifecycle step: the hour's manifest,
+/// and the claim that keeps two runners off one hour.
+pub const LIFECYCLE_CATALOG_WRITES: f64 = 2.0;
+/// Catalog reads per table-hour and step: the listing and the manifest of the hour.
+pub const LIFECYCLE_CATALOG_READS: f64 = 2.0;
 
 impl Default for CostModel {
     fn default() -> Self {
@@ -53,8 +80,19 @@ impl Default for CostModel {
             usd_per_1000_read_requests: 0.0004,
             write_requests_per_batch_file: 6.6,
             read_requests_per_batch_file: 4.2,
+            usd_per_1000_requests_by_tier: default_request_prices(),
         }
     }
+}
+
+/// S3 Standard-IA (warm), Glacier Instant Retrieval (cold), Glacier Deep Archive (archive),
+/// us-east-1 list prices.
+fn default_request_prices() -> BTreeMap<TierName, RequestPrices> {
+    BTreeMap::from([
+        (TierName::Warm, RequestPrices { write: 0.01, read: 0.001 }),
+        (TierName::Cold, RequestPrices { write: 0.02, read: 0.01 }),
+        (TierName::Archive, RequestPrices { write: 0.05, read: 0.0004 }),
+    ])
 }
 
 /// A price file that does not parse or holds a price that is not a finite, non-negative number.
@@ -70,12 +108,33 @@ impl CostModel {
         for (tier, price) in CostModel::default().usd_per_gb_month {
             model.usd_per_gb_month.entry(tier).or_insert(price);
         }
+        if model.usd_per_1000_requests_by_tier.contains_key(&TierName::Hot) {
+            return Err(CostModelError(
+                "usd_per_1000_requests_by_tier.hot: the hot tier's request prices are usd_per_1000_write_requests \
+                 and usd_per_1000_read_requests"
+                    .into(),
+            ));
+        }
+        for (tier, prices) in default_request_prices() {
+            model.usd_per_1000_requests_by_tier.entry(tier).or_insert(prices);
+        }
+        let by_tier: Vec<(String, f64)> = model
+            .usd_per_1000_requests_by_tier
+            .iter()
+            .flat_map(|(t, p)| {
+                [
+                    (format!("usd_per_1000_requests_by_tier.{t}.write"), p.write),
+                    (format!("usd_per_1000_requests_by_tier.{t}.read"), p.read),
+                ]
+            })
+            .collect();
         let prices = model.usd_per_gb_month.iter().map(|(t, p)| (format!("usd_per_gb_month.{t}"), *p)).chain([
             ("usd_per_1000_write_requests".to_string(), model.usd_per_1000_write_requests),
             ("usd_per_1000_read_requests".to_string(), model.usd_per_1000_read_requests),
             ("write_requests_per_batch_file".to_string(), model.write_requests_per_batch_file),
             ("read_requests_per_batch_file".to_string(), model.read_requests_per_batch_file),
         ]);
+        let prices = prices.chain(by_tier);
         for (field, value) in prices {
             if !value.is_finite() || value < 0.0 {
                 return Err(CostModelError(format!("{field} must be a finite number ≥ 0, not {value}")));
@@ -97,6 +156,23 @@ pub struct RequestEstimate {
     pub batch_files_per_day: u64,
     pub write_requests_per_month: f64,
     pub read_requests_per_month: f64,
+    pub usd_per_month: f64,
+}
+
+/// The lifecycle's requests in one tier per month, at the last day's rate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TierRequests {
+    pub write_requests_per_month: f64,
+    pub read_requests_per_month: f64,
+    pub usd_per_month: f64,
+}
+
+/// The lifecycle's object-store requests per month under the policy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LifecycleRequests {
+    /// Table-hours that pass through each step in a month (one per table and hour).
+    pub table_hours_per_month: f64,
+    pub by_tier: BTreeMap<TierName, TierRequests>,
     pub usd_per_month: f64,
 }
 
@@ -128,7 +204,10 @@ pub struct CostReport {
     /// The workers' object-store requests at the last day's rate (the same now and in the
     /// projection: the lifecycle adds a few per table-hour).
     pub requests: RequestEstimate,
-    /// Projected storage and requests together.
+    /// The lifecycle's own requests (reads of each step's source tier, writes to its target,
+    /// catalog objects in hot), each at its tier's class.
+    pub lifecycle_requests: LifecycleRequests,
+    /// Projected storage and requests (the workers' and the lifecycle's) together.
     pub projected_total_usd_per_month: f64,
     /// What to change when requests cost more than storage; `null` otherwise.
     pub advice: Option<String>,
@@ -141,6 +220,73 @@ pub struct CostReport {
 impl CostModel {
     fn price(&self, tier: TierName) -> f64 {
         self.usd_per_gb_month.get(&tier).copied().unwrap_or(0.0)
+    }
+
+    fn request_prices(&self, tier: TierName) -> RequestPrices {
+        let hot = RequestPrices { write: self.usd_per_1000_write_requests, read: self.usd_per_1000_read_requests };
+        match tier {
+            TierName::Hot => hot,
+            tier => self.usd_per_1000_requests_by_tier.get(&tier).copied().unwrap_or(hot),
+        }
+    }
+
+    /// The lifecycle's requests per month: every table with ingest passes each hour through
+    /// each step of `policy` (downsampling left out: it adds a few files of roll-ups).
+    pub fn lifecycle_requests(
+        &self,
+        usage: &[TierTableUsage],
+        policy: &Policy,
+        ingest: &IngestLastDay,
+    ) -> LifecycleRequests {
+        let hours = ingest.bytes.len() as f64 * 24.0 * MONTH_DAYS;
+        // Files per table-hour in a tier, as measured there (one where it holds nothing yet).
+        let files_per_hour = |tier: TierName| {
+            let (files, hours) = usage
+                .iter()
+                .filter(|u| u.tier == tier.as_str() && ingest.bytes.contains_key(&u.table))
+                .fold((0, 0), |(f, h), u| (f + u.files, h + u.hours));
+            if hours == 0 { 1.0 } else { files as f64 / hours as f64 }
+        };
+        let mut counts: BTreeMap<TierName, (f64, f64)> = BTreeMap::new();
+        let mut add = |tier: TierName, writes: f64, reads: f64| {
+            let c = counts.entry(tier).or_default();
+            c.0 += writes;
+            c.1 += reads;
+        };
+        let mut source = TierName::Hot;
+        for step in &policy.steps {
+            let target = match step {
+                PolicyStep::Compact { .. } => TierName::Warm,
+                PolicyStep::Cold { .. } => TierName::Cold,
+                PolicyStep::Archive { .. } => TierName::Archive,
+                PolicyStep::Delete { .. } => {
+                    // Deletions are free; the hour's manifest is still written.
+                    add(TierName::Hot, hours * LIFECYCLE_CATALOG_WRITES, hours * LIFECYCLE_CATALOG_READS);
+                    break;
+                }
+                PolicyStep::Downsample { .. } => continue,
+            };
+            // Compaction reads every batch file the workers wrote; later steps the files of
+            // their source tier.
+            let reads =
+                if source == TierName::Hot { ingest.files as f64 * MONTH_DAYS } else { hours * files_per_hour(source) };
+            add(source, 0.0, reads);
+            add(target, hours * files_per_hour(target), 0.0);
+            add(TierName::Hot, hours * LIFECYCLE_CATALOG_WRITES, hours * LIFECYCLE_CATALOG_READS);
+            source = target;
+        }
+        let by_tier: BTreeMap<TierName, TierRequests> = counts
+            .into_iter()
+            .map(|(tier, (writes, reads))| {
+                let prices = self.request_prices(tier);
+                let usd_per_month = writes / 1000.0 * prices.write + reads / 1000.0 * prices.read;
+                let requests =
+                    TierRequests { write_requests_per_month: writes, read_requests_per_month: reads, usd_per_month };
+                (tier, requests)
+            })
+            .collect();
+        let usd_per_month = by_tier.values().map(|t| t.usd_per_month).sum();
+        LifecycleRequests { table_hours_per_month: hours, by_tier, usd_per_month }
     }
 
     /// The workers' requests per month when they write `batch_files_per_day`.
@@ -237,6 +383,7 @@ impl CostModel {
         }
         let projected_total: f64 = projected.iter().map(|l| l.usd_per_month).sum();
         let requests = self.requests(ingest.files);
+        let lifecycle_requests = self.lifecycle_requests(usage, policy, ingest);
         let advice = (requests.usd_per_month > projected_total).then(|| {
             format!(
                 "object-store requests (${:.2}/month) cost more than storage (${:.2}/month): the workers write {} \
@@ -258,7 +405,8 @@ impl CostModel {
             projected_usd_per_month: projected_total,
             projected_all_hot_usd_per_month: projected_all_hot,
             projected_saving_usd_per_month: projected_all_hot - projected_total,
-            projected_total_usd_per_month: projected_total + requests.usd_per_month,
+            projected_total_usd_per_month: projected_total + requests.usd_per_month + lifecycle_requests.usd_per_month,
+            lifecycle_requests,
             requests,
             advice,
             policy: policy.id.clone(),
@@ -319,13 +467,49 @@ mod tests {
         let usd = files_per_month * 6.6 / 1000.0 * 0.005 + files_per_month * 4.2 / 1000.0 * 0.0004;
         assert!((report.requests.usd_per_month - usd).abs() < 1e-6, "{report:?}");
         assert!(usd > 1000.0, "a thousand dollars a month of requests for a megabyte a day");
-        assert!((report.projected_total_usd_per_month - (report.projected_usd_per_month + usd)).abs() < 1e-6);
+        let total = report.projected_usd_per_month + usd + report.lifecycle_requests.usd_per_month;
+        assert!((report.projected_total_usd_per_month - total).abs() < 1e-6);
         assert!(report.advice.as_deref().is_some_and(|a| a.contains("--flush-interval")), "{report:?}");
         // Flushing a hundred times less often, with a hundred times the data: storage leads.
         let big = IngestLastDay { bytes: BTreeMap::from([("metrics".to_string(), 100_000_000_000)]), files: 10_368 };
         let report = model.report(&usage, &Policy::default_policy(), &big);
         assert!(report.requests.usd_per_month < report.projected_usd_per_month, "{report:?}");
         assert_eq!(report.advice, None);
+    }
+
+    #[test]
+    fn lifecycle_requests_are_priced_at_the_class_of_each_tier() {
+        let model = CostModel::default();
+        // Warm holds one file per table-hour, cold three (one per decimal scale).
+        let mut warm = usage("warm", "metrics", 1, 1);
+        (warm.files, warm.hours) = (48, 48);
+        let mut cold = usage("cold", "metrics", 1, 1);
+        (cold.files, cold.hours) = (72, 24);
+        let ingest = IngestLastDay { bytes: BTreeMap::from([("metrics".to_string(), 1_000_000)]), files: 86_400 };
+        let r = model.lifecycle_requests(&[warm, cold], &Policy::default_policy(), &ingest);
+        let hours = 24.0 * 30.0;
+        assert_eq!(r.table_hours_per_month, hours);
+        let tier = |t: TierName| r.by_tier[&t].clone();
+        // Compaction reads every batch file in hot; four steps write catalog objects there.
+        assert_eq!(tier(TierName::Hot).read_requests_per_month, 86_400.0 * 30.0 + 4.0 * hours * 2.0);
+        assert_eq!(tier(TierName::Hot).write_requests_per_month, 4.0 * hours * 2.0);
+        // Warm: one file written per hour, read once by the cold step.
+        assert_eq!(
+            (tier(TierName::Warm).write_requests_per_month, tier(TierName::Warm).read_requests_per_month),
+            (hours, hours)
+        );
+        // Cold: three written and three read by the archive step, at Glacier IR's prices.
+        let c = tier(TierName::Cold);
+        assert_eq!((c.write_requests_per_month, c.read_requests_per_month), (3.0 * hours, 3.0 * hours));
+        assert!((c.usd_per_month - (3.0 * hours / 1000.0 * 0.02 + 3.0 * hours / 1000.0 * 0.01)).abs() < 1e-9);
+        // Archive: one file per hour (nothing measured there yet) at Deep Archive's price.
+        assert!((tier(TierName::Archive).usd_per_month - hours / 1000.0 * 0.05).abs() < 1e-9);
+        let sum: f64 = r.by_tier.values().map(|t| t.usd_per_month).sum();
+        assert!((r.usd_per_month - sum).abs() < 1e-12);
+        // Without a lifecycle step, no lifecycle requests.
+        let mut none = Policy::default_policy();
+        none.steps.clear();
+        assert_eq!(model.lifecycle_requests(&[], &none, &ingest).usd_per_month, 0.0);
     }
 
     #[test]
@@ -343,5 +527,19 @@ mod tests {
         assert!(tier.to_string().contains("lukewarm"), "{tier}");
         let negative = CostModel::from_json(r#"{"usd_per_1000_read_requests": -1}"#).expect_err("negative");
         assert!(negative.to_string().contains("usd_per_1000_read_requests"), "{negative}");
+        let archive =
+            CostModel::from_json(r#"{"usd_per_1000_requests_by_tier": {"archive": {"write": 0.06, "read": 0.001}}}"#)
+                .expect("tier request prices");
+        assert_eq!(
+            archive.usd_per_1000_requests_by_tier[&TierName::Archive],
+            RequestPrices { write: 0.06, read: 0.001 }
+        );
+        assert_eq!(archive.usd_per_1000_requests_by_tier[&TierName::Warm], RequestPrices { write: 0.01, read: 0.001 });
+        let hot = CostModel::from_json(r#"{"usd_per_1000_requests_by_tier": {"hot": {"write": 1, "read": 1}}}"#)
+            .expect_err("hot has its own fields");
+        assert!(hot.to_string().contains("usd_per_1000_write_requests"), "{hot}");
+        let bad = CostModel::from_json(r#"{"usd_per_1000_requests_by_tier": {"cold": {"write": -1, "read": 0}}}"#)
+            .expect_err("negative tier price");
+        assert!(bad.to_string().contains("usd_per_1000_requests_by_tier.cold.write"), "{bad}");
     }
 }

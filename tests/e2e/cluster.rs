@@ -41,7 +41,7 @@ fn three_pipelines_and_two_query_replicas_on_s3_store_once_answer_alike_and_noti
             .broker(&broker)
             .data_dir(&dir.path().join(name))
             .args(&storage)
-            .args(["--group-id", "cluster", "--lifecycle-interval", "2s"])
+            .args(["--group-id", "cluster", "--lifecycle-interval", "2s", "--window-resolutions", "10s,1m,1h"])
             .args(["--policy-file", policies.to_str().expect("path")])
             .metrics_endpoint();
         with_alerting(node, dir.path(), &notify_config(&receivers.base)).spawn()

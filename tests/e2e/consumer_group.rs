@@ -13,8 +13,12 @@ fn two_pipelines_share_partitions_and_store_every_event_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let shared = dir.path().join("shared");
     let broker = Node::broker(dir.path()).spawn();
-    let pipeline =
-        |name: &str| group_member(dir.path(), &broker, &shared, "shared-group", name).metrics_endpoint().spawn();
+    let pipeline = |name: &str| {
+        group_member(dir.path(), &broker, &shared, "shared-group", name)
+            .args(["--window-resolutions", "10s,1m,1h"])
+            .metrics_endpoint()
+            .spawn()
+    };
     let a = pipeline("pipeline-a");
     let mut b = pipeline("pipeline-b");
     let api =

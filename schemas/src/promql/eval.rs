@@ -16,10 +16,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::rollup::{Partial, SeriesKey, merge_sketch};
+use crate::rollup::{Partial, SeriesKey};
 use promql_parser::label::{METRIC_NAME, MatchOp};
 use promql_parser::parser::{Expr, LabelModifier, VectorMatchCardinality, VectorSelector};
-use sketches_ddsketch::DDSketch;
 
 pub type LabelSet = BTreeMap<String, String>;
 
@@ -452,16 +451,16 @@ impl Evaluator<'_> {
             .sketches(inner)?
             .into_iter()
             .filter_map(|(labels, sketch)| {
-                let value = sketch.quantile(q).ok().flatten()?;
+                let value = sketch.quantile(q)?;
                 Some(Sample { labels, value })
             })
             .collect();
         Ok(Value::Vector(samples))
     }
 
-    /// The merged sketches an expression under `histogram_quantile` selects, by labels
-    /// (without the name and `le`).
-    fn sketches(&self, expr: &Expr) -> Result<Vec<(LabelSet, DDSketch)>, EvalError> {
+    /// The merged partials (with their sketches) an expression under `histogram_quantile`
+    /// selects, by labels (without the name and `le`).
+    fn sketches(&self, expr: &Expr) -> Result<Vec<(LabelSet, Partial)>, EvalError> {
         let from_selector = |vs: &VectorSelector, range_ms: Option<i64>| {
             let vs = sketch_selector(vs);
             self.store
@@ -475,10 +474,10 @@ impl Evaluator<'_> {
                             newest.map(|(_, p)| p).into_iter().collect()
                         }
                     };
-                    let sketch = merged(parts)?.sketch?;
+                    let partial = merged(parts).filter(|p| p.sketch.is_some())?;
                     let mut labels = without_name(s.labels.clone());
                     labels.remove("le");
-                    Some((labels, *sketch))
+                    Some((labels, partial))
                 })
                 .collect::<Vec<_>>()
         };
@@ -491,14 +490,14 @@ impl Evaluator<'_> {
                 _ => err("rate takes one range selector"),
             },
             Expr::Aggregate(a) if a.op.to_string() == "sum" => {
-                let mut groups: BTreeMap<LabelSet, DDSketch> = BTreeMap::new();
+                let mut groups: BTreeMap<LabelSet, Partial> = BTreeMap::new();
                 for (labels, sketch) in self.sketches(&a.expr)? {
                     match groups.entry(group_key(&labels, a.modifier.as_ref(), &["le"])) {
                         std::collections::btree_map::Entry::Vacant(e) => {
                             e.insert(sketch);
                         }
                         std::collections::btree_map::Entry::Occupied(mut e) => {
-                            let _ = merge_sketch(e.get_mut(), &sketch);
+                            let _ = e.get_mut().merge(&sketch);
                         }
                     }
                 }

@@ -46,17 +46,19 @@ fn properties(table: DataTable, schema: &SchemaRef, layout: &FileLayout) -> Resu
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(layout.row_group_rows))
         .set_created_by(format!("callscope {} lifecycle", env!("CARGO_PKG_VERSION")));
-    // Times (and, in dense files, every integer and decimal column) delta-encoded.
-    let (time_column, _) = table.time_column();
-    let mut delta: Vec<&str> = vec![time_column];
-    if layout.dense {
-        delta = schema
-            .fields()
-            .iter()
-            .filter(|f| matches!(f.data_type(), DataType::Int64 | DataType::Timestamp(..) | DataType::Decimal128(..)))
-            .map(|f| f.name().as_str())
-            .collect();
-    }
+    // Every 64-bit integer and time column (and, in dense files, every decimal column)
+    // delta-encoded: sorted by series and time, times, offsets and counts step by small
+    // amounts (Kafka offsets took more bytes than the values in dictionary pages).
+    let delta: Vec<&str> = schema
+        .fields()
+        .iter()
+        .filter(|f| match f.data_type() {
+            DataType::Int64 | DataType::Timestamp(..) => true,
+            DataType::Decimal128(..) => layout.dense,
+            _ => false,
+        })
+        .map(|f| f.name().as_str())
+        .collect();
     for column in delta {
         builder = builder
             .set_column_dictionary_enabled(ColumnPath::from(column), false)
