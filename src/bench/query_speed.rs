@@ -1,6 +1,7 @@
 //! Query speed after compaction, next to DuckDB on the same Parquet files (`bench storage
-//! --queries`): each query runs once untimed (caches warm, as on a serving process), then
-//! `runs` times on each side, in one process each, with two threads each; medians are
+//! --queries`): each query runs once untimed on each side (caches warm, as on a serving
+//! process), then `runs` times, a run of ours then one of DuckDB's (in a Python process
+//! of its own), so a noisy machine slows both alike; two threads each side; medians are
 //! printed with their ratio (callscope / DuckDB).
 //!
 //! * **raw SQL**: an aggregate over every sample (`GROUP BY name, service`), through the
@@ -28,28 +29,62 @@ const RAW_SQL: &str = "SELECT name, service, COUNT(*) AS n, AVG(value) AS mean, 
                        FROM metrics GROUP BY name, service ORDER BY name, service";
 
 const DUCKDB: &str = r#"
-import duckdb, json, statistics, sys, time
-files, runs = sys.argv[1], int(sys.argv[2])
+import duckdb, sys, time
+files, raw = sys.argv[1], sys.argv[2]
 con = duckdb.connect()
 con.sql("SET threads = 2")
 con.sql(f"CREATE VIEW metrics AS SELECT * FROM read_parquet('{files}', hive_partitioning = true)")
 queries = {
-    "raw": sys.argv[3],
+    "raw": raw,
     "dashboard": """SELECT service, labels_key, time_bucket(INTERVAL '1 minute', event_time) AS t,
                            quantile_cont(value, 0.95) AS p95
                     FROM metrics WHERE name = 'asr_latency_ms' GROUP BY 1, 2, 3""",
 }
-out = {}
-for name, q in queries.items():
-    times, rows = [], 0
-    con.sql(q).fetchall()
-    for _ in range(runs):
-        started = time.perf_counter()
-        rows = len(con.sql(q).fetchall())
-        times.append(time.perf_counter() - started)
-    out[name] = {"median_s": statistics.median(times), "rows": rows}
-print(json.dumps(out))
+print("ready", flush=True)
+for line in sys.stdin:
+    started = time.perf_counter()
+    rows = len(con.sql(queries[line.strip()]).fetchall())
+    print(time.perf_counter() - started, rows, flush=True)
 "#;
+
+/// DuckDB in a Python process of its own, answering one query per request.
+struct DuckDb {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl DuckDb {
+    fn start(python: &str, files: &Path) -> anyhow::Result<DuckDb> {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = std::process::Command::new(python)
+            .args(["-c", DUCKDB, files.to_str().context("path")?, RAW_SQL])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("run DuckDB")?;
+        let input = child.stdin.take().context("stdin")?;
+        let mut output = std::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
+        anyhow::ensure!(output.next().transpose()?.as_deref() == Some("ready"), "DuckDB did not start");
+        Ok(DuckDb { child, input, output })
+    }
+
+    /// Runs `query` (`raw` or `dashboard`) once; its seconds.
+    fn time(&mut self, query: &str) -> anyhow::Result<f64> {
+        use std::io::Write;
+        writeln!(self.input, "{query}")?;
+        let line = self.output.next().transpose()?.context("DuckDB stopped")?;
+        line.split_whitespace().next().and_then(|s| s.parse().ok()).context("DuckDB answer")
+    }
+}
+
+impl Drop for DuckDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 pub(super) fn state(tiers: &Tiers) -> anyhow::Result<AppState> {
     Ok(AppState {
@@ -70,7 +105,8 @@ pub(super) fn state(tiers: &Tiers) -> anyhow::Result<AppState> {
     })
 }
 
-/// Times both queries on both sides and prints the table.
+/// Times both queries on both sides, a run of ours then one of DuckDB's (so both see the
+/// same machine), and prints the table.
 pub async fn compare(tiers: &Tiers, dir: &Path, runs: usize) -> anyhow::Result<()> {
     let runs = runs.max(1);
     let python = std::env::var("CALLSCOPE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -83,21 +119,9 @@ pub async fn compare(tiers: &Tiers, dir: &Path, runs: usize) -> anyhow::Result<(
         return Ok(());
     }
     let state = state(tiers)?;
-    // Ours: the raw aggregate, then the dashboard query as the series endpoint answers it.
-    let mut raw_times = Vec::new();
-    let mut raw_rows = 0;
-    state.engine.session().sql(RAW_SQL).await?.collect().await?;
-    for _ in 0..runs {
-        let started = Instant::now();
-        let batches = state.engine.session().sql(RAW_SQL).await?.collect().await?;
-        raw_times.push(started.elapsed().as_secs_f64());
-        raw_rows = batches.iter().map(|b| b.num_rows()).sum::<usize>();
-    }
+    let mut duck = DuckDb::start(&python, &dir.join("warm/metrics/*/*/*.parquet"))?;
     let (start, end) = time_range(&state).await?;
-    let mut dashboard_times = Vec::new();
-    let mut dashboard_points = 0;
-    let mut source = String::new();
-    for run in 0..=runs {
+    let dashboard_query = || {
         let params = vec![
             ("name".to_string(), "asr_latency_ms".to_string()),
             ("agg".to_string(), "p95".to_string()),
@@ -105,39 +129,50 @@ pub async fn compare(tiers: &Tiers, dir: &Path, runs: usize) -> anyhow::Result<(
             ("start".to_string(), start.to_string()),
             ("end".to_string(), end.to_string()),
         ];
-        let query = SeriesQuery::parse(params, end).map_err(|e| anyhow::anyhow!("{e}"))?;
+        SeriesQuery::parse(params, end).map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    let (mut raw_times, mut duck_raw) = (Vec::new(), Vec::new());
+    let (mut dashboard_times, mut duck_dashboard) = (Vec::new(), Vec::new());
+    let (mut raw_rows, mut dashboard_points, mut source) = (0, 0, String::new());
+    // Run 0 warms both sides and is not counted.
+    for run in 0..=runs {
+        let started = Instant::now();
+        let batches = state.engine.session().sql(RAW_SQL).await?.collect().await?;
+        let ours = started.elapsed().as_secs_f64();
+        raw_rows = batches.iter().map(|b| b.num_rows()).sum::<usize>();
+        let theirs = duck.time("raw")?;
+        if run > 0 {
+            raw_times.push(ours);
+            duck_raw.push(theirs);
+        }
+    }
+    for run in 0..=runs {
+        let query = dashboard_query()?;
         let started = Instant::now();
         let (series, sources) = answer(&state, &query).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        if run > 0 {
-            dashboard_times.push(started.elapsed().as_secs_f64());
-        }
+        let ours = started.elapsed().as_secs_f64();
         dashboard_points = series.iter().map(|s| s.points.len()).sum::<usize>();
         source = sources;
+        let theirs = duck.time("dashboard")?;
+        if run > 0 {
+            dashboard_times.push(ours);
+            duck_dashboard.push(theirs);
+        }
     }
-    // DuckDB over the warm tier's files.
-    let files = dir.join("warm/metrics/*/*/*.parquet");
-    let out = std::process::Command::new(&python)
-        .args(["-c", DUCKDB, files.to_str().context("path")?, &runs.to_string(), RAW_SQL])
-        .output()
-        .context("run DuckDB")?;
-    anyhow::ensure!(out.status.success(), "DuckDB: {}", String::from_utf8_lossy(&out.stderr));
-    let duck: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let duck_s = |q: &str| duck[q]["median_s"].as_f64().unwrap_or(f64::NAN);
     let (raw, dashboard) = (median(&mut raw_times), median(&mut dashboard_times));
+    let (duck_raw, duck_dashboard) = (median(&mut duck_raw), median(&mut duck_dashboard));
     println!();
-    println!("query speed after compaction (medians of {runs}; ratio = callscope / DuckDB):");
+    println!("query speed after compaction (medians of {runs}, runs alternating; ratio = callscope / DuckDB):");
     println!("{:<54} {:>12} {:>12} {:>7}", "query", "callscope s", "DuckDB s", "ratio");
     println!(
-        "{:<54} {raw:>12.4} {:>12.4} {:>7.2}",
+        "{:<54} {raw:>12.4} {duck_raw:>12.4} {:>7.2}",
         format!("raw SQL aggregate ({raw_rows} groups)"),
-        duck_s("raw"),
-        raw / duck_s("raw")
+        raw / duck_raw
     );
     println!(
-        "{:<54} {dashboard:>12.4} {:>12.4} {:>7.2}",
+        "{:<54} {dashboard:>12.4} {duck_dashboard:>12.4} {:>7.2}",
         format!("p95 per series per minute ({dashboard_points} points, {source})"),
-        duck_s("dashboard"),
-        dashboard / duck_s("dashboard")
+        dashboard / duck_dashboard
     );
     Ok(())
 }
