@@ -17,7 +17,9 @@
 //! bench prints the bytes per sample in each tier, next to the same samples written by a
 //! plain float Parquet writer (arrow-rs defaults, sorted like warm) and, when `promtool` is
 //! on the PATH, a Prometheus TSDB block made by `promtool tsdb create-blocks-from
-//! openmetrics` from the same samples.
+//! openmetrics` from the same samples; and in each tier the bytes of the samples' 1-minute
+//! roll-ups over the bytes of the samples (in hot one roll-up file per hour, fewer than
+//! the workers write).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -157,18 +159,20 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
         let catalog = catalog.clone();
         async move {
             let all = callscope_storage::usage::collect(&catalog).await?;
-            anyhow::Ok(
-                all.into_iter()
-                    .filter(|u| u.tier == tier.as_str() && u.table == "metrics")
-                    .fold((0u64, 0u64, 0u64), |(f, r, b), u| (f + u.files, r + u.rows, b + u.bytes)),
-            )
+            let in_tier = |table: &'static str| {
+                all.iter()
+                    .filter(move |u| u.tier == tier.as_str() && u.table == table)
+                    .fold((0u64, 0u64, 0u64), |(f, r, b), u| (f + u.files, r + u.rows, b + u.bytes))
+            };
+            let ((files, rows, bytes), (_, _, rollup_bytes)) = (in_tier("metrics"), in_tier("metric_rollups"));
+            anyhow::Ok((files, rows, bytes, rollup_bytes))
         }
     };
-    let (files, rows, hot_bytes) = usage(TierName::Hot).await?;
+    let (files, rows, hot_bytes, hot_rollups) = usage(TierName::Hot).await?;
     anyhow::ensure!(rows as usize == samples, "hot holds {rows} rows, generated {samples}");
     println!("generated and wrote {hot_files} hot files in {:.1} s", started.elapsed().as_secs_f64());
 
-    let mut table = vec![("hot (as the workers write)".to_string(), files, hot_bytes, 0.0)];
+    let mut table = vec![("hot (as the workers write)".to_string(), files, hot_bytes, Some(hot_rollups))];
     let lifecycle = Lifecycle::new(catalog.clone(), "bench");
     let far_future = START_MS + 400 * 86_400_000;
     for (step, tier) in [
@@ -188,9 +192,9 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
         let job = lifecycle.run(&policy, &id, false, far_future, &mut |_| {}).await?;
         anyhow::ensure!(job.errors.is_empty(), "{}: {:?}", policy.id, job.errors);
         let seconds = started.elapsed().as_secs_f64();
-        let (files, rows, bytes) = usage(tier).await?;
+        let (files, rows, bytes, rollup_bytes) = usage(tier).await?;
         anyhow::ensure!(rows as usize == samples, "{tier} holds {rows} rows, expected {samples}");
-        table.push((format!("{tier} ({}, {seconds:.1} s)", policy.id), files, bytes, seconds));
+        table.push((format!("{tier} ({}, {seconds:.1} s)", policy.id), files, bytes, Some(rollup_bytes)));
         if tier == TierName::Warm && config.queries {
             super::query_speed::compare(&tiers, &dir, config.query_runs).await?;
         }
@@ -198,13 +202,15 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
 
     // A plain float Parquet writer (arrow-rs defaults) over the same rows, sorted like warm.
     let plain_bytes = plain_parquet(&tiers, &catalog).await?;
-    table.push(("plain float Parquet (arrow-rs defaults)".to_string(), 1, plain_bytes, 0.0));
+    table.push(("plain float Parquet (arrow-rs defaults)".to_string(), 1, plain_bytes, None));
     let prometheus = prometheus_block(&dir, &series, &openmetrics);
 
     println!();
-    println!("{:<46} {:>6} {:>14} {:>13}", "where", "files", "bytes", "bytes/sample");
-    for (name, files, bytes, _) in &table {
-        println!("{name:<46} {files:>6} {bytes:>14} {:>13.3}", bytes_per_sample(*bytes, samples));
+    // The 1-minute roll-ups of the same samples, next to them in each tier.
+    println!("{:<46} {:>6} {:>14} {:>13} {:>16}", "where", "files", "bytes", "bytes/sample", "1m roll-ups/raw");
+    for (name, files, bytes, rollups) in &table {
+        let ratio = rollups.map_or(String::new(), |r| format!("{:.2}", r as f64 / (*bytes).max(1) as f64));
+        println!("{name:<46} {files:>6} {bytes:>14} {:>13.3} {ratio:>16}", bytes_per_sample(*bytes, samples));
     }
     match prometheus {
         Ok(bytes) => println!(

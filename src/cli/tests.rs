@@ -19,7 +19,11 @@ fn block_defaults_are_the_command_line_defaults() {
     let ingest: IngestArgs = defaults().expect("ingest defaults");
     assert_eq!((ingest.group_id.as_str(), ingest.flush_rows), (ingest::DEFAULT_GROUP_ID, ingest::DEFAULT_FLUSH_ROWS));
     let windows: WindowArgs = defaults().expect("window defaults");
-    assert_eq!(windows.resolutions_ms(), [10_000, 60_000, 3_600_000]);
+    assert_eq!(windows.resolutions_ms(), [60_000, 3_600_000], "10 s roll-ups are opt-in");
+    // The alert evaluator keeps 10 s windows of its own whatever the workers store.
+    let connection = KafkaConnection::new("127.0.0.1:1");
+    let alerting = alerts.config(&connection, &windows, "test").expect("alerting on");
+    assert_eq!(alerting.engine.resolution_ms, 10_000, "alerts do not wait for 1-minute windows");
 
     let Command::Pipeline(pipeline) = Cli::try_parse_from(["callscope", "pipeline"]).expect("pipeline parses").command
     else {
@@ -42,7 +46,7 @@ fn library_configs_are_built_from_the_flags() {
         "--flush-rows",
         "0",
         "--window-resolutions",
-        "1m,10s,1m",
+        "1m,5s,1m",
         "--alert-eval-interval",
         "1ms",
         "--alert-replay",
@@ -57,12 +61,12 @@ fn library_configs_are_built_from_the_flags() {
     assert_eq!(ids, ["w-0", "w-1", "w-2"]);
     assert_eq!(workers[0].flush_rows, 1, "at least one row per batch");
     let aggregation = workers[0].aggregation.as_ref().expect("aggregation on");
-    assert_eq!(aggregation.resolutions_ms, [10_000, 60_000]);
+    assert_eq!(aggregation.resolutions_ms, [5_000, 60_000]);
 
     let alerting = args.alerts.config(&connection, &args.windows, "test").expect("alerting on");
     assert_eq!(alerting.replay, Duration::from_secs(300));
     assert_eq!(alerting.eval_interval, Duration::from_millis(10), "evaluation interval at least 10 ms");
-    assert_eq!(alerting.engine.resolution_ms, 10_000, "rules read the shortest windows");
+    assert_eq!(alerting.engine.resolution_ms, 5_000, "rules read the shortest windows when finer than 10 s");
 }
 
 #[test]
