@@ -243,10 +243,18 @@ pub(crate) fn test_state(tiers: Tiers, settled_after_ms: i64) -> AppState {
 
 /// The API over an empty hot tier; windows older than `settled_after_ms` count as closed.
 fn api_with(settled_after_ms: i64) -> Api {
+    api_with_resolutions(settled_after_ms, None)
+}
+
+/// [`api_with`], reading roll-ups of `resolutions_ms` when given.
+fn api_with_resolutions(settled_after_ms: i64, resolutions_ms: Option<Vec<i64>>) -> Api {
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let tiers = Tiers::local(dir.path()).expect("tiers");
-    let state = test_state(tiers, settled_after_ms);
+    let mut state = test_state(tiers, settled_after_ms);
+    if let Some(resolutions_ms) = resolutions_ms {
+        state.resolutions_ms = resolutions_ms;
+    }
     let state_hot = state.hot.clone();
     let state_tiers = state.tiers.clone();
     let router = router(state);
@@ -518,6 +526,95 @@ fn rollups_answer_only_up_to_the_partition_furthest_behind() {
         .collect();
     let expected: Vec<(i64, f64)> = (0..10).map(|m| (t0 + m * minute, if m < 5 { 2.0 } else { 3.0 })).collect();
     assert_eq!(points, expected, "minutes 0-4 from both partitions' roll-ups, 5-9 from partition 1's raw samples");
+}
+
+/// A step finer than every roll-up resolution reads raw samples; a metric that exists only
+/// as roll-ups (span metrics) is answered from the finest roll-ups, at their granularity.
+#[test]
+fn a_step_finer_than_the_roll_ups_reads_raw_samples_or_the_finest_roll_ups() {
+    use callscope_schemas::arrow_schema::{SourcedEvent, to_record_batch};
+    use callscope_schemas::rollup::{Partial, RollupRow, SeriesKey, rollups_to_record_batch};
+    use callscope_schemas::{Dataset, Event, Metric, MetricKind};
+    use callscope_storage::{DataFileKey, HourPartition, RollupFileKey, RollupSource, parquet_file};
+
+    // The default resolutions.
+    let api = api_with_resolutions(86_400_000, Some(vec![60_000, 3_600_000]));
+    let t0 = (callscope_runtime::now_ms() - 3_600_000).div_euclid(3_600_000) * 3_600_000;
+    let minute = 60_000;
+    let metric = |name: &str, t: i64| Metric {
+        name: name.into(),
+        kind: MetricKind::Counter,
+        value: 1.0,
+        timestamp_ms: t,
+        service: "gw".into(),
+        labels: Default::default(),
+        unit: None,
+    };
+    // Both metrics have 1-minute roll-ups of 4 samples a minute; only `sampled` has raw ones.
+    let mut rows = Vec::new();
+    let mut raw = Vec::new();
+    for name in ["sampled", "spans_only"] {
+        let series = std::sync::Arc::new(SeriesKey::of(&metric(name, t0)));
+        for m in 0..3 {
+            let mut partial = Partial::empty(MetricKind::Counter);
+            for i in 0..4 {
+                let t = t0 + m * minute + i * 15_000;
+                partial.add(1.0, t);
+                if name == "sampled" {
+                    let offset = raw.len() as i64;
+                    raw.push(SourcedEvent { partition: 0, offset, event: Event::Metric(metric(name, t)) });
+                }
+            }
+            rows.push(RollupRow {
+                resolution_ms: minute,
+                window_start_ms: t0 + m * minute,
+                series: series.clone(),
+                partial,
+                partition: 0,
+                late: false,
+            });
+        }
+    }
+    let hour = HourPartition::of_unix_ms(t0);
+    let rollups = parquet_file::encode(&[rollups_to_record_batch(&rows).expect("batch")]).expect("encode");
+    let rollup_key = RollupFileKey {
+        resolution_ms: minute,
+        hour,
+        topic: "callscope.metrics".into(),
+        partition: 0,
+        source: RollupSource::Batch { first_offset: 0, last_offset: 11 },
+    };
+    let raw_key = DataFileKey {
+        dataset: Dataset::Metrics,
+        hour,
+        topic: "callscope.metrics".into(),
+        partition: 0,
+        first_offset: 0,
+        last_offset: raw.len() as i64 - 1,
+    };
+    let raw = parquet_file::encode(&[to_record_batch(Dataset::Metrics, &raw).expect("batch")]).expect("encode");
+    api.runtime.block_on(async {
+        api.hot.put_durable(&rollup_key.path(), rollups, false).await.expect("put");
+        api.hot.put_durable(&raw_key.path(), raw, false).await.expect("put");
+    });
+    let points = |series: &serde_json::Value| -> Vec<(i64, f64)> {
+        series[0]["points"]
+            .as_array()
+            .expect("points")
+            .iter()
+            .map(|p| (p[0].as_i64().unwrap_or_default(), p[1].as_f64().unwrap_or_default()))
+            .collect()
+    };
+    let uri =
+        |name: &str| format!("/monitoring/metrics?name={name}&agg=count&step=15s&start={t0}&end={}", t0 + 3 * minute);
+    let (source, series) = series_answer(&api, &uri("sampled"));
+    assert_eq!(source.as_deref(), Some("raw"), "{series}");
+    let every_15s: Vec<(i64, f64)> = (0..12).map(|i| (t0 + i * 15_000, 1.0)).collect();
+    assert_eq!(points(&series), every_15s, "one sample per 15 s bucket");
+    let (source, series) = series_answer(&api, &uri("spans_only"));
+    assert_eq!(source.as_deref(), Some("rollup:1m"), "{series}");
+    let every_minute: Vec<(i64, f64)> = (0..3).map(|m| (t0 + m * minute, 4.0)).collect();
+    assert_eq!(points(&series), every_minute, "the finest roll-ups, a point a minute");
 }
 
 /// An hour of 1-minute roll-ups downsampled by the lifecycle to 15 minutes: a 15-minute

@@ -232,10 +232,37 @@ pub(crate) struct Plan {
     pub(crate) raw: Option<(i64, i64)>,
 }
 
+/// For a step no roll-up resolution tiles: the finest resolution when the series have no
+/// raw samples in the range (span metrics exist only as roll-ups), answered at its own
+/// granularity; `None` (raw samples) otherwise.
+async fn finest_for_rollup_only(state: &AppState, q: &SeriesQuery) -> ApiResult<Option<i64>> {
+    let Some(finest) = state.resolutions_ms.iter().copied().filter(|r| *r > 0).min() else { return Ok(None) };
+    let raw = state
+        .engine
+        .session()
+        .table("metrics")
+        .await?
+        .filter(
+            q.series_filter()
+                .and(col("timestamp_ms").gt_eq(lit(q.start)))
+                .and(col("timestamp_ms").lt(lit(q.end)))
+                .and(col("date").gt_eq(lit(date_of(q.start))))
+                .and(col("date").lt_eq(lit(date_of(q.end)))),
+        )?
+        .select(vec![col("timestamp_ms")])?
+        .limit(0, Some(1))?
+        .collect()
+        .await?;
+    Ok(raw.iter().all(|b| b.num_rows() == 0).then_some(finest))
+}
+
 pub(crate) async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
     let all_raw = Plan { coarse: None, rollup: None, raw: Some((q.start, q.end)) };
     let r = match q.resolution {
-        None => pick_resolution(&state.resolutions_ms, q.step),
+        None => match pick_resolution(&state.resolutions_ms, q.step) {
+            Some(r) => Some(r),
+            None => finest_for_rollup_only(state, q).await?,
+        },
         Some(0) => None,
         Some(r) if state.resolutions_ms.contains(&r) => Some(r),
         Some(r) => {
