@@ -62,8 +62,10 @@ impl QueryEngine {
     pub fn new(tiers: &Tiers, options: EngineOptions) -> Result<QueryEngine> {
         let runtime = RuntimeEnvBuilder::new().with_memory_limit(options.memory_limit, 1.0).build_arc()?;
         register_tier_stores(&runtime, tiers);
+        // DataFusion's own settings from `DATAFUSION_*` environment variables (for example
+        // `DATAFUSION_EXECUTION_BATCH_SIZE`), then callscope's.
         let mut config =
-            SessionConfig::new().with_target_partitions(options.target_partitions).with_information_schema(true);
+            SessionConfig::from_env()?.with_target_partitions(options.target_partitions).with_information_schema(true);
         let parquet = &mut config.options_mut().execution.parquet;
         parquet.pushdown_filters = options.pushdown_filters;
         parquet.reorder_filters = options.pushdown_filters;

@@ -81,3 +81,21 @@ fn the_cost_report_takes_its_prices_from_a_file_and_a_bad_file_stops_the_start()
     assert!(!ok, "a bad price file stops the start");
     assert!(stderr.contains("lukewarm") && stderr.contains("bad.json"), "{stderr}");
 }
+
+#[test]
+fn datafusion_settings_come_from_the_environment_and_a_bad_one_stops_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("path");
+    let query = "SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'";
+    let (ok, stdout, stderr) =
+        run(&["sql", "--data-dir", data, "--format", "csv", query], &[("DATAFUSION_EXECUTION_BATCH_SIZE", "4096")]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "value\n4096");
+    let (ok, _, stderr) = run(
+        &["sql", "--data-dir", data, "SELECT 1"],
+        &[("DATAFUSION_EXECUTION_BATCH_SIZE", "a lot"), ("RUST_BACKTRACE", "0")],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("datafusion.execution.batch_size"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
