@@ -16,6 +16,12 @@
 //! series. Rows stay clustered by name and by series, so reads by name and series still
 //! find their row groups; the file's declared sort order is then the name only.
 //!
+//! A series whose values only grow (a counter) is written **newest first**. Its steps are
+//! then ≤ 0, and the jump to the next series (up by about what a series grows in the
+//! hour, since counters' levels overlap) widens only its own miniblock of 32 values;
+//! written oldest first, each such jump went down, set the minimum delta of its whole
+//! block of 128 and widened all of it.
+//!
 //! "Exactly" is checked value by value, bit for bit, with the very arithmetic readers use
 //! (`unscaled as f64 / 10^scale`): a column with one value that does not come back
 //! identical (`-0.0`, `NaN`, `0.1 + 0.2`, a value past 10^15) stays a column of doubles.
@@ -141,6 +147,32 @@ fn run_ends(run: &[RecordBatch], column: usize) -> (f64, f64) {
     (values().next().unwrap_or(0.0), values().last().unwrap_or(0.0))
 }
 
+/// Whether the values of `run` in `column` (a double column) never go down and do go up.
+pub fn only_grows(run: &[RecordBatch], column: usize) -> bool {
+    let mut previous: Option<f64> = None;
+    let mut grew = false;
+    for a in run.iter().filter_map(|b| b.column(column).as_any().downcast_ref::<Float64Array>()) {
+        for v in a.iter().flatten() {
+            if let Some(p) = previous {
+                if v < p || v.is_nan() {
+                    return false;
+                }
+                grew |= v > p;
+            }
+            previous = Some(v);
+        }
+    }
+    grew
+}
+
+/// The rows of `run`, last first.
+pub fn newest_first(run: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    let Some(first) = run.first() else { return Ok(run) };
+    let all = arrow::compute::concat_batches(&first.schema(), &run)?;
+    let indices = arrow::array::UInt32Array::from_iter_values((0..all.num_rows() as u32).rev());
+    Ok(vec![arrow::compute::take_record_batch(&all, &indices)?])
+}
+
 /// The order to write `runs` (whole series, in sorted order) in: runs with the same
 /// `group` stay together, in their order; within a group each run is followed by the one
 /// whose first value in `column` is nearest to its last (see the module docs).
@@ -185,6 +217,22 @@ mod tests {
     fn run(values: &[f64]) -> Vec<RecordBatch> {
         let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("value", DataType::Float64, true)]));
         vec![RecordBatch::try_new(schema, vec![Arc::new(column(values))]).expect("batch")]
+    }
+
+    #[test]
+    fn growing_series_are_recognised_and_turned_newest_first() {
+        let counter = run(&[1.0, 1.0, 3.0, 7.0]);
+        assert!(only_grows(&counter, 0));
+        assert!(!only_grows(&run(&[5.0, 5.0]), 0), "flat is not growing");
+        assert!(!only_grows(&run(&[1.0, 3.0, 2.0]), 0), "a step down");
+        assert!(!only_grows(&run(&[1.0, f64::NAN]), 0));
+        let two_batches = vec![counter[0].slice(0, 2), counter[0].slice(2, 2)];
+        let back = newest_first(two_batches).expect("reversed");
+        let values: Vec<f64> = back
+            .iter()
+            .flat_map(|b| b.column(0).as_any().downcast_ref::<Float64Array>().expect("f64").values().to_vec())
+            .collect();
+        assert_eq!(values, [7.0, 3.0, 1.0, 1.0]);
     }
 
     #[test]

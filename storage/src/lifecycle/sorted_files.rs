@@ -15,7 +15,7 @@ use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
-use super::dense::{chain_order, densify_with, scales_of};
+use super::dense::{chain_order, densify_with, newest_first, only_grows, scales_of};
 use crate::Result;
 use crate::file_catalog::{CatalogFile, DataTable, lifecycle_file_key};
 use crate::tier::Tier;
@@ -326,7 +326,7 @@ impl SortedFileWriter {
             None => {
                 let held = std::mem::take(&mut file.held);
                 let held =
-                    if chains_series(self.table, &self.layout) { self.chained(held, &file.scales) } else { held };
+                    if chains_series(self.table, &self.layout) { self.chained(held, &file.scales)? } else { held };
                 let held: Vec<RecordBatch> = held.into_iter().flatten().collect();
                 let (schema, batches) = densify_with(&self.schema, &held, &file.scales)?;
                 let props = properties(self.table, &schema, &self.layout)?;
@@ -355,14 +355,19 @@ impl SortedFileWriter {
 
     /// The series of a dense file in chained order (by the first measurement column that
     /// has a decimal scale; as they came if none has).
-    fn chained(&self, runs: Vec<Vec<RecordBatch>>, scales: &[Option<i8>]) -> Vec<Vec<RecordBatch>> {
+    fn chained(&self, runs: Vec<Vec<RecordBatch>>, scales: &[Option<i8>]) -> Result<Vec<Vec<RecordBatch>>> {
         let Some(column) = scales
             .iter()
             .enumerate()
             .position(|(i, s)| s.is_some() && self.schema.field(i).data_type() == &DataType::Float64)
         else {
-            return runs;
+            return Ok(runs);
         };
+        // Growing series (counters) newest first (see the module docs of `dense`).
+        let runs: Vec<Vec<RecordBatch>> = runs
+            .into_iter()
+            .map(|run| if only_grows(&run, column) { newest_first(run) } else { Ok(run) })
+            .collect::<Result<_>>()?;
         let group_column = self.series_columns[0];
         let group: Vec<String> = runs
             .iter()
@@ -375,7 +380,7 @@ impl SortedFileWriter {
             .collect();
         let order = chain_order(&runs, &group, column);
         let mut runs: Vec<Option<Vec<RecordBatch>>> = runs.into_iter().map(Some).collect();
-        order.into_iter().filter_map(|i| runs[i].take()).collect()
+        Ok(order.into_iter().filter_map(|i| runs[i].take()).collect())
     }
 
     /// Finishes the last file; returns every file written.
