@@ -117,27 +117,26 @@ enum Bucket {
 /// The sketch columns each partition of the scan read, by partition and batch.
 type SketchColumns = [Vec<BinaryArray>];
 
-fn decode(columns: &SketchColumns, bucket: &Bucket) -> ApiResult<DDSketch> {
-    match bucket {
-        Bucket::One { part, batch, row } => {
-            decode_sketch(columns[*part as usize][*batch as usize].value(*row as usize))
-                .map_err(|e| ApiError::internal(e.to_string()))
-        }
-        Bucket::Merged(sketch) => Ok(sketch.as_ref().clone()),
-    }
+/// The stored bytes of the sketch at (partition, batch, row).
+fn stored(columns: &SketchColumns, part: u32, batch: u32, row: u32) -> &[u8] {
+    columns[part as usize][batch as usize].value(row as usize)
+}
+
+fn decode(columns: &SketchColumns, part: u32, batch: u32, row: u32) -> ApiResult<DDSketch> {
+    decode_sketch(stored(columns, part, batch, row)).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// Adds `incoming` to the bucket in `slot`.
 fn combine(columns: &SketchColumns, slot: &mut Bucket, incoming: Bucket) -> ApiResult<()> {
     let incoming = match incoming {
         Bucket::Merged(sketch) => *sketch,
-        one => decode(columns, &one)?,
+        Bucket::One { part, batch, row } => decode(columns, part, batch, row)?,
     };
     let merge = |into: &mut DDSketch| merge_sketch(into, &incoming).map_err(|e| ApiError::internal(e.to_string()));
-    if let Bucket::Merged(sketch) = slot {
-        return merge(sketch);
-    }
-    let mut sketch = decode(columns, slot)?;
+    let mut sketch = match slot {
+        Bucket::Merged(sketch) => return merge(sketch),
+        Bucket::One { part, batch, row } => decode(columns, *part, *batch, *row)?,
+    };
     merge(&mut sketch)?;
     *slot = Bucket::Merged(Box::new(sketch));
     Ok(())
@@ -225,7 +224,7 @@ pub(crate) async fn collect_quantiles(df: DataFrame, groups: usize, quantile: f6
         for (t, bucket) in buckets {
             let value = match bucket {
                 Bucket::One { part, batch, row } => reader
-                    .quantile(columns[part as usize][batch as usize].value(row as usize), quantile)
+                    .quantile(stored(&columns, part, batch, row), quantile)
                     .map_err(|e| ApiError::internal(e.to_string()))?,
                 Bucket::Merged(sketch) => sketch.quantile(quantile).ok().flatten(),
             };
