@@ -11,6 +11,7 @@
 //! * [`text_formats`]: floats as Go prints them and RFC 3339 timestamps.
 //! * [`otlp`]: OpenTelemetry export requests (protobuf and OTLP JSON) as events.
 //! * [`rollup`]: mergeable per-window aggregates (`metric_rollups`) and their sketches.
+//! * [`decimal`]: doubles that are exact decimals (exact sums, the cold tier's decimals).
 
 pub mod alerting_status;
 pub mod arrow_schema;
@@ -18,6 +19,7 @@ pub mod avro;
 pub mod avro_reader;
 pub mod custom_metrics;
 pub mod dashboards;
+pub mod decimal;
 pub mod decode;
 pub mod events;
 pub mod json;

@@ -2,9 +2,10 @@
 //!
 //! A roll-up row is a *partial* aggregate: the samples of one series, in one window of one
 //! resolution, read from one Kafka partition. Every field merges associatively and
-//! commutatively (counts and sums add, min/max, the newest `last`, DDSketches merge), so
-//! rows of several partitions, late-data corrections, finer windows (10 s into 1 min into
-//! 1 h) and several series combine without going back to raw samples.
+//! commutatively (counts add, min/max, the newest `last`, DDSketches merge; sums of decimals
+//! add exactly, [`crate::decimal::exact_sum`], so their bits do not depend on the order
+//! either), so rows of several partitions, late-data corrections, finer windows (10 s into
+//! 1 min into 1 h) and several series combine without going back to raw samples.
 //!
 //! Quantiles come from a DDSketch with 1 % relative accuracy, stored in the row in the
 //! DataDog binary format (`sketch` column; histograms and summaries only; see
@@ -20,6 +21,7 @@ use arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Int64Type, Schem
 use arrow::error::ArrowError;
 use sketches_ddsketch::{Config, DDSketch};
 
+use crate::decimal::exact_sum;
 use crate::events::{Labels, Metric, MetricKind, labels_key};
 
 pub mod sketch_bytes;
@@ -143,7 +145,7 @@ impl Partial {
 
     pub fn add(&mut self, value: f64, time_ms: i64) {
         self.count += 1;
-        self.sum += value;
+        self.sum = exact_sum(self.sum, value);
         self.min = self.min.min(value);
         self.max = self.max.max(value);
         if newer(time_ms, value, self.last_time_ms, self.last) {
@@ -160,7 +162,7 @@ impl Partial {
             return Ok(());
         }
         self.count += other.count;
-        self.sum += other.sum;
+        self.sum = exact_sum(self.sum, other.sum);
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         if newer(other.last_time_ms, other.last, self.last_time_ms, self.last) {

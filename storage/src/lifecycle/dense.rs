@@ -31,23 +31,16 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, Decimal128Array, Float64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
+use callscope_schemas::decimal::exact_unscaled;
+
 use crate::Result;
 
 /// Most digits after the decimal point a dense column keeps.
 pub const MAX_SCALE: i8 = 4;
 /// Digits of a dense column (fits a Parquet INT64).
 pub const PRECISION: u8 = 18;
-/// Unscaled values must stay below this (exact in a double, far inside 18 digits).
-const MAX_UNSCALED: f64 = 1e15;
-
 fn reads_back(v: f64, scale: i8) -> Option<i128> {
-    let m = 10f64.powi(i32::from(scale));
-    let unscaled = (v * m).round();
-    if !unscaled.is_finite() || unscaled.abs() >= MAX_UNSCALED {
-        return None;
-    }
-    let unscaled = unscaled as i128;
-    ((unscaled as f64 / m).to_bits() == v.to_bits()).then_some(unscaled)
+    exact_unscaled(v, scale).map(i128::from)
 }
 
 /// The smallest scale at which every value of the column reads back exactly, if any.

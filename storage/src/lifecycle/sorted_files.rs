@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
-use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
@@ -46,24 +46,9 @@ fn properties(table: DataTable, schema: &SchemaRef, layout: &FileLayout) -> Resu
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(layout.row_group_rows))
         .set_created_by(format!("callscope {} lifecycle", env!("CARGO_PKG_VERSION")));
-    // Every 64-bit integer and time column (and, in dense files, every decimal column)
-    // delta-encoded: sorted by series and time, times, offsets and counts step by small
-    // amounts (Kafka offsets took more bytes than the values in dictionary pages).
-    let delta: Vec<&str> = schema
-        .fields()
-        .iter()
-        .filter(|f| match f.data_type() {
-            DataType::Int64 | DataType::Timestamp(..) => true,
-            DataType::Decimal128(..) => layout.dense,
-            _ => false,
-        })
-        .map(|f| f.name().as_str())
-        .collect();
-    for column in delta {
-        builder = builder
-            .set_column_dictionary_enabled(ColumnPath::from(column), false)
-            .set_column_encoding(ColumnPath::from(column), Encoding::DELTA_BINARY_PACKED);
-    }
+    // Sorted by series and time, times, offsets and counts step by small amounts (in dense
+    // files the decimal measurements too).
+    builder = crate::parquet_file::delta_encode_integers(builder, schema, layout.dense);
     for column in table.bloom_filter_columns() {
         builder = builder
             .set_column_bloom_filter_enabled(ColumnPath::from(*column), true)

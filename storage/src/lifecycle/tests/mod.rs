@@ -323,7 +323,7 @@ pub(super) fn policy(id: &str, steps: Vec<PolicyStep>) -> Policy {
     Policy { id: id.into(), description: String::new(), tables: vec!["metrics".into()], steps, enabled: true }
 }
 
-fn file_meta(bytes: bytes::Bytes) -> parquet::file::metadata::ParquetMetaData {
+pub(super) fn file_meta(bytes: bytes::Bytes) -> parquet::file::metadata::ParquetMetaData {
     use parquet::file::reader::FileReader;
     parquet::file::serialized_reader::SerializedFileReader::new(bytes).expect("reader").metadata().clone()
 }

@@ -129,3 +129,39 @@ async fn downsampling_merges_windows_into_coarser_resolutions_and_follows_its_so
     let got = answer(tiers.clone()).await;
     assert!(rows_of(&got).iter().all(|r| r[2] == "244"), "{got}");
 }
+
+#[tokio::test]
+async fn roll_up_sums_of_decimal_samples_are_exact_decimals_stored_as_such_in_cold() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tiers = Tiers::local(dir.path()).expect("tiers");
+    let ratio = series("answer_ratio", MetricKind::Gauge);
+    // Four two-digit values a minute; added as floats, many of their sums are not two-digit
+    // decimals (0.1 + 0.2 is 0.30000000000000004).
+    let cents = |m: i64, i: i64| (m * 37 + i * 11) % 100 + 1;
+    let values = |m: i64| (0..4).map(|i| cents(m, i) as f64 / 100.0).collect::<Vec<f64>>();
+    let exact = |m: i64| (0..4).map(|i| cents(m, i)).sum::<i64>() as f64 / 100.0;
+    let float_sums_off = (0..60).filter(|&m| values(m).iter().sum::<f64>() != exact(m)).count();
+    assert!(float_sums_off > 10, "the values must exercise inexact float sums ({float_sums_off})");
+    let rows: Vec<RollupRow> = (0..60).map(|m| row(&ratio, m, &values(m), false)).collect();
+    put_rollups(&tiers, &rows, 0).await;
+    let lifecycle = Lifecycle::new(FileCatalog::new(tiers.clone()), "test");
+    let cold = Policy {
+        tables: vec!["metric_rollups".into()],
+        ..policy("cold", vec![PolicyStep::Cold { after: "1h".into() }])
+    };
+    let job = run(&lifecycle, &cold, HOUR + 86_400_000).await;
+    assert_eq!((job.units_changed, job.errors.len()), (1, 0), "{job:?}");
+    let unit = format!("metric_rollups/resolution=1m/{}", HourPartition::of_unix_ms(HOUR).dir());
+    let manifest = lifecycle.catalog().unit_snapshot(&unit).await.expect("s").manifest.expect("m");
+    assert_eq!((manifest.files.len(), manifest.files[0].tier), (1, TierName::Cold));
+    let meta = file_meta(tiers.cold.get(&manifest.files[0].key).await.expect("get"));
+    let sum = meta.file_metadata().schema_descr().columns().iter().find(|c| c.name() == "sum").cloned().expect("sum");
+    assert_eq!(sum.physical_type(), parquet::basic::Type::INT64, "sums stored as exact decimals");
+    let batches = rollups_sql(&tiers, "SELECT sum FROM metric_rollups ORDER BY window_start_ms").await;
+    let sums: Vec<u64> = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_any().downcast_ref::<Float64Array>().expect("f64").values().to_vec())
+        .map(f64::to_bits)
+        .collect();
+    assert_eq!(sums, (0..60).map(|m| exact(m).to_bits()).collect::<Vec<_>>(), "each sum the exact decimal");
+}
