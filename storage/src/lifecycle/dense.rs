@@ -39,6 +39,7 @@ use crate::Result;
 pub const MAX_SCALE: i8 = 4;
 /// Digits of a dense column (fits a Parquet INT64).
 pub const PRECISION: u8 = 18;
+
 fn reads_back(v: f64, scale: i8) -> Option<i128> {
     exact_unscaled(v, scale).map(i128::from)
 }
