@@ -119,8 +119,10 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
     let mut pending: BTreeMap<HourPartition, Vec<SourcedEvent>> = BTreeMap::new();
     let mut offset = 0i64;
     let mut hot_files = 0;
-    // The 1-minute roll-ups the workers would write beside the samples.
+    // The 1-minute roll-ups the workers would write beside the samples: the windows a
+    // flush's samples closed, in a file of that flush.
     let mut rollups: BTreeMap<(i64, usize), Partial> = BTreeMap::new();
+    let mut rollup_files = RollupFiles::new(&series);
     for step in 0..steps {
         let t = START_MS + step as i64 * interval_ms;
         for (i, s) in series.iter_mut().enumerate() {
@@ -144,6 +146,7 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
                 let events = std::mem::take(batch);
                 write_hot_file(&tiers, Dataset::Metrics, hour, &events).await?;
                 hot_files += 1;
+                rollup_files.write_closed(&tiers, &mut rollups, t).await?;
             }
         }
     }
@@ -153,7 +156,7 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
             hot_files += 1;
         }
     }
-    write_rollups(&tiers, &series, rollups).await?;
+    rollup_files.write_closed(&tiers, &mut rollups, i64::MAX).await?;
     let catalog = FileCatalog::new(tiers.clone());
     let usage = |tier: TierName| {
         let catalog = catalog.clone();
@@ -225,47 +228,64 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One roll-up file per hour of the 1-minute windows.
-async fn write_rollups(
-    tiers: &Tiers,
-    series: &[Series],
-    rollups: BTreeMap<(i64, usize), Partial>,
-) -> anyhow::Result<()> {
-    let keys: Vec<std::sync::Arc<SeriesKey>> = series
-        .iter()
-        .map(|s| {
-            std::sync::Arc::new(SeriesKey {
-                name: s.name.to_string(),
-                service: s.service.clone(),
-                labels: s.labels.clone(),
-                kind: s.kind,
-                unit: None,
+/// Writes 1-minute roll-ups as the workers do: with each flush, the windows its samples
+/// closed, one file per hour they fall in.
+struct RollupFiles {
+    keys: Vec<std::sync::Arc<SeriesKey>>,
+    written: i64,
+}
+
+impl RollupFiles {
+    fn new(series: &[Series]) -> RollupFiles {
+        let keys = series
+            .iter()
+            .map(|s| {
+                std::sync::Arc::new(SeriesKey {
+                    name: s.name.to_string(),
+                    service: s.service.clone(),
+                    labels: s.labels.clone(),
+                    kind: s.kind,
+                    unit: None,
+                })
             })
-        })
-        .collect();
-    let mut by_hour: BTreeMap<HourPartition, Vec<RollupRow>> = BTreeMap::new();
-    for ((window, i), partial) in rollups {
-        by_hour.entry(HourPartition::of_unix_ms(window)).or_default().push(RollupRow {
-            resolution_ms: 60_000,
-            window_start_ms: window,
-            series: keys[i].clone(),
-            partial,
-            partition: 0,
-            late: false,
-        });
+            .collect();
+        RollupFiles { keys, written: 0 }
     }
-    for (n, (hour, rows)) in by_hour.into_iter().enumerate() {
-        let key = RollupFileKey {
-            resolution_ms: 60_000,
-            hour,
-            topic: "callscope.metrics".into(),
-            partition: 0,
-            source: RollupSource::Batch { first_offset: n as i64, last_offset: n as i64 },
-        };
-        let batch = rollups_to_record_batch(&rows)?;
-        tiers.hot.put_durable(&key.path(), callscope_storage::parquet_file::encode(&[batch])?, false).await?;
+
+    /// Writes and removes the windows of `rollups` that end at or before `now_ms`.
+    async fn write_closed(
+        &mut self,
+        tiers: &Tiers,
+        rollups: &mut BTreeMap<(i64, usize), Partial>,
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
+        let open = rollups.split_off(&(now_ms.saturating_sub(60_000).saturating_add(1), 0));
+        let closed = std::mem::replace(rollups, open);
+        let mut by_hour: BTreeMap<HourPartition, Vec<RollupRow>> = BTreeMap::new();
+        for ((window, i), partial) in closed {
+            by_hour.entry(HourPartition::of_unix_ms(window)).or_default().push(RollupRow {
+                resolution_ms: 60_000,
+                window_start_ms: window,
+                series: self.keys[i].clone(),
+                partial,
+                partition: 0,
+                late: false,
+            });
+        }
+        for (hour, rows) in by_hour {
+            let key = RollupFileKey {
+                resolution_ms: 60_000,
+                hour,
+                topic: "callscope.metrics".into(),
+                partition: 0,
+                source: RollupSource::Batch { first_offset: self.written, last_offset: self.written },
+            };
+            self.written += 1;
+            let batch = rollups_to_record_batch(&rows)?;
+            tiers.hot.put_durable(&key.path(), callscope_storage::parquet_file::encode(&[batch])?, false).await?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Every visible metrics row, sorted by series and time, written once with arrow-rs's
