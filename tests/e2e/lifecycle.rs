@@ -34,6 +34,16 @@ fn standalone_with_an_old_hour(dir: &std::path::Path, client: &Http) -> (Node, i
 
 /// The same, with the lifecycle's schedule running every `interval`.
 fn standalone_with_an_old_hour_every(dir: &std::path::Path, client: &Http, interval: &str) -> (Node, i64) {
+    standalone_with_an_old_hour_valued(dir, client, interval, |i| i as f64 + 0.5)
+}
+
+/// The same, sample `i` (each its own series) having the value `value(i)`.
+fn standalone_with_an_old_hour_valued(
+    dir: &std::path::Path,
+    client: &Http,
+    interval: &str,
+    value: fn(usize) -> f64,
+) -> (Node, i64) {
     let node = Node::standalone(dir)
         .args(["--flush-rows", "500", "--flush-interval", "100ms", "--lifecycle-interval", interval])
         .spawn();
@@ -43,6 +53,7 @@ fn standalone_with_an_old_hour_every(dir: &std::path::Path, client: &Http, inter
             let mut event = metric(i);
             if let Event::Metric(m) = &mut event {
                 m.timestamp_ms = hour + (i as i64 * 577) % HOUR_MS;
+                m.value = value(i);
             }
             (format!("k{i}"), encode_mixed(i, &event))
         })
@@ -254,6 +265,72 @@ rows = duckdb.sql(f"""
     ORDER BY kafka_partition, kafka_offset""").fetchall()
 print(json.dumps([list(r) for r in rows]))
 "#;
+
+/// The Parquet files under `dir`, at any depth.
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// DuckDB's recipe for the cold tier (docs/storage.md): the files of one hour hold values
+/// at different decimal scales, and `union_by_name` reads each file at its own.
+const DUCKDB_READ_COLD: &str = r#"
+import duckdb, json, sys
+rows = duckdb.sql(f"""
+    SELECT kafka_partition, kafka_offset, CAST(value AS DOUBLE)
+    FROM read_parquet('{sys.argv[1]}/metrics/*/*/*.parquet', hive_partitioning = true, union_by_name = true)
+    ORDER BY kafka_partition, kafka_offset""").fetchall()
+print(json.dumps([list(r) for r in rows]))
+"#;
+
+#[test]
+fn duckdb_reads_the_cold_tier_exactly_as_the_api_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let python = python_with("import duckdb");
+    let client = http();
+    // Integers, two-digit and four-digit decimals: cold files of several scales in the hour.
+    let (node, _) = standalone_with_an_old_hour_valued(dir.path(), &client, "0s", |i| match i % 3 {
+        0 => i as f64,
+        1 => i as f64 / 100.0,
+        _ => i as f64 / 10_000.0,
+    });
+    let policy = dir.path().join("cold.json");
+    std::fs::write(
+        &policy,
+        r#"{"id": "cold-now", "tables": ["metrics"], "steps": [{"action": "cold", "after": "1h"}]}"#,
+    )
+    .expect("write policy");
+    let out = lifecycle(&node.data_dir, &["--policy", "cold-now", "--policy-file", policy.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cold = node.data_dir.join("cold");
+    let files = walk_files(&cold.join("metrics"));
+    assert!(files.len() >= 3, "one cold file per decimal scale: {files:?}");
+
+    let api = sql(&client, &node.http, "SELECT kafka_partition, kafka_offset, value FROM metrics ORDER BY 1, 2");
+    assert_eq!(api.len(), EVENTS);
+    let duck = Command::new(&python)
+        .args(["-c", DUCKDB_READ_COLD, cold.to_str().expect("path")])
+        .output()
+        .expect("run python");
+    assert!(duck.status.success(), "duckdb: {}", String::from_utf8_lossy(&duck.stderr));
+    let duck: Vec<Vec<Value>> = serde_json::from_slice(&duck.stdout).expect("duckdb json");
+    assert_eq!(duck.len(), api.len());
+    for (d, a) in duck.iter().zip(&api) {
+        assert_eq!((d[0].as_i64(), d[1].as_i64()), (a[0].as_i64(), a[1].as_i64()));
+        assert_eq!(d[2].as_f64().map(f64::to_bits), a[2].as_f64().map(f64::to_bits), "bit for bit: {d:?} {a:?}");
+    }
+}
 
 /// The Spark recipe of docs/storage.md, run by PySpark in local mode: the archive's Hive
 /// partitions discovered by Spark itself.
