@@ -266,6 +266,22 @@ rows = duckdb.sql(f"""
 print(json.dumps([list(r) for r in rows]))
 "#;
 
+/// Runs `policy` (JSON, its id `id`) once now with `callscope lifecycle run`.
+fn run_policy_now(node: &Node, dir: &std::path::Path, id: &str, policy: &str) {
+    let file = dir.join(format!("{id}.json"));
+    std::fs::write(&file, policy).expect("write policy");
+    let out = lifecycle(&node.data_dir, &["--policy", id, "--policy-file", file.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Runs a Python `script` with `dir` as its argument; the rows it prints as JSON.
+fn python_rows(python: &std::path::Path, script: &str, dir: &std::path::Path, reader: &str) -> Vec<Vec<Value>> {
+    let out = Command::new(python).args(["-c", script, dir.to_str().expect("path")]).output().expect("run python");
+    assert!(out.status.success(), "{reader}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{reader} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
 /// The Parquet files under `dir`, at any depth.
 fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
@@ -305,26 +321,19 @@ fn duckdb_reads_the_cold_tier_exactly_as_the_api_answers() {
         1 => i as f64 / 100.0,
         _ => i as f64 / 10_000.0,
     });
-    let policy = dir.path().join("cold.json");
-    std::fs::write(
-        &policy,
+    run_policy_now(
+        &node,
+        dir.path(),
+        "cold-now",
         r#"{"id": "cold-now", "tables": ["metrics"], "steps": [{"action": "cold", "after": "1h"}]}"#,
-    )
-    .expect("write policy");
-    let out = lifecycle(&node.data_dir, &["--policy", "cold-now", "--policy-file", policy.to_str().expect("path")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    );
     let cold = node.data_dir.join("cold");
     let files = walk_files(&cold.join("metrics"));
     assert!(files.len() >= 3, "one cold file per decimal scale: {files:?}");
 
     let api = sql(&client, &node.http, "SELECT kafka_partition, kafka_offset, value FROM metrics ORDER BY 1, 2");
     assert_eq!(api.len(), EVENTS);
-    let duck = Command::new(&python)
-        .args(["-c", DUCKDB_READ_COLD, cold.to_str().expect("path")])
-        .output()
-        .expect("run python");
-    assert!(duck.status.success(), "duckdb: {}", String::from_utf8_lossy(&duck.stderr));
-    let duck: Vec<Vec<Value>> = serde_json::from_slice(&duck.stdout).expect("duckdb json");
+    let duck = python_rows(&python, DUCKDB_READ_COLD, &cold, "duckdb");
     assert_eq!(duck.len(), api.len());
     for (d, a) in duck.iter().zip(&api) {
         assert_eq!((d[0].as_i64(), d[1].as_i64()), (a[0].as_i64(), a[1].as_i64()));
@@ -360,14 +369,12 @@ fn duckdb_and_spark_read_the_archive_exactly_as_the_api_answers() {
     );
     let client = http();
     let (node, hour) = standalone_with_an_old_hour(dir.path(), &client);
-    let policy = dir.path().join("archive.json");
-    std::fs::write(
-        &policy,
+    run_policy_now(
+        &node,
+        dir.path(),
+        "archive-now",
         r#"{"id": "archive-now", "tables": ["metrics"], "steps": [{"action": "archive", "after": "1h"}]}"#,
-    )
-    .expect("write policy");
-    let out = lifecycle(&node.data_dir, &["--policy", "archive-now", "--policy-file", policy.to_str().expect("path")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    );
 
     let api = sql(
         &client,
@@ -377,19 +384,8 @@ fn duckdb_and_spark_read_the_archive_exactly_as_the_api_answers() {
     );
     assert_eq!(api.len(), EVENTS);
     let archive = node.data_dir.join("archive");
-    let duck = Command::new(&python)
-        .args(["-c", DUCKDB_READ_ARCHIVE, archive.to_str().expect("path")])
-        .output()
-        .expect("run python");
-    assert!(duck.status.success(), "duckdb: {}", String::from_utf8_lossy(&duck.stderr));
-    let duck: Vec<Vec<Value>> = serde_json::from_slice(&duck.stdout).expect("duckdb json");
-    let spark = Command::new(&python)
-        .args(["-c", SPARK_READ_ARCHIVE, archive.to_str().expect("path")])
-        .output()
-        .expect("run python");
-    assert!(spark.status.success(), "spark: {}", String::from_utf8_lossy(&spark.stderr));
-    let spark: Vec<Vec<Value>> = serde_json::from_slice(&spark.stdout)
-        .unwrap_or_else(|e| panic!("spark printed no JSON ({e}): {}", String::from_utf8_lossy(&spark.stdout)));
+    let duck = python_rows(&python, DUCKDB_READ_ARCHIVE, &archive, "duckdb");
+    let spark = python_rows(&python, SPARK_READ_ARCHIVE, &archive, "spark");
     let date = chrono::DateTime::from_timestamp_millis(hour).expect("time").format("%Y-%m-%d").to_string();
     let hour_of_day: i64 =
         chrono::DateTime::from_timestamp_millis(hour).expect("time").format("%H").to_string().parse().expect("hour");
