@@ -113,6 +113,16 @@ impl Agg {
     }
 }
 
+/// `time_column` in `[from, to)`, and the `date` partitions that range touches (whole days
+/// are skipped without opening their files).
+fn time_range(time_column: &str, from: i64, to: i64) -> Expr {
+    col(time_column)
+        .gt_eq(lit(from))
+        .and(col(time_column).lt(lit(to)))
+        .and(col("date").gt_eq(lit(date_of(from))))
+        .and(col("date").lt_eq(lit(date_of(to))))
+}
+
 pub(crate) fn date_of(ms: i64) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%d").to_string())
@@ -242,13 +252,7 @@ async fn finest_for_rollup_only(state: &AppState, q: &SeriesQuery) -> ApiResult<
         .session()
         .table("metrics")
         .await?
-        .filter(
-            q.series_filter()
-                .and(col("timestamp_ms").gt_eq(lit(q.start)))
-                .and(col("timestamp_ms").lt(lit(q.end)))
-                .and(col("date").gt_eq(lit(date_of(q.start))))
-                .and(col("date").lt_eq(lit(date_of(q.end)))),
-        )?
+        .filter(q.series_filter().and(time_range("timestamp_ms", q.start, q.end)))?
         .select(vec![col("timestamp_ms")])?
         .limit(0, Some(1))?
         .collect()
@@ -291,10 +295,7 @@ pub(crate) async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
                 .and(col("resolution").eq(lit(resolution_label(r))))
                 .and(col("resolution_ms").eq(lit(r)))
                 .and(col("late").eq(lit(false)))
-                .and(col("window_start_ms").gt_eq(lit(q.start)))
-                .and(col("window_start_ms").lt(lit(q.end)))
-                .and(col("date").gt_eq(lit(date_of(q.start))))
-                .and(col("date").lt_eq(lit(date_of(q.end)))),
+                .and(time_range("window_start_ms", q.start, q.end)),
         )?
         .aggregate(
             vec![col("kafka_partition")],
@@ -378,12 +379,7 @@ pub(crate) async fn grouped_by(state: &AppState, q: &SeriesQuery, plan: &Plan, k
         rollup_part(state, q, r, from, to, keys("window_start_ms"), n, &mut out).await?;
     }
     if let Some((from, to)) = plan.raw {
-        let filter = q
-            .series_filter()
-            .and(col("timestamp_ms").gt_eq(lit(from)))
-            .and(col("timestamp_ms").lt(lit(to)))
-            .and(col("date").gt_eq(lit(date_of(from))))
-            .and(col("date").lt_eq(lit(date_of(to))));
+        let filter = q.series_filter().and(time_range("timestamp_ms", from, to));
         let df =
             state.engine.session().table("metrics").await?.filter(filter)?.aggregate(
                 keys("timestamp_ms"),
@@ -411,10 +407,7 @@ async fn rollup_part(
         .series_filter()
         .and(col("resolution").eq(lit(resolution_label(r))))
         .and(col("resolution_ms").eq(lit(r)))
-        .and(col("window_start_ms").gt_eq(lit(from)))
-        .and(col("window_start_ms").lt(lit(to)))
-        .and(col("date").gt_eq(lit(date_of(from))))
-        .and(col("date").lt_eq(lit(date_of(to))));
+        .and(time_range("window_start_ms", from, to));
     let table = state.engine.session().table(ROLLUP_TABLE).await?.filter(filter)?;
     if let Some(expr) = q.agg.rollup_expr(q.step) {
         let df = table.aggregate(keys, vec![cast(expr, DataType::Float64).alias("value")])?;

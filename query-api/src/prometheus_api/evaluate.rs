@@ -65,13 +65,14 @@ pub async fn evaluate(state: &AppState, expr: &Expr, start: i64, end: i64, step:
     // Windows no longer than the step (or the finest) nor than the shortest range, else the
     // finest: span metrics (`traces_spanmetrics_*`) exist only as roll-ups, never as raw
     // samples, so a 15 s step with 1-minute roll-ups still reads 1-minute windows.
+    let finest = state.resolutions_ms.iter().copied().min();
     let r = state
         .resolutions_ms
         .iter()
         .copied()
-        .filter(|r| *r <= step.max(state.resolutions_ms.iter().copied().min().unwrap_or(0)) && *r <= shortest)
+        .filter(|r| *r <= step.max(finest.unwrap_or(0)) && *r <= shortest)
         .max()
-        .or_else(|| state.resolutions_ms.iter().copied().min());
+        .or(finest);
     let from = start - longest_range_ms(expr) - r.unwrap_or(RAW_RESOLUTION_MS);
     let mut store = WindowStore::new(r.unwrap_or(RAW_RESOLUTION_MS), i64::MAX / 4);
     if !names.is_empty() {
