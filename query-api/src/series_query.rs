@@ -230,16 +230,38 @@ pub fn pick_resolution(resolutions_ms: &[i64], step_ms: i64) -> Option<i64> {
     resolutions_ms.iter().copied().filter(|r| *r > 0 && step_ms % r == 0).max()
 }
 
-/// Which source answers which part of the range.
+/// Where a part of a range is answered from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Roll-ups of this resolution (ms): the workers' or the lifecycle's downsampled ones.
+    Rollup(i64),
+    Raw,
+}
+
+/// Which source answers which part of the range: `[from, to)` parts in time order, their
+/// bounds multiples of the step (a bucket is answered by one source).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Plan {
-    /// Downsampled roll-ups (the lifecycle's, coarser than any the workers write): their
-    /// resolution and the `[from, to)` they answer, from the start of the range.
-    pub(crate) coarse: Option<(i64, i64, i64)>,
-    /// Roll-up resolution and the `[from, to)` it answers.
-    pub(crate) rollup: Option<(i64, i64, i64)>,
-    /// `[from, to)` answered from raw samples (after the newest closed window).
-    pub(crate) raw: Option<(i64, i64)>,
+    pub(crate) parts: Vec<(Source, i64, i64)>,
+}
+
+impl Plan {
+    fn all_raw(q: &SeriesQuery) -> Plan {
+        Plan { parts: vec![(Source::Raw, q.start, q.end)] }
+    }
+
+    /// The sources in the `x-callscope-source` header: roll-ups coarsest first, then raw.
+    fn sources(&self) -> String {
+        let mut rollups: Vec<i64> =
+            self.parts.iter().filter_map(|(s, ..)| if let Source::Rollup(r) = s { Some(*r) } else { None }).collect();
+        rollups.sort_unstable_by(|a, b| b.cmp(a));
+        rollups.dedup();
+        let mut sources: Vec<String> = rollups.iter().map(|r| format!("rollup:{}", resolution_label(*r))).collect();
+        if self.parts.iter().any(|(s, ..)| *s == Source::Raw) {
+            sources.push("raw".into());
+        }
+        sources.join("+")
+    }
 }
 
 /// For a step no roll-up resolution tiles: the finest resolution when the series have no
@@ -260,8 +282,47 @@ async fn finest_for_rollup_only(state: &AppState, q: &SeriesQuery) -> ApiResult<
     Ok(raw.iter().all(|b| b.num_rows() == 0).then_some(finest))
 }
 
+const HOUR_MS: i64 = 3_600_000;
+
+/// The table-hours of roll-ups the catalog knows of beside the workers' resolution `r`:
+/// downsampled resolutions that tile the step (when picking automatically), and the hours
+/// whose `r` roll-ups were deleted.
+struct RollupHours {
+    /// Coarsest first.
+    coarse: Vec<(i64, std::collections::BTreeSet<i64>)>,
+    deleted: std::collections::BTreeSet<i64>,
+}
+
+impl RollupHours {
+    async fn read(state: &AppState, q: &SeriesQuery, r: i64) -> ApiResult<RollupHours> {
+        let catalog = callscope_storage::FileCatalog::new(state.tiers.clone());
+        let range = callscope_storage::TimeRange::new(q.start, q.end);
+        let unavailable = |e: callscope_storage::StorageError| ApiError::Unavailable(format!("storage: {e}"));
+        let mut coarse = Vec::new();
+        if q.resolution.is_none() {
+            let hours = catalog.downsampled_hours(range, &state.resolutions_ms).await.map_err(unavailable)?;
+            coarse = hours.into_iter().filter(|(c, _)| *c > r && q.step % c == 0).rev().collect();
+        }
+        let deleted = catalog.deleted_rollup_hours(r, range).await.map_err(unavailable)?;
+        Ok(RollupHours { coarse, deleted })
+    }
+
+    /// The source of the bucket `[from, to)`: the coarsest downsampled resolution that
+    /// holds every hour it meets, else `r` unless one of those hours lost its `r` roll-ups,
+    /// else raw samples.
+    fn source(&self, r: i64, from: i64, to: i64) -> Source {
+        let (first, end) = (from.div_euclid(HOUR_MS) * HOUR_MS, to);
+        let hours = (end - first + HOUR_MS - 1) / HOUR_MS;
+        for (c, held) in &self.coarse {
+            if held.range(first..end).count() as i64 == hours {
+                return Source::Rollup(*c);
+            }
+        }
+        if self.deleted.range(first..end).next().is_some() { Source::Raw } else { Source::Rollup(r) }
+    }
+}
+
 pub(crate) async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
-    let all_raw = Plan { coarse: None, rollup: None, raw: Some((q.start, q.end)) };
     let r = match q.resolution {
         None => match pick_resolution(&state.resolutions_ms, q.step) {
             Some(r) => Some(r),
@@ -280,11 +341,16 @@ pub(crate) async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
             ));
         }
     };
-    let Some(r) = r else { return Ok(all_raw) };
+    let Some(r) = r else { return Ok(Plan::all_raw(q)) };
+    let hours = RollupHours::read(state, q, r).await?;
     // How far closed windows reach in each Kafka partition, and whether they carry sketches
     // (quantiles need them). Each partition's worker closes its own windows: the roll-ups
     // answer only up to the partition that is furthest behind, or a lagging partition's raw
-    // rows would be left out of buckets labelled exact.
+    // rows would be left out of buckets labelled exact. Sketches are counted in the
+    // downsampled resolutions too, which answer where `r` was deleted.
+    let mut resolutions: Vec<Expr> = hours.coarse.iter().map(|(c, _)| lit(*c)).collect();
+    resolutions.push(lit(r));
+    let labels = hours.coarse.iter().map(|(c, _)| *c).chain([r]).map(|c| lit(resolution_label(c))).collect();
     let df = state
         .engine
         .session()
@@ -292,13 +358,13 @@ pub(crate) async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
         .await?
         .filter(
             q.series_filter()
-                .and(col("resolution").eq(lit(resolution_label(r))))
-                .and(col("resolution_ms").eq(lit(r)))
+                .and(col("resolution").in_list(labels, false))
+                .and(col("resolution_ms").in_list(resolutions, false))
                 .and(col("late").eq(lit(false)))
                 .and(time_range("window_start_ms", q.start, q.end)),
         )?
         .aggregate(
-            vec![col("kafka_partition")],
+            vec![col("resolution_ms"), col("kafka_partition")],
             vec![
                 max(col("window_start_ms")).alias("newest"),
                 count(lit(1)).alias("n"),
@@ -308,58 +374,53 @@ pub(crate) async fn plan(state: &AppState, q: &SeriesQuery) -> ApiResult<Plan> {
                 .alias("s"),
             ],
         )?;
-    // The newest window that every partition with rows has closed.
+    // The newest window of `r` that every partition with rows has closed.
     let (mut closed_by_all, mut n, mut with_sketch) = (None::<i64>, 0, 0);
     for batch in df.collect().await? {
-        let (ends, rows, sketches) = (
-            column_values(batch.column(1).as_ref()),
+        let (resolution, ends, rows, sketches) = (
+            column_values(batch.column(0).as_ref()),
             column_values(batch.column(2).as_ref()),
             column_values(batch.column(3).as_ref()),
+            column_values(batch.column(4).as_ref()),
         );
         for i in 0..batch.num_rows() {
-            if let Some(end) = ends[i].as_i64() {
+            if resolution[i].as_i64() == Some(r)
+                && let Some(end) = ends[i].as_i64()
+            {
                 closed_by_all = Some(closed_by_all.map_or(end, |t| t.min(end)));
             }
             n += rows[i].as_i64().unwrap_or(0);
             with_sketch += sketches[i].as_i64().unwrap_or(0);
         }
     }
-    let Some(closed_by_all) = closed_by_all else { return Ok(all_raw) };
-    if matches!(q.agg, Agg::Quantile(_)) && with_sketch < n {
-        // Counters and gauges keep no sketch: their quantiles come from raw samples.
-        return Ok(all_raw);
+    if n == 0 || (matches!(q.agg, Agg::Quantile(_)) && with_sketch < n) {
+        // No roll-ups of these series here; or counters and gauges, which keep no sketch:
+        // their quantiles come from raw samples.
+        return Ok(Plan::all_raw(q));
     }
     // Windows are closed up to the newest one stored, and, for data older than the allowed
     // lateness plus the idle timeout, everywhere: a window without rows there has no data.
-    let horizon = (closed_by_all + r).max(callscope_runtime::now_ms() - state.rollups_settled_after_ms);
-    let covered = (horizon.div_euclid(q.step) * q.step).min(q.end);
-    if covered <= q.start {
-        return Ok(all_raw);
+    let settled = callscope_runtime::now_ms() - state.rollups_settled_after_ms;
+    let horizon = closed_by_all.map_or(settled, |closed| (closed + r).max(settled));
+    let covered = (horizon.div_euclid(q.step) * q.step).clamp(q.start, q.end);
+    // Each bucket from its source; neighbours of one source make one part.
+    let mut parts: Vec<(Source, i64, i64)> = Vec::new();
+    let mut bucket = q.start;
+    while bucket < covered {
+        let source = hours.source(r, bucket, bucket + q.step);
+        match parts.last_mut() {
+            Some((last, _, to)) if *last == source => *to = bucket + q.step,
+            _ => parts.push((source, bucket, bucket + q.step)),
+        }
+        bucket += q.step;
     }
-    let raw = (covered < q.end).then_some((covered, q.end));
-    // Old hours that the lifecycle downsampled to a coarser resolution that tiles the step
-    // are answered from there (when asked for `auto`), as far as they reach without a gap.
-    let mut coarse = None;
-    if q.resolution.is_none() {
-        let catalog = callscope_storage::FileCatalog::new(state.tiers.clone());
-        let range = callscope_storage::TimeRange::new(q.start, covered);
-        let hours = catalog
-            .downsampled_hours(range, &state.resolutions_ms)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("storage: {e}")))?;
-        if let Some((coarse_r, hours)) = hours.into_iter().rfind(|(c, _)| *c > r && q.step % c == 0) {
-            let mut reach = q.start.div_euclid(3_600_000) * 3_600_000;
-            while hours.contains(&reach) {
-                reach += 3_600_000;
-            }
-            let reach = (reach.min(covered)).div_euclid(q.step) * q.step;
-            if reach > q.start {
-                coarse = Some((coarse_r, q.start, reach));
-            }
+    if covered < q.end {
+        match parts.last_mut() {
+            Some((Source::Raw, _, to)) => *to = q.end,
+            _ => parts.push((Source::Raw, covered, q.end)),
         }
     }
-    let from = coarse.map_or(q.start, |(_, _, to)| to);
-    Ok(Plan { coarse, rollup: (from < covered).then_some((r, from, covered)), raw })
+    Ok(Plan { parts })
 }
 
 pub use crate::grouped::Grouped;
@@ -375,17 +436,18 @@ pub(crate) async fn grouped_by(state: &AppState, q: &SeriesQuery, plan: &Plan, k
         k
     };
     let mut out = Grouped::new();
-    for (r, from, to) in plan.coarse.into_iter().chain(plan.rollup) {
-        rollup_part(state, q, r, from, to, keys("window_start_ms"), n, &mut out).await?;
-    }
-    if let Some((from, to)) = plan.raw {
-        let filter = q.series_filter().and(time_range("timestamp_ms", from, to));
-        let df =
-            state.engine.session().table("metrics").await?.filter(filter)?.aggregate(
-                keys("timestamp_ms"),
-                vec![cast(q.agg.raw_expr(q.step), DataType::Float64).alias("value")],
-            )?;
-        collect_values(df, n, &mut out).await?;
+    for &(source, from, to) in &plan.parts {
+        match source {
+            Source::Rollup(r) => rollup_part(state, q, r, from, to, keys("window_start_ms"), n, &mut out).await?,
+            Source::Raw => {
+                let filter = q.series_filter().and(time_range("timestamp_ms", from, to));
+                let df = state.engine.session().table("metrics").await?.filter(filter)?.aggregate(
+                    keys("timestamp_ms"),
+                    vec![cast(q.agg.raw_expr(q.step), DataType::Float64).alias("value")],
+                )?;
+                collect_values(df, n, &mut out).await?;
+            }
+        }
     }
     Ok(out)
 }
@@ -434,14 +496,7 @@ pub async fn answer(state: &AppState, q: &SeriesQuery) -> ApiResult<(Vec<Series>
             series.push(Series { name: q.name.clone(), labels, points: points.into_iter().collect() });
         }
     }
-    let mut sources = Vec::new();
-    for (r, _, _) in plan.coarse.into_iter().chain(plan.rollup) {
-        sources.push(format!("rollup:{}", resolution_label(r)));
-    }
-    if plan.raw.is_some() {
-        sources.push("raw".to_string());
-    }
-    Ok((series, sources.join("+")))
+    Ok((series, plan.sources()))
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use callscope_schemas::arrow_schema::SourcedEvent;
-use callscope_schemas::rollup::{Partial, RollupRow, SeriesKey, rollups_to_record_batch};
+use callscope_schemas::rollup::{Partial, RollupRow, SeriesKey, resolution_label, rollups_to_record_batch};
 use callscope_schemas::{Dataset, Event, Metric, MetricKind};
 use callscope_storage::layout::{HourPartition, RollupFileKey, RollupSource};
 use callscope_storage::lifecycle::Lifecycle;
@@ -119,16 +119,15 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
     let mut pending: BTreeMap<HourPartition, Vec<SourcedEvent>> = BTreeMap::new();
     let mut offset = 0i64;
     let mut hot_files = 0;
-    // The 1-minute roll-ups the workers would write beside the samples: the windows a
-    // flush's samples closed, in a file of that flush.
-    let mut rollups: BTreeMap<(i64, usize), Partial> = BTreeMap::new();
+    // The roll-ups the workers would write beside the samples (1 minute and 1 hour, their
+    // default): the windows a flush's samples closed, in a file of that flush.
     let mut rollup_files = RollupFiles::new(&series);
     for step in 0..steps {
         let t = START_MS + step as i64 * interval_ms;
         for (i, s) in series.iter_mut().enumerate() {
             let value = s.next(&mut rng);
             openmetrics.entry(i).or_default().push((t, value));
-            rollups.entry((t.div_euclid(60_000) * 60_000, i)).or_insert_with(|| Partial::empty(s.kind)).add(value, t);
+            rollup_files.add(i, s.kind, value, t);
             let event = Event::Metric(Metric {
                 name: s.name.to_string(),
                 kind: s.kind,
@@ -146,7 +145,7 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
                 let events = std::mem::take(batch);
                 write_hot_file(&tiers, Dataset::Metrics, hour, &events).await?;
                 hot_files += 1;
-                rollup_files.write_closed(&tiers, &mut rollups, t).await?;
+                rollup_files.write_closed(&tiers, t).await?;
             }
         }
     }
@@ -156,7 +155,7 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
             hot_files += 1;
         }
     }
-    rollup_files.write_closed(&tiers, &mut rollups, i64::MAX).await?;
+    rollup_files.write_closed(&tiers, i64::MAX).await?;
     let catalog = FileCatalog::new(tiers.clone());
     let usage = |tier: TierName| {
         let catalog = catalog.clone();
@@ -167,15 +166,15 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
                     .filter(move |u| u.tier == tier.as_str() && u.table == table)
                     .fold((0u64, 0u64, 0u64), |(f, r, b), u| (f + u.files, r + u.rows, b + u.bytes))
             };
-            let ((files, rows, bytes), (_, _, rollup_bytes)) = (in_tier("metrics"), in_tier("metric_rollups"));
-            anyhow::Ok((files, rows, bytes, rollup_bytes))
+            let (files, rows, bytes) = in_tier("metrics");
+            anyhow::Ok((files, rows, bytes, rollup_bytes(&catalog, tier).await?))
         }
     };
     let (files, rows, hot_bytes, hot_rollups) = usage(TierName::Hot).await?;
     anyhow::ensure!(rows as usize == samples, "hot holds {rows} rows, generated {samples}");
     println!("generated and wrote {hot_files} hot files in {:.1} s", started.elapsed().as_secs_f64());
 
-    let mut table = vec![("hot (as the workers write)".to_string(), files, hot_bytes, Some(hot_rollups))];
+    let mut table = vec![("hot (as the workers write)".to_string(), files, hot_bytes, hot_rollups)];
     let lifecycle = Lifecycle::new(catalog.clone(), "bench");
     let far_future = START_MS + 400 * 86_400_000;
     for (step, tier) in [
@@ -197,24 +196,37 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
         let seconds = started.elapsed().as_secs_f64();
         let (files, rows, bytes, rollup_bytes) = usage(tier).await?;
         anyhow::ensure!(rows as usize == samples, "{tier} holds {rows} rows, expected {samples}");
-        table.push((format!("{tier} ({}, {seconds:.1} s)", policy.id), files, bytes, Some(rollup_bytes)));
-        if tier == TierName::Warm && config.queries {
-            super::query_speed::compare(&tiers, &dir, config.query_runs).await?;
+        table.push((format!("{tier} ({}, {seconds:.1} s)", policy.id), files, bytes, rollup_bytes));
+        if tier == TierName::Warm {
+            if config.queries {
+                super::query_speed::compare(&tiers, &dir, config.query_runs).await?;
+            }
+            downsample(&lifecycle, far_future).await?;
         }
     }
 
     // A plain float Parquet writer (arrow-rs defaults) over the same rows, sorted like warm.
     let plain_bytes = plain_parquet(&tiers, &catalog).await?;
-    table.push(("plain float Parquet (arrow-rs defaults)".to_string(), 1, plain_bytes, None));
+    table.push(("plain float Parquet (arrow-rs defaults)".to_string(), 1, plain_bytes, BTreeMap::new()));
     let prometheus = prometheus_block(&dir, &series, &openmetrics);
 
     println!();
-    // The 1-minute roll-ups of the same samples, next to them in each tier.
-    println!("{:<46} {:>6} {:>14} {:>13} {:>16}", "where", "files", "bytes", "bytes/sample", "1m roll-ups/raw");
-    for (name, files, bytes, rollups) in &table {
-        let ratio = rollups.map_or(String::new(), |r| format!("{:.2}", r as f64 / (*bytes).max(1) as f64));
-        println!("{name:<46} {files:>6} {bytes:>14} {:>13.3} {ratio:>16}", bytes_per_sample(*bytes, samples));
+    // The roll-ups of the same samples in each tier, per resolution, over the samples' bytes.
+    let resolutions: std::collections::BTreeSet<i64> = table.iter().flat_map(|t| t.3.keys().copied()).collect();
+    print!("{:<46} {:>6} {:>14} {:>13}", "where", "files", "bytes", "bytes/sample");
+    for r in &resolutions {
+        print!(" {:>10}", format!("{}/raw", resolution_label(*r)));
     }
+    println!();
+    for (name, files, bytes, rollups) in &table {
+        print!("{name:<46} {files:>6} {bytes:>14} {:>13.3}", bytes_per_sample(*bytes, samples));
+        for r in &resolutions {
+            let ratio = rollups.get(r).map_or(String::new(), |b| format!("{:.3}", *b as f64 / (*bytes).max(1) as f64));
+            print!(" {ratio:>10}");
+        }
+        println!();
+    }
+    kept_rollups_line(&table);
     match prometheus {
         Ok(bytes) => println!(
             "{:<46} {:>6} {bytes:>14} {:>13.3}",
@@ -228,10 +240,15 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes 1-minute roll-ups as the workers do: with each flush, the windows its samples
-/// closed, one file per hour they fall in.
+/// The resolutions the workers write by default.
+const WORKER_RESOLUTIONS: [i64; 2] = [60_000, 3_600_000];
+
+/// Writes roll-ups as the workers do: with each flush, the windows its samples closed,
+/// one file per resolution and hour they fall in.
 struct RollupFiles {
     keys: Vec<std::sync::Arc<SeriesKey>>,
+    /// Per resolution of [`WORKER_RESOLUTIONS`]: the open windows by (start, series).
+    open: Vec<BTreeMap<(i64, usize), Partial>>,
     written: i64,
 }
 
@@ -249,42 +266,105 @@ impl RollupFiles {
                 })
             })
             .collect();
-        RollupFiles { keys, written: 0 }
+        RollupFiles { keys, open: vec![BTreeMap::new(); WORKER_RESOLUTIONS.len()], written: 0 }
     }
 
-    /// Writes and removes the windows of `rollups` that end at or before `now_ms`.
-    async fn write_closed(
-        &mut self,
-        tiers: &Tiers,
-        rollups: &mut BTreeMap<(i64, usize), Partial>,
-        now_ms: i64,
-    ) -> anyhow::Result<()> {
-        let open = rollups.split_off(&(now_ms.saturating_sub(60_000).saturating_add(1), 0));
-        let closed = std::mem::replace(rollups, open);
-        let mut by_hour: BTreeMap<HourPartition, Vec<RollupRow>> = BTreeMap::new();
-        for ((window, i), partial) in closed {
-            by_hour.entry(HourPartition::of_unix_ms(window)).or_default().push(RollupRow {
-                resolution_ms: 60_000,
-                window_start_ms: window,
-                series: self.keys[i].clone(),
-                partial,
-                partition: 0,
-                late: false,
-            });
+    /// Adds a sample of series `i` to its window at every resolution.
+    fn add(&mut self, i: usize, kind: MetricKind, value: f64, t: i64) {
+        for (r, open) in WORKER_RESOLUTIONS.iter().zip(&mut self.open) {
+            open.entry((t.div_euclid(*r) * r, i)).or_insert_with(|| Partial::empty(kind)).add(value, t);
         }
-        for (hour, rows) in by_hour {
-            let key = RollupFileKey {
-                resolution_ms: 60_000,
-                hour,
-                topic: "callscope.metrics".into(),
-                partition: 0,
-                source: RollupSource::Batch { first_offset: self.written, last_offset: self.written },
-            };
-            self.written += 1;
-            let batch = rollups_to_record_batch(&rows)?;
-            tiers.hot.put_durable(&key.path(), callscope_storage::parquet_file::encode(&[batch])?, false).await?;
+    }
+
+    /// Writes and removes the windows that end at or before `now_ms`.
+    async fn write_closed(&mut self, tiers: &Tiers, now_ms: i64) -> anyhow::Result<()> {
+        for (&resolution, open) in WORKER_RESOLUTIONS.iter().zip(&mut self.open) {
+            let still_open = open.split_off(&(now_ms.saturating_sub(resolution).saturating_add(1), 0));
+            let closed = std::mem::replace(open, still_open);
+            let mut by_hour: BTreeMap<HourPartition, Vec<RollupRow>> = BTreeMap::new();
+            for ((window, i), partial) in closed {
+                by_hour.entry(HourPartition::of_unix_ms(window)).or_default().push(RollupRow {
+                    resolution_ms: resolution,
+                    window_start_ms: window,
+                    series: self.keys[i].clone(),
+                    partial,
+                    partition: 0,
+                    late: false,
+                });
+            }
+            for (hour, rows) in by_hour {
+                let key = RollupFileKey {
+                    resolution_ms: resolution,
+                    hour,
+                    topic: "callscope.metrics".into(),
+                    partition: 0,
+                    source: RollupSource::Batch { first_offset: self.written, last_offset: self.written },
+                };
+                self.written += 1;
+                let batch = rollups_to_record_batch(&rows)?;
+                tiers.hot.put_durable(&key.path(), callscope_storage::parquet_file::encode(&[batch])?, false).await?;
+            }
         }
         Ok(())
+    }
+}
+
+/// The bytes of the roll-ups visible in `tier`, by resolution (ms).
+async fn rollup_bytes(catalog: &FileCatalog, tier: TierName) -> anyhow::Result<BTreeMap<i64, u64>> {
+    let mut out = BTreeMap::new();
+    for unit in catalog.snapshot(DataTable::Rollups, None).await? {
+        let label = unit.unit.split('/').find_map(|d| d.strip_prefix("resolution=")).unwrap_or_default();
+        let Ok(resolution) = humantime::parse_duration(label) else { continue };
+        let bytes: u64 = unit.files().iter().filter(|f| f.tier == tier).map(|f| f.size).sum();
+        if bytes > 0 {
+            *out.entry(resolution.as_millis() as i64).or_default() += bytes;
+        }
+    }
+    Ok(out)
+}
+
+/// The built-in policy's downsampling step.
+fn default_downsampling() -> Option<(String, Vec<String>, Option<String>)> {
+    Policy::default_policy().steps.into_iter().find_map(|s| match s {
+        PolicyStep::Downsample { from, to, delete_source_after, .. } => Some((from, to, delete_source_after)),
+        _ => None,
+    })
+}
+
+/// Downsamples every roll-up hour as the built-in policy does, keeping the source (its
+/// bytes are measured in every tier too).
+async fn downsample(lifecycle: &Lifecycle, now_ms: i64) -> anyhow::Result<()> {
+    let Some((from, to, _)) = default_downsampling() else { return Ok(()) };
+    let policy = Policy {
+        id: "bench-downsample".into(),
+        description: String::new(),
+        tables: vec![DataTable::Rollups.name().to_string()],
+        steps: vec![PolicyStep::Downsample { after: "1h".into(), from, to, delete_source_after: None }],
+        enabled: true,
+    };
+    let started = Instant::now();
+    let job = lifecycle.run(&policy, &Lifecycle::new_job_id(&policy.id, now_ms), false, now_ms, &mut |_| {}).await?;
+    anyhow::ensure!(job.errors.is_empty(), "{}: {:?}", policy.id, job.errors);
+    println!("downsampled {} roll-up hours in {:.1} s", job.units_changed, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The roll-ups the built-in policy keeps once it deletes the downsampled source, over
+/// the samples, in cold and archive.
+fn kept_rollups_line(table: &[(String, u64, u64, BTreeMap<i64, u64>)]) {
+    let Some((from, _, Some(kept_for))) = default_downsampling() else { return };
+    let Ok(from) = humantime::parse_duration(&from) else { return };
+    let from = from.as_millis() as i64;
+    for (name, _, bytes, rollups) in table.iter().filter(|t| t.0.starts_with("cold") || t.0.starts_with("archive")) {
+        let kept: u64 = rollups.iter().filter(|(r, _)| **r != from).map(|(_, b)| *b).sum();
+        let labels: Vec<String> = rollups.keys().filter(|r| **r != from).map(|r| resolution_label(*r)).collect();
+        let tier = name.split(' ').next().unwrap_or_default();
+        println!(
+            "roll-ups the default policy keeps in {tier} ({}; {} deleted after {kept_for}): {:.3} of the samples' bytes",
+            labels.join(" + "),
+            resolution_label(from),
+            kept as f64 / (*bytes).max(1) as f64
+        );
     }
 }
 

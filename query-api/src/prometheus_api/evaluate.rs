@@ -76,11 +76,17 @@ pub async fn evaluate(state: &AppState, expr: &Expr, start: i64, end: i64, step:
     let from = start - longest_range_ms(expr) - r.unwrap_or(RAW_RESOLUTION_MS);
     let mut store = WindowStore::new(r.unwrap_or(RAW_RESOLUTION_MS), i64::MAX / 4);
     if !names.is_empty() {
+        // Hours whose roll-ups of `r` the lifecycle deleted (downsampled, kept for less
+        // time than raw samples) are read from raw samples.
+        let deleted = match r {
+            Some(r) => deleted_hour_ranges(state, r, from, end).await?,
+            None => Vec::new(),
+        };
         let reach = match r {
-            Some(r) => load_rollups(state, &mut store, &names, r, from, end).await?,
+            Some(r) => load_rollups(state, &mut store, &names, r, &deleted, from, end).await?,
             None => HashMap::new(),
         };
-        load_raw(state, &mut store, &names, &reach, from, end).await?;
+        load_raw(state, &mut store, &names, &reach, &deleted, from, end).await?;
     }
     let mut scalar = Vec::new();
     let mut series: BTreeMap<LabelSet, Vec<(i64, f64)>> = BTreeMap::new();
@@ -97,6 +103,32 @@ pub async fn evaluate(state: &AppState, expr: &Expr, start: i64, end: i64, step:
         t += step;
     }
     Ok(if scalar.is_empty() || !series.is_empty() { Answer::Series(series) } else { Answer::Scalar(scalar) })
+}
+
+/// The hours in `[from, to]` whose roll-ups of `r` were deleted, as `[start, end)` ranges
+/// of consecutive hours.
+async fn deleted_hour_ranges(state: &AppState, r: i64, from: i64, to: i64) -> Result<Vec<(i64, i64)>, PromError> {
+    const HOUR_MS: i64 = 3_600_000;
+    let catalog = callscope_storage::FileCatalog::new(state.tiers.clone());
+    let hours = catalog
+        .deleted_rollup_hours(r, callscope_storage::TimeRange::new(from, to.saturating_add(1)))
+        .await
+        .map_err(|e| PromError::internal(format!("storage: {e}")))?;
+    let mut ranges: Vec<(i64, i64)> = Vec::new();
+    for hour in hours {
+        match ranges.last_mut() {
+            Some((_, end)) if *end == hour => *end = hour + HOUR_MS,
+            _ => ranges.push((hour, hour + HOUR_MS)),
+        }
+    }
+    Ok(ranges)
+}
+
+/// `column` in any of `ranges` (`[start, end)`).
+fn in_ranges(column: &str, ranges: &[(i64, i64)]) -> DfExpr {
+    ranges
+        .iter()
+        .fold(lit(false), |any, (start, end)| any.or(col(column).gt_eq(lit(*start)).and(col(column).lt(lit(*end)))))
 }
 
 fn strings(names: &[String]) -> Vec<DfExpr> {
@@ -166,11 +198,13 @@ async fn load_rollups(
     store: &mut WindowStore,
     names: &[String],
     r: i64,
+    deleted: &[(i64, i64)],
     from: i64,
     to: i64,
 ) -> Result<HashMap<i32, i64>, PromError> {
     let filter = col("name")
         .in_list(strings(names), false)
+        .and(!in_ranges("window_start_ms", deleted))
         .and(col("resolution").eq(lit(resolution_label(r))))
         .and(col("resolution_ms").eq(lit(r)))
         .and(col("window_start_ms").gt_eq(lit(from.div_euclid(r) * r)))
@@ -239,13 +273,16 @@ async fn load_raw(
     store: &mut WindowStore,
     names: &[String],
     reach: &HashMap<i32, i64>,
+    deleted: &[(i64, i64)],
     from: i64,
     to: i64,
 ) -> Result<(), PromError> {
-    // Each partition from where its roll-ups end; partitions without roll-ups from `from`.
-    // Data files hold one partition each, so their statistics skip the others' files.
+    // Each partition from where its roll-ups end; partitions without roll-ups from `from`;
+    // and the hours whose roll-ups were deleted. Data files hold one partition each, so
+    // their statistics skip the others' files.
     let known: Vec<DfExpr> = reach.keys().map(|p| lit(*p)).collect();
     let mut unrolled = if known.is_empty() { lit(true) } else { col("kafka_partition").in_list(known, true) };
+    unrolled = unrolled.or(in_ranges("timestamp_ms", deleted));
     for (p, end) in reach {
         unrolled = unrolled.or(col("kafka_partition").eq(lit(*p)).and(col("timestamp_ms").gt_eq(lit(*end))));
     }

@@ -156,6 +156,24 @@ fn a_step_finer_than_the_roll_ups_reads_raw_samples_or_the_finest_roll_ups() {
     assert_eq!(points(&series), every_minute, "the finest roll-ups, a point a minute");
 }
 
+/// A policy that downsamples 1-minute roll-ups a day old to 15 minutes and deletes them
+/// after `delete_source_after`.
+fn to_15_minutes(id: &str, delete_source_after: Option<String>) -> callscope_storage::lifecycle::policy::Policy {
+    use callscope_storage::lifecycle::policy::{Policy, PolicyStep};
+    Policy {
+        id: id.into(),
+        description: String::new(),
+        tables: vec!["metric_rollups".into()],
+        steps: vec![PolicyStep::Downsample {
+            after: "1d".into(),
+            from: "1m".into(),
+            to: vec!["15m".into()],
+            delete_source_after,
+        }],
+        enabled: true,
+    }
+}
+
 /// An hour of 1-minute roll-ups downsampled by the lifecycle to 15 minutes: a 15-minute
 /// step reads the coarse roll-ups (the source header says so) and answers exactly what the
 /// 1-minute roll-ups answer, quantiles included.
@@ -163,7 +181,6 @@ fn a_step_finer_than_the_roll_ups_reads_raw_samples_or_the_finest_roll_ups() {
 fn old_hours_are_answered_from_downsampled_roll_ups() {
     use callscope_storage::FileCatalog;
     use callscope_storage::lifecycle::Lifecycle;
-    use callscope_storage::lifecycle::policy::{Policy, PolicyStep};
 
     let api = api_with(86_400_000);
     let t0 = (callscope_runtime::now_ms() - 30 * 86_400_000).div_euclid(3_600_000) * 3_600_000;
@@ -195,13 +212,7 @@ fn old_hours_are_answered_from_downsampled_roll_ups() {
     assert!(before.iter().all(|(source, _)| source.as_deref() == Some("rollup:1m")), "{before:?}");
 
     let lifecycle = Lifecycle::new(FileCatalog::new(api.tiers.clone()), "test");
-    let policy = Policy {
-        id: "down".into(),
-        description: String::new(),
-        tables: vec!["metric_rollups".into()],
-        steps: vec![PolicyStep::Downsample { after: "1d".into(), from: "1m".into(), to: vec!["15m".into()] }],
-        enabled: true,
-    };
+    let policy = to_15_minutes("down", None);
     let job = api
         .runtime
         .block_on(lifecycle.run(&policy, "down-1", false, callscope_runtime::now_ms(), &mut |_| {}))
@@ -213,4 +224,89 @@ fn old_hours_are_answered_from_downsampled_roll_ups() {
         assert_eq!(&answer, expected, "{agg}: the same answer from the coarse roll-ups");
         assert_eq!(get(agg, "1m").1, answer, "{agg}: asked for 1m explicitly");
     }
+}
+
+/// Two hours of a gauge, raw samples every 15 s and their 1-minute roll-ups; the lifecycle
+/// downsamples both to 15 minutes and deletes the older hour's 1-minute roll-ups. A 1-minute
+/// step then reads that hour from raw samples and the other from roll-ups, a 15-minute step
+/// reads the downsampled roll-ups, and PromQL reads raw samples where the roll-ups went:
+/// every answer is what it was before, with no gap.
+#[test]
+fn hours_whose_minute_roll_ups_were_deleted_are_answered_from_raw_samples_or_coarser_roll_ups() {
+    use callscope_storage::FileCatalog;
+    use callscope_storage::lifecycle::Lifecycle;
+
+    const HOUR: i64 = 3_600_000;
+    let api = api_with(86_400_000);
+    let now = callscope_runtime::now_ms();
+    let old = (now - 3 * 86_400_000).div_euclid(HOUR) * HOUR;
+    let series = Arc::new(SeriesKey {
+        name: "queue_len".into(),
+        service: "gw".into(),
+        labels: Default::default(),
+        kind: MetricKind::Gauge,
+        unit: None,
+    });
+    let value = |t: i64| ((t / 15_000) * 7 % 50) as f64;
+    for hour in [old, old + HOUR] {
+        let times: Vec<i64> = (0..240).map(|i| hour + i * 15_000).collect();
+        let samples = times
+            .iter()
+            .map(|&t| Metric { kind: MetricKind::Gauge, value: value(t), ..counter("queue_len", t) })
+            .collect();
+        put_raw(&api, hour, 0, samples);
+        let rows: Vec<RollupRow> = (0..60)
+            .map(|m| {
+                let mut partial = Partial::empty(MetricKind::Gauge);
+                for &t in &times[m * 4..m * 4 + 4] {
+                    partial.add(value(t), t);
+                }
+                minute_row(&series, hour + m as i64 * MINUTE, partial, 0)
+            })
+            .collect();
+        put_rollups(&api, hour, &rows);
+    }
+    let (start, end) = (old, old + 2 * HOUR);
+    let get = |agg: &str, step: &str| {
+        series_answer(
+            &api,
+            &format!("/monitoring/metrics?name=queue_len&agg={agg}&step={step}&start={start}&end={end}"),
+        )
+    };
+    let promql = || {
+        let uri = format!(
+            "/api/v1/query_range?query=sum_over_time(queue_len%5B1m%5D)&start={}&end={}&step=60",
+            start / 1000,
+            (end - MINUTE) / 1000
+        );
+        api.runtime.block_on(call(&api.router, "GET", &uri, None))
+    };
+    let (minutes, quarters, prom) = (get("avg", "1m"), get("sum", "15m"), promql());
+    assert_eq!((minutes.0.as_deref(), quarters.0.as_deref()), (Some("rollup:1m"), Some("rollup:1m")));
+    assert_eq!(points(&minutes.1).len(), 120, "a point a minute over both hours");
+    assert_eq!(prom.0, StatusCode::OK);
+    let prom_json: serde_json::Value = serde_json::from_slice(&prom.1).expect("json");
+    let values = prom_json["data"]["result"][0]["values"].as_array().map_or(0, |v| v.len());
+    assert_eq!(values, 120, "PromQL: a point a minute over both hours: {prom_json}");
+
+    // Keep 1-minute roll-ups for half an hour longer than the newer hour's age.
+    let kept_minutes = (now - (old + 2 * HOUR)) / MINUTE + 30;
+    let policy = to_15_minutes("thin", Some(format!("{kept_minutes}m")));
+    let lifecycle = Lifecycle::new(FileCatalog::new(api.tiers.clone()), "test");
+    let job = api.runtime.block_on(lifecycle.run(&policy, "thin-1", false, now, &mut |_| {})).expect("job");
+    assert_eq!((job.units_changed, job.errors.len()), (3, 0), "two downsampled, one deleted: {job:?}");
+
+    let after = get("avg", "1m");
+    assert_eq!(after.0.as_deref(), Some("rollup:1m+raw"), "the older hour from raw samples");
+    assert_eq!(after.1, minutes.1, "the same points, none missing");
+    let after = get("sum", "15m");
+    assert_eq!(after.0.as_deref(), Some("rollup:15m"));
+    assert_eq!(after.1, quarters.1);
+    let after = promql();
+    assert_eq!(after.0, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&after.1).expect("json"),
+        serde_json::from_slice::<serde_json::Value>(&prom.1).expect("json"),
+        "PromQL reads raw samples where the roll-ups were deleted"
+    );
 }

@@ -441,27 +441,49 @@ impl FileCatalog {
             if resolution <= 0 || skip.contains(&resolution) {
                 continue;
             }
-            let listed = self.list_dates(&dir, Some(range)).await?;
-            let mut latest: BTreeMap<String, u64> = BTreeMap::new();
-            for object in listed {
-                let (Some((unit_dir, _)), Some(generation)) =
-                    (object.key.rsplit_once('/'), CatalogKey::offset_of(&object.key))
-                else {
-                    continue;
-                };
-                let entry = latest.entry(unit_dir.to_string()).or_default();
-                *entry = (*entry).max(generation as u64);
-            }
-            for (unit_dir, generation) in latest {
-                let unit = unit_dir.strip_prefix(&format!("{CATALOG_ROOT}/manifests/")[..]).unwrap_or(&unit_dir);
-                let Some(hour) = HourPartition::parse_dir(unit) else { continue };
-                if !range.overlaps(hour.start_ms(), hour.end_ms()) {
-                    continue;
-                }
-                let manifest = self.manifest(unit, generation).await?;
-                if manifest.derived_from.is_some() {
+            for (hour, manifest) in self.latest_manifests(&dir, range).await? {
+                if manifest.derived_from.is_some() && !manifest.files.is_empty() {
                     out.entry(resolution).or_default().insert(hour.start_ms());
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The hours meeting `range` whose roll-ups of `resolution` (ms) were deleted (their
+    /// newest manifest is a deletion: retention, or a downsampled source past its
+    /// `delete_source_after`), by start (ms). Queries answer them from other sources.
+    pub async fn deleted_rollup_hours(&self, resolution: i64, range: TimeRange) -> Result<BTreeSet<i64>> {
+        let label = callscope_schemas::rollup::resolution_label(resolution);
+        let dir = format!("{CATALOG_ROOT}/manifests/{}/resolution={label}", DataTable::Rollups.name());
+        Ok(self
+            .latest_manifests(&dir, range)
+            .await?
+            .into_iter()
+            .filter(|(_, m)| m.step == "delete" && m.files.is_empty())
+            .map(|(hour, _)| hour.start_ms())
+            .collect())
+    }
+
+    /// The newest manifest of every unit under the manifest directory `dir` whose hour
+    /// meets `range`.
+    async fn latest_manifests(&self, dir: &str, range: TimeRange) -> Result<Vec<(HourPartition, Arc<Manifest>)>> {
+        let mut latest: BTreeMap<String, u64> = BTreeMap::new();
+        for object in self.list_dates(dir, Some(range)).await? {
+            let (Some((unit_dir, _)), Some(generation)) =
+                (object.key.rsplit_once('/'), CatalogKey::offset_of(&object.key))
+            else {
+                continue;
+            };
+            let entry = latest.entry(unit_dir.to_string()).or_default();
+            *entry = (*entry).max(generation as u64);
+        }
+        let mut out = Vec::with_capacity(latest.len());
+        for (unit_dir, generation) in latest {
+            let unit = unit_dir.strip_prefix(&format!("{CATALOG_ROOT}/manifests/")[..]).unwrap_or(&unit_dir);
+            let Some(hour) = HourPartition::parse_dir(unit) else { continue };
+            if range.overlaps(hour.start_ms(), hour.end_ms()) {
+                out.push((hour, self.manifest(unit, generation).await?));
             }
         }
         Ok(out)

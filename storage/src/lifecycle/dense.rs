@@ -83,6 +83,31 @@ pub fn scales_of(schema: &SchemaRef, batches: &[RecordBatch]) -> Vec<Option<i8>>
         .collect()
 }
 
+/// [`scales_of`] for the rows of one series, with one scale shared by its decimal columns
+/// where the values allow it: the largest any of them needs. A series of a few rows (an
+/// hour-long roll-up window is one row) needs a scale per column by chance (a two-digit
+/// latency of 120.50 needs one digit), and as the cold writer sends each combination of
+/// scales to a file of its own, that made dozens of tiny files per hour. A larger scale
+/// stores the same values exactly for a few more bits; a column whose values would pass
+/// [`callscope_schemas::decimal::MAX_UNSCALED`] at it keeps its own.
+pub fn series_scales(schema: &SchemaRef, batches: &[RecordBatch]) -> Vec<Option<i8>> {
+    let scales = scales_of(schema, batches);
+    let Some(shared) = scales.iter().flatten().max().copied() else { return scales };
+    scales
+        .into_iter()
+        .enumerate()
+        .map(|(i, scale)| {
+            let fits = || {
+                batches
+                    .iter()
+                    .filter_map(|b| b.column(i).as_any().downcast_ref::<Float64Array>())
+                    .all(|a| (0..a.len()).all(|j| a.is_null(j) || reads_back(a.value(j), shared).is_some()))
+            };
+            scale.map(|own| if own == shared || fits() { shared } else { own })
+        })
+        .collect()
+}
+
 /// The batches with every column that has a scale in `scales` (from [`scales_of`]) as
 /// decimals; an error if a value does not read back exactly at its column's scale.
 pub fn densify_with(
@@ -248,6 +273,48 @@ mod tests {
         assert_eq!(decimal_scale([&column(&[f64::NAN])].into_iter()), None);
         assert_eq!(decimal_scale([&column(&[1e16])].into_iter()), None);
         assert_eq!(decimal_scale([&Float64Array::from(vec![None, Some(2.5)])].into_iter()), Some(1));
+    }
+
+    #[test]
+    fn a_series_shares_the_largest_scale_its_columns_allow() {
+        let columns = |values: &[(f64, f64, &str)]| {
+            let schema: SchemaRef = Arc::new(Schema::new(vec![
+                Field::new("sum", DataType::Float64, false),
+                Field::new("last", DataType::Float64, false),
+                Field::new("name", DataType::Utf8, false),
+            ]));
+            let (sums, lasts, names): (Vec<f64>, Vec<f64>, Vec<&str>) =
+                values.iter().fold((vec![], vec![], vec![]), |(mut a, mut b, mut c), (x, y, z)| {
+                    a.push(*x);
+                    b.push(*y);
+                    c.push(*z);
+                    (a, b, c)
+                });
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(column(&sums)),
+                    Arc::new(column(&lasts)),
+                    Arc::new(arrow::array::StringArray::from(names)),
+                ],
+            )
+            .expect("batch");
+            (schema, vec![batch])
+        };
+        // One hour-long window: a sum needing one digit, a last value needing two.
+        let (schema, one_row) = columns(&[(28734.5, 101.37, "asr")]);
+        assert_eq!(scales_of(&schema, &one_row), vec![Some(1), Some(2), None]);
+        assert_eq!(series_scales(&schema, &one_row), vec![Some(2), Some(2), None]);
+        let (dense, batches) = densify_with(&schema, &one_row, &series_scales(&schema, &one_row)).expect("dense");
+        let back = cast(batches[0].column(0), &DataType::Float64).expect("cast");
+        assert_eq!(back.as_any().downcast_ref::<Float64Array>().expect("f64").value(0), 28734.5);
+        assert_eq!(dense.field(0).data_type(), &DataType::Decimal128(18, 2));
+        // A value too large for the shared scale keeps its column's own.
+        let (schema, big) = columns(&[(2e12, 0.0125, "bytes")]);
+        assert_eq!(series_scales(&schema, &big), vec![Some(0), Some(4), None]);
+        // A column of doubles stays one.
+        let (schema, inexact) = columns(&[(0.1 + 0.2, 1.5, "x")]);
+        assert_eq!(series_scales(&schema, &inexact), vec![None, Some(1), None]);
     }
 
     #[test]

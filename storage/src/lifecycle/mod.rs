@@ -84,6 +84,48 @@ impl StepResult {
     }
 }
 
+/// A policy's downsampling step, its ages and resolutions in milliseconds.
+#[derive(Debug, Clone)]
+struct Downsampling {
+    after: i64,
+    from: i64,
+    to: Vec<i64>,
+    /// The age after which source hours are deleted, and as the policy wrote it.
+    delete_source_after: Option<(i64, String)>,
+}
+
+impl Downsampling {
+    /// When `unit` is a source hour (of resolution `from`) old enough to be deleted: the
+    /// age it was kept for, as the policy wrote it.
+    fn drops(&self, unit: &str, age: i64) -> Option<String> {
+        let source = format!("/resolution={}/", callscope_schemas::rollup::resolution_label(self.from));
+        let (keep, text) = self.delete_source_after.as_ref()?;
+        (age >= *keep && unit.contains(&source)).then(|| text.clone())
+    }
+
+    /// Why a source hour is deleted, for the deletion log.
+    fn reason(&self, policy: &str) -> String {
+        let label = callscope_schemas::rollup::resolution_label;
+        let kept = self.delete_source_after.as_ref().map_or("", |(_, text)| text.as_str());
+        format!(
+            "policy {policy}: {} roll-ups downsampled to {} and kept {kept}",
+            label(self.from),
+            self.to.iter().map(|t| label(*t)).collect::<Vec<_>>().join(", "),
+        )
+    }
+}
+
+/// One unit of a job's plan: its step (the last whose age it has passed), whether it is
+/// downsampled, and whether it is a downsampled source hour to delete.
+struct Planned {
+    table: DataTable,
+    unit: UnitSnapshot,
+    step: Option<PolicyStep>,
+    down: bool,
+    /// For a source hour to delete: the age it was kept for and why it goes.
+    drop_source: Option<(String, String)>,
+}
+
 /// Runs lifecycle jobs over a catalog.
 #[derive(Debug, Clone)]
 pub struct Lifecycle {
@@ -144,28 +186,38 @@ impl Lifecycle {
         // Steps that move a table-hour (one of them per hour and run), and downsampling,
         // which adds roll-ups beside whatever else an hour is due for.
         let mut steps: Vec<(PolicyStep, i64)> = Vec::new();
-        let mut downsampling: Option<(i64, i64, Vec<i64>)> = None;
+        let mut downsampling: Option<Downsampling> = None;
         for step in &policy.steps {
             let after = step.after_ms()?;
             match step {
-                PolicyStep::Downsample { from, to, .. } => {
-                    let to = to.iter().map(|t| policy::parse_age(t)).collect::<Result<_, _>>()?;
-                    downsampling = Some((after, policy::parse_age(from)?, to));
+                PolicyStep::Downsample { from, to, delete_source_after, .. } => {
+                    downsampling = Some(Downsampling {
+                        after,
+                        from: policy::parse_age(from)?,
+                        to: to.iter().map(|t| policy::parse_age(t)).collect::<Result<_, _>>()?,
+                        delete_source_after: match delete_source_after {
+                            Some(text) => Some((policy::parse_age(text)?, text.clone())),
+                            None => None,
+                        },
+                    });
                 }
                 _ => steps.push((step.clone(), after)),
             }
         }
 
         // Plan: every unit of every table, with the last step whose age it has passed.
-        let mut plan: Vec<(DataTable, UnitSnapshot, Option<PolicyStep>, bool)> = Vec::new();
+        let mut plan: Vec<Planned> = Vec::new();
         for table in policy.tables() {
             for unit in self.catalog.snapshot(table, None).await? {
                 let age = now_ms - unit.hour.end_ms();
                 let step = steps.iter().rev().find(|(_, after)| age >= *after).map(|(s, _)| s.clone());
-                let down =
-                    table == DataTable::Rollups && downsampling.as_ref().is_some_and(|(after, ..)| age >= *after);
+                let down = table == DataTable::Rollups && downsampling.as_ref().is_some_and(|d| age >= d.after);
+                let drop_source = match &downsampling {
+                    Some(d) if down => d.drops(&unit.unit, age).map(|keep| (keep, d.reason(&policy.id))),
+                    _ => None,
+                };
                 if step.is_some() || down || unit.has_garbage() {
-                    plan.push((table, unit, step, down));
+                    plan.push(Planned { table, unit, step, down, drop_source });
                 }
             }
         }
@@ -174,12 +226,23 @@ impl Lifecycle {
         progress(&record);
 
         let mut last_saved = Instant::now();
-        for (table, unit, step, down) in plan {
+        for Planned { table, unit, mut step, down, drop_source } in plan {
             // Downsampling reads the hour after its own step (a compaction changes the
             // source's generation, not its rows), or before it when that step deletes it.
-            let deletes = matches!(step, Some(PolicyStep::Delete { .. }));
+            // A source hour past `delete_source_after` is deleted instead of its own step,
+            // and only once its downsampled hours are written.
+            let deletes = matches!(step, Some(PolicyStep::Delete { .. })) || drop_source.is_some();
+            let mut downsampled = true;
             if down && deletes {
-                self.downsample(metrics, &mut record, &downsampling, &unit.unit, job_id, now_ms, dry_run).await;
+                downsampled =
+                    self.downsample(metrics, &mut record, &downsampling, &unit.unit, job_id, now_ms, dry_run).await;
+            }
+            let mut reason = None;
+            if let Some((after, why)) = drop_source
+                && !matches!(step, Some(PolicyStep::Delete { .. }))
+            {
+                step = downsampled.then_some(PolicyStep::Delete { after });
+                reason = Some(why);
             }
             if let Some(step) = step {
                 record.step = step.name().into();
@@ -194,7 +257,8 @@ impl Lifecycle {
                         rewrite_unit(catalog, table, &unit.unit, job_id, rewrite, options, now_ms, dry_run).await
                     }
                     PolicyStep::Delete { after } => {
-                        let reason = format!("policy {}: delete {} after {after}", policy.id, table.name());
+                        let reason = reason
+                            .unwrap_or_else(|| format!("policy {}: delete {} after {after}", policy.id, table.name()));
                         expire_unit(
                             &self.catalog,
                             table,
@@ -246,22 +310,27 @@ impl Lifecycle {
 }
 
 impl Lifecycle {
+    /// Downsamples one unit; whether its downsampled hours are written (a failed step is
+    /// counted in the record and retried by the next run).
     #[allow(clippy::too_many_arguments)]
     async fn downsample(
         &self,
         metrics: &LifecycleMetrics,
         record: &mut JobRecord,
-        downsampling: &Option<(i64, i64, Vec<i64>)>,
+        downsampling: &Option<Downsampling>,
         unit: &str,
         job_id: &str,
         now_ms: i64,
         dry_run: bool,
-    ) {
-        let Some((_, from, to)) = downsampling else { return };
+    ) -> bool {
+        let Some(d) = downsampling else { return false };
         record.step = "downsample".into();
         let result =
-            downsample::downsample_unit(&self.catalog, unit, *from, to, job_id, &self.options, now_ms, dry_run).await;
+            downsample::downsample_unit(&self.catalog, unit, d.from, &d.to, job_id, &self.options, now_ms, dry_run)
+                .await;
+        let written = result.is_ok();
         self.count(metrics, record, "downsample", unit, result);
+        written
     }
 
     /// Adds one step's result on one unit to the job's record and the metrics.

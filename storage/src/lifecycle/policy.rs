@@ -47,7 +47,18 @@ pub enum PolicyStep {
     /// as table-hours of their own (`metric_rollups/resolution=<to>/…`). Each of `to` must
     /// be a multiple of `from` and divide an hour. It adds data and moves nothing, so it
     /// runs beside whichever other step a table-hour is due for.
-    Downsample { after: String, from: String, to: Vec<String> },
+    ///
+    /// With `delete_source_after`, the `from` roll-ups of an hour are deleted once that old
+    /// (after its downsampled hours are written): fine roll-ups are kept while dashboards
+    /// look at minutes, and series queries answer older hours from the coarse roll-ups
+    /// or, at steps those do not tile, from raw samples.
+    Downsample {
+        after: String,
+        from: String,
+        to: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delete_source_after: Option<String>,
+    },
     /// Rewrite each table-hour into the cold tier, densely encoded: measurement columns
     /// as exact decimals where every value allows it (delta-encoded integers), else as
     /// doubles.
@@ -118,16 +129,24 @@ pub fn parse_age(text: &str) -> Result<i64, PolicyError> {
 
 impl Policy {
     /// The built-in policy: hot for 2 hours, warm until 7 days, cold until 90 days,
-    /// archived until two years, then deleted.
+    /// archived until two years, then deleted. 1-minute roll-ups are downsampled to 5 and 15
+    /// minutes after 3 hours and kept for 7 days (the 1-hour ones the workers write stay).
     pub fn default_policy() -> Policy {
         Policy {
             id: "default".into(),
             description: "Each table-hour: compacted into warm 2 h after it ends, cold after 7 days, \
-                          archived after 90 days, deleted after 730 days."
+                          archived after 90 days, deleted after 730 days. 1-minute roll-ups: downsampled \
+                          to 5 and 15 minutes after 3 h, deleted after 7 days."
                 .into(),
             tables: Vec::new(),
             steps: vec![
                 PolicyStep::Compact { after: "2h".into() },
+                PolicyStep::Downsample {
+                    after: "3h".into(),
+                    from: "1m".into(),
+                    to: vec!["5m".into(), "15m".into()],
+                    delete_source_after: Some("7d".into()),
+                },
                 PolicyStep::Cold { after: "7d".into() },
                 PolicyStep::Archive { after: "90d".into() },
                 PolicyStep::Delete { after: "730d".into() },
@@ -168,7 +187,13 @@ impl Policy {
                     "steps go one way, each at most once: compact, downsample, cold, archive, delete",
                 ));
             }
-            if let PolicyStep::Downsample { from, to, .. } = step {
+            if let PolicyStep::Downsample { from, to, delete_source_after, .. } = step {
+                if let Some(keep) = delete_source_after {
+                    let field = format!("steps[{i}].delete_source_after");
+                    if parse_age(keep).map_err(|e| invalid(&field, e.reason))? < after {
+                        return Err(invalid(field, "the source can be deleted only once it has been downsampled"));
+                    }
+                }
                 let from_ms = parse_age(from).map_err(|e| invalid(format!("steps[{i}].from"), e.reason))?;
                 if from_ms <= 0 {
                     return Err(invalid(format!("steps[{i}].from"), "a resolution must be positive"));
@@ -244,6 +269,7 @@ mod tests {
             after: "1d".into(),
             from: "1m".into(),
             to: to.iter().map(|t| t.to_string()).collect(),
+            delete_source_after: None,
         };
         p.steps = vec![PolicyStep::Compact { after: "2h".into() }, down(&["5m", "1h"])];
         p.validate().expect("valid downsampling");

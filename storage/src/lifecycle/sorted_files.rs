@@ -15,7 +15,7 @@ use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
-use super::dense::{chain_order, densify_with, newest_first, only_grows, scales_of};
+use super::dense::{chain_order, densify_with, newest_first, only_grows, series_scales};
 use crate::Result;
 use crate::file_catalog::{CatalogFile, DataTable, lifecycle_file_key};
 use crate::tier::Tier;
@@ -269,7 +269,7 @@ impl SortedFileWriter {
             return Ok(());
         }
         let run = std::mem::take(&mut self.run);
-        let scales = scales_of(&self.schema, &run);
+        let scales = series_scales(&self.schema, &run);
         let (time_column, units_per_ms) = self.table.time_column();
         if !self.dense_files.contains_key(&scales) {
             let key = lifecycle_file_key(&self.unit, self.generation, &self.job, self.opened);

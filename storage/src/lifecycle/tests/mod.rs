@@ -273,20 +273,7 @@ async fn retention_deletes_only_what_no_hold_keeps_and_logs_every_deletion() {
     write_hot(&tiers, a, 0, 0, 10).await;
     let kept = write_hot(&tiers, b, 0, 10, 10).await;
     let lifecycle = Lifecycle::new(FileCatalog::new(tiers.clone()), "test");
-    lifecycle
-        .holds()
-        .put(&LegalHold {
-            id: "case-1".into(),
-            tables: vec!["metrics".into()],
-            start_ms: Some(b),
-            end_ms: Some(b + 1),
-            labels: BTreeMap::new(),
-            reason: "audit".into(),
-            created_at_ms: 0,
-            released_at_ms: None,
-        })
-        .await
-        .expect("hold");
+    lifecycle.holds().put(&hold("case-1", "metrics", b)).await.expect("hold");
     let policy = Policy {
         id: "short".into(),
         description: String::new(),
@@ -317,6 +304,20 @@ async fn retention_deletes_only_what_no_hold_keeps_and_logs_every_deletion() {
     assert_eq!(totals(&tiers).await, (0, 0.0, 0));
     run(&lifecycle, &policy, now + 1 + GC_GRACE_MS).await;
     assert!(tiers.hot.list("metrics/").await.expect("list").is_empty(), "deleted files are gone after the grace");
+}
+
+/// A legal hold on `table` over the hour of `at`.
+pub(super) fn hold(id: &str, table: &str, at: i64) -> LegalHold {
+    LegalHold {
+        id: id.into(),
+        tables: vec![table.into()],
+        start_ms: Some(at),
+        end_ms: Some(at + 1),
+        labels: BTreeMap::new(),
+        reason: "audit".into(),
+        created_at_ms: 0,
+        released_at_ms: None,
+    }
 }
 
 pub(super) fn policy(id: &str, steps: Vec<PolicyStep>) -> Policy {
