@@ -17,9 +17,11 @@
 //! bench prints the bytes per sample in each tier, next to the same samples written by a
 //! plain float Parquet writer (arrow-rs defaults, sorted like warm) and, when `promtool` is
 //! on the PATH, a Prometheus TSDB block made by `promtool tsdb create-blocks-from
-//! openmetrics` from the same samples; and in each tier the bytes of the samples' 1-minute
-//! roll-ups over the bytes of the samples (in hot one roll-up file per hour, fewer than
-//! the workers write).
+//! openmetrics` from the same samples. Beside the samples it writes their roll-ups as the
+//! workers do (1 minute and 1 hour, a file per flush), downsamples them as the built-in
+//! policy does (keeping the source, to measure it in every tier), and prints in each tier
+//! the bytes of each resolution over the bytes of the samples, and what the built-in
+//! policy keeps once it deletes the downsampled source.
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -129,14 +129,14 @@ pub fn parse_age(text: &str) -> Result<i64, PolicyError> {
 
 impl Policy {
     /// The built-in policy: hot for 2 hours, warm until 7 days, cold until 90 days,
-    /// archived until two years, then deleted. 1-minute roll-ups are downsampled to 5 and 15
+    /// archived until two years, then deleted. 1-minute roll-ups are downsampled to 15
     /// minutes after 3 hours and kept for 7 days (the 1-hour ones the workers write stay).
     pub fn default_policy() -> Policy {
         Policy {
             id: "default".into(),
             description: "Each table-hour: compacted into warm 2 h after it ends, cold after 7 days, \
                           archived after 90 days, deleted after 730 days. 1-minute roll-ups: downsampled \
-                          to 5 and 15 minutes after 3 h, deleted after 7 days."
+                          to 15 minutes after 3 h, deleted after 7 days."
                 .into(),
             tables: Vec::new(),
             steps: vec![
@@ -144,7 +144,7 @@ impl Policy {
                 PolicyStep::Downsample {
                     after: "3h".into(),
                     from: "1m".into(),
-                    to: vec!["5m".into(), "15m".into()],
+                    to: vec!["15m".into()],
                     delete_source_after: Some("7d".into()),
                 },
                 PolicyStep::Cold { after: "7d".into() },
