@@ -44,10 +44,23 @@ fn standalone_with_an_old_hour_valued(
     interval: &str,
     value: fn(usize) -> f64,
 ) -> (Node, i64) {
+    standalone_with_an_hour_ago(dir, client, interval, 4, value)
+}
+
+/// The same, the hour starting `hours_ago` hours before the current one.
+fn standalone_with_an_hour_ago(
+    dir: &std::path::Path,
+    client: &Http,
+    interval: &str,
+    hours_ago: i64,
+    value: fn(usize) -> f64,
+) -> (Node, i64) {
+    // Events further than --max-time-skew (default a day) from now are dead-lettered.
     let node = Node::standalone(dir)
         .args(["--flush-rows", "500", "--flush-interval", "100ms", "--lifecycle-interval", interval])
+        .args(["--max-time-skew", "30d"])
         .spawn();
-    let hour = (callscope_runtime::now_ms() / HOUR_MS - 4) * HOUR_MS;
+    let hour = (callscope_runtime::now_ms() / HOUR_MS - hours_ago) * HOUR_MS;
     let payloads: Vec<(String, Vec<u8>)> = (0..EVENTS)
         .map(|i| {
             let mut event = metric(i);
@@ -61,7 +74,9 @@ fn standalone_with_an_old_hour_valued(
     let rt = runtime();
     let acked = rt.block_on(async { produce_all(&producer(&node.brokers), "callscope.metrics", &payloads).await });
     assert_eq!(acked, EVENTS);
-    wait_for_count(client, &node.http, "SELECT COUNT(*) FROM metrics", EVENTS as i64, Duration::from_secs(90));
+    let stored =
+        wait_for_count(client, &node.http, "SELECT COUNT(*) FROM metrics", EVENTS as i64, Duration::from_secs(90));
+    assert_eq!(stored, EVENTS as i64, "every sample stored");
     (node, hour)
 }
 
@@ -435,4 +450,65 @@ fn the_schedule_compacts_old_hours_while_the_system_runs() {
         metrics.lines().any(|l| l.starts_with("callscope_lifecycle_units_total{outcome=\"done\",step=\"compact\"}")),
         "lifecycle metrics are exported"
     );
+}
+
+/// An hour eight days old, run through the built-in policy: its 1-minute roll-ups are
+/// downsampled to 15 minutes and deleted (the deletion log says why), and the series API
+/// and PromQL answer exactly as before: a 1-minute step from raw samples, a 15-minute step
+/// from the 15-minute roll-ups.
+#[test]
+fn the_default_policy_thins_old_minute_roll_ups_and_queries_answer_as_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = http();
+    let (node, hour) = standalone_with_an_hour_ago(dir.path(), &client, "0s", 8 * 24, |i| ((i * 37) % 500) as f64);
+    let base = node.http.clone();
+    // The workers also roll up derived series, by `model`: only the samples' own are counted.
+    let minute_samples = "SELECT SUM(count) FROM metric_rollups WHERE resolution = '1m' AND labels_key LIKE '%seq%'";
+    let stored = wait_for_count(&client, &base, minute_samples, EVENTS as i64, Duration::from_secs(90));
+    assert_eq!(stored, EVENTS as i64, "the roll-ups of every sample");
+    let series = |agg: &str, step: &str| {
+        let url = format!(
+            "{base}/monitoring/metrics?name=ai_response_time_ms&service=asr&label.region=cn-east&agg={agg}&step={step}&start={hour}&end={}",
+            hour + HOUR_MS
+        );
+        let reply = client.call("GET", &url, None);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        (reply.headers.get("x-callscope-source").cloned().unwrap_or_default(), reply.json())
+    };
+    let promql = || {
+        let query = "sum%20by%20(service)%20(sum_over_time(ai_response_time_ms%7Bregion%3D%22cn-east%22%7D%5B1m%5D))";
+        let url = format!(
+            "{base}/api/v1/query_range?query={query}&start={}&end={}&step=60",
+            hour / 1000,
+            (hour + HOUR_MS) / 1000 - 60
+        );
+        let reply = client.call("GET", &url, None);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()
+    };
+    let (minutes, quarters, prom) = (series("sum", "1m"), series("max", "15m"), promql());
+    assert_eq!((minutes.0.as_str(), quarters.0.as_str()), ("rollup:1m", "rollup:1m"));
+    assert_eq!(minutes.1.as_array().map_or(0, |s| s.len()), EVENTS / 3, "every asr series");
+    assert_eq!(prom["data"]["result"].as_array().map_or(0, |r| r.len()), 3, "{prom}");
+
+    let run = lifecycle(&node.data_dir, &[]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success() && stdout.contains("Finished"), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let left = sql(
+        &client,
+        &base,
+        "SELECT resolution, SUM(count) FROM metric_rollups WHERE labels_key LIKE '%seq%' GROUP BY 1 ORDER BY 1",
+    );
+    assert_eq!(left, vec![vec![json!("15m"), json!(EVENTS)], vec![json!("1h"), json!(EVENTS)]], "1m deleted");
+    let deletions = client.call("GET", &format!("{base}/monitoring/storage/deletions"), None).json();
+    let reasons: Vec<&str> = deletions.as_array().expect("log").iter().filter_map(|d| d["reason"].as_str()).collect();
+    assert_eq!(reasons, ["policy default: 1m roll-ups downsampled to 15m and kept 7d"], "{deletions}");
+
+    let after = series("sum", "1m");
+    assert_eq!(after.0, "raw", "the hour's 1-minute roll-ups are gone");
+    assert_eq!(after.1, minutes.1, "the same points from raw samples");
+    let after = series("max", "15m");
+    assert_eq!(after.0, "rollup:15m");
+    assert_eq!(after.1, quarters.1, "the same points from the 15-minute roll-ups");
+    assert_eq!(promql(), prom, "PromQL reads raw samples where the roll-ups went");
 }
