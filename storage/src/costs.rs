@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::file_catalog::DataTable;
 use crate::lifecycle::policy::{Policy, PolicyStep};
 use crate::tiers::TierName;
 use crate::usage::{IngestLastDay, TierTableUsage};
@@ -99,6 +100,36 @@ fn default_request_prices() -> BTreeMap<TierName, RequestPrices> {
 #[derive(Debug, thiserror::Error)]
 #[error("cost model: {0}")]
 pub struct CostModelError(String);
+
+/// A policy's downsampling that deletes its source, as the projection needs it.
+struct Thinning {
+    after_days: f64,
+    source_kept_days: f64,
+    source_bytes_per_day: u64,
+    /// Bytes of the downsampled hours per first-written byte of their source: measured
+    /// from the catalog where it holds some, else in proportion to their rows.
+    coarse_per_source_byte: f64,
+}
+
+impl Thinning {
+    fn of(policy: &Policy, ingest: &IngestLastDay) -> Option<Thinning> {
+        policy.steps.iter().find_map(|step| {
+            let PolicyStep::Downsample { from, to, delete_source_after: Some(keep), .. } = step else { return None };
+            let from_ms = crate::lifecycle::policy::parse_age(from).ok()?;
+            let coarse_per_source_byte = to
+                .iter()
+                .filter_map(|t| crate::lifecycle::policy::parse_age(t).ok())
+                .map(|to_ms| ingest.downsampled_ratio.get(&to_ms).copied().unwrap_or(from_ms as f64 / to_ms as f64))
+                .sum();
+            Some(Thinning {
+                after_days: step.after_ms().ok()? as f64 / DAY_MS,
+                source_kept_days: crate::lifecycle::policy::parse_age(keep).ok()? as f64 / DAY_MS,
+                source_bytes_per_day: ingest.rollup_bytes.get(&from_ms).copied().unwrap_or(0),
+                coarse_per_source_byte,
+            })
+        })
+    }
+}
 
 impl CostModel {
     /// Prices from JSON, e.g. `{"usd_per_gb_month": {"hot": 0.026}, "usd_per_1000_write_requests":
@@ -368,10 +399,30 @@ impl CostModel {
         }
         let mut projected = Vec::new();
         let mut projected_all_hot = 0.0;
+        let thinning = Thinning::of(policy, ingest);
         for (table, per_day) in recent_raw_bytes_per_day {
             let per_day = *per_day as f64;
+            let mut by_tier: BTreeMap<TierName, f64> = BTreeMap::new();
+            // Downsampled roll-ups whose source is deleted after an age: the source's bytes
+            // live until then, the rest of the table's for the whole policy, and the coarse
+            // hours (written into cold) from the downsampling age on.
+            let (kept_until, source, coarse) = match &thinning {
+                Some(t) if table == DataTable::Rollups.name() => {
+                    let source = (t.source_bytes_per_day as f64).min(per_day);
+                    (t.source_kept_days, source, Some((t.after_days, source * t.coarse_per_source_byte)))
+                }
+                _ => (horizon, 0.0, None),
+            };
             for &(tier, from, to) in spans.iter().filter(|(_, f, t)| t > f) {
-                let bytes = per_day * (to - from) * tier_ratio.get(&(table.clone(), tier)).copied().unwrap_or(1.0);
+                let ratio = tier_ratio.get(&(table.clone(), tier)).copied().unwrap_or(1.0);
+                let source_days = (to.min(kept_until) - from).max(0.0);
+                *by_tier.entry(tier).or_default() += ((per_day - source) * (to - from) + source * source_days) * ratio;
+                if let Some((after, coarse_per_day)) = coarse {
+                    let days = (to - from.max(after)).max(0.0);
+                    *by_tier.entry(tier.max(TierName::Cold)).or_default() += coarse_per_day * days;
+                }
+            }
+            for (tier, bytes) in by_tier.into_iter().filter(|(_, b)| *b > 0.0) {
                 projected.push(CostLine {
                     tier: tier.to_string(),
                     table: table.clone(),
@@ -431,7 +482,11 @@ mod tests {
             usage("hot", "metrics", 2_000_000_000, 2_000_000_000),
             usage("warm", "metrics", 1e9 as u64, 4e9 as u64),
         ];
-        let per_day = IngestLastDay { bytes: BTreeMap::from([("metrics".to_string(), 1_000_000_000u64)]), files: 0 };
+        let per_day = IngestLastDay {
+            bytes: BTreeMap::from([("metrics".to_string(), 1_000_000_000u64)]),
+            files: 0,
+            ..Default::default()
+        };
         let mut policy = Policy::default_policy();
         policy.steps.retain(|s| matches!(s, PolicyStep::Compact { .. } | PolicyStep::Delete { .. }));
         let report = model.report(&usage, &policy, &per_day);
@@ -455,11 +510,49 @@ mod tests {
     }
 
     #[test]
+    fn downsampled_roll_ups_whose_source_is_deleted_are_projected_as_kept() {
+        let model = CostModel::default();
+        // 1 GB of roll-ups a day, 0.9 GB of them 1-minute ones; the catalog measured the
+        // 15-minute hours at 0.2 of their source's bytes. Warm, cold and archive at 1.0.
+        let usage = vec![usage("hot", "metric_rollups", 1, 1)];
+        let ingest = IngestLastDay {
+            bytes: BTreeMap::from([("metric_rollups".to_string(), 1_000_000_000)]),
+            rollup_bytes: BTreeMap::from([(60_000, 900_000_000), (3_600_000, 100_000_000)]),
+            downsampled_ratio: BTreeMap::from([(900_000, 0.2)]),
+            ..Default::default()
+        };
+        let policy = Policy::default_policy();
+        let report = model.report(&usage, &policy, &ingest);
+        let bytes = |tier: &str| report.projected.iter().find(|l| l.tier == tier).map_or(0, |l| l.bytes) as f64;
+        let (h, d) = (2.0 / 24.0, 3.0 / 24.0);
+        // 1-minute: hot 2 h, warm until 7 d, then gone. 1-hour: the whole policy.
+        // 15-minute (0.18 GB a day): cold from 3 h on, archive from 90 d.
+        let near = |got: f64, want: f64| (got - want).abs() < 1e3;
+        assert!(near(bytes("hot"), 1e9 * h), "{report:?}");
+        assert!(near(bytes("warm"), 0.9e9 * (7.0 - h) + 0.1e9 * (7.0 - h)), "{}", bytes("warm"));
+        assert!(near(bytes("cold"), 0.1e9 * 83.0 + 0.18e9 * (90.0 - d)), "{}", bytes("cold"));
+        assert!(near(bytes("archive"), 0.1e9 * 640.0 + 0.18e9 * 640.0), "{}", bytes("archive"));
+        // Without the deletion the 1-minute roll-ups would stay for two years.
+        let mut keep_all = policy.clone();
+        for step in &mut keep_all.steps {
+            if let PolicyStep::Downsample { delete_source_after, .. } = step {
+                *delete_source_after = None;
+            }
+        }
+        let full = model.report(&usage, &keep_all, &ingest);
+        assert!(full.projected_usd_per_month > 2.0 * report.projected_usd_per_month, "{full:?}");
+    }
+
+    #[test]
     fn requests_are_priced_per_batch_file_and_advice_comes_when_they_dominate() {
         let model = CostModel::default();
         let usage = vec![usage("hot", "metrics", 1_000_000, 1_000_000)];
         // A small platform: 1 MB a day, but 4 partitions × 3 tables flushed every second.
-        let small = IngestLastDay { bytes: BTreeMap::from([("metrics".to_string(), 1_000_000)]), files: 1_036_800 };
+        let small = IngestLastDay {
+            bytes: BTreeMap::from([("metrics".to_string(), 1_000_000)]),
+            files: 1_036_800,
+            ..Default::default()
+        };
         let report = model.report(&usage, &Policy::default_policy(), &small);
         let files_per_month = 1_036_800.0 * 30.0;
         assert!((report.requests.write_requests_per_month - files_per_month * 6.6).abs() < 1.0);
@@ -471,7 +564,11 @@ mod tests {
         assert!((report.projected_total_usd_per_month - total).abs() < 1e-6);
         assert!(report.advice.as_deref().is_some_and(|a| a.contains("--flush-interval")), "{report:?}");
         // Flushing a hundred times less often, with a hundred times the data: storage leads.
-        let big = IngestLastDay { bytes: BTreeMap::from([("metrics".to_string(), 100_000_000_000)]), files: 10_368 };
+        let big = IngestLastDay {
+            bytes: BTreeMap::from([("metrics".to_string(), 100_000_000_000)]),
+            files: 10_368,
+            ..Default::default()
+        };
         let report = model.report(&usage, &Policy::default_policy(), &big);
         assert!(report.requests.usd_per_month < report.projected_usd_per_month, "{report:?}");
         assert_eq!(report.advice, None);
@@ -485,7 +582,11 @@ mod tests {
         (warm.files, warm.hours) = (48, 48);
         let mut cold = usage("cold", "metrics", 1, 1);
         (cold.files, cold.hours) = (72, 24);
-        let ingest = IngestLastDay { bytes: BTreeMap::from([("metrics".to_string(), 1_000_000)]), files: 86_400 };
+        let ingest = IngestLastDay {
+            bytes: BTreeMap::from([("metrics".to_string(), 1_000_000)]),
+            files: 86_400,
+            ..Default::default()
+        };
         let r = model.lifecycle_requests(&[warm, cold], &Policy::default_policy(), &ingest);
         let hours = 24.0 * 30.0;
         assert_eq!(r.table_hours_per_month, hours);

@@ -137,6 +137,23 @@ pub struct IngestLastDay {
     pub bytes: BTreeMap<String, u64>,
     /// Batch files (one per partition, table-hour and flush), every table.
     pub files: u64,
+    /// Of `metric_rollups`' bytes, those of each resolution (ms).
+    pub rollup_bytes: BTreeMap<i64, u64>,
+    /// Per downsampled resolution (ms): the bytes of its hours over the bytes their source
+    /// hours were first written as, over every downsampled hour the catalog holds.
+    pub downsampled_ratio: BTreeMap<i64, f64>,
+}
+
+/// The resolution (ms) of a roll-up unit (`metric_rollups/resolution=1m/…`).
+fn resolution_of(unit: &str) -> Option<i64> {
+    let label = unit.split('/').find_map(|d| d.strip_prefix("resolution="))?;
+    humantime::parse_duration(label).ok().map(|d| d.as_millis() as i64)
+}
+
+/// The bytes a unit's batch files were first written as: the fresh ones, and those a
+/// lifecycle step replaced (their manifest keeps their size).
+fn first_written(u: &crate::file_catalog::UnitSnapshot) -> u64 {
+    u.fresh_hot.iter().map(|o| o.size).sum::<u64>() + u.manifest.as_ref().map_or(0, |m| m.raw_bytes)
 }
 
 /// The batch files of the table-hours of the day before `now_ms`, as first written: those
@@ -149,10 +166,38 @@ pub async fn ingest_last_day(catalog: &FileCatalog, now_ms: i64) -> Result<Inges
         let units = catalog.snapshot(table, Some(range)).await?;
         let mut bytes = 0;
         for u in &units {
-            bytes += u.fresh_hot.iter().map(|o| o.size).sum::<u64>() + u.manifest.as_ref().map_or(0, |m| m.raw_bytes);
+            bytes += first_written(u);
             out.files += (u.fresh_hot.len() + u.manifest.as_ref().map_or(0, |m| m.replaced_hot.len())) as u64;
+            if table == DataTable::Rollups
+                && let Some(resolution) = resolution_of(&u.unit)
+                && first_written(u) > 0
+            {
+                *out.rollup_bytes.entry(resolution).or_default() += first_written(u);
+            }
         }
         out.bytes.insert(table.name().to_string(), bytes);
     }
+    out.downsampled_ratio = downsampled_ratio(catalog).await?;
     Ok(out)
+}
+
+/// Per downsampled resolution: the bytes of its hours over the first-written bytes of the
+/// source hours they were made from (named by their manifests' `derived_from`).
+async fn downsampled_ratio(catalog: &FileCatalog) -> Result<BTreeMap<i64, f64>> {
+    let units = catalog.snapshot(DataTable::Rollups, None).await?;
+    let source_bytes: BTreeMap<&str, u64> = units.iter().map(|u| (u.unit.as_str(), first_written(u))).collect();
+    let mut sums: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    for u in &units {
+        let Some(m) = &u.manifest else { continue };
+        let (Some(derived_from), Some(resolution)) = (m.derived_from.as_deref(), resolution_of(&u.unit)) else {
+            continue;
+        };
+        let source = derived_from.split('@').next().unwrap_or_default();
+        if let Some(&raw) = source_bytes.get(source).filter(|b| **b > 0) {
+            let sum = sums.entry(resolution).or_default();
+            sum.0 += m.files.iter().map(|f| f.bytes).sum::<u64>();
+            sum.1 += raw;
+        }
+    }
+    Ok(sums.into_iter().map(|(r, (bytes, raw))| (r, bytes as f64 / raw as f64)).collect())
 }

@@ -142,6 +142,12 @@ async fn downsampling_merges_windows_into_coarser_resolutions_and_follows_its_so
         ],
         "{got}"
     );
+    // What the cost projection reads: the source's bytes by resolution, and the coarse
+    // hours' bytes against their source's.
+    let ingest = crate::usage::ingest_last_day(lifecycle.catalog(), now).await.expect("ingest");
+    assert_eq!(ingest.rollup_bytes.keys().copied().collect::<Vec<_>>(), vec![60_000], "{ingest:?}");
+    assert_eq!(ingest.downsampled_ratio.keys().copied().collect::<Vec<_>>(), vec![300_000, 3_600_000]);
+    assert!(ingest.downsampled_ratio.values().all(|r| *r > 0.0), "{ingest:?}");
     // Unchanged source: nothing to do. Late data in the source: downsampled again.
     assert_eq!(run(&lifecycle, &policy, now + 1).await.units_changed, 0);
     put_rollups(&tiers, &rows(0..1), 100).await;
