@@ -7,8 +7,12 @@
 //! source that changed (late data, a compaction) is downsampled again; an unchanged one is
 //! left alone. A target hour that the workers write themselves (the resolution is one of
 //! `--rollup-resolutions`) is never overwritten.
+//!
+//! A source hour deleted after downsampling (`delete_source_after`) that receives late
+//! rows has only those left to read: they are merged into the coarse hours as they are,
+//! never written over them.
 
-use super::rewrite::{RewriteOptions, df_error, unit_rows};
+use super::rewrite::{RewriteOptions, df_error, units_rows};
 use super::rollup_merge::merge_rollups;
 use super::sorted_files::SortedFileWriter;
 use super::{Outcome, StepResult};
@@ -52,6 +56,9 @@ pub async fn downsample_unit(
         source.manifest.as_ref().map_or(0, |m| m.generation),
         source.fresh_hot.iter().map(|o| o.key.rsplit('/').next().unwrap_or_default()).collect::<Vec<_>>().join(",")
     );
+    // The source's rows were deleted after an earlier downsampling: what it shows now is
+    // late, to be added to the coarse hours.
+    let source_deleted = source.manifest.as_ref().is_some_and(|m| m.step == "delete");
     let mut batches = None;
     for &to in to_ms {
         let Some(target_unit) = at_resolution(unit, &from_label, &resolution_label(to)) else { continue };
@@ -66,13 +73,20 @@ pub async fn downsample_unit(
         if dry_run {
             continue;
         }
-        if batches.is_none() {
-            let rows = unit_rows(catalog, DataTable::Rollups, source.clone(), options.memory_limit)?;
-            let collected = rows.collect().await.map_err(df_error)?;
+        let merged = if source_deleted {
+            let rows = units_rows(catalog, DataTable::Rollups, vec![source.clone(), target], options.memory_limit)?;
+            let both = rows.collect().await.map_err(df_error)?;
             result.bytes_read += files.iter().map(|f| f.size).sum::<u64>();
-            batches = Some(collected);
-        }
-        let (merged, _) = merge_rollups(batches.as_deref().unwrap_or_default(), Some(to))?;
+            merge_rollups(&both, Some(to))?.0
+        } else {
+            if batches.is_none() {
+                let rows = units_rows(catalog, DataTable::Rollups, vec![source.clone()], options.memory_limit)?;
+                let collected = rows.collect().await.map_err(df_error)?;
+                result.bytes_read += files.iter().map(|f| f.size).sum::<u64>();
+                batches = Some(collected);
+            }
+            merge_rollups(batches.as_deref().unwrap_or_default(), Some(to))?.0
+        };
         let generation = previous.as_ref().map_or(1, |m| m.generation + 1);
         let mut writer = SortedFileWriter::new(
             catalog.tiers().cold.clone(),

@@ -110,8 +110,18 @@ pub(super) fn unit_rows(
     unit: UnitSnapshot,
     memory_limit: usize,
 ) -> Result<DataFrame> {
+    units_rows(catalog, table, vec![unit], memory_limit)
+}
+
+/// [`unit_rows`] of several units together.
+pub(super) fn units_rows(
+    catalog: &FileCatalog,
+    table: DataTable,
+    units: Vec<UnitSnapshot>,
+    memory_limit: usize,
+) -> Result<DataFrame> {
     let ctx = session(catalog, memory_limit)?;
-    let provider = Arc::new(CatalogTable::of_units(catalog.clone(), table, vec![unit]));
+    let provider = Arc::new(CatalogTable::of_units(catalog.clone(), table, units));
     let file_schema = table.file_schema();
     let columns: Vec<&str> = file_schema.fields().iter().map(|f| f.name().as_str()).collect();
     ctx.read_table(provider).and_then(|df| df.select_columns(&columns)).map_err(df_error)

@@ -266,6 +266,16 @@ async fn downsampled_source_hours_are_deleted_once_downsampled_and_never_when_he
     // Nothing more to do; the 5-minute hour stays.
     assert_eq!(run(&lifecycle, &policy, now + 4).await.units_changed, 0);
     assert_eq!(answer(tiers.clone()).await, vec![at("5m")]);
+
+    // A late row for the deleted hour is added to the 5-minute hour (not written over it),
+    // then deleted from the source like the rest.
+    put_rollups(&tiers, &[row(&latency, 0, &[1000.0], true)], 500).await;
+    let job = run(&lifecycle, &policy, now + 5).await;
+    assert_eq!((job.units_changed, job.errors.len()), (2, 0), "downsampled, deleted: {job:?}");
+    assert_eq!(answer(tiers.clone()).await, vec![("5m".to_string(), 241, 29_680)]);
+    assert_eq!(tiers.hot.list("_catalog/lifecycle/deletions/").await.expect("log").len(), 2);
+    assert_eq!(run(&lifecycle, &policy, now + 6).await.units_changed, 0);
+    assert_eq!(answer(tiers.clone()).await, vec![("5m".to_string(), 241, 29_680)]);
 }
 
 /// One roll-up row per series (an hour-long window): each column's smallest scale is a
