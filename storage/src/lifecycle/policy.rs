@@ -277,5 +277,18 @@ mod tests {
         assert_eq!(p.validate().expect_err("invalid").field, "steps[1].to[1]");
         p.steps = vec![down(&["90s"])];
         assert_eq!(p.validate().expect_err("invalid").field, "steps[0].to[0]", "not a multiple of 1m");
+        let thinning = |keep: &str| PolicyStep::Downsample {
+            after: "1d".into(),
+            from: "1m".into(),
+            to: vec!["15m".into()],
+            delete_source_after: Some(keep.into()),
+        };
+        for (keep, ok) in [("7d", true), ("1d", true), ("12h", false), ("soon", false)] {
+            p.steps = vec![thinning(keep)];
+            match p.validate() {
+                Ok(()) => assert!(ok, "{keep}"),
+                Err(e) => assert_eq!((ok, e.field.as_str()), (false, "steps[0].delete_source_after"), "{keep}"),
+            }
+        }
     }
 }
