@@ -362,7 +362,9 @@ impl CostModel {
                 let (raw, now): (u64, u64) = usage
                     .iter()
                     .filter(|u| &u.table == table && u.tier == tier.as_str())
-                    .fold((0, 0), |(r, b), u| (r + u.raw_bytes, b + u.bytes));
+                    // Downsampled hours have no first-written bytes: the projection adds
+                    // them on their own.
+                    .fold((0, 0), |(r, b), u| (r + u.raw_bytes, b + u.bytes.saturating_sub(u.derived_bytes)));
                 if tier != TierName::Hot && raw > 0 && now > 0 {
                     last = now as f64 / raw as f64;
                 }
@@ -513,8 +515,10 @@ mod tests {
     fn downsampled_roll_ups_whose_source_is_deleted_are_projected_as_kept() {
         let model = CostModel::default();
         // 1 GB of roll-ups a day, 0.9 GB of them 1-minute ones; the catalog measured the
-        // 15-minute hours at 0.2 of their source's bytes. Warm, cold and archive at 1.0.
-        let usage = vec![usage("hot", "metric_rollups", 1, 1)];
+        // 15-minute hours at 0.2 of their source's bytes. Warm, cold and archive at 1.0: the
+        // downsampled hours in cold, which were never first written, do not count there.
+        let cold = TierTableUsage { derived_bytes: 5_000, ..usage("cold", "metric_rollups", 6_000, 1_000) };
+        let usage = vec![usage("hot", "metric_rollups", 1, 1), cold];
         let ingest = IngestLastDay {
             bytes: BTreeMap::from([("metric_rollups".to_string(), 1_000_000_000)]),
             rollup_bytes: BTreeMap::from([(60_000, 900_000_000), (3_600_000, 100_000_000)]),

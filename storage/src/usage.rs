@@ -34,6 +34,10 @@ pub struct TierTableUsage {
     pub hours: u64,
     #[serde(skip)]
     pub raw_bytes: u64,
+    /// Of `bytes`, those of downsampled hours (made by the lifecycle, never first written
+    /// by the workers, so no `raw_bytes` of their own).
+    #[serde(skip)]
+    pub derived_bytes: u64,
 }
 
 /// Rows of a Parquet file, from its footer (one ranged read of its last 64 KiB, or two
@@ -75,6 +79,9 @@ pub async fn collect(catalog: &FileCatalog) -> Result<Vec<TierTableUsage>> {
                     entry.files += 1;
                     entry.rows += file.rows;
                     entry.bytes += file.bytes;
+                    if manifest.derived_from.is_some() {
+                        entry.derived_bytes += file.bytes;
+                    }
                     // The unit's first-written bytes, shared out by size.
                     if total > 0 {
                         entry.raw_bytes += (manifest.raw_bytes as f64 * file.bytes as f64 / total as f64) as u64;
