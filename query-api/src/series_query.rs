@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 
 use arrow::datatypes::DataType;
 use callscope_schemas::rollup::{ROLLUP_TABLE, resolution_label};
+use callscope_storage::layout::HOUR_MS;
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::expr_fn::{avg, count, last_value, max, min, percentile_cont, sum};
 use datafusion::prelude::{Expr, cast, col, lit, when};
@@ -281,8 +282,6 @@ async fn finest_for_rollup_only(state: &AppState, q: &SeriesQuery) -> ApiResult<
         .await?;
     Ok(raw.iter().all(|b| b.num_rows() == 0).then_some(finest))
 }
-
-const HOUR_MS: i64 = 3_600_000;
 
 /// The table-hours of roll-ups the catalog knows of beside the workers' resolution `r`:
 /// downsampled resolutions that tile the step (when picking automatically), and the hours

@@ -30,7 +30,7 @@ use std::time::Instant;
 use callscope_schemas::arrow_schema::SourcedEvent;
 use callscope_schemas::rollup::{Partial, RollupRow, SeriesKey, resolution_label, rollups_to_record_batch};
 use callscope_schemas::{Dataset, Event, Metric, MetricKind};
-use callscope_storage::layout::{HourPartition, RollupFileKey, RollupSource};
+use callscope_storage::layout::{HourPartition, RollupFileKey, RollupSource, rollup_resolution_ms};
 use callscope_storage::lifecycle::Lifecycle;
 use callscope_storage::lifecycle::policy::{Policy, PolicyStep};
 use callscope_storage::{DataTable, FileCatalog, TierName, Tiers};
@@ -315,11 +315,10 @@ impl RollupFiles {
 async fn rollup_bytes(catalog: &FileCatalog, tier: TierName) -> anyhow::Result<BTreeMap<i64, u64>> {
     let mut out = BTreeMap::new();
     for unit in catalog.snapshot(DataTable::Rollups, None).await? {
-        let label = unit.unit.split('/').find_map(|d| d.strip_prefix("resolution=")).unwrap_or_default();
-        let Ok(resolution) = humantime::parse_duration(label) else { continue };
+        let Some(resolution) = rollup_resolution_ms(&unit.unit) else { continue };
         let bytes: u64 = unit.files().iter().filter(|f| f.tier == tier).map(|f| f.size).sum();
         if bytes > 0 {
-            *out.entry(resolution.as_millis() as i64).or_default() += bytes;
+            *out.entry(resolution).or_default() += bytes;
         }
     }
     Ok(out)
@@ -354,9 +353,8 @@ async fn downsample(lifecycle: &Lifecycle, now_ms: i64) -> anyhow::Result<()> {
 /// The roll-ups the built-in policy keeps once it deletes the downsampled source, over
 /// the samples, in cold and archive.
 fn kept_rollups_line(table: &[(String, u64, u64, BTreeMap<i64, u64>)]) {
-    let Some((from, _, Some(kept_for))) = default_downsampling() else { return };
-    let Ok(from) = humantime::parse_duration(&from) else { return };
-    let from = from.as_millis() as i64;
+    let Ok(Some(d)) = Policy::default_policy().downsampling() else { return };
+    let (Some((_, kept_for)), from) = (d.delete_source_after, d.from) else { return };
     for (name, _, bytes, rollups) in table.iter().filter(|t| t.0.starts_with("cold") || t.0.starts_with("archive")) {
         let kept: u64 = rollups.iter().filter(|(r, _)| **r != from).map(|(_, b)| *b).sum();
         let labels: Vec<String> = rollups.keys().filter(|r| **r != from).map(|r| resolution_label(*r)).collect();

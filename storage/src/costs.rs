@@ -113,20 +113,15 @@ struct Thinning {
 
 impl Thinning {
     fn of(policy: &Policy, ingest: &IngestLastDay) -> Option<Thinning> {
-        policy.steps.iter().find_map(|step| {
-            let PolicyStep::Downsample { from, to, delete_source_after: Some(keep), .. } = step else { return None };
-            let from_ms = crate::lifecycle::policy::parse_age(from).ok()?;
-            let coarse_per_source_byte = to
-                .iter()
-                .filter_map(|t| crate::lifecycle::policy::parse_age(t).ok())
-                .map(|to_ms| ingest.downsampled_ratio.get(&to_ms).copied().unwrap_or(from_ms as f64 / to_ms as f64))
-                .sum();
-            Some(Thinning {
-                after_days: step.after_ms().ok()? as f64 / DAY_MS,
-                source_kept_days: crate::lifecycle::policy::parse_age(keep).ok()? as f64 / DAY_MS,
-                source_bytes_per_day: ingest.rollup_bytes.get(&from_ms).copied().unwrap_or(0),
-                coarse_per_source_byte,
-            })
+        let d = policy.downsampling().ok()??;
+        let (keep, _) = d.delete_source_after?;
+        let coarse_per_source_byte =
+            d.to.iter().map(|to| ingest.downsampled_ratio.get(to).copied().unwrap_or(d.from as f64 / *to as f64)).sum();
+        Some(Thinning {
+            after_days: d.after as f64 / DAY_MS,
+            source_kept_days: keep as f64 / DAY_MS,
+            source_bytes_per_day: ingest.rollup_bytes.get(&d.from).copied().unwrap_or(0),
+            coarse_per_source_byte,
         })
     }
 }

@@ -6,6 +6,9 @@
 use callscope_schemas::Dataset;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
+/// The length of an hour partition, in milliseconds.
+pub const HOUR_MS: i64 = 3_600_000;
+
 /// The `date=…/hour=…` partition of an event time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HourPartition {
@@ -57,7 +60,7 @@ impl HourPartition {
 
     /// Unix milliseconds just after this hour.
     pub fn end_ms(&self) -> i64 {
-        self.start_ms() + 3_600_000
+        self.start_ms() + HOUR_MS
     }
 }
 
@@ -124,6 +127,13 @@ impl RollupFileKey {
     }
 }
 
+/// The resolution (ms) a roll-up path names (`…/resolution=1m/…`, a unit, a file or a
+/// manifest directory), as [`RollupFileKey::path`] writes it.
+pub fn rollup_resolution_ms(path: &str) -> Option<i64> {
+    let label = path.split('/').find_map(|d| d.strip_prefix("resolution="))?;
+    humantime::parse_duration(label).ok().map(|d| d.as_millis() as i64)
+}
+
 /// Keeps a topic name safe as part of an object name.
 pub fn sanitize(topic: &str) -> String {
     topic.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect()
@@ -179,6 +189,14 @@ mod tests {
         );
         let idle = RollupFileKey { source: RollupSource::Idle { after_offset: 9, watermark_ms: 60_000 }, ..key };
         assert!(idle.path().ends_with("-p1-idle-00000000000000000009-w60000.parquet"));
+        for resolution_ms in [10_000, 60_000, 900_000, 3_600_000] {
+            assert_eq!(
+                rollup_resolution_ms(&RollupFileKey { resolution_ms, ..idle.clone() }.path()),
+                Some(resolution_ms)
+            );
+        }
+        assert_eq!(rollup_resolution_ms("_catalog/manifests/metric_rollups/resolution=15m"), Some(900_000));
+        assert_eq!(rollup_resolution_ms("metrics/date=1970-01-01/hour=00"), None);
     }
 
     #[test]

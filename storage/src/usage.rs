@@ -10,6 +10,7 @@ use parquet::file::metadata::ParquetMetaDataReader;
 use serde::Serialize;
 
 use crate::file_catalog::{DataTable, FileCatalog};
+use crate::layout::rollup_resolution_ms;
 use crate::tier::Tier;
 use crate::tiers::TierName;
 use crate::{Result, StorageError};
@@ -151,12 +152,6 @@ pub struct IngestLastDay {
     pub downsampled_ratio: BTreeMap<i64, f64>,
 }
 
-/// The resolution (ms) of a roll-up unit (`metric_rollups/resolution=1m/…`).
-fn resolution_of(unit: &str) -> Option<i64> {
-    let label = unit.split('/').find_map(|d| d.strip_prefix("resolution="))?;
-    humantime::parse_duration(label).ok().map(|d| d.as_millis() as i64)
-}
-
 /// The bytes a unit's batch files were first written as: the fresh ones, and those a
 /// lifecycle step replaced (their manifest keeps their size).
 fn first_written(u: &crate::file_catalog::UnitSnapshot) -> u64 {
@@ -173,13 +168,14 @@ pub async fn ingest_last_day(catalog: &FileCatalog, now_ms: i64) -> Result<Inges
         let units = catalog.snapshot(table, Some(range)).await?;
         let mut bytes = 0;
         for u in &units {
-            bytes += first_written(u);
+            let written = first_written(u);
+            bytes += written;
             out.files += (u.fresh_hot.len() + u.manifest.as_ref().map_or(0, |m| m.replaced_hot.len())) as u64;
             if table == DataTable::Rollups
-                && let Some(resolution) = resolution_of(&u.unit)
-                && first_written(u) > 0
+                && let Some(resolution) = rollup_resolution_ms(&u.unit)
+                && written > 0
             {
-                *out.rollup_bytes.entry(resolution).or_default() += first_written(u);
+                *out.rollup_bytes.entry(resolution).or_default() += written;
             }
         }
         out.bytes.insert(table.name().to_string(), bytes);
@@ -196,7 +192,7 @@ async fn downsampled_ratio(catalog: &FileCatalog) -> Result<BTreeMap<i64, f64>> 
     let mut sums: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
     for u in &units {
         let Some(m) = &u.manifest else { continue };
-        let (Some(derived_from), Some(resolution)) = (m.derived_from.as_deref(), resolution_of(&u.unit)) else {
+        let (Some(derived_from), Some(resolution)) = (m.derived_from.as_deref(), rollup_resolution_ms(&u.unit)) else {
             continue;
         };
         let source = derived_from.split('@').next().unwrap_or_default();

@@ -108,7 +108,7 @@ pub async fn evaluate(state: &AppState, expr: &Expr, start: i64, end: i64, step:
 /// The hours in `[from, to]` whose roll-ups of `r` were deleted, as `[start, end)` ranges
 /// of consecutive hours.
 async fn deleted_hour_ranges(state: &AppState, r: i64, from: i64, to: i64) -> Result<Vec<(i64, i64)>, PromError> {
-    const HOUR_MS: i64 = 3_600_000;
+    use callscope_storage::layout::HOUR_MS;
     let catalog = callscope_storage::FileCatalog::new(state.tiers.clone());
     let hours = catalog
         .deleted_rollup_hours(r, callscope_storage::TimeRange::new(from, to.saturating_add(1)))

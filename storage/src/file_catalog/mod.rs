@@ -435,9 +435,7 @@ impl FileCatalog {
         let root = format!("{CATALOG_ROOT}/manifests/{}", DataTable::Rollups.name());
         let mut out: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
         for dir in self.hot().list_dirs(&format!("{root}/")).await? {
-            let Some(label) = dir.rsplit('/').next().and_then(|d| d.strip_prefix("resolution=")) else { continue };
-            let Ok(resolution) = humantime::parse_duration(label) else { continue };
-            let resolution = resolution.as_millis() as i64;
+            let Some(resolution) = crate::layout::rollup_resolution_ms(&dir) else { continue };
             if resolution <= 0 || skip.contains(&resolution) {
                 continue;
             }

@@ -73,20 +73,16 @@ pub async fn downsample_unit(
         if dry_run {
             continue;
         }
-        let merged = if source_deleted {
-            let rows = units_rows(catalog, DataTable::Rollups, vec![source.clone(), target], options.memory_limit)?;
-            let both = rows.collect().await.map_err(df_error)?;
+        // The source's rows, read once for every target; with a deleted source, read again
+        // with each target's own.
+        if source_deleted || batches.is_none() {
+            let mut units = vec![source.clone()];
+            units.extend(source_deleted.then_some(target));
+            let rows = units_rows(catalog, DataTable::Rollups, units, options.memory_limit)?;
+            batches = Some(rows.collect().await.map_err(df_error)?);
             result.bytes_read += files.iter().map(|f| f.size).sum::<u64>();
-            merge_rollups(&both, Some(to))?.0
-        } else {
-            if batches.is_none() {
-                let rows = units_rows(catalog, DataTable::Rollups, vec![source.clone()], options.memory_limit)?;
-                let collected = rows.collect().await.map_err(df_error)?;
-                result.bytes_read += files.iter().map(|f| f.size).sum::<u64>();
-                batches = Some(collected);
-            }
-            merge_rollups(batches.as_deref().unwrap_or_default(), Some(to))?.0
-        };
+        }
+        let (merged, _) = merge_rollups(batches.as_deref().unwrap_or_default(), Some(to))?;
         let generation = previous.as_ref().map_or(1, |m| m.generation + 1);
         let mut writer = SortedFileWriter::new(
             catalog.tiers().cold.clone(),

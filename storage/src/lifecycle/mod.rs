@@ -32,7 +32,7 @@ use crate::Result;
 use crate::file_catalog::{DataTable, FileCatalog, UnitSnapshot};
 use jobs::{JobRecord, JobState};
 use metrics::LifecycleMetrics;
-use policy::{Policy, PolicyStep};
+use policy::{Downsampling, Policy, PolicyStep};
 use retention::expire_unit;
 use rewrite::{Rewrite, RewriteOptions, rewrite_unit};
 use stores::{HoldStore, JobStore};
@@ -81,37 +81,6 @@ impl StepResult {
             files_replaced: 0,
             files_deleted: 0,
         }
-    }
-}
-
-/// A policy's downsampling step, its ages and resolutions in milliseconds.
-#[derive(Debug, Clone)]
-struct Downsampling {
-    after: i64,
-    from: i64,
-    to: Vec<i64>,
-    /// The age after which source hours are deleted, and as the policy wrote it.
-    delete_source_after: Option<(i64, String)>,
-}
-
-impl Downsampling {
-    /// When `unit` is a source hour (of resolution `from`) old enough to be deleted: the
-    /// age it was kept for, as the policy wrote it.
-    fn drops(&self, unit: &str, age: i64) -> Option<String> {
-        let source = format!("/resolution={}/", callscope_schemas::rollup::resolution_label(self.from));
-        let (keep, text) = self.delete_source_after.as_ref()?;
-        (age >= *keep && unit.contains(&source)).then(|| text.clone())
-    }
-
-    /// Why a source hour is deleted, for the deletion log.
-    fn reason(&self, policy: &str) -> String {
-        let label = callscope_schemas::rollup::resolution_label;
-        let kept = self.delete_source_after.as_ref().map_or("", |(_, text)| text.as_str());
-        format!(
-            "policy {policy}: {} roll-ups downsampled to {} and kept {kept}",
-            label(self.from),
-            self.to.iter().map(|t| label(*t)).collect::<Vec<_>>().join(", "),
-        )
     }
 }
 
@@ -186,24 +155,10 @@ impl Lifecycle {
         // Steps that move a table-hour (one of them per hour and run), and downsampling,
         // which adds roll-ups beside whatever else an hour is due for.
         let mut steps: Vec<(PolicyStep, i64)> = Vec::new();
-        let mut downsampling: Option<Downsampling> = None;
-        for step in &policy.steps {
-            let after = step.after_ms()?;
-            match step {
-                PolicyStep::Downsample { from, to, delete_source_after, .. } => {
-                    downsampling = Some(Downsampling {
-                        after,
-                        from: policy::parse_age(from)?,
-                        to: to.iter().map(|t| policy::parse_age(t)).collect::<Result<_, _>>()?,
-                        delete_source_after: match delete_source_after {
-                            Some(text) => Some((policy::parse_age(text)?, text.clone())),
-                            None => None,
-                        },
-                    });
-                }
-                _ => steps.push((step.clone(), after)),
-            }
+        for step in policy.steps.iter().filter(|s| !matches!(s, PolicyStep::Downsample { .. })) {
+            steps.push((step.clone(), step.after_ms()?));
         }
+        let downsampling = policy.downsampling()?;
 
         // Plan: every unit of every table, with the last step whose age it has passed.
         let mut plan: Vec<Planned> = Vec::new();

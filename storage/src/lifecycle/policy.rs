@@ -216,12 +216,60 @@ impl Policy {
         Ok(())
     }
 
+    /// The policy's `downsample` step, parsed (steps go each at most once).
+    pub fn downsampling(&self) -> Result<Option<Downsampling>, PolicyError> {
+        for step in &self.steps {
+            if let PolicyStep::Downsample { from, to, delete_source_after, .. } = step {
+                return Ok(Some(Downsampling {
+                    after: step.after_ms()?,
+                    from: parse_age(from)?,
+                    to: to.iter().map(|t| parse_age(t)).collect::<Result<_, _>>()?,
+                    delete_source_after: match delete_source_after {
+                        Some(text) => Some((parse_age(text)?, text.clone())),
+                        None => None,
+                    },
+                }));
+            }
+        }
+        Ok(None)
+    }
+
     /// The tables this policy applies to.
     pub fn tables(&self) -> Vec<DataTable> {
         if self.tables.is_empty() {
             return DataTable::ALL.to_vec();
         }
         self.tables.iter().filter_map(|t| DataTable::from_name(t)).collect()
+    }
+}
+
+/// A policy's downsampling step, its ages and resolutions in milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Downsampling {
+    pub after: i64,
+    pub from: i64,
+    pub to: Vec<i64>,
+    /// The age after which source hours are deleted, and as the policy wrote it.
+    pub delete_source_after: Option<(i64, String)>,
+}
+
+impl Downsampling {
+    /// When `unit` is a source hour (of resolution `from`) old enough to be deleted: the
+    /// age it was kept for, as the policy wrote it.
+    pub fn drops(&self, unit: &str, age: i64) -> Option<String> {
+        let (keep, text) = self.delete_source_after.as_ref()?;
+        (age >= *keep && crate::layout::rollup_resolution_ms(unit) == Some(self.from)).then(|| text.clone())
+    }
+
+    /// Why a source hour is deleted, for the deletion log.
+    pub fn reason(&self, policy: &str) -> String {
+        let label = callscope_schemas::rollup::resolution_label;
+        let kept = self.delete_source_after.as_ref().map_or("", |(_, text)| text.as_str());
+        format!(
+            "policy {policy}: {} roll-ups downsampled to {} and kept {kept}",
+            label(self.from),
+            self.to.iter().map(|t| label(*t)).collect::<Vec<_>>().join(", "),
+        )
     }
 }
 

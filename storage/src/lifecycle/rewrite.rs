@@ -102,18 +102,8 @@ fn session(catalog: &FileCatalog, memory_limit: usize) -> Result<SessionContext>
     Ok(SessionContext::new_with_config_rt(SessionConfig::new().with_target_partitions(2), runtime))
 }
 
-/// The rows of a unit's files as they were in `unit` (the file columns, without the
+/// The rows of the units' files as they were in `units` (the file columns, without the
 /// partition columns), read in a session whose sort may hold `memory_limit` bytes.
-pub(super) fn unit_rows(
-    catalog: &FileCatalog,
-    table: DataTable,
-    unit: UnitSnapshot,
-    memory_limit: usize,
-) -> Result<DataFrame> {
-    units_rows(catalog, table, vec![unit], memory_limit)
-}
-
-/// [`unit_rows`] of several units together.
 pub(super) fn units_rows(
     catalog: &FileCatalog,
     table: DataTable,
@@ -162,7 +152,7 @@ pub async fn rewrite_unit(
     }
     let generation = previous.as_ref().map_or(1, |m| m.generation + 1);
 
-    let rows = unit_rows(catalog, table, input, options.memory_limit)?;
+    let rows = units_rows(catalog, table, vec![input], options.memory_limit)?;
     let layout = match rewrite {
         Rewrite::Compact => options.warm,
         Rewrite::Cold => options.cold,

@@ -41,6 +41,21 @@ async fn put_rollups(tiers: &Tiers, rows: &[RollupRow], first: i64) {
     tiers.hot.put_durable(&key.path(), bytes, false).await.expect("put");
 }
 
+/// A roll-up policy: compact after 1 h, downsample 1-minute roll-ups to `to` after 2 h,
+/// deleting them after `delete_source_after`.
+fn compact_and_downsample(to: &[&str], delete_source_after: Option<&str>) -> Policy {
+    let steps = vec![
+        PolicyStep::Compact { after: "1h".into() },
+        PolicyStep::Downsample {
+            after: "2h".into(),
+            from: "1m".into(),
+            to: to.iter().map(|t| t.to_string()).collect(),
+            delete_source_after: delete_source_after.map(String::from),
+        },
+    ];
+    Policy { tables: vec!["metric_rollups".into()], ..policy("down", steps) }
+}
+
 /// Runs the cold step on the 1-minute roll-ups of `HOUR`; returns the hour's manifest.
 async fn go_cold(tiers: &Tiers) -> Arc<crate::file_catalog::Manifest> {
     let lifecycle = Lifecycle::new(FileCatalog::new(tiers.clone()), "test");
@@ -111,16 +126,7 @@ async fn downsampling_merges_windows_into_coarser_resolutions_and_follows_its_so
         arrow::util::pretty::pretty_format_batches(&batches).expect("fmt").to_string()
     };
     let lifecycle = Lifecycle::new(FileCatalog::new(tiers.clone()), "test");
-    let steps = vec![
-        PolicyStep::Compact { after: "1h".into() },
-        PolicyStep::Downsample {
-            after: "2h".into(),
-            from: "1m".into(),
-            to: vec!["5m".into(), "1h".into()],
-            delete_source_after: None,
-        },
-    ];
-    let policy = Policy { tables: vec!["metric_rollups".into()], ..policy("down", steps) };
+    let policy = compact_and_downsample(&["5m", "1h"], None);
     let now = HOUR + 5 * 3_600_000;
     let job = run(&lifecycle, &policy, now).await;
     assert_eq!(job.errors, Vec::<String>::new());
@@ -217,16 +223,7 @@ async fn downsampled_source_hours_are_deleted_once_downsampled_and_never_when_he
     };
     let at = |r: &str| (r.to_string(), 240, 28_680);
     let lifecycle = Lifecycle::new(FileCatalog::new(tiers.clone()), "test");
-    let steps = vec![
-        PolicyStep::Compact { after: "1h".into() },
-        PolicyStep::Downsample {
-            after: "2h".into(),
-            from: "1m".into(),
-            to: vec!["5m".into()],
-            delete_source_after: Some("1d".into()),
-        },
-    ];
-    let policy = Policy { tables: vec!["metric_rollups".into()], ..policy("down", steps) };
+    let policy = compact_and_downsample(&["5m"], Some("1d"));
     let source = format!("metric_rollups/resolution=1m/{}", HourPartition::of_unix_ms(HOUR).dir());
     let deleted = || async {
         lifecycle.catalog().deleted_rollup_hours(60_000, TimeRange::new(HOUR, HOUR + 3_600_000)).await.expect("deleted")
