@@ -19,6 +19,8 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::run_aggregate::RunAwarePartialAggregation;
+
 /// A DataFusion session with the callscope tables registered.
 #[derive(Clone)]
 pub struct QueryEngine {
@@ -43,6 +45,9 @@ pub struct EngineOptions {
     /// Off by default: two runs of `bench traces` disagreed (no gain, then a faster search
     /// and a slower dependency scan); the bench runs both ways.
     pub pushdown_filters: bool,
+    /// Partial aggregation by runs of equal group keys where it applies
+    /// ([`crate::run_aggregate`]); off only to measure against DataFusion's own.
+    pub run_aggregation: bool,
 }
 
 impl EngineOptions {
@@ -52,7 +57,12 @@ impl EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { memory_limit: Self::DEFAULT_MEMORY_MB << 20, target_partitions: 2, pushdown_filters: false }
+        EngineOptions {
+            memory_limit: Self::DEFAULT_MEMORY_MB << 20,
+            target_partitions: 2,
+            pushdown_filters: false,
+            run_aggregation: true,
+        }
     }
 }
 
@@ -69,7 +79,12 @@ impl QueryEngine {
         let parquet = &mut config.options_mut().execution.parquet;
         parquet.pushdown_filters = options.pushdown_filters;
         parquet.reorder_filters = options.pushdown_filters;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let mut state =
+            SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features();
+        if options.run_aggregation {
+            state = state.with_physical_optimizer_rule(Arc::new(RunAwarePartialAggregation));
+        }
+        let ctx = SessionContext::new_with_state(state.build());
         let catalog = FileCatalog::new(tiers.clone());
         for table in DataTable::ALL {
             ctx.register_table(table.name(), Arc::new(CatalogTable::new(catalog.clone(), table).with_string_views()))?;

@@ -47,6 +47,7 @@ pub mod metrics_query;
 pub mod otlp_http;
 pub mod prometheus_api;
 pub mod prometheus_export;
+pub mod run_aggregate;
 pub mod schema_registry;
 pub mod series_query;
 pub mod service_health;

@@ -6,7 +6,8 @@
 //!
 //! * **raw SQL**: an aggregate over every sample (`GROUP BY name, service`), through the
 //!   query API's own DataFusion session over the file catalog, against DuckDB's
-//!   `read_parquet` over the warm tier's files.
+//!   `read_parquet` over the warm tier's files; and once more with DataFusion's own partial
+//!   aggregation instead of callscope's by runs ([`callscope_query_api::run_aggregate`]).
 //! * **dashboard**: p95 of `asr_latency_ms` per series (service and labels) per minute over
 //!   the whole range, answered as `/monitoring/metrics?agg=p95&step=1m` answers it (from the
 //!   compacted 1-minute roll-ups, merging their sketches), against DuckDB's `quantile_cont`
@@ -87,8 +88,12 @@ impl Drop for DuckDb {
 }
 
 pub(super) fn state(tiers: &Tiers) -> anyhow::Result<AppState> {
+    state_with(tiers, EngineOptions { target_partitions: 2, ..EngineOptions::default() })
+}
+
+fn state_with(tiers: &Tiers, options: EngineOptions) -> anyhow::Result<AppState> {
     Ok(AppState {
-        engine: QueryEngine::new(tiers, EngineOptions { target_partitions: 2, ..EngineOptions::default() })?,
+        engine: QueryEngine::new(tiers, options)?,
         hot: tiers.hot.clone(),
         trace_index: callscope_storage::trace_index::TraceIndex::new(tiers.hot.clone()),
         tiers: tiers.clone(),
@@ -119,6 +124,9 @@ pub async fn compare(tiers: &Tiers, dir: &Path, runs: usize) -> anyhow::Result<(
         return Ok(());
     }
     let state = state(tiers)?;
+    // The same raw SQL through DataFusion's own partial aggregation, for the ratio of ours.
+    let hashed =
+        state_with(tiers, EngineOptions { target_partitions: 2, run_aggregation: false, ..Default::default() })?;
     let mut duck = DuckDb::start(&python, &dir.join("warm/metrics/*/*/*.parquet"))?;
     let (start, end) = time_range(&state).await?;
     let dashboard_query = || {
@@ -131,7 +139,7 @@ pub async fn compare(tiers: &Tiers, dir: &Path, runs: usize) -> anyhow::Result<(
         ];
         SeriesQuery::parse(params, end).map_err(|e| anyhow::anyhow!("{e}"))
     };
-    let (mut raw_times, mut duck_raw) = (Vec::new(), Vec::new());
+    let (mut raw_times, mut duck_raw, mut hashed_times) = (Vec::new(), Vec::new(), Vec::new());
     let (mut dashboard_times, mut duck_dashboard) = (Vec::new(), Vec::new());
     let (mut raw_rows, mut dashboard_points, mut source) = (0, 0, String::new());
     // Run 0 warms both sides and is not counted.
@@ -141,9 +149,14 @@ pub async fn compare(tiers: &Tiers, dir: &Path, runs: usize) -> anyhow::Result<(
         let ours = started.elapsed().as_secs_f64();
         raw_rows = batches.iter().map(|b| b.num_rows()).sum::<usize>();
         let theirs = duck.time("raw")?;
+        let started = Instant::now();
+        let hashed_rows = hashed.engine.session().sql(RAW_SQL).await?.collect().await?;
+        let hashed_time = started.elapsed().as_secs_f64();
+        anyhow::ensure!(hashed_rows.iter().map(|b| b.num_rows()).sum::<usize>() == raw_rows, "the two plans disagree");
         if run > 0 {
             raw_times.push(ours);
             duck_raw.push(theirs);
+            hashed_times.push(hashed_time);
         }
     }
     for run in 0..=runs {
@@ -159,7 +172,7 @@ pub async fn compare(tiers: &Tiers, dir: &Path, runs: usize) -> anyhow::Result<(
             duck_dashboard.push(theirs);
         }
     }
-    let (raw, dashboard) = (median(&mut raw_times), median(&mut dashboard_times));
+    let (raw, dashboard, hashed) = (median(&mut raw_times), median(&mut dashboard_times), median(&mut hashed_times));
     let (duck_raw, duck_dashboard) = (median(&mut duck_raw), median(&mut duck_dashboard));
     println!();
     println!("query speed after compaction (medians of {runs}, runs alternating; ratio = callscope / DuckDB):");
@@ -168,6 +181,11 @@ pub async fn compare(tiers: &Tiers, dir: &Path, runs: usize) -> anyhow::Result<(
         "{:<54} {raw:>12.4} {duck_raw:>12.4} {:>7.2}",
         format!("raw SQL aggregate ({raw_rows} groups)"),
         raw / duck_raw
+    );
+    println!(
+        "{:<54} {hashed:>12.4} {duck_raw:>12.4} {:>7.2}",
+        "  the same with DataFusion's own partial aggregation",
+        hashed / duck_raw
     );
     println!(
         "{:<54} {dashboard:>12.4} {duck_dashboard:>12.4} {:>7.2}",
