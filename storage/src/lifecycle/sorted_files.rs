@@ -40,8 +40,17 @@ pub struct FileLayout {
 }
 
 impl Default for FileLayout {
+    /// Warm: 256 k-row row groups (over 64 k-row ones, a query spent about 8 % of its time
+    /// creating and zeroing zstd contexts, which the Parquet reader makes per column
+    /// chunk), of 20 000-row pages for the page index to skip within them.
     fn default() -> Self {
-        FileLayout { target_rows: 4_000_000, row_group_rows: 64 * 1024, page_rows: 20_000, zstd_level: 3, dense: false }
+        FileLayout {
+            target_rows: 4_000_000,
+            row_group_rows: 256 * 1024,
+            page_rows: 20_000,
+            zstd_level: 3,
+            dense: false,
+        }
     }
 }
 
