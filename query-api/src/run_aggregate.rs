@@ -14,6 +14,10 @@
 //! group may then leave the partial stage more than once, as it does when DataFusion's own
 //! partial aggregation spills or emits early; the final stage merges the states.
 //!
+//! It holds at most [`EMIT_AT_GROUPS`] groups, and their memory is reserved in the
+//! query's pool; when either is full, the partial states go out and the table starts
+//! empty.
+//!
 //! [`RunAwarePartialAggregation`] puts it in place of a partial `AggregateExec` whose group
 //! keys are plain columns of string, integer, boolean or temporal types, without grouping
 //! sets, DISTINCT, ordered aggregates or a row limit, and whose aggregates all have
@@ -30,6 +34,7 @@ use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::Result;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::PhysicalExpr;
@@ -112,7 +117,7 @@ fn key_type_supported(data_type: &DataType) -> bool {
 pub struct RunAggregateExec {
     /// The partial `AggregateExec` it stands for (its input, expressions and properties;
     /// and what runs when runs are short).
-    aggregate: Arc<dyn ExecutionPlan>,
+    aggregate: Arc<AggregateExec>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -120,16 +125,23 @@ pub struct RunAggregateExec {
 impl RunAggregateExec {
     /// Stands for `aggregate`, a partial `AggregateExec`.
     pub fn new(aggregate: Arc<dyn ExecutionPlan>) -> Result<RunAggregateExec> {
-        if aggregate.downcast_ref::<AggregateExec>().is_none() {
+        let Some(aggregate) = aggregate.downcast_ref::<AggregateExec>() else {
             return Err(datafusion::error::DataFusionError::Internal("RunAggregateExec needs an AggregateExec".into()));
-        }
+        };
         let properties = Arc::clone(aggregate.properties());
-        Ok(RunAggregateExec { aggregate, properties, metrics: ExecutionPlanMetricsSet::new() })
+        Ok(RunAggregateExec {
+            aggregate: Arc::new(aggregate.clone()),
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
     }
 
     fn agg(&self) -> &AggregateExec {
-        // Checked in `new`.
-        self.aggregate.downcast_ref::<AggregateExec>().expect("an AggregateExec")
+        &self.aggregate
+    }
+
+    fn aggregate_plan(&self) -> Arc<dyn ExecutionPlan> {
+        Arc::clone(&self.aggregate) as Arc<dyn ExecutionPlan>
     }
 }
 
@@ -167,12 +179,12 @@ impl ExecutionPlan for RunAggregateExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let aggregate = replace_children_if_necessary(Arc::clone(&self.aggregate), children)?;
+        let aggregate = replace_children_if_necessary(self.aggregate_plan(), children)?;
         Ok(Arc::new(RunAggregateExec::new(aggregate)?))
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        let aggregate = replace_children_if_necessary(Arc::clone(&self.aggregate), children)?;
+        let aggregate = replace_children_if_necessary(self.aggregate_plan(), children)?;
         Ok(Arc::new(RunAggregateExec::new(aggregate)?))
     }
 
@@ -185,7 +197,9 @@ impl ExecutionPlan for RunAggregateExec {
             runs: MetricBuilder::new(&self.metrics).counter("runs", partition),
             handed_over: MetricBuilder::new(&self.metrics).counter("rows_handed_to_hash_aggregation", partition),
         };
-        let state = RunState { input: Some(input), table, aggregate: Arc::clone(&self.aggregate), context, counters };
+        let reservation = MemoryConsumer::new(format!("RunAggregateExec[{partition}]")).register(context.memory_pool());
+        let state =
+            RunState { input: Some(input), table, aggregate: self.aggregate_plan(), context, counters, reservation };
         let schema = self.schema();
         let stream = futures::stream::try_unfold(state, RunState::next).try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
@@ -211,6 +225,9 @@ struct RunState {
     aggregate: Arc<dyn ExecutionPlan>,
     context: Arc<TaskContext>,
     counters: Counters,
+    /// The table's memory, in the query's pool: when the pool refuses more, what is held
+    /// is emitted (as DataFusion's partial aggregation does).
+    reservation: MemoryReservation,
 }
 
 type BatchStream = futures::stream::BoxStream<'static, Result<RecordBatch>>;
@@ -227,15 +244,15 @@ impl RunState {
             let Some(runs) = runs else {
                 // Short runs: what is held goes out, then DataFusion aggregates this batch
                 // and the rest of the input.
-                let rest = self.input.take().expect("checked above");
+                let Some(rest) = self.input.take() else { return Ok(None) };
                 let rest = self.hand_over(batch, rest)?;
                 let held = self.emit()?;
                 return Ok(Some((futures::stream::iter(held.map(Ok)).chain(rest).boxed(), self)));
             };
             self.counters.runs.add(runs);
-            if self.table.groups.num_rows() >= EMIT_AT_GROUPS
-                && let Some(batch) = self.emit()?
-            {
+            let full = self.table.groups.num_rows() >= EMIT_AT_GROUPS
+                || self.reservation.try_resize(self.table.size()).is_err();
+            if full && let Some(batch) = self.emit()? {
                 return Ok(Some((futures::stream::iter([Ok(batch)]).boxed(), self)));
             }
         }
@@ -246,6 +263,7 @@ impl RunState {
 
     fn emit(&mut self) -> Result<Option<RecordBatch>> {
         let batch = self.table.emit()?;
+        self.reservation.free();
         if let Some(batch) = &batch {
             self.counters.baseline.record_output(batch.num_rows());
         }
@@ -372,6 +390,12 @@ impl RunTable {
             accumulator.update_batch(&values, &self.group_of_row, filter.as_ref().map(|f| f.as_boolean()), total)?;
         }
         Ok(Some(runs.len()))
+    }
+
+    /// Bytes held: the keys (in the rows and the index) and the accumulators' states.
+    fn size(&self) -> usize {
+        let index = self.index.capacity() * (std::mem::size_of::<(Box<[u8]>, usize)>() + 1);
+        2 * self.groups.size() + index + self.accumulators.iter().map(|a| a.size()).sum::<usize>()
     }
 
     /// The partial states of every group held (keys, then each accumulator's state), and

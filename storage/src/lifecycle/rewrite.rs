@@ -11,7 +11,11 @@
 //! files are small next to the unit's files (under a tenth of their bytes, and the unit has
 //! fewer than [`MAX_APPENDED_FILES`] files) they become one more sorted file beside them;
 //! otherwise the whole unit is merged and rewritten. A unit already moved to a colder tier
-//! takes its late data as an extra warm file, merged in when the colder step runs again.
+//! takes its late data as an extra warm file, merged in when the colder step runs again;
+//! the archive step writes it as one more archive file and keeps the archived ones, so the
+//! archive tier only ever gains files and a stock reader's glob over it is exact at every
+//! moment (a merged rewrite would leave the replaced files beside the new ones for the
+//! garbage collector's grace).
 
 use std::sync::Arc;
 
@@ -24,7 +28,7 @@ use super::rollup_merge::merge_rollups;
 use super::sorted_files::{FileLayout, SortedFileWriter};
 use super::{Outcome, StepResult};
 use crate::file_catalog::table::{CatalogTable, register_tier_stores};
-use crate::file_catalog::{DataTable, FileCatalog, Manifest, UnitSnapshot};
+use crate::file_catalog::{CatalogFile, DataTable, FileCatalog, Manifest, UnitSnapshot};
 use crate::tiers::TierName;
 use crate::{Result, StorageError};
 
@@ -140,13 +144,29 @@ pub async fn rewrite_unit(
     if snapshot.fresh_hot.is_empty() && (settled || rewrite == Rewrite::Compact) {
         return Ok(StepResult::nothing());
     }
-    let append = rewrite == Rewrite::Compact
+    // The earlier files that stay as they are: for compaction, all of them when the late
+    // files are small next to them (or the hour is already colder); for the archive step
+    // of an event table, those already archived, so that a stock reader globbing the
+    // archive never sees a replaced file beside its replacement (the archive only gains
+    // files). The others are read with the fresh files and superseded.
+    let compact_append = rewrite == Rewrite::Compact
         && !previous_files.is_empty()
         && (previous_files.iter().any(|f| f.tier != TierName::Warm)
             || (fresh_bytes.saturating_mul(10) < previous_bytes && previous_files.len() < MAX_APPENDED_FILES));
-    let input = UnitSnapshot { manifest: if append { None } else { previous.clone() }, ..snapshot.clone() };
-    let bytes_read = fresh_bytes + if append { 0 } else { previous_bytes };
-    let files_replaced = (snapshot.fresh_hot.len() + if append { 0 } else { previous_files.len() }) as u64;
+    let kept: Vec<CatalogFile> = match rewrite {
+        Rewrite::Compact if compact_append => previous_files.clone(),
+        Rewrite::Archive if table != DataTable::Rollups && previous_files.len() < MAX_APPENDED_FILES => {
+            previous_files.iter().filter(|f| f.tier == TierName::Archive).cloned().collect()
+        }
+        _ => Vec::new(),
+    };
+    let rest: Vec<CatalogFile> = previous_files.iter().filter(|f| !kept.contains(f)).cloned().collect();
+    let input = UnitSnapshot {
+        manifest: previous.as_ref().map(|m| Arc::new(Manifest { files: rest.clone(), ..(**m).clone() })),
+        ..snapshot.clone()
+    };
+    let bytes_read = fresh_bytes + rest.iter().map(|f| f.bytes).sum::<u64>();
+    let files_replaced = (snapshot.fresh_hot.len() + rest.len()) as u64;
     if dry_run {
         return Ok(StepResult { outcome: Outcome::Changed, bytes_read, files_replaced, ..StepResult::nothing() });
     }
@@ -179,7 +199,8 @@ pub async fn rewrite_unit(
     let rows: u64 = written.iter().map(|f| f.rows).sum();
     let bytes_written: u64 = written.iter().map(|f| f.bytes).sum();
 
-    let mut files = if append { previous_files.clone() } else { Vec::new() };
+    let appended = !kept.is_empty();
+    let mut files = kept;
     files.extend(written);
     let mut replaced_hot = previous.as_ref().map(|m| m.replaced_hot.clone()).unwrap_or_default();
     replaced_hot.extend(snapshot.fresh_hot.iter().map(|o| o.key.clone()));
@@ -188,7 +209,7 @@ pub async fn rewrite_unit(
         generation,
         files,
         replaced_hot,
-        superseded: if append { Vec::new() } else { previous_files },
+        superseded: rest,
         raw_bytes: previous.as_ref().map_or(0, |m| m.raw_bytes) + fresh_bytes,
         derived_from: previous.as_ref().and_then(|m| m.derived_from.clone()),
         job: job.to_string(),
@@ -198,6 +219,6 @@ pub async fn rewrite_unit(
     if !catalog.commit(&manifest).await? {
         return Ok(StepResult { outcome: Outcome::LostRace, bytes_read, bytes_written, ..StepResult::nothing() });
     }
-    tracing::debug!(unit, generation, step = rewrite.name(), rows, bytes_read, bytes_written, append, "rewrote");
+    tracing::debug!(unit, generation, step = rewrite.name(), rows, bytes_read, bytes_written, appended, "rewrote");
     Ok(StepResult { outcome: Outcome::Changed, rows, bytes_read, bytes_written, files_replaced, files_deleted: 0 })
 }

@@ -417,6 +417,39 @@ async fn archive_files_are_plain_hive_partitioned_parquet() {
 }
 
 #[tokio::test]
+async fn late_data_into_an_archived_hour_adds_an_archive_file_and_replaces_none() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tiers = Tiers::local(dir.path()).expect("tiers");
+    for p in 0..3 {
+        write_hot(&tiers, HOUR, 0, p * 100, 100).await;
+    }
+    let lifecycle = Lifecycle::new(FileCatalog::new(tiers.clone()), "test");
+    let archive = policy("archive", vec![PolicyStep::Archive { after: "1d".into() }]);
+    let now = HOUR + 2 * 86_400_000;
+    run(&lifecycle, &archive, now).await;
+    let archived = tiers.archive.list("metrics/").await.expect("list");
+    assert_eq!(archived.len(), 1);
+    // Late rows (an import of history): the archive gains a file; the archived one stays,
+    // so a glob over the archive reads every row once at every moment, grace or not.
+    write_hot(&tiers, HOUR, 1, 0, 40).await;
+    let expected = totals(&tiers).await;
+    assert_eq!(expected.0, 340);
+    let job = run(&lifecycle, &archive, now + 1).await;
+    assert_eq!((job.units_changed, job.files_replaced), (1, 1), "{job:?}");
+    let manifest = lifecycle.catalog().unit_snapshot(&unit(HOUR)).await.expect("s").manifest.expect("manifest");
+    assert!(manifest.superseded.is_empty(), "{:?}", manifest.superseded);
+    let named: Vec<String> = manifest.files.iter().map(|f| f.key.clone()).collect();
+    assert_eq!(named.len(), 2);
+    assert_eq!(named[0], archived[0], "the archived file is kept");
+    let mut listed = tiers.archive.list("metrics/").await.expect("list");
+    listed.sort();
+    let mut named_sorted = named.clone();
+    named_sorted.sort();
+    assert_eq!(listed, named_sorted, "the archive holds exactly the files the catalog names");
+    assert_eq!(totals(&tiers).await, expected);
+}
+
+#[tokio::test]
 async fn cold_files_group_series_by_the_scale_their_values_need() {
     let dir = tempfile::tempdir().expect("tmp");
     let tiers = Tiers::local(dir.path()).expect("tiers");
