@@ -20,7 +20,8 @@
 //!
 //! [`RunAwarePartialAggregation`] puts it in place of a partial `AggregateExec` whose group
 //! keys are plain columns of string, integer, boolean or temporal types, without grouping
-//! sets, DISTINCT, ordered aggregates or a row limit, and whose aggregates all have
+//! sets, DISTINCT, ordered aggregates or a row limit, whose input is not known to be sorted
+//! on its keys (DataFusion streams that case itself), and whose aggregates all have
 //! `GroupsAccumulator`s. `EXPLAIN` shows `RunAggregateExec`.
 
 use std::fmt;
@@ -45,7 +46,8 @@ use datafusion::physical_plan::metrics::{BaselineMetrics, Count, ExecutionPlanMe
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, ReplaceChildrenOptions, replace_children_if_necessary,
+    DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties, ReplaceChildrenOptions,
+    replace_children_if_necessary,
 };
 use futures::{StreamExt, TryStreamExt};
 
@@ -90,7 +92,10 @@ fn applies_to(agg: &AggregateExec) -> bool {
             .and_then(|c| input.fields().get(c.index()))
             .is_some_and(|f| key_type_supported(f.data_type()))
     });
+    // Input already sorted on the keys: DataFusion streams it by order (and the plan above
+    // may count on the order of its output).
     *agg.mode() == AggregateMode::Partial
+        && *agg.input_order_mode() == InputOrderMode::Linear
         && agg.group_expr().is_single()
         && !agg.group_expr().expr().is_empty()
         && keys_are_columns

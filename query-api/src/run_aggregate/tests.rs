@@ -172,6 +172,14 @@ async fn float_and_computed_keys_and_two_distincts_keep_datafusion_s_own_aggrega
         let (_, plan, _) = answer(&ctx, sql).await;
         assert!(!plan.contains("RunAggregateExec"), "{sql}\n{plan}");
     }
+    // Input known to be sorted on the keys: DataFusion aggregates it in order.
+    let partitions = vec![rows(&mut random, 5_000, 50..100, 10), rows(&mut random, 5_000, 50..100, 10)];
+    let sorted = MemTable::try_new(schema(), partitions)
+        .expect("table")
+        .with_sort_order(vec![vec![datafusion::prelude::col("name").sort(true, false)]]);
+    ctx.register_table("s", Arc::new(sorted)).expect("register");
+    let (_, plan, _) = answer(&ctx, "SELECT name, COUNT(*) FROM s GROUP BY name").await;
+    assert!(plan.contains("ordering_mode=Sorted") && !plan.contains("RunAggregateExec"), "{plan}");
 }
 
 #[tokio::test]
