@@ -152,7 +152,10 @@ pub async fn compare(tiers: &Tiers, dir: &Path, runs: usize) -> anyhow::Result<(
         let started = Instant::now();
         let hashed_rows = hashed.engine.session().sql(RAW_SQL).await?.collect().await?;
         let hashed_time = started.elapsed().as_secs_f64();
-        anyhow::ensure!(hashed_rows.iter().map(|b| b.num_rows()).sum::<usize>() == raw_rows, "the two plans disagree");
+        anyhow::ensure!(
+            hashed_rows.iter().map(|b| b.num_rows()).sum::<usize>() == raw_rows,
+            "the two plans returned different numbers of groups"
+        );
         if run > 0 {
             raw_times.push(ours);
             duck_raw.push(theirs);
