@@ -28,7 +28,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{partition, take};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, Rows, SortField};
@@ -40,14 +40,15 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr_common::utils::evaluate_expressions_to_arrays;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::metrics::{BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties, ReplaceChildrenOptions,
-    replace_children_if_necessary,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties,
+    ReplaceChildrenOptions, replace_children_if_necessary,
 };
 use futures::{StreamExt, TryStreamExt};
 
@@ -189,8 +190,7 @@ impl ExecutionPlan for RunAggregateExec {
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        let aggregate = replace_children_if_necessary(self.aggregate_plan(), children)?;
-        Ok(Arc::new(RunAggregateExec::new(aggregate)?))
+        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
@@ -364,7 +364,7 @@ impl RunTable {
         if rows == 0 {
             return Ok(Some(0));
         }
-        let keys = evaluate(&self.keys, batch)?;
+        let keys = evaluate_expressions_to_arrays(&self.keys, batch)?;
         let runs: Vec<Range<usize>> = partition(&keys)?.ranges();
         if runs.len() * MIN_AVERAGE_RUN > rows {
             return Ok(None);
@@ -387,7 +387,7 @@ impl RunTable {
         }
         let total = self.groups.num_rows();
         for ((accumulator, arguments), filter) in self.accumulators.iter_mut().zip(&self.arguments).zip(&self.filters) {
-            let values = evaluate(arguments, batch)?;
+            let values = evaluate_expressions_to_arrays(arguments, batch)?;
             let filter = match filter {
                 Some(filter) => Some(filter.evaluate(batch)?.into_array(rows)?),
                 None => None,
@@ -417,10 +417,6 @@ impl RunTable {
         self.index.clear();
         Ok(Some(RecordBatch::try_new(Arc::clone(&self.schema), columns)?))
     }
-}
-
-fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
-    exprs.iter().map(|e| e.evaluate(batch)?.into_array(batch.num_rows())).collect()
 }
 
 #[cfg(test)]
