@@ -285,7 +285,7 @@ async fn finest_for_rollup_only(state: &AppState, q: &SeriesQuery) -> ApiResult<
 
 /// The table-hours of roll-ups the catalog knows of beside the workers' resolution `r`:
 /// downsampled resolutions that tile the step (when picking automatically), and the hours
-/// whose `r` roll-ups were deleted.
+/// whose `r` roll-ups of the series' name are gone (deleted, or the name dropped as sparse).
 struct RollupHours {
     /// Coarsest first.
     coarse: Vec<(i64, std::collections::BTreeSet<i64>)>,
@@ -302,7 +302,7 @@ impl RollupHours {
             let hours = catalog.downsampled_hours(range, &state.resolutions_ms).await.map_err(unavailable)?;
             coarse = hours.into_iter().filter(|(c, _)| *c > r && q.step % c == 0).rev().collect();
         }
-        let deleted = catalog.deleted_rollup_hours(r, range).await.map_err(unavailable)?;
+        let deleted = catalog.rollup_gaps(r, range).await.map_err(unavailable)?.hours_without(&q.name);
         Ok(RollupHours { coarse, deleted })
     }
 

@@ -18,10 +18,12 @@
 //! plain float Parquet writer (arrow-rs defaults, sorted like warm) and, when `promtool` is
 //! on the PATH, a Prometheus TSDB block made by `promtool tsdb create-blocks-from
 //! openmetrics` from the same samples. Beside the samples it writes their roll-ups as the
-//! workers do (1 minute and 1 hour, a file per flush), downsamples them as the built-in
-//! policy does (keeping the source, to measure it in every tier), and prints in each tier
-//! the bytes of each resolution over the bytes of the samples, and what the built-in
-//! policy keeps once it deletes the downsampled source.
+//! workers do (1 minute and 1 hour, a file per flush), downsamples them and drops their
+//! sparse names as the built-in policy does (keeping the source hours, to measure them in
+//! every tier; every generated series is sampled every `--interval`, so at 15 s every name
+//! is sparse at 1 minute), and prints in each tier the bytes of each resolution over the
+//! bytes of the samples, and what the built-in policy keeps once it deletes the
+//! downsampled source.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -204,6 +206,8 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
                 super::query_speed::compare(&tiers, &dir, config.query_runs).await?;
             }
             downsample(&lifecycle, far_future).await?;
+            let (files, _, bytes, rollup_bytes) = usage(tier).await?;
+            table.push(("warm, sparse names dropped".to_string(), files, bytes, rollup_bytes));
         }
     }
 
@@ -229,6 +233,7 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
         println!();
     }
     kept_rollups_line(&table);
+    first_days_line(&table);
     match prometheus {
         Ok(bytes) => println!(
             "{:<46} {:>6} {bytes:>14} {:>13.3}",
@@ -324,29 +329,30 @@ async fn rollup_bytes(catalog: &FileCatalog, tier: TierName) -> anyhow::Result<B
     Ok(out)
 }
 
-/// The built-in policy's downsampling step.
-fn default_downsampling() -> Option<(String, Vec<String>, Option<String>)> {
-    Policy::default_policy().steps.into_iter().find_map(|s| match s {
-        PolicyStep::Downsample { from, to, delete_source_after, .. } => Some((from, to, delete_source_after)),
-        _ => None,
-    })
-}
-
-/// Downsamples every roll-up hour as the built-in policy does, keeping the source (its
-/// bytes are measured in every tier too).
+/// Downsamples every roll-up hour as the built-in policy does, and drops its sparse names
+/// as it does, but keeps the source hours (their bytes are measured in every tier too).
 async fn downsample(lifecycle: &Lifecycle, now_ms: i64) -> anyhow::Result<()> {
-    let Some((from, to, _)) = default_downsampling() else { return Ok(()) };
+    let Some(PolicyStep::Downsample { from, to, drop_sparse_below, .. }) =
+        Policy::default_policy().steps.into_iter().find(|s| matches!(s, PolicyStep::Downsample { .. }))
+    else {
+        return Ok(());
+    };
+    let step = PolicyStep::Downsample { after: "1h".into(), from, to, delete_source_after: None, drop_sparse_below };
     let policy = Policy {
         id: "bench-downsample".into(),
         description: String::new(),
         tables: vec![DataTable::Rollups.name().to_string()],
-        steps: vec![PolicyStep::Downsample { after: "1h".into(), from, to, delete_source_after: None }],
+        steps: vec![step],
         enabled: true,
     };
     let started = Instant::now();
     let job = lifecycle.run(&policy, &Lifecycle::new_job_id(&policy.id, now_ms), false, now_ms, &mut |_| {}).await?;
     anyhow::ensure!(job.errors.is_empty(), "{}: {:?}", policy.id, job.errors);
-    println!("downsampled {} roll-up hours in {:.1} s", job.units_changed, started.elapsed().as_secs_f64());
+    println!(
+        "downsampled roll-up hours and dropped their sparse names ({} changes) in {:.1} s",
+        job.units_changed,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -450,4 +456,37 @@ fn prometheus_block(
         }
     }
     Ok(total)
+}
+
+/// The roll-ups the built-in policy keeps while an hour is younger than its `cold` step,
+/// over the samples kept as long, from the rows measured: hot until `compact`, warm with
+/// every roll-up until `downsample`, then warm with what dropping sparse names left beside
+/// the downsampled resolutions (written in cold).
+fn first_days_line(table: &[(String, u64, u64, BTreeMap<i64, u64>)]) {
+    let policy = Policy::default_policy();
+    let age = |name: &str| policy.steps.iter().find(|s| s.name() == name).and_then(|s| s.after_ms().ok());
+    let (Ok(Some(d)), Some(compact), Some(cold)) = (policy.downsampling(), age("compact"), age("cold")) else {
+        return;
+    };
+    let row = |prefix: &str| table.iter().find(|t| t.0.starts_with(prefix));
+    let (Some(hot), Some(warm), Some(dropped), Some(cold_row)) =
+        (row("hot"), row("warm ("), row("warm, sparse"), row("cold"))
+    else {
+        return;
+    };
+    let all = |r: &BTreeMap<i64, u64>| r.values().sum::<u64>() as f64;
+    let coarse: f64 = cold_row.3.iter().filter(|(r, _)| d.to.contains(r)).map(|(_, b)| *b as f64).sum();
+    let hours = |from: i64, to: i64| (to - from).max(0) as f64 / 3_600_000.0;
+    let (young, fine, rest) = (hours(0, compact), hours(compact, d.after), hours(d.after, cold));
+    let samples = young * hot.2 as f64 + (fine + rest) * warm.2 as f64;
+    let rollups = young * all(&hot.3) + fine * all(&warm.3) + rest * (all(&dropped.3) + coarse);
+    println!(
+        "roll-ups the default policy keeps over an hour's first {} (hot {}, every resolution until {}, then \
+         what dropping sparse names leaves and {}): {:.3} of the samples' bytes",
+        resolution_label(cold),
+        resolution_label(compact),
+        resolution_label(d.after),
+        d.to.iter().map(|t| resolution_label(*t)).collect::<Vec<_>>().join(" + "),
+        rollups / samples.max(1.0)
+    );
 }

@@ -52,7 +52,7 @@ pub use fault_store::{
     Fault, FaultControl, FaultRule, FaultSpecError, FaultStore, InjectedError, PathMatch, Pause, RuleHandle, Stage,
     parse_fault_spec,
 };
-pub use file_catalog::{CatalogFile, DataTable, FileCatalog, Manifest, TimeRange, UnitSnapshot};
+pub use file_catalog::{CatalogFile, DataTable, FileCatalog, Manifest, RollupGaps, TimeRange, UnitSnapshot};
 pub use instrumented_store::{InstrumentedStore, StoreMetrics, StoreOp};
 pub use layout::{DataFileKey, HourPartition, RollupFileKey, RollupSource};
 pub use tier::{FAULT_SPEC_OPTION, ObjectInfo, Tier, TierConfig};

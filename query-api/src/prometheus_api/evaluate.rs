@@ -77,10 +77,11 @@ pub async fn evaluate(state: &AppState, expr: &Expr, start: i64, end: i64, step:
     let mut store = WindowStore::new(r.unwrap_or(RAW_RESOLUTION_MS), i64::MAX / 4);
     if !names.is_empty() {
         // Hours whose roll-ups of `r` the lifecycle deleted (downsampled, kept for less
-        // time than raw samples) are read from raw samples.
+        // time than raw samples), or dropped a name from as sparse, are read from raw
+        // samples, per name.
         let deleted = match r {
-            Some(r) => deleted_hour_ranges(state, r, from, end).await?,
-            None => Vec::new(),
+            Some(r) => deleted_hour_ranges(state, r, &names, from, end).await?,
+            None => BTreeMap::new(),
         };
         let reach = match r {
             Some(r) => load_rollups(state, &mut store, &names, r, &deleted, from, end).await?,
@@ -105,23 +106,46 @@ pub async fn evaluate(state: &AppState, expr: &Expr, start: i64, end: i64, step:
     Ok(if scalar.is_empty() || !series.is_empty() { Answer::Series(series) } else { Answer::Scalar(scalar) })
 }
 
-/// The hours in `[from, to]` whose roll-ups of `r` were deleted, as `[start, end)` ranges
-/// of consecutive hours.
-async fn deleted_hour_ranges(state: &AppState, r: i64, from: i64, to: i64) -> Result<Vec<(i64, i64)>, PromError> {
+/// Per name of `names`, the hours in `[from, to]` without its roll-ups of `r` (deleted, or
+/// the name dropped as sparse), as `[start, end)` ranges of consecutive hours; names with
+/// none are left out.
+async fn deleted_hour_ranges(
+    state: &AppState,
+    r: i64,
+    names: &[String],
+    from: i64,
+    to: i64,
+) -> Result<Deleted, PromError> {
     use callscope_storage::layout::HOUR_MS;
     let catalog = callscope_storage::FileCatalog::new(state.tiers.clone());
-    let hours = catalog
-        .deleted_rollup_hours(r, callscope_storage::TimeRange::new(from, to.saturating_add(1)))
+    let gaps = catalog
+        .rollup_gaps(r, callscope_storage::TimeRange::new(from, to.saturating_add(1)))
         .await
         .map_err(|e| PromError::internal(format!("storage: {e}")))?;
-    let mut ranges: Vec<(i64, i64)> = Vec::new();
-    for hour in hours {
-        match ranges.last_mut() {
-            Some((_, end)) if *end == hour => *end = hour + HOUR_MS,
-            _ => ranges.push((hour, hour + HOUR_MS)),
+    let mut out = BTreeMap::new();
+    for name in names {
+        let mut ranges: Vec<(i64, i64)> = Vec::new();
+        for hour in gaps.hours_without(name) {
+            match ranges.last_mut() {
+                Some((_, end)) if *end == hour => *end = hour + HOUR_MS,
+                _ => ranges.push((hour, hour + HOUR_MS)),
+            }
+        }
+        if !ranges.is_empty() {
+            out.insert(name.clone(), ranges);
         }
     }
-    Ok(ranges)
+    Ok(out)
+}
+
+/// Per metric name, the `[start, end)` ranges whose roll-ups are gone.
+type Deleted = BTreeMap<String, Vec<(i64, i64)>>;
+
+/// Rows of a name in one of its ranges of `deleted`, by `column`.
+fn in_deleted(column: &str, deleted: &Deleted) -> DfExpr {
+    deleted.iter().fold(lit(false), |any, (name, ranges)| {
+        any.or(col("name").eq(lit(name.clone())).and(in_ranges(column, ranges)))
+    })
 }
 
 /// `column` in any of `ranges` (`[start, end)`).
@@ -198,13 +222,13 @@ async fn load_rollups(
     store: &mut WindowStore,
     names: &[String],
     r: i64,
-    deleted: &[(i64, i64)],
+    deleted: &Deleted,
     from: i64,
     to: i64,
 ) -> Result<HashMap<i32, i64>, PromError> {
     let filter = col("name")
         .in_list(strings(names), false)
-        .and(!in_ranges("window_start_ms", deleted))
+        .and(!in_deleted("window_start_ms", deleted))
         .and(col("resolution").eq(lit(resolution_label(r))))
         .and(col("resolution_ms").eq(lit(r)))
         .and(col("window_start_ms").gt_eq(lit(from.div_euclid(r) * r)))
@@ -273,7 +297,7 @@ async fn load_raw(
     store: &mut WindowStore,
     names: &[String],
     reach: &HashMap<i32, i64>,
-    deleted: &[(i64, i64)],
+    deleted: &Deleted,
     from: i64,
     to: i64,
 ) -> Result<(), PromError> {
@@ -282,7 +306,7 @@ async fn load_raw(
     // their statistics skip the others' files.
     let known: Vec<DfExpr> = reach.keys().map(|p| lit(*p)).collect();
     let mut unrolled = if known.is_empty() { lit(true) } else { col("kafka_partition").in_list(known, true) };
-    unrolled = unrolled.or(in_ranges("timestamp_ms", deleted));
+    unrolled = unrolled.or(in_deleted("timestamp_ms", deleted));
     for (p, end) in reach {
         unrolled = unrolled.or(col("kafka_partition").eq(lit(*p)).and(col("timestamp_ms").gt_eq(lit(*end))));
     }

@@ -158,7 +158,11 @@ fn a_step_finer_than_the_roll_ups_reads_raw_samples_or_the_finest_roll_ups() {
 
 /// A policy that downsamples 1-minute roll-ups a day old to 15 minutes and deletes them
 /// after `delete_source_after`.
-fn to_15_minutes(id: &str, delete_source_after: Option<String>) -> callscope_storage::lifecycle::policy::Policy {
+fn to_15_minutes(
+    id: &str,
+    delete_source_after: Option<String>,
+    drop_sparse_below: Option<u32>,
+) -> callscope_storage::lifecycle::policy::Policy {
     use callscope_storage::lifecycle::policy::{Policy, PolicyStep};
     Policy {
         id: id.into(),
@@ -169,6 +173,7 @@ fn to_15_minutes(id: &str, delete_source_after: Option<String>) -> callscope_sto
             from: "1m".into(),
             to: vec!["15m".into()],
             delete_source_after,
+            drop_sparse_below,
         }],
         enabled: true,
     }
@@ -212,7 +217,7 @@ fn old_hours_are_answered_from_downsampled_roll_ups() {
     assert!(before.iter().all(|(source, _)| source.as_deref() == Some("rollup:1m")), "{before:?}");
 
     let lifecycle = Lifecycle::new(FileCatalog::new(api.tiers.clone()), "test");
-    let policy = to_15_minutes("down", None);
+    let policy = to_15_minutes("down", None, None);
     let job = api
         .runtime
         .block_on(lifecycle.run(&policy, "down-1", false, callscope_runtime::now_ms(), &mut |_| {}))
@@ -291,7 +296,7 @@ fn hours_whose_minute_roll_ups_were_deleted_are_answered_from_raw_samples_or_coa
 
     // Keep 1-minute roll-ups for half an hour longer than the newer hour's age.
     let kept_minutes = (now - (old + 2 * HOUR)) / MINUTE + 30;
-    let policy = to_15_minutes("thin", Some(format!("{kept_minutes}m")));
+    let policy = to_15_minutes("thin", Some(format!("{kept_minutes}m")), None);
     let lifecycle = Lifecycle::new(FileCatalog::new(api.tiers.clone()), "test");
     let job = api.runtime.block_on(lifecycle.run(&policy, "thin-1", false, now, &mut |_| {})).expect("job");
     assert_eq!((job.units_changed, job.errors.len()), (3, 0), "two downsampled, one deleted: {job:?}");
@@ -309,4 +314,71 @@ fn hours_whose_minute_roll_ups_were_deleted_are_answered_from_raw_samples_or_coa
         serde_json::from_slice::<serde_json::Value>(&prom.1).expect("json"),
         "PromQL reads raw samples where the roll-ups were deleted"
     );
+}
+
+/// A gauge scraped every 15 s (raw samples and 1-minute roll-ups) and a span metric (roll-ups
+/// only) in one hour; the lifecycle downsamples the hour to 15 minutes and drops the gauge
+/// from its 1-minute roll-ups as sparse. A 1-minute step then reads the gauge from raw
+/// samples and the span metric from roll-ups, a 15-minute step reads both from the coarse
+/// roll-ups, and PromQL over both names reads each where it is: every answer as before.
+#[test]
+fn names_dropped_as_sparse_are_answered_from_raw_samples() {
+    use callscope_storage::FileCatalog;
+    use callscope_storage::lifecycle::Lifecycle;
+
+    const HOUR: i64 = 3_600_000;
+    let api = api_with(86_400_000);
+    let now = callscope_runtime::now_ms();
+    let hour = (now - 2 * 86_400_000).div_euclid(HOUR) * HOUR;
+    let key = |name: &str, kind: MetricKind| {
+        Arc::new(SeriesKey { name: name.into(), service: "gw".into(), labels: Default::default(), kind, unit: None })
+    };
+    let (gauge, spans) = (key("queue_len", MetricKind::Gauge), key("span_lat", MetricKind::Histogram));
+    let value = |t: i64| ((t / 15_000) * 7 % 50) as f64;
+    let times: Vec<i64> = (0..240).map(|i| hour + i * 15_000).collect();
+    let samples = times.iter().map(|&t| Metric { kind: MetricKind::Gauge, value: value(t), ..counter("queue_len", t) });
+    put_raw(&api, hour, 0, samples.collect());
+    let mut rows: Vec<RollupRow> = Vec::new();
+    for m in 0..60 {
+        let (mut minute, mut span) = (Partial::empty(MetricKind::Gauge), Partial::empty(MetricKind::Histogram));
+        for &t in &times[m * 4..m * 4 + 4] {
+            minute.add(value(t), t);
+            span.add(value(t) / 10.0, t);
+        }
+        rows.push(minute_row(&gauge, hour + m as i64 * MINUTE, minute, 0));
+        rows.push(minute_row(&spans, hour + m as i64 * MINUTE, span, 0));
+    }
+    put_rollups(&api, hour, &rows);
+    let (start, end) = (hour, hour + HOUR);
+    let get = |name: &str, agg: &str, step: &str| {
+        series_answer(&api, &format!("/monitoring/metrics?name={name}&agg={agg}&step={step}&start={start}&end={end}"))
+    };
+    let promql = || {
+        let query = "sum(sum_over_time(queue_len%5B1m%5D))%20%2B%20sum(count_over_time(span_lat%5B1m%5D))";
+        // Evaluated up to the hour's end, so that its last window is whole on both sides
+        // (raw samples are read up to the evaluation's end, roll-ups by window).
+        let uri = format!("/api/v1/query_range?query={query}&start={}&end={}&step=60", start / 1000, end / 1000);
+        let (status, body) = api.runtime.block_on(call(&api.router, "GET", &uri, None));
+        assert_eq!(status, StatusCode::OK);
+        serde_json::from_slice::<serde_json::Value>(&body).expect("json")
+    };
+    let before = [get("queue_len", "avg", "1m"), get("span_lat", "count", "1m"), get("queue_len", "max", "15m")];
+    assert!(before.iter().all(|(source, _)| source.as_deref() == Some("rollup:1m")), "{before:?}");
+    assert_eq!(points(&before[0].1).len(), 60);
+    let prom = promql();
+    assert_eq!(prom["data"]["result"][0]["values"].as_array().map_or(0, |v| v.len()), 60, "{prom}");
+
+    let lifecycle = Lifecycle::new(FileCatalog::new(api.tiers.clone()), "test");
+    let job = api
+        .runtime
+        .block_on(lifecycle.run(&to_15_minutes("sparse", None, Some(8)), "sparse-1", false, now, &mut |_| {}))
+        .expect("job");
+    assert!(job.errors.is_empty(), "{job:?}");
+    let after = [get("queue_len", "avg", "1m"), get("span_lat", "count", "1m"), get("queue_len", "max", "15m")];
+    let sources: Vec<Option<&str>> = after.iter().map(|(source, _)| source.as_deref()).collect();
+    assert_eq!(sources, [Some("raw"), Some("rollup:1m"), Some("rollup:15m")]);
+    for ((_, got), (_, expected)) in after.iter().zip(&before) {
+        assert_eq!(got, expected, "the same points from their new sources");
+    }
+    assert_eq!(promql(), prom, "PromQL reads each name where it is");
 }

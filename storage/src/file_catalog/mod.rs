@@ -183,6 +183,16 @@ pub struct Manifest {
     /// it this one was made from, so that a changed source is downsampled again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub derived_from: Option<String>,
+    /// For a roll-up table-hour: metric names whose rows it no longer holds, dropped after
+    /// downsampling because their windows held too few samples to earn their keep (see
+    /// [`crate::lifecycle::sparse`]). Queries answer those names for this hour from raw
+    /// samples; every later generation of the unit keeps the list.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub dropped_names: BTreeSet<String>,
+    /// For a generation that only dropped sparse names: the state of the unit its
+    /// downsampled hours were made from, which dropping changed in no window they hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downsampled_as: Option<String>,
     /// The job that committed this generation, and what it did.
     pub job: String,
     pub step: String,
@@ -192,6 +202,24 @@ pub struct Manifest {
 impl Manifest {
     pub fn rows(&self) -> u64 {
         self.files.iter().map(|f| f.rows).sum()
+    }
+}
+
+/// Where roll-ups of one resolution are gone ([`FileCatalog::rollup_gaps`]), hours by
+/// start (ms).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RollupGaps {
+    /// Hours whose roll-ups were deleted whole.
+    pub deleted: BTreeSet<i64>,
+    /// Hours some names were dropped from (as sparse), and those names.
+    pub dropped: BTreeMap<i64, BTreeSet<String>>,
+}
+
+impl RollupGaps {
+    /// The hours without roll-ups of the metric `name`.
+    pub fn hours_without(&self, name: &str) -> BTreeSet<i64> {
+        let dropped = self.dropped.iter().filter(|(_, names)| names.contains(name)).map(|(hour, _)| *hour);
+        self.deleted.iter().copied().chain(dropped).collect()
     }
 }
 
@@ -448,19 +476,22 @@ impl FileCatalog {
         Ok(out)
     }
 
-    /// The hours meeting `range` whose roll-ups of `resolution` (ms) were deleted (their
-    /// newest manifest is a deletion: retention, or a downsampled source past its
-    /// `delete_source_after`), by start (ms). Queries answer them from other sources.
-    pub async fn deleted_rollup_hours(&self, resolution: i64, range: TimeRange) -> Result<BTreeSet<i64>> {
+    /// Where the roll-ups of `resolution` (ms) are gone in the hours meeting `range`: hours
+    /// deleted whole (their newest manifest is a deletion: retention, or a downsampled
+    /// source past its `delete_source_after`), and names dropped from an hour as sparse.
+    /// Queries answer those from other sources.
+    pub async fn rollup_gaps(&self, resolution: i64, range: TimeRange) -> Result<RollupGaps> {
         let label = callscope_schemas::rollup::resolution_label(resolution);
         let dir = format!("{CATALOG_ROOT}/manifests/{}/resolution={label}", DataTable::Rollups.name());
-        Ok(self
-            .latest_manifests(&dir, range)
-            .await?
-            .into_iter()
-            .filter(|(_, m)| m.step == "delete" && m.files.is_empty())
-            .map(|(hour, _)| hour.start_ms())
-            .collect())
+        let mut gaps = RollupGaps::default();
+        for (hour, m) in self.latest_manifests(&dir, range).await? {
+            if m.step == "delete" && m.files.is_empty() {
+                gaps.deleted.insert(hour.start_ms());
+            } else if !m.dropped_names.is_empty() {
+                gaps.dropped.insert(hour.start_ms(), m.dropped_names.clone());
+            }
+        }
+        Ok(gaps)
     }
 
     /// The newest manifest of every unit under the manifest directory `dir` whose hour

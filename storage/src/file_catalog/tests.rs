@@ -36,6 +36,8 @@ fn manifest(
         superseded,
         raw_bytes: 0,
         derived_from: None,
+        dropped_names: Default::default(),
+        downsampled_as: None,
         job: format!("job-{generation}"),
         step: "compact".into(),
         created_at_ms: at,

@@ -10,14 +10,23 @@
 //!
 //! A source hour deleted after downsampling (`delete_source_after`) that receives late
 //! rows has only those left to read: they are merged into the coarse hours as they are,
-//! never written over them.
+//! never written over them. Likewise for the names dropped from a source hour as sparse
+//! ([`super::sparse`]): the coarse hours' own rows of those names are read back beside the
+//! source. A coarse hour that does not exist yet is not made from such a source (it would
+//! lack what the source no longer holds); queries then read the finer data.
+
+use std::collections::BTreeSet;
+
+use arrow::array::RecordBatch;
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::{col, lit};
 
 use super::rewrite::{RewriteOptions, df_error, units_rows};
 use super::rollup_merge::merge_rollups;
 use super::sorted_files::SortedFileWriter;
 use super::{Outcome, StepResult};
 use crate::Result;
-use crate::file_catalog::{DataTable, FileCatalog, Manifest};
+use crate::file_catalog::{DataTable, FileCatalog, Manifest, UnitSnapshot};
 use crate::tiers::TierName;
 use callscope_schemas::rollup::resolution_label;
 
@@ -28,7 +37,82 @@ fn at_resolution(unit: &str, from_label: &str, to_label: &str) -> Option<String>
     unit.contains(&from).then(|| unit.replacen(&from, &format!("/resolution={to_label}/"), 1))
 }
 
-/// Downsamples one roll-up unit into each of `to_ms` (see the module docs).
+/// The state of a source hour that its downsampled hours record (`derived_from`): a base
+/// (its generation; for a generation that only dropped sparse names, the state it was made
+/// from, which the drop changed in no coarse window) and its fresh files.
+pub(super) struct SourceState {
+    base: String,
+    fresh: Vec<String>,
+    /// `base+fresh,…`, or the base alone when a drop left no fresh files.
+    pub(super) text: String,
+}
+
+impl SourceState {
+    pub(super) fn of(unit: &str, source: &UnitSnapshot) -> SourceState {
+        let fresh: Vec<String> =
+            source.fresh_hot.iter().map(|o| o.key.rsplit('/').next().unwrap_or_default().to_string()).collect();
+        let dropped_as = source.manifest.as_ref().and_then(|m| m.downsampled_as.clone());
+        let base = dropped_as
+            .clone()
+            .unwrap_or_else(|| format!("{unit}@g{}", source.manifest.as_ref().map_or(0, |m| m.generation)));
+        let text = match dropped_as {
+            Some(state) if fresh.is_empty() => state,
+            _ => format!("{base}+{}", fresh.join(",")),
+        };
+        SourceState { base, fresh, text }
+    }
+
+    /// The fresh files that a coarse hour made from the state `derived_from` has not
+    /// counted: all of them unless it was made from this base.
+    fn uncounted(&self, derived_from: Option<&str>) -> BTreeSet<String> {
+        let counted: BTreeSet<&str> = derived_from
+            .and_then(|d| d.strip_prefix(self.base.as_str()))
+            .and_then(|rest| rest.strip_prefix('+'))
+            .map(|list| list.split(',').collect())
+            .unwrap_or_default();
+        self.fresh.iter().filter(|f| !counted.contains(f.as_str())).cloned().collect()
+    }
+}
+
+/// The rows to downsample into `target` when the source no longer holds all of them (it
+/// was deleted, or names were dropped from it): the source's rows of the names it still
+/// holds; the rows of the others that arrived since `target` was made (fresh files it has
+/// not counted); and `target`'s own rows of those names. Exact however often it runs.
+async fn rows_beside_target(
+    catalog: &FileCatalog,
+    source: &UnitSnapshot,
+    state: &SourceState,
+    dropped: Option<&BTreeSet<String>>,
+    target: UnitSnapshot,
+    memory_limit: usize,
+) -> Result<Vec<RecordBatch>> {
+    let in_dropped = |df: DataFrame, negated: bool| match dropped {
+        Some(names) => df.filter(col("name").in_list(names.iter().map(|n| lit(n.clone())).collect(), negated)),
+        None if negated => df.filter(lit(false)),
+        None => Ok(df),
+    };
+    let uncounted = state.uncounted(target.manifest.as_ref().and_then(|m| m.derived_from.as_deref()));
+    let arrived = UnitSnapshot {
+        manifest: None,
+        fresh_hot: source
+            .fresh_hot
+            .iter()
+            .filter(|o| uncounted.iter().any(|f| o.key.ends_with(f.as_str())))
+            .cloned()
+            .collect(),
+        ..source.clone()
+    };
+    let mut rows = Vec::new();
+    for (unit, negated) in [(source.clone(), true), (arrived, false), (target, false)] {
+        let df = units_rows(catalog, DataTable::Rollups, vec![unit], memory_limit)?;
+        rows.extend(in_dropped(df, negated).map_err(df_error)?.collect().await.map_err(df_error)?);
+    }
+    Ok(rows)
+}
+
+/// Downsamples one roll-up unit into each of `to_ms` (see the module docs). Returns also
+/// the source's state that its coarse hours are now made from (`None` when it is not a
+/// source hour, or has no rows).
 #[allow(clippy::too_many_arguments)]
 pub async fn downsample_unit(
     catalog: &FileCatalog,
@@ -39,26 +123,24 @@ pub async fn downsample_unit(
     options: &RewriteOptions,
     now_ms: i64,
     dry_run: bool,
-) -> Result<StepResult> {
+) -> Result<(StepResult, Option<String>)> {
     let from_label = resolution_label(from_ms);
     let mut result = StepResult::nothing();
     if at_resolution(unit, &from_label, &from_label).is_none() {
-        return Ok(result);
+        return Ok((result, None));
     }
     let source = catalog.unit_snapshot(unit).await?;
     let files = source.files();
     if files.is_empty() {
-        return Ok(result);
+        return Ok((result, None));
     }
-    // What the source is now: its generation and its fresh files.
-    let state = format!(
-        "{unit}@g{}+{}",
-        source.manifest.as_ref().map_or(0, |m| m.generation),
-        source.fresh_hot.iter().map(|o| o.key.rsplit('/').next().unwrap_or_default()).collect::<Vec<_>>().join(",")
-    );
-    // The source's rows were deleted after an earlier downsampling: what it shows now is
-    // late, to be added to the coarse hours.
+    let state = SourceState::of(unit, &source);
+    // The source's rows were deleted after an earlier downsampling (what it shows now is
+    // late, to be added to the coarse hours), or some names were dropped from it: `None`
+    // stands for every name.
     let source_deleted = source.manifest.as_ref().is_some_and(|m| m.step == "delete");
+    let dropped = source.manifest.as_ref().map(|m| m.dropped_names.clone()).unwrap_or_default();
+    let partial = source_deleted || !dropped.is_empty();
     let mut batches = None;
     for &to in to_ms {
         let Some(target_unit) = at_resolution(unit, &from_label, &resolution_label(to)) else { continue };
@@ -66,21 +148,28 @@ pub async fn downsample_unit(
         let previous = target.manifest.clone();
         let written_by_workers =
             !target.fresh_hot.is_empty() || previous.as_ref().is_some_and(|m| m.derived_from.is_none());
-        if written_by_workers || previous.as_ref().and_then(|m| m.derived_from.as_deref()) == Some(state.as_str()) {
+        if written_by_workers || previous.as_ref().and_then(|m| m.derived_from.as_deref()) == Some(state.text.as_str())
+        {
+            continue;
+        }
+        if previous.is_none() && partial {
+            // Made from what is left, it would lack what the source no longer holds; the
+            // finer data answers instead.
+            tracing::warn!(unit, target = target_unit, "not downsampled: the source no longer holds all its rows");
             continue;
         }
         result.outcome = Outcome::Changed;
         if dry_run {
             continue;
         }
-        // The source's rows, read once for every target; with a deleted source, read again
-        // with each target's own.
-        if source_deleted || batches.is_none() {
-            let mut units = vec![source.clone()];
-            units.extend(source_deleted.then_some(target));
-            let rows = units_rows(catalog, DataTable::Rollups, units, options.memory_limit)?;
+        result.bytes_read += files.iter().map(|f| f.size).sum::<u64>();
+        if partial {
+            let names = (!source_deleted).then_some(&dropped);
+            batches = Some(rows_beside_target(catalog, &source, &state, names, target, options.memory_limit).await?);
+        } else if batches.is_none() {
+            // The source's rows, read once for every target.
+            let rows = units_rows(catalog, DataTable::Rollups, vec![source.clone()], options.memory_limit)?;
             batches = Some(rows.collect().await.map_err(df_error)?);
-            result.bytes_read += files.iter().map(|f| f.size).sum::<u64>();
         }
         let (merged, _) = merge_rollups(batches.as_deref().unwrap_or_default(), Some(to))?;
         let generation = previous.as_ref().map_or(1, |m| m.generation + 1);
@@ -106,7 +195,9 @@ pub async fn downsample_unit(
             replaced_hot: Default::default(),
             superseded: previous.as_ref().map(|m| m.files.clone()).unwrap_or_default(),
             raw_bytes: 0,
-            derived_from: Some(state.clone()),
+            derived_from: Some(state.text.clone()),
+            dropped_names: Default::default(),
+            downsampled_as: None,
             job: job.to_string(),
             step: "downsample".into(),
             created_at_ms: now_ms,
@@ -115,5 +206,5 @@ pub async fn downsample_unit(
             result.outcome = Outcome::LostRace;
         }
     }
-    Ok(result)
+    Ok((result, Some(state.text)))
 }

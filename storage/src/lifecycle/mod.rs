@@ -24,6 +24,7 @@ pub mod retention;
 pub mod rewrite;
 pub mod rollup_merge;
 pub mod sorted_files;
+pub mod sparse;
 pub mod stores;
 
 use std::time::Instant;
@@ -186,11 +187,26 @@ impl Lifecycle {
             // source's generation, not its rows), or before it when that step deletes it.
             // A source hour past `delete_source_after` is deleted instead of its own step,
             // and only once its downsampled hours are written.
+            // A source hour that names were dropped from is downsampled, and its sparse names
+            // dropped, before its own step, so that no step folds late rows of a dropped
+            // name into it between the two (see `sparse`).
             let deletes = matches!(step, Some(PolicyStep::Delete { .. })) || drop_source.is_some();
+            let dropped_before = unit.manifest.as_ref().is_some_and(|m| !m.dropped_names.is_empty());
+            let early = down && (deletes || dropped_before);
             let mut downsampled = true;
-            if down && deletes {
-                downsampled =
+            if early {
+                let made_from =
                     self.downsample(metrics, &mut record, &downsampling, &unit.unit, job_id, now_ms, dry_run).await;
+                downsampled = made_from.is_some();
+                if let Some(made_from) = made_from.filter(|_| !deletes) {
+                    let sparse = (unit.unit.as_str(), made_from.as_str(), holds.as_slice());
+                    self.drop_sparse(metrics, &mut record, &downsampling, sparse, job_id, now_ms, dry_run).await;
+                }
+                if !downsampled && !deletes {
+                    // Its step would fold late rows of dropped names that the coarse hours
+                    // have not counted yet: both wait for the next run.
+                    step = None;
+                }
             }
             let mut reason = None;
             if let Some((after, why)) = drop_source
@@ -232,8 +248,13 @@ impl Lifecycle {
                 };
                 self.count(metrics, &mut record, step.name(), &unit.unit, result);
             }
-            if down && !deletes {
-                self.downsample(metrics, &mut record, &downsampling, &unit.unit, job_id, now_ms, dry_run).await;
+            if down
+                && !early
+                && let Some(made_from) =
+                    self.downsample(metrics, &mut record, &downsampling, &unit.unit, job_id, now_ms, dry_run).await
+            {
+                let sparse = (unit.unit.as_str(), made_from.as_str(), holds.as_slice());
+                self.drop_sparse(metrics, &mut record, &downsampling, sparse, job_id, now_ms, dry_run).await;
             }
             if !dry_run {
                 match self.catalog.collect_garbage(&unit.unit, now_ms).await {
@@ -265,8 +286,9 @@ impl Lifecycle {
 }
 
 impl Lifecycle {
-    /// Downsamples one unit; whether its downsampled hours are written (a failed step is
-    /// counted in the record and retried by the next run).
+    /// Downsamples one unit; the state of it that its downsampled hours are now made from,
+    /// if they are (a failed step, or one that lost a race, is counted in the record and
+    /// retried by the next run).
     #[allow(clippy::too_many_arguments)]
     async fn downsample(
         &self,
@@ -277,15 +299,52 @@ impl Lifecycle {
         job_id: &str,
         now_ms: i64,
         dry_run: bool,
-    ) -> bool {
-        let Some(d) = downsampling else { return false };
+    ) -> Option<String> {
+        let Some(d) = downsampling else { return None };
         record.step = "downsample".into();
         let result =
             downsample::downsample_unit(&self.catalog, unit, d.from, &d.to, job_id, &self.options, now_ms, dry_run)
                 .await;
-        let written = result.is_ok();
-        self.count(metrics, record, "downsample", unit, result);
-        written
+        let made_from = match &result {
+            Ok((r, made_from)) if r.outcome != Outcome::LostRace => Some(made_from.clone().unwrap_or_default()),
+            _ => None,
+        };
+        self.count(metrics, record, "downsample", unit, result.map(|(r, _)| r));
+        made_from
+    }
+
+    /// Drops the sparse names of a source hour whose downsampled hours were just made from
+    /// its state `made_from`, when the policy says so. `sparse`: the unit, `made_from`, and
+    /// the legal holds in force.
+    #[allow(clippy::too_many_arguments)]
+    async fn drop_sparse(
+        &self,
+        metrics: &LifecycleMetrics,
+        record: &mut JobRecord,
+        downsampling: &Option<Downsampling>,
+        (unit, made_from, holds): (&str, &str, &[holds::LegalHold]),
+        job_id: &str,
+        now_ms: i64,
+        dry_run: bool,
+    ) {
+        let Some((d, below)) = downsampling.as_ref().and_then(|d| Some((d, d.drop_sparse_below?))) else { return };
+        if crate::layout::rollup_resolution_ms(unit) != Some(d.from) {
+            return;
+        }
+        record.step = sparse::STEP.into();
+        let result = sparse::drop_sparse_names(
+            &self.catalog,
+            unit,
+            made_from,
+            below,
+            holds,
+            job_id,
+            &self.options,
+            now_ms,
+            dry_run,
+        )
+        .await;
+        self.count(metrics, record, sparse::STEP, unit, result);
     }
 
     /// Adds one step's result on one unit to the job's record and the metrics.

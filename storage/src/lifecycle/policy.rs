@@ -52,12 +52,21 @@ pub enum PolicyStep {
     /// (after its downsampled hours are written): fine roll-ups are kept while dashboards
     /// look at minutes, and series queries answer older hours from the coarse roll-ups
     /// or, at steps those do not tile, from raw samples.
+    ///
+    /// With `drop_sparse_below`, once an hour is downsampled, the metric names whose `from`
+    /// windows hold fewer samples than that on average (a 1-minute window of a series
+    /// scraped every 15 s holds 4) are dropped from the source hour, provided the hour's raw
+    /// samples of that name are all there: such a roll-up row weighs more than the samples
+    /// it summarises, and queries read those names' raw samples instead (see
+    /// [`crate::lifecycle::sparse`]).
     Downsample {
         after: String,
         from: String,
         to: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         delete_source_after: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        drop_sparse_below: Option<u32>,
     },
     /// Rewrite each table-hour into the cold tier, densely encoded: measurement columns
     /// as exact decimals where every value allows it (delta-encoded integers), else as
@@ -130,13 +139,16 @@ pub fn parse_age(text: &str) -> Result<i64, PolicyError> {
 impl Policy {
     /// The built-in policy: hot for 2 hours, warm until 7 days, cold until 90 days,
     /// archived until two years, then deleted. 1-minute roll-ups are downsampled to 15
-    /// minutes after 3 hours and kept for 7 days (the 1-hour ones the workers write stay).
+    /// minutes after 3 hours and kept for 7 days (the 1-hour ones the workers write stay);
+    /// names whose 1-minute windows hold fewer than 8 samples are dropped from them once
+    /// downsampled (their raw samples answer).
     pub fn default_policy() -> Policy {
         Policy {
             id: "default".into(),
             description: "Each table-hour: compacted into warm 2 h after it ends, cold after 7 days, \
                           archived after 90 days, deleted after 730 days. 1-minute roll-ups: downsampled \
-                          to 15 minutes after 3 h, deleted after 7 days."
+                          to 15 minutes after 3 h, deleted after 7 days; names with fewer than 8 samples a \
+                          minute dropped from them once downsampled (raw samples answer them)."
                 .into(),
             tables: Vec::new(),
             steps: vec![
@@ -146,6 +158,7 @@ impl Policy {
                     from: "1m".into(),
                     to: vec!["15m".into()],
                     delete_source_after: Some("7d".into()),
+                    drop_sparse_below: Some(8),
                 },
                 PolicyStep::Cold { after: "7d".into() },
                 PolicyStep::Archive { after: "90d".into() },
@@ -187,7 +200,13 @@ impl Policy {
                     "steps go one way, each at most once: compact, downsample, cold, archive, delete",
                 ));
             }
-            if let PolicyStep::Downsample { from, to, delete_source_after, .. } = step {
+            if let PolicyStep::Downsample { from, to, delete_source_after, drop_sparse_below, .. } = step {
+                if drop_sparse_below.is_some_and(|n| !(2..=100_000).contains(&n)) {
+                    return Err(invalid(
+                        format!("steps[{i}].drop_sparse_below"),
+                        "samples per window must be between 2 and 100000",
+                    ));
+                }
                 if let Some(keep) = delete_source_after {
                     let field = format!("steps[{i}].delete_source_after");
                     if parse_age(keep).map_err(|e| invalid(&field, e.reason))? < after {
@@ -219,8 +238,9 @@ impl Policy {
     /// The policy's `downsample` step, parsed (steps go each at most once).
     pub fn downsampling(&self) -> Result<Option<Downsampling>, PolicyError> {
         for step in &self.steps {
-            if let PolicyStep::Downsample { from, to, delete_source_after, .. } = step {
+            if let PolicyStep::Downsample { from, to, delete_source_after, drop_sparse_below, .. } = step {
                 return Ok(Some(Downsampling {
+                    drop_sparse_below: *drop_sparse_below,
                     after: step.after_ms()?,
                     from: parse_age(from)?,
                     to: to.iter().map(|t| parse_age(t)).collect::<Result<_, _>>()?,
@@ -251,6 +271,8 @@ pub struct Downsampling {
     pub to: Vec<i64>,
     /// The age after which source hours are deleted, and as the policy wrote it.
     pub delete_source_after: Option<(i64, String)>,
+    /// Samples per window below which a name is dropped from a downsampled source hour.
+    pub drop_sparse_below: Option<u32>,
 }
 
 impl Downsampling {
@@ -318,6 +340,7 @@ mod tests {
             from: "1m".into(),
             to: to.iter().map(|t| t.to_string()).collect(),
             delete_source_after: None,
+            drop_sparse_below: None,
         };
         p.steps = vec![PolicyStep::Compact { after: "2h".into() }, down(&["5m", "1h"])];
         p.validate().expect("valid downsampling");
@@ -330,6 +353,7 @@ mod tests {
             from: "1m".into(),
             to: vec!["15m".into()],
             delete_source_after: Some(keep.into()),
+            drop_sparse_below: None,
         };
         for (keep, ok) in [("7d", true), ("1d", true), ("12h", false), ("soon", false)] {
             p.steps = vec![thinning(keep)];
@@ -338,5 +362,23 @@ mod tests {
                 Err(e) => assert_eq!((ok, e.field.as_str()), (false, "steps[0].delete_source_after"), "{keep}"),
             }
         }
+        for (below, ok) in [(8, true), (2, true), (1, false), (0, false)] {
+            p.steps = vec![PolicyStep::Downsample {
+                after: "1d".into(),
+                from: "1m".into(),
+                to: vec!["15m".into()],
+                delete_source_after: None,
+                drop_sparse_below: Some(below),
+            }];
+            match p.validate() {
+                Ok(()) => assert!(ok, "{below}"),
+                Err(e) => assert_eq!((ok, e.field.as_str()), (false, "steps[0].drop_sparse_below"), "{below}"),
+            }
+        }
+        let parsed: Policy = serde_json::from_str(
+            r#"{"id":"x","steps":[{"action":"downsample","after":"3h","from":"1m","to":["15m"],"drop_sparse_below":8}]}"#,
+        )
+        .expect("parse");
+        assert_eq!(parsed.downsampling().expect("valid").and_then(|d| d.drop_sparse_below), Some(8));
     }
 }

@@ -87,6 +87,8 @@ pub async fn expire_unit(
         superseded: previous_files,
         raw_bytes: previous.as_ref().map_or(0, |m| m.raw_bytes),
         derived_from: None,
+        dropped_names: Default::default(),
+        downsampled_as: None,
         job: job.to_string(),
         step: "delete".into(),
         created_at_ms: now_ms,

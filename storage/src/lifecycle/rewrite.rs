@@ -212,6 +212,8 @@ pub async fn rewrite_unit(
         superseded: rest,
         raw_bytes: previous.as_ref().map_or(0, |m| m.raw_bytes) + fresh_bytes,
         derived_from: previous.as_ref().and_then(|m| m.derived_from.clone()),
+        dropped_names: previous.as_ref().map(|m| m.dropped_names.clone()).unwrap_or_default(),
+        downsampled_as: None,
         job: job.to_string(),
         step: rewrite.name().into(),
         created_at_ms: now_ms,

@@ -57,6 +57,21 @@ pub(super) async fn write_hot(tiers: &Tiers, hour_ms: i64, partition: i32, first
     (first..first + rows).map(|v| v as f64).sum()
 }
 
+/// Writes `events` (of one Kafka partition, in offset order) as one hot batch file of the
+/// metrics hour starting at `hour_ms`, as a worker would.
+pub(super) async fn put_events(tiers: &Tiers, hour_ms: i64, events: &[SourcedEvent]) {
+    let key = DataFileKey {
+        dataset: Dataset::Metrics,
+        hour: HourPartition::of_unix_ms(hour_ms),
+        topic: "callscope.metrics".into(),
+        partition: events.first().map_or(0, |e| e.partition),
+        first_offset: events.first().map_or(0, |e| e.offset),
+        last_offset: events.last().map_or(0, |e| e.offset),
+    };
+    let batch = to_record_batch(Dataset::Metrics, events).expect("batch");
+    tiers.hot.put_durable(&key.path(), crate::parquet_file::encode(&[batch]).expect("enc"), false).await.expect("put");
+}
+
 /// Row count, value sum and distinct offsets of the metrics table, as a query sees them.
 pub(super) async fn totals(tiers: &Tiers) -> (i64, f64, i64) {
     let ctx = SessionContext::new();
@@ -465,16 +480,7 @@ async fn cold_files_group_series_by_the_scale_their_values_need() {
             SourcedEvent { partition: 0, offset: i, event: sample(series, HOUR + i * 500, value) }
         })
         .collect();
-    let key = DataFileKey {
-        dataset: Dataset::Metrics,
-        hour: HourPartition::of_unix_ms(HOUR),
-        topic: "callscope.metrics".into(),
-        partition: 0,
-        first_offset: 0,
-        last_offset: 6999,
-    };
-    let batch = to_record_batch(Dataset::Metrics, &events).expect("batch");
-    tiers.hot.put_durable(&key.path(), crate::parquet_file::encode(&[batch]).expect("enc"), false).await.expect("put");
+    put_events(&tiers, HOUR, &events).await;
     let lifecycle = Lifecycle::new(FileCatalog::new(tiers.clone()), "test");
     let job = run(&lifecycle, &policy("cold", vec![PolicyStep::Cold { after: "1h".into() }]), HOUR + 86_400_000).await;
     assert_eq!(job.errors, Vec::<String>::new());
@@ -515,3 +521,4 @@ async fn cold_files_group_series_by_the_scale_their_values_need() {
 
 mod faults;
 mod rollups;
+mod sparse;

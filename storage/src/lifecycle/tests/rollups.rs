@@ -9,7 +9,7 @@ use crate::file_catalog::TimeRange;
 use crate::layout::{RollupFileKey, RollupSource};
 
 /// A 1-minute roll-up row of one series in `HOUR`, over `values` sampled at its start.
-fn row(series: &Arc<SeriesKey>, minute: i64, values: &[f64], late: bool) -> RollupRow {
+pub(super) fn row(series: &Arc<SeriesKey>, minute: i64, values: &[f64], late: bool) -> RollupRow {
     let mut partial = Partial::empty(series.kind);
     for (i, v) in values.iter().enumerate() {
         partial.add(*v, HOUR + minute * 60_000 + i as i64);
@@ -24,12 +24,12 @@ fn row(series: &Arc<SeriesKey>, minute: i64, values: &[f64], late: bool) -> Roll
     }
 }
 
-fn series(name: &str, kind: MetricKind) -> Arc<SeriesKey> {
+pub(super) fn series(name: &str, kind: MetricKind) -> Arc<SeriesKey> {
     Arc::new(SeriesKey { name: name.into(), service: "svc".into(), labels: BTreeMap::new(), kind, unit: None })
 }
 
 /// Writes rows as one roll-up file of a batch at `first` (the workers' naming).
-async fn put_rollups(tiers: &Tiers, rows: &[RollupRow], first: i64) {
+pub(super) async fn put_rollups(tiers: &Tiers, rows: &[RollupRow], first: i64) {
     let key = RollupFileKey {
         resolution_ms: 60_000,
         hour: HourPartition::of_unix_ms(HOUR),
@@ -51,6 +51,7 @@ fn compact_and_downsample(to: &[&str], delete_source_after: Option<&str>) -> Pol
             from: "1m".into(),
             to: to.iter().map(|t| t.to_string()).collect(),
             delete_source_after: delete_source_after.map(String::from),
+            drop_sparse_below: None,
         },
     ];
     Policy { tables: vec!["metric_rollups".into()], ..policy("down", steps) }
@@ -70,7 +71,7 @@ async fn go_cold(tiers: &Tiers) -> Arc<crate::file_catalog::Manifest> {
 }
 
 /// The metric_rollups table as a query sees it.
-async fn rollups_sql(tiers: &Tiers, query: &str) -> Vec<arrow::array::RecordBatch> {
+pub(super) async fn rollups_sql(tiers: &Tiers, query: &str) -> Vec<arrow::array::RecordBatch> {
     let ctx = SessionContext::new();
     register_tier_stores(ctx.runtime_env().as_ref(), tiers);
     let table = CatalogTable::new(FileCatalog::new(tiers.clone()), DataTable::Rollups);
@@ -226,7 +227,8 @@ async fn downsampled_source_hours_are_deleted_once_downsampled_and_never_when_he
     let policy = compact_and_downsample(&["5m"], Some("1d"));
     let source = format!("metric_rollups/resolution=1m/{}", HourPartition::of_unix_ms(HOUR).dir());
     let deleted = || async {
-        lifecycle.catalog().deleted_rollup_hours(60_000, TimeRange::new(HOUR, HOUR + 3_600_000)).await.expect("deleted")
+        let range = TimeRange::new(HOUR, HOUR + 3_600_000);
+        lifecycle.catalog().rollup_gaps(60_000, range).await.expect("gaps").hours_without("calls_total")
     };
 
     // Past its age in the first run, but the downsampled hour cannot be written: kept.
