@@ -200,6 +200,36 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The generation after `previous` (the first when `None`) of `unit`, committed by
+    /// `job`'s `step`: it replaces the unit's `fresh_hot` files and carries what every
+    /// generation keeps (replaced hot files, raw bytes, the source it was made from, the
+    /// names dropped from it). It names no files yet.
+    pub fn next(
+        previous: Option<&Manifest>,
+        unit: &str,
+        fresh_hot: &[ObjectInfo],
+        job: &str,
+        step: &str,
+        now_ms: i64,
+    ) -> Manifest {
+        let mut replaced_hot = previous.map(|m| m.replaced_hot.clone()).unwrap_or_default();
+        replaced_hot.extend(fresh_hot.iter().map(|o| o.key.clone()));
+        Manifest {
+            unit: unit.to_string(),
+            generation: previous.map_or(1, |m| m.generation + 1),
+            files: Vec::new(),
+            replaced_hot,
+            superseded: Vec::new(),
+            raw_bytes: previous.map_or(0, |m| m.raw_bytes) + fresh_hot.iter().map(|o| o.size).sum::<u64>(),
+            derived_from: previous.and_then(|m| m.derived_from.clone()),
+            dropped_names: previous.map(|m| m.dropped_names.clone()).unwrap_or_default(),
+            downsampled_as: None,
+            job: job.to_string(),
+            step: step.to_string(),
+            created_at_ms: now_ms,
+        }
+    }
+
     pub fn rows(&self) -> u64 {
         self.files.iter().map(|f| f.rows).sum()
     }

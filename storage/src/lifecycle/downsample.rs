@@ -21,9 +21,8 @@ use arrow::array::RecordBatch;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{col, lit};
 
-use super::rewrite::{RewriteOptions, df_error, units_rows};
+use super::rewrite::{RewriteOptions, df_error, units_rows, write_rollups};
 use super::rollup_merge::merge_rollups;
-use super::sorted_files::SortedFileWriter;
 use super::{Outcome, StepResult};
 use crate::Result;
 use crate::file_catalog::{DataTable, FileCatalog, Manifest, UnitSnapshot};
@@ -173,34 +172,20 @@ pub async fn downsample_unit(
         }
         let (merged, _) = merge_rollups(batches.as_deref().unwrap_or_default(), Some(to))?;
         let generation = previous.as_ref().map_or(1, |m| m.generation + 1);
-        let mut writer = SortedFileWriter::new(
-            catalog.tiers().cold.clone(),
-            TierName::Cold,
-            DataTable::Rollups,
-            &target_unit,
-            generation,
-            job,
-            options.cold,
-        )?;
-        if let Some(merged) = merged {
+        if let Some(merged) = &merged {
             result.rows += merged.num_rows() as u64;
-            writer.write(&merged).await?;
         }
-        let written = writer.finish().await?;
+        let written =
+            write_rollups(catalog, TierName::Cold, &target_unit, generation, job, options, merged.as_ref()).await?;
         result.bytes_written += written.iter().map(|f| f.bytes).sum::<u64>();
+        // A coarse hour is made whole from its source: it carries nothing of its previous
+        // generations but their files, superseded.
         let manifest = Manifest {
-            unit: target_unit.clone(),
             generation,
             files: written,
-            replaced_hot: Default::default(),
             superseded: previous.as_ref().map(|m| m.files.clone()).unwrap_or_default(),
-            raw_bytes: 0,
             derived_from: Some(state.text.clone()),
-            dropped_names: Default::default(),
-            downsampled_as: None,
-            job: job.to_string(),
-            step: "downsample".into(),
-            created_at_ms: now_ms,
+            ..Manifest::next(None, &target_unit, &[], job, "downsample", now_ms)
         };
         if !catalog.commit(&manifest).await? {
             result.outcome = Outcome::LostRace;

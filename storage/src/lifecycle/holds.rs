@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::file_catalog::DataTable;
+use crate::layout::HourPartition;
 
 /// One legal hold. A hold narrowed by labels still keeps whole table-hours: retention
 /// deletes table-hours, and any of them in range may hold a matching row.
@@ -39,6 +40,11 @@ impl LegalHold {
             && self.start_ms.is_none_or(|s| end_ms > s)
             && self.end_ms.is_none_or(|e| start_ms < e)
     }
+}
+
+/// Whether any of `holds` forbids deleting `table`'s rows of `hour`.
+pub fn any_blocks(holds: &[LegalHold], table: DataTable, hour: &HourPartition) -> bool {
+    holds.iter().any(|h| h.blocks(table, hour.start_ms(), hour.end_ms()))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::holds::LegalHold;
+use super::holds::{LegalHold, any_blocks};
 use super::{Outcome, StepResult};
 use crate::catalog::CatalogKey;
 use crate::file_catalog::{DataTable, FileCatalog, GC_GRACE_MS, Manifest};
@@ -44,7 +44,7 @@ pub async fn expire_unit(
     dry_run: bool,
 ) -> Result<StepResult> {
     let snapshot = catalog.unit_snapshot(unit).await?;
-    if holds.iter().any(|h| h.blocks(table, snapshot.hour.start_ms(), snapshot.hour.end_ms())) {
+    if any_blocks(holds, table, &snapshot.hour) {
         return Ok(StepResult { outcome: Outcome::Held, ..StepResult::nothing() });
     }
     let previous = snapshot.manifest.clone();
@@ -76,22 +76,13 @@ pub async fn expire_unit(
             ..StepResult::nothing()
         });
     }
-    let generation = previous.as_ref().map_or(1, |m| m.generation + 1);
-    let mut replaced_hot = previous.as_ref().map(|m| m.replaced_hot.clone()).unwrap_or_default();
-    replaced_hot.extend(snapshot.fresh_hot.iter().map(|o| o.key.clone()));
+    // A deleted hour keeps no trace of what it was made from or dropped.
     let manifest = Manifest {
-        unit: unit.to_string(),
-        generation,
-        files: Vec::new(),
-        replaced_hot,
         superseded: previous_files,
         raw_bytes: previous.as_ref().map_or(0, |m| m.raw_bytes),
         derived_from: None,
         dropped_names: Default::default(),
-        downsampled_as: None,
-        job: job.to_string(),
-        step: "delete".into(),
-        created_at_ms: now_ms,
+        ..Manifest::next(previous.as_deref(), unit, &snapshot.fresh_hot, job, "delete", now_ms)
     };
     if !catalog.commit(&manifest).await? {
         return Ok(StepResult { outcome: Outcome::LostRace, ..StepResult::nothing() });

@@ -19,6 +19,7 @@
 
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext, col};
@@ -65,6 +66,17 @@ impl Default for RewriteOptions {
                 ..FileLayout::default()
             },
             memory_limit: 256 << 20,
+        }
+    }
+}
+
+impl RewriteOptions {
+    /// The layout of files written into `tier` (hot: none are; as warm).
+    pub fn layout(&self, tier: TierName) -> FileLayout {
+        match tier {
+            TierName::Hot | TierName::Warm => self.warm,
+            TierName::Cold => self.cold,
+            TierName::Archive => self.archive,
         }
     }
 }
@@ -121,6 +133,26 @@ pub(super) fn units_rows(
     ctx.read_table(provider).and_then(|df| df.select_columns(&columns)).map_err(df_error)
 }
 
+/// Writes `rows` (roll-ups, small enough to hold in memory) as files of generation
+/// `generation` of `unit` into `tier`, laid out as `options` say for that tier.
+pub(super) async fn write_rollups(
+    catalog: &FileCatalog,
+    tier: TierName,
+    unit: &str,
+    generation: u64,
+    job: &str,
+    options: &RewriteOptions,
+    rows: Option<&RecordBatch>,
+) -> Result<Vec<CatalogFile>> {
+    let store = catalog.tiers().get(tier).clone();
+    let layout = options.layout(tier);
+    let mut writer = SortedFileWriter::new(store, tier, DataTable::Rollups, unit, generation, job, layout)?;
+    if let Some(rows) = rows.filter(|r| r.num_rows() > 0) {
+        writer.write(rows).await?;
+    }
+    writer.finish().await
+}
+
 /// Rewrites one unit as `rewrite` says (see the module docs). The step reads the unit's
 /// newest state itself, so that what it commits follows the newest generation.
 #[allow(clippy::too_many_arguments)]
@@ -170,54 +202,33 @@ pub async fn rewrite_unit(
     if dry_run {
         return Ok(StepResult { outcome: Outcome::Changed, bytes_read, files_replaced, ..StepResult::nothing() });
     }
-    let generation = previous.as_ref().map_or(1, |m| m.generation + 1);
+    let next = Manifest::next(previous.as_deref(), unit, &snapshot.fresh_hot, job, rewrite.name(), now_ms);
+    let generation = next.generation;
 
     let rows = units_rows(catalog, table, vec![input], options.memory_limit)?;
-    let layout = match rewrite {
-        Rewrite::Compact => options.warm,
-        Rewrite::Cold => options.cold,
-        Rewrite::Archive => options.archive,
-    };
-    let mut writer =
-        SortedFileWriter::new(catalog.tiers().get(target).clone(), target, table, unit, generation, job, layout)?;
-    if table == DataTable::Rollups {
+    let written = if table == DataTable::Rollups {
         // A roll-up table-hour is small (one row per window, series and partition): its
         // rows are folded in memory, every late correction into its window.
         let batches = rows.collect().await.map_err(df_error)?;
         let (folded, _) = merge_rollups(&batches, None)?;
-        if let Some(folded) = folded {
-            writer.write(&folded).await?;
-        }
+        write_rollups(catalog, target, unit, generation, job, options, folded.as_ref()).await?
     } else {
+        let store = catalog.tiers().get(target).clone();
+        let mut writer = SortedFileWriter::new(store, target, table, unit, generation, job, options.layout(target))?;
         let sort = table.sort_columns().iter().map(|c| col(*c).sort(true, false)).collect();
         let mut stream = rows.sort(sort).map_err(df_error)?.execute_stream().await.map_err(df_error)?;
         while let Some(batch) = stream.next().await {
             writer.write(&batch.map_err(df_error)?).await?;
         }
-    }
-    let written = writer.finish().await?;
+        writer.finish().await?
+    };
     let rows: u64 = written.iter().map(|f| f.rows).sum();
     let bytes_written: u64 = written.iter().map(|f| f.bytes).sum();
 
     let appended = !kept.is_empty();
     let mut files = kept;
     files.extend(written);
-    let mut replaced_hot = previous.as_ref().map(|m| m.replaced_hot.clone()).unwrap_or_default();
-    replaced_hot.extend(snapshot.fresh_hot.iter().map(|o| o.key.clone()));
-    let manifest = Manifest {
-        unit: unit.to_string(),
-        generation,
-        files,
-        replaced_hot,
-        superseded: rest,
-        raw_bytes: previous.as_ref().map_or(0, |m| m.raw_bytes) + fresh_bytes,
-        derived_from: previous.as_ref().and_then(|m| m.derived_from.clone()),
-        dropped_names: previous.as_ref().map(|m| m.dropped_names.clone()).unwrap_or_default(),
-        downsampled_as: None,
-        job: job.to_string(),
-        step: rewrite.name().into(),
-        created_at_ms: now_ms,
-    };
+    let manifest = Manifest { files, superseded: rest, ..next };
     if !catalog.commit(&manifest).await? {
         return Ok(StepResult { outcome: Outcome::LostRace, bytes_read, bytes_written, ..StepResult::nothing() });
     }

@@ -21,7 +21,6 @@
 //! of the dropped names, [`super::downsample`]), then dropped again in the same run.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use arrow::array::{AsArray, BooleanArray, Int64Array, RecordBatch, StringArray};
 use arrow::compute::filter_record_batch;
@@ -30,10 +29,9 @@ use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::prelude::{col, lit};
 
 use super::downsample::SourceState;
-use super::holds::LegalHold;
-use super::rewrite::{RewriteOptions, df_error, units_rows};
+use super::holds::{LegalHold, any_blocks};
+use super::rewrite::{RewriteOptions, df_error, units_rows, write_rollups};
 use super::rollup_merge::merge_rollups;
-use super::sorted_files::SortedFileWriter;
 use super::{Outcome, StepResult};
 use crate::file_catalog::{DataTable, FileCatalog, Manifest};
 use crate::tiers::TierName;
@@ -108,31 +106,16 @@ pub async fn drop_sparse_names(
 ) -> Result<StepResult> {
     let snapshot = catalog.unit_snapshot(unit).await?;
     // Not deleted hours. An hour no step has written yet is one of fresh files alone.
-    let previous = snapshot.manifest.clone().unwrap_or_else(|| {
-        Arc::new(Manifest {
-            unit: unit.to_string(),
-            generation: 0,
-            files: Vec::new(),
-            replaced_hot: Default::default(),
-            superseded: Vec::new(),
-            raw_bytes: 0,
-            derived_from: None,
-            dropped_names: Default::default(),
-            downsampled_as: None,
-            job: String::new(),
-            step: String::new(),
-            created_at_ms: now_ms,
-        })
-    });
-    if previous.step == "delete" {
+    let previous = snapshot.manifest.as_deref();
+    if previous.is_some_and(|m| m.step == "delete") {
         return Ok(StepResult::nothing());
     }
-    if holds.iter().any(|h| h.blocks(DataTable::Rollups, snapshot.hour.start_ms(), snapshot.hour.end_ms())) {
+    if any_blocks(holds, DataTable::Rollups, &snapshot.hour) {
         return Ok(StepResult { outcome: Outcome::Held, ..StepResult::nothing() });
     }
     let state = SourceState::of(unit, &snapshot).text;
     // Changed since it was downsampled: wait. Looked at in this very state before: done.
-    if state != made_from || previous.downsampled_as.as_deref() == Some(state.as_str()) {
+    if state != made_from || previous.and_then(|m| m.downsampled_as.as_deref()) == Some(state.as_str()) {
         return Ok(StepResult::nothing());
     }
     let batches = units_rows(catalog, DataTable::Rollups, vec![snapshot.clone()], options.memory_limit)?
@@ -144,7 +127,8 @@ pub async fn drop_sparse_names(
     let per_name = counts_by_name(&folded)?;
     // Names dropped before that late rows brought back go again; new sparse names go when
     // their raw samples are all there.
-    let mut drop: BTreeSet<String> = per_name.keys().filter(|n| previous.dropped_names.contains(*n)).cloned().collect();
+    let dropped_before = previous.map(|m| m.dropped_names.clone()).unwrap_or_default();
+    let mut drop: BTreeSet<String> = per_name.keys().filter(|n| dropped_before.contains(*n)).cloned().collect();
     let sparse: BTreeSet<String> = per_name
         .iter()
         .filter(|(name, (rows, samples))| !drop.contains(*name) && *samples < u64::from(below) * rows)
@@ -158,23 +142,17 @@ pub async fn drop_sparse_names(
         // Nothing sparse: a generation of the same files records that this state was
         // looked at, so later runs do not read the hour again until it changes (fresh
         // files are left to the hour's own step).
-        if snapshot.fresh_hot.is_empty() && snapshot.manifest.is_some() && !dry_run {
-            let looked_at = Manifest {
-                generation: previous.generation + 1,
-                superseded: Vec::new(),
-                downsampled_as: Some(state),
-                job: job.to_string(),
-                step: STEP.into(),
-                created_at_ms: now_ms,
-                ..(*previous).clone()
-            };
+        if let Some(previous) = previous.filter(|_| snapshot.fresh_hot.is_empty() && !dry_run) {
+            let next = Manifest::next(Some(previous), unit, &[], job, STEP, now_ms);
+            let looked_at = Manifest { files: previous.files.clone(), downsampled_as: Some(state), ..next };
             catalog.commit(&looked_at).await?;
         }
         return Ok(StepResult::nothing());
     }
+    let previous_files = previous.map(|m| m.files.clone()).unwrap_or_default();
     let fresh_bytes: u64 = snapshot.fresh_hot.iter().map(|o| o.size).sum();
-    let bytes_read = fresh_bytes + previous.files.iter().map(|f| f.bytes).sum::<u64>();
-    let files_replaced = (snapshot.fresh_hot.len() + previous.files.len()) as u64;
+    let bytes_read = fresh_bytes + previous_files.iter().map(|f| f.bytes).sum::<u64>();
+    let files_replaced = (snapshot.fresh_hot.len() + previous_files.len()) as u64;
     if dry_run {
         return Ok(StepResult { outcome: Outcome::Changed, bytes_read, files_replaced, ..StepResult::nothing() });
     }
@@ -182,45 +160,15 @@ pub async fn drop_sparse_names(
     let keep: BooleanArray = names.iter().map(|name| Some(!drop.contains(name.unwrap_or_default()))).collect();
     let kept = filter_record_batch(&folded, &keep)?;
     // The rewritten files stay in the tier the hour is in.
-    let tier = previous.files.iter().map(|f| f.tier).max().unwrap_or(TierName::Warm).max(TierName::Warm);
-    let layout = match tier {
-        TierName::Cold => options.cold,
-        TierName::Archive => options.archive,
-        _ => options.warm,
-    };
-    let generation = previous.generation + 1;
-    let mut writer = SortedFileWriter::new(
-        catalog.tiers().get(tier).clone(),
-        tier,
-        DataTable::Rollups,
-        unit,
-        generation,
-        job,
-        layout,
-    )?;
-    if kept.num_rows() > 0 {
-        writer.write(&kept).await?;
-    }
-    let written = writer.finish().await?;
+    let tier = previous_files.iter().map(|f| f.tier).max().unwrap_or(TierName::Warm).max(TierName::Warm);
+    let next = Manifest::next(previous, unit, &snapshot.fresh_hot, job, STEP, now_ms);
+    let generation = next.generation;
+    let written = write_rollups(catalog, tier, unit, generation, job, options, Some(&kept)).await?;
     let bytes_written: u64 = written.iter().map(|f| f.bytes).sum();
-    let mut replaced_hot = previous.replaced_hot.clone();
-    replaced_hot.extend(snapshot.fresh_hot.iter().map(|o| o.key.clone()));
-    let mut dropped_names = previous.dropped_names.clone();
+    let mut dropped_names = next.dropped_names.clone();
     dropped_names.extend(drop.iter().cloned());
-    let manifest = Manifest {
-        unit: unit.to_string(),
-        generation,
-        files: written,
-        replaced_hot,
-        superseded: previous.files.clone(),
-        raw_bytes: previous.raw_bytes + fresh_bytes,
-        derived_from: previous.derived_from.clone(),
-        dropped_names,
-        downsampled_as: Some(state),
-        job: job.to_string(),
-        step: STEP.into(),
-        created_at_ms: now_ms,
-    };
+    let manifest =
+        Manifest { files: written, superseded: previous_files, dropped_names, downsampled_as: Some(state), ..next };
     if !catalog.commit(&manifest).await? {
         return Ok(StepResult { outcome: Outcome::LostRace, bytes_read, bytes_written, ..StepResult::nothing() });
     }
