@@ -179,6 +179,8 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
     println!("generated and wrote {hot_files} hot files in {:.1} s", started.elapsed().as_secs_f64());
 
     let mut table = vec![("hot (as the workers write)".to_string(), files, hot_bytes, hot_rollups)];
+    // The downsampled hours in cold before the cold step packs them a day per file.
+    let mut coarse_hourly = BTreeMap::new();
     let lifecycle = Lifecycle::new(catalog.clone(), "bench");
     let far_future = START_MS + 400 * 86_400_000;
     for (step, tier) in [
@@ -198,16 +200,17 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
         let job = lifecycle.run(&policy, &id, false, far_future, &mut |_| {}).await?;
         anyhow::ensure!(job.errors.is_empty(), "{}: {:?}", policy.id, job.errors);
         let seconds = started.elapsed().as_secs_f64();
-        let (files, rows, bytes, rollup_bytes) = usage(tier).await?;
+        let (files, rows, bytes, rollups) = usage(tier).await?;
         anyhow::ensure!(rows as usize == samples, "{tier} holds {rows} rows, expected {samples}");
-        table.push((format!("{tier} ({}, {seconds:.1} s)", policy.id), files, bytes, rollup_bytes));
+        table.push((format!("{tier} ({}, {seconds:.1} s)", policy.id), files, bytes, rollups));
         if tier == TierName::Warm {
             if config.queries {
                 super::query_speed::compare(&tiers, &dir, config.query_runs).await?;
             }
             downsample(&lifecycle, far_future).await?;
-            let (files, _, bytes, rollup_bytes) = usage(tier).await?;
-            table.push(("warm, sparse names dropped".to_string(), files, bytes, rollup_bytes));
+            coarse_hourly = rollup_bytes(&catalog, TierName::Cold).await?;
+            let (files, _, bytes, rollups) = usage(tier).await?;
+            table.push(("warm, sparse names dropped".to_string(), files, bytes, rollups));
         }
     }
 
@@ -233,7 +236,8 @@ pub async fn run(config: BenchStorageConfig) -> anyhow::Result<()> {
         println!();
     }
     kept_rollups_line(&table);
-    first_days_line(&table);
+    coarse_hourly_line(&table, &coarse_hourly);
+    first_days_line(&table, &coarse_hourly);
     match prometheus {
         Ok(bytes) => println!(
             "{:<46} {:>6} {bytes:>14} {:>13.3}",
@@ -316,17 +320,36 @@ impl RollupFiles {
     }
 }
 
-/// The bytes of the roll-ups visible in `tier`, by resolution (ms).
+/// The bytes of the roll-ups visible in `tier`, by resolution (ms), each file once.
 async fn rollup_bytes(catalog: &FileCatalog, tier: TierName) -> anyhow::Result<BTreeMap<i64, u64>> {
     let mut out = BTreeMap::new();
+    // A day file shared by the hours of a day counts once.
+    let mut seen = std::collections::BTreeSet::new();
     for unit in catalog.snapshot(DataTable::Rollups, None).await? {
         let Some(resolution) = rollup_resolution_ms(&unit.unit) else { continue };
-        let bytes: u64 = unit.files().iter().filter(|f| f.tier == tier).map(|f| f.size).sum();
+        let files = unit.files().into_iter().filter(|f| f.tier == tier && seen.insert(f.key.clone()));
+        let bytes: u64 = files.map(|f| f.size).sum();
         if bytes > 0 {
             *out.entry(resolution).or_default() += bytes;
         }
     }
     Ok(out)
+}
+
+/// The downsampled roll-ups in cold before the cold step packed them (an hour per file),
+/// over the samples in cold.
+fn coarse_hourly_line(table: &[(String, u64, u64, BTreeMap<i64, u64>)], coarse_hourly: &BTreeMap<i64, u64>) {
+    let Some((_, _, cold_bytes, packed)) = table.iter().find(|t| t.0.starts_with("cold")) else { return };
+    let labels: Vec<String> = coarse_hourly.keys().map(|r| resolution_label(*r)).collect();
+    let ratio = |m: &BTreeMap<i64, u64>| m.values().sum::<u64>() as f64 / (*cold_bytes).max(1) as f64;
+    let packed: BTreeMap<i64, u64> =
+        packed.iter().filter(|(r, _)| coarse_hourly.contains_key(r)).map(|(r, b)| (*r, *b)).collect();
+    println!(
+        "downsampled roll-ups in cold ({}): {:.3} of the samples' bytes an hour per file, {:.3} a day per file",
+        labels.join(" + "),
+        ratio(coarse_hourly),
+        ratio(&packed)
+    );
 }
 
 /// Downsamples every roll-up hour as the built-in policy does, and drops its sparse names
@@ -462,20 +485,19 @@ fn prometheus_block(
 /// over the samples kept as long, from the rows measured: hot until `compact`, warm with
 /// every roll-up until `downsample`, then warm with what dropping sparse names left beside
 /// the downsampled resolutions (written in cold).
-fn first_days_line(table: &[(String, u64, u64, BTreeMap<i64, u64>)]) {
+fn first_days_line(table: &[(String, u64, u64, BTreeMap<i64, u64>)], coarse_hourly: &BTreeMap<i64, u64>) {
     let policy = Policy::default_policy();
     let age = |name: &str| policy.steps.iter().find(|s| s.name() == name).and_then(|s| s.after_ms().ok());
     let (Ok(Some(d)), Some(compact), Some(cold)) = (policy.downsampling(), age("compact"), age("cold")) else {
         return;
     };
     let row = |prefix: &str| table.iter().find(|t| t.0.starts_with(prefix));
-    let (Some(hot), Some(warm), Some(dropped), Some(cold_row)) =
-        (row("hot"), row("warm ("), row("warm, sparse"), row("cold"))
-    else {
+    let (Some(hot), Some(warm), Some(dropped)) = (row("hot"), row("warm ("), row("warm, sparse")) else {
         return;
     };
     let all = |r: &BTreeMap<i64, u64>| r.values().sum::<u64>() as f64;
-    let coarse: f64 = cold_row.3.iter().filter(|(r, _)| d.to.contains(r)).map(|(_, b)| *b as f64).sum();
+    // Until the cold step the downsampled hours are in cold an hour per file.
+    let coarse: f64 = coarse_hourly.iter().filter(|(r, _)| d.to.contains(r)).map(|(_, b)| *b as f64).sum();
     let hours = |from: i64, to: i64| (to - from).max(0) as f64 / 3_600_000.0;
     let (young, fine, rest) = (hours(0, compact), hours(compact, d.after), hours(d.after, cold));
     let samples = young * hot.2 as f64 + (fine + rest) * warm.2 as f64;

@@ -69,6 +69,7 @@ async fn footer_rows(tier: &Tier, key: &str, size: u64) -> Result<u64> {
 /// time; every other figure comes from the manifests).
 pub async fn collect(catalog: &FileCatalog) -> Result<Vec<TierTableUsage>> {
     let mut usage: BTreeMap<(TierName, &'static str), TierTableUsage> = BTreeMap::new();
+    let mut shared_seen = std::collections::BTreeSet::new();
     for table in DataTable::ALL {
         let units = catalog.snapshot(table, None).await?;
         for unit in &units {
@@ -77,7 +78,10 @@ pub async fn collect(catalog: &FileCatalog) -> Result<Vec<TierTableUsage>> {
                 let total: u64 = manifest.files.iter().map(|f| f.bytes).sum();
                 for file in &manifest.files {
                     let entry = usage.entry((file.tier, table.name())).or_default();
-                    entry.files += 1;
+                    // A day file shared by several hours is one file; its bytes are shared out.
+                    if file.shared_object_bytes.is_none() || shared_seen.insert((file.tier, file.key.clone())) {
+                        entry.files += 1;
+                    }
                     entry.rows += file.rows;
                     entry.bytes += file.bytes;
                     if manifest.derived_from.is_some() {

@@ -27,6 +27,7 @@
 //! after the manifest was read is still there (grace), and a hot file published after it
 //! holds rows no manifest has yet.
 
+mod gc;
 pub mod table;
 pub mod time_range;
 
@@ -161,6 +162,11 @@ pub struct CatalogFile {
     pub series: u64,
     /// The lifecycle job that wrote it.
     pub produced_by: String,
+    /// For a file shared by the table-hours of one day ([`crate::lifecycle::day_files`]):
+    /// the object's size. The unit reads only the rows of its own hour; `rows`, `bytes`,
+    /// `series` and the time range above are its share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_object_bytes: Option<u64>,
 }
 
 /// One generation of a unit's files.
@@ -253,12 +259,23 @@ impl RollupGaps {
     }
 }
 
+/// Where the files shared by the table-hours of one day live
+/// ([`crate::lifecycle::day_files`]): `<table>/[resolution=…/]date=…/day`, beside the hours'
+/// own directories (so that no hour's garbage collection takes them).
+pub fn shared_day_dir(unit: &str) -> Option<String> {
+    let (day, hour) = unit.rsplit_once('/')?;
+    hour.starts_with("hour=").then(|| format!("{day}/day"))
+}
+
 /// A file a query reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VisibleFile {
     pub tier: TierName,
     pub key: String,
+    /// The object's size.
     pub size: u64,
+    /// The object holds rows of other hours of the day too: read only the unit's hour.
+    pub shared: bool,
 }
 
 /// The visible state of one unit at one instant.
@@ -289,12 +306,18 @@ impl UnitSnapshot {
             .manifest
             .iter()
             .flat_map(|m| m.files.iter())
-            .map(|f| VisibleFile { tier: f.tier, key: f.key.clone(), size: f.bytes })
+            .map(|f| VisibleFile {
+                tier: f.tier,
+                key: f.key.clone(),
+                size: f.shared_object_bytes.unwrap_or(f.bytes),
+                shared: f.shared_object_bytes.is_some(),
+            })
             .collect();
         files.extend(self.fresh_hot.iter().map(|o| VisibleFile {
             tier: TierName::Hot,
             key: o.key.clone(),
             size: o.size,
+            shared: false,
         }));
         files
     }
@@ -430,60 +453,6 @@ impl FileCatalog {
             Err(StorageError::ObjectStore(object_store::Error::AlreadyExists { .. })) => Ok(false),
             Err(e) => Err(e),
         }
-    }
-
-    /// Deletes what the newest manifest of a unit made garbage, once that manifest is
-    /// [`GC_GRACE_MS`] old: replaced hot files, superseded files of older generations,
-    /// files of jobs that never committed, and the older manifests. Idempotent.
-    pub async fn collect_garbage(&self, unit: &str, now_ms: i64) -> Result<GcReport> {
-        let mut report = GcReport::default();
-        let dir = CatalogDir::Manifests { unit: unit.to_string() }.path();
-        let mut generations: Vec<u64> = self
-            .hot()
-            .list(&format!("{dir}/"))
-            .await?
-            .iter()
-            .filter_map(|k| CatalogKey::offset_of(k))
-            .map(|g| g as u64)
-            .collect();
-        generations.sort_unstable();
-        let Some(&newest) = generations.last() else { return Ok(report) };
-        let latest = self.manifest(unit, newest).await?;
-        if now_ms - latest.created_at_ms < GC_GRACE_MS {
-            return Ok(report);
-        }
-        let keep: BTreeSet<(TierName, &str)> = latest.files.iter().map(|f| (f.tier, f.key.as_str())).collect();
-        let mut doomed: BTreeMap<(TierName, String), u64> = BTreeMap::new();
-        // Replaced hot files still present.
-        for object in self.hot().list_meta(&format!("{unit}/")).await? {
-            if latest.replaced_hot.contains(&object.key) {
-                doomed.insert((TierName::Hot, object.key), object.size);
-            }
-        }
-        // Files of colder tiers that the newest generation does not name: superseded by it
-        // or an earlier one, or written by a job that never committed (decided by a
-        // generation at or below the newest, or older than the grace).
-        for (name, tier) in self.tiers.iter().filter(|(name, _)| *name != TierName::Hot) {
-            for object in tier.list_meta(&format!("{unit}/")).await? {
-                if keep.contains(&(name, object.key.as_str())) {
-                    continue;
-                }
-                let decided = generation_of(&object.key).is_some_and(|g| g <= newest);
-                if decided || now_ms - object.modified_ms > GC_GRACE_MS {
-                    doomed.insert((name, object.key), object.size);
-                }
-            }
-        }
-        for ((tier, key), bytes) in doomed {
-            self.tiers.get(tier).delete(&key).await?;
-            report.files_deleted += 1;
-            report.bytes_deleted += bytes;
-        }
-        for &generation in generations.iter().filter(|g| **g < newest) {
-            self.hot().delete(&CatalogKey::Manifest { unit: unit.to_string(), generation }.path()).await?;
-            report.manifests_deleted += 1;
-        }
-        Ok(report)
     }
 
     /// Downsampled roll-ups (table-hours made by the lifecycle's `downsample` step) that

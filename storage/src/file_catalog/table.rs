@@ -5,13 +5,13 @@
 //! (`callscope-<tier>://tier`), so tiers on different stores (a local disk for hot, a
 //! bucket for the rest) are read side by side in one plan.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::{Result as DfResult, ScalarValue, project_schema};
+use datafusion::common::{DFSchema, Result as DfResult, ScalarValue, project_schema};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
@@ -20,12 +20,16 @@ use datafusion::datasource::table_schema::TableSchema;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, when};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
+use datafusion::prelude::{col, lit};
 
 use super::{DataTable, FileCatalog, TimeRange, UnitSnapshot};
+use crate::layout::HourPartition;
 use crate::tiers::{TierName, Tiers};
 
 /// The URL a tier's store is registered under in a DataFusion session.
@@ -160,18 +164,30 @@ pub async fn scan_units(
     limit: Option<usize>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     let mut by_tier: BTreeMap<TierName, Vec<PartitionedFile>> = BTreeMap::new();
+    let mut shared: BTreeMap<(TierName, Vec<String>), SharedFiles> = BTreeMap::new();
     for unit in units {
-        let values: Vec<ScalarValue> =
-            unit.partition_values(table).into_iter().map(|v| ScalarValue::Utf8(Some(v))).collect();
+        let values = unit.partition_values(table);
+        let scalars: Vec<ScalarValue> = values.iter().map(|v| ScalarValue::Utf8(Some(v.clone()))).collect();
         for file in unit.files() {
             let path = tiers.get(file.tier).path(&file.key).to_string();
+            if file.shared {
+                // Read once for every unit that names it, each unit's hour only.
+                let group = shared.entry((file.tier, constant_values(table, &values))).or_default();
+                group.files.insert(path, file.size);
+                group.hours.insert((unit.hour.start_ms(), unit.hour.end_ms()));
+                continue;
+            }
             by_tier
                 .entry(file.tier)
                 .or_default()
-                .push(PartitionedFile::new(path, file.size).with_partition_values(values.clone()));
+                .push(PartitionedFile::new(path, file.size).with_partition_values(scalars.clone()));
         }
     }
-    if by_tier.is_empty() {
+    let mut plans = Vec::with_capacity(by_tier.len() + shared.len());
+    for ((tier, constants), files) in shared {
+        plans.push(scan_shared(state, table, file_schema, tier, &constants, files, projection).await?);
+    }
+    if by_tier.is_empty() && plans.is_empty() {
         let schema = project_schema(&with_partition_columns(table, file_schema), projection)?;
         return Ok(Arc::new(EmptyExec::new(schema)));
     }
@@ -180,26 +196,139 @@ pub async fn scan_units(
     let partition_fields: Vec<Arc<Field>> =
         table.partition_columns().iter().map(|c| Arc::new(Field::new(*c, DataType::Utf8, false))).collect();
     let target = state.config().target_partitions().max(1);
-    let mut plans = Vec::with_capacity(by_tier.len());
     for (tier, mut files) in by_tier {
         let source = format.file_source(
             TableSchema::builder(file_schema.clone()).with_table_partition_cols(partition_fields.clone()).build(),
         );
-        // Largest first into the lightest group: groups of similar size.
         files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
-        let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); target.min(files.len())];
-        for file in files {
-            if let Some(lightest) = groups.iter_mut().min_by_key(|(bytes, _)| *bytes) {
-                lightest.0 += file.object_meta.size;
-                lightest.1.push(file);
-            }
-        }
         let config = FileScanConfigBuilder::new(tier_store_url(tier), source)
-            .with_file_groups(groups.into_iter().map(|(_, files)| FileGroup::new(files)).collect())
+            .with_file_groups(balanced_groups(files, target))
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
         plans.push(format.create_physical_plan(state, config).await?);
     }
     UnionExec::try_new(plans)
+}
+
+/// Files largest first into the lightest of `target` groups: groups of similar size.
+fn balanced_groups(files: Vec<PartitionedFile>, target: usize) -> Vec<FileGroup> {
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); target.min(files.len())];
+    for file in files {
+        if let Some(lightest) = groups.iter_mut().min_by_key(|(bytes, _)| *bytes) {
+            lightest.0 += file.object_meta.size;
+            lightest.1.push(file);
+        }
+    }
+    groups.into_iter().map(|(_, files)| FileGroup::new(files)).collect()
+}
+
+/// Shared files of one tier and one set of constant partition values, and the hours
+/// (`[start, end)` in ms) whose units name them.
+#[derive(Default)]
+struct SharedFiles {
+    files: BTreeMap<String, u64>,
+    hours: BTreeSet<(i64, i64)>,
+}
+
+/// A unit's partition values with the `hour` blanked: the values that every row of a
+/// shared file (a day's file) has alike.
+fn constant_values(table: DataTable, values: &[String]) -> Vec<String> {
+    table
+        .partition_columns()
+        .iter()
+        .zip(values)
+        .map(|(column, value)| if *column == "hour" { String::new() } else { value.clone() })
+        .collect()
+}
+
+/// Reads shared files (a day of table-hours in one file each, see
+/// [`crate::lifecycle::day_files`]) of one day: each once, keeping the rows of `hours`
+/// only, with the `hour` partition column taken from each row's time and the others from
+/// `constants`.
+async fn scan_shared(
+    state: &dyn Session,
+    table: DataTable,
+    file_schema: &SchemaRef,
+    tier: TierName,
+    constants: &[String],
+    files: SharedFiles,
+    projection: Option<&Vec<usize>>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+    let source = format.file_source(TableSchema::builder(file_schema.clone()).build());
+    let hours = files.hours;
+    let files: Vec<PartitionedFile> = files_by_size(files.files);
+    let target = state.config().target_partitions().max(1);
+    let config = FileScanConfigBuilder::new(tier_store_url(tier), source)
+        .with_file_groups(balanced_groups(files, target))
+        .build();
+    let scan = format.create_physical_plan(state, config).await?;
+
+    let (time_column, units_per_ms) = table.time_column();
+    let time = col(time_column);
+    // Adjacent hours merged into one range.
+    let mut ranges: Vec<(i64, i64)> = Vec::new();
+    for &(start, end) in &hours {
+        match ranges.last_mut() {
+            Some(last) if last.1 == start => last.1 = end,
+            _ => ranges.push((start, end)),
+        }
+    }
+    let in_hours = ranges
+        .iter()
+        .map(|&(start, end)| {
+            time.clone()
+                .gt_eq(lit(start.saturating_mul(units_per_ms)))
+                .and(time.clone().lt(lit(end.saturating_mul(units_per_ms))))
+        })
+        .reduce(Expr::or)
+        .unwrap_or(lit(false));
+    let df_schema = DFSchema::try_from(file_schema.as_ref().clone())?;
+    let filter = Arc::new(FilterExec::try_new(state.create_physical_expr(in_hours, &df_schema)?, scan)?);
+
+    // Each row's hour, as a CASE of literals (never null, as the partition column is
+    // declared): the filter above keeps rows of `hours` only.
+    let mut hour_names = hours.iter().map(|&(start, end)| (end, HourPartition::of_unix_ms(start).hour));
+    let hour = match hour_names.next_back() {
+        Some((_, last)) => {
+            let mut branches = hour_names.map(|(end, h)| (time.clone().lt(lit(end.saturating_mul(units_per_ms))), h));
+            match branches.next() {
+                Some((first, h)) => {
+                    let mut case = when(first, lit(format!("{h:02}")));
+                    for (condition, h) in branches {
+                        case = case.when(condition, lit(format!("{h:02}")));
+                    }
+                    case.otherwise(lit(format!("{last:02}")))?
+                }
+                None => lit(format!("{last:02}")),
+            }
+        }
+        None => lit(""),
+    };
+    let mut columns: Vec<(Expr, String)> =
+        file_schema.fields().iter().map(|f| (col(f.name()), f.name().clone())).collect();
+    for (column, constant) in table.partition_columns().iter().zip(constants) {
+        let value = if *column == "hour" { hour.clone() } else { lit(constant.clone()) };
+        columns.push((value, column.to_string()));
+    }
+    let wanted: Vec<usize> = match projection {
+        Some(p) => p.clone(),
+        None => (0..columns.len()).collect(),
+    };
+    let mut exprs = Vec::with_capacity(wanted.len());
+    for i in wanted {
+        let (expr, name) = columns.get(i).cloned().ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal(format!("no column {i} in table {}", table.name()))
+        })?;
+        exprs.push((state.create_physical_expr(expr, &df_schema)?, name));
+    }
+    Ok(Arc::new(ProjectionExec::try_new(exprs, filter)?))
+}
+
+fn files_by_size(files: BTreeMap<String, u64>) -> Vec<PartitionedFile> {
+    let mut files: Vec<PartitionedFile> =
+        files.into_iter().map(|(path, size)| PartitionedFile::new(path, size)).collect();
+    files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
+    files
 }

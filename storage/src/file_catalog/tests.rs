@@ -18,6 +18,7 @@ fn file(tier: TierName, key: &str, bytes: u64) -> CatalogFile {
         max_time_ms: 0,
         series: 1,
         produced_by: "job".into(),
+        shared_object_bytes: None,
     }
 }
 

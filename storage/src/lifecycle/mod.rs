@@ -14,6 +14,7 @@
 //! run jobs on a thread and current-thread runtime of their own, so a job never takes more
 //! than one core and a few hundred MB from ingestion.
 
+pub mod day_files;
 pub mod dense;
 pub mod downsample;
 pub mod holds;
@@ -30,7 +31,7 @@ pub mod stores;
 use std::time::Instant;
 
 use crate::Result;
-use crate::file_catalog::{DataTable, FileCatalog, UnitSnapshot};
+use crate::file_catalog::{DataTable, FileCatalog, UnitSnapshot, shared_day_dir};
 use jobs::{JobRecord, JobState};
 use metrics::LifecycleMetrics;
 use policy::{Downsampling, Policy, PolicyStep};
@@ -182,6 +183,8 @@ impl Lifecycle {
         progress(&record);
 
         let mut last_saved = Instant::now();
+        // Days whose downsampled roll-up hours this run packs, and one hour of each.
+        let mut days_to_pack = std::collections::BTreeMap::new();
         for Planned { table, unit, mut step, down, drop_source } in plan {
             // Downsampling reads the hour after its own step (a compaction changes the
             // source's generation, not its rows), or before it when that step deletes it.
@@ -247,6 +250,22 @@ impl Lifecycle {
                     PolicyStep::Downsample { .. } => Ok(StepResult::nothing()),
                 };
                 self.count(metrics, &mut record, step.name(), &unit.unit, result);
+                // A roll-up hour due for `cold`, of a day due whole: the day's hours go into
+                // shared day files (`day_files`), once every unit has had its steps (a source
+                // hour's own step may make its coarse hours again). Not the downsampling
+                // source's hours: packing them would make their coarse hours again.
+                let day_due = |after: i64| {
+                    let day_end = unit.hour.start_ms() + (24 - i64::from(unit.hour.hour)) * 3_600_000;
+                    now_ms - day_end >= after
+                };
+                if let PolicyStep::Cold { .. } = &step
+                    && table == DataTable::Rollups
+                    && crate::layout::rollup_resolution_ms(&unit.unit) != downsampling.as_ref().map(|d| d.from)
+                    && step.after_ms().is_ok_and(day_due)
+                    && let Some(day) = shared_day_dir(&unit.unit)
+                {
+                    days_to_pack.entry(day).or_insert_with(|| unit.unit.clone());
+                }
             }
             if down
                 && !early
@@ -273,6 +292,13 @@ impl Lifecycle {
                 jobs.put(&record).await?;
                 last_saved = Instant::now();
             }
+        }
+        for unit in days_to_pack.into_values() {
+            record.step = day_files::STEP.into();
+            let (catalog, options) = (&self.catalog, &self.options);
+            let result = day_files::pack_day(catalog, &unit, job_id, options, now_ms, dry_run).await;
+            self.count(metrics, &mut record, day_files::STEP, &unit, result);
+            progress(&record);
         }
         record.step = "done".into();
         record.state = if record.errors.is_empty() { JobState::Finished } else { JobState::FinishedWithErrors };

@@ -349,6 +349,7 @@ impl SortedFileWriter {
             max_time_ms: if file.rows == 0 { 0 } else { file.max_time },
             series: file.series,
             produced_by: self.job.clone(),
+            shared_object_bytes: None,
         });
         Ok(())
     }

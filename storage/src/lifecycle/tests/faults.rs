@@ -5,13 +5,14 @@
 use super::*;
 use crate::fault_store::{FaultControl, Stage};
 
-struct FaultyTiers {
-    tiers: Tiers,
-    faults: Vec<(TierName, FaultControl)>,
+pub(super) struct FaultyTiers {
+    pub(super) tiers: Tiers,
+    pub(super) faults: Vec<(TierName, FaultControl)>,
     _dir: tempfile::TempDir,
 }
 
-fn faulty_tiers() -> FaultyTiers {
+/// Four local tiers, each with its fault controls.
+pub(super) fn faulty_tiers() -> FaultyTiers {
     let dir = tempfile::tempdir().expect("tmp");
     let mut faults = Vec::new();
     let mut open = |name: TierName| {

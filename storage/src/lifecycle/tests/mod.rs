@@ -519,6 +519,7 @@ async fn cold_files_group_series_by_the_scale_their_values_need() {
     assert_eq!(n, 7000);
 }
 
+mod day_files;
 mod faults;
 mod rollups;
 mod sparse;
