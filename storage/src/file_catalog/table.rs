@@ -164,7 +164,9 @@ pub async fn scan_units(
     limit: Option<usize>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     let mut by_tier: BTreeMap<TierName, Vec<PartitionedFile>> = BTreeMap::new();
-    let mut shared: BTreeMap<(TierName, Vec<String>), SharedFiles> = BTreeMap::new();
+    // Shared files: tier and path → size, the partition values alike in all their rows, and
+    // the hours of the units that name them.
+    let mut shared: BTreeMap<(TierName, String), (u64, Vec<String>, BTreeSet<(i64, i64)>)> = BTreeMap::new();
     for unit in units {
         let values = unit.partition_values(table);
         let scalars: Vec<ScalarValue> = values.iter().map(|v| ScalarValue::Utf8(Some(v.clone()))).collect();
@@ -172,9 +174,10 @@ pub async fn scan_units(
             let path = tiers.get(file.tier).path(&file.key).to_string();
             if file.shared {
                 // Read once for every unit that names it, each unit's hour only.
-                let group = shared.entry((file.tier, constant_values(table, &values))).or_default();
-                group.files.insert(path, file.size);
-                group.hours.insert((unit.hour.start_ms(), unit.hour.end_ms()));
+                let entry = shared
+                    .entry((file.tier, path))
+                    .or_insert_with(|| (file.size, constant_values(table, &values), BTreeSet::new()));
+                entry.2.insert((unit.hour.start_ms(), unit.hour.end_ms()));
                 continue;
             }
             by_tier
@@ -183,8 +186,15 @@ pub async fn scan_units(
                 .push(PartitionedFile::new(path, file.size).with_partition_values(scalars.clone()));
         }
     }
-    let mut plans = Vec::with_capacity(by_tier.len() + shared.len());
-    for ((tier, constants), files) in shared {
+    // One scan per set of files named by the same hours (a day's files, or, while a day is
+    // packed again, its old files and its new ones, each named by some of its hours).
+    let mut groups: BTreeMap<(TierName, Vec<String>, BTreeSet<(i64, i64)>), BTreeMap<String, u64>> = BTreeMap::new();
+    for ((tier, path), (size, constants, hours)) in shared {
+        groups.entry((tier, constants, hours)).or_default().insert(path, size);
+    }
+    let mut plans = Vec::with_capacity(by_tier.len() + groups.len());
+    for ((tier, constants, hours), files) in groups {
+        let files = SharedFiles { files, hours };
         plans.push(scan_shared(state, table, file_schema, tier, &constants, files, projection).await?);
     }
     if by_tier.is_empty() && plans.is_empty() {
@@ -223,9 +233,8 @@ fn balanced_groups(files: Vec<PartitionedFile>, target: usize) -> Vec<FileGroup>
     groups.into_iter().map(|(_, files)| FileGroup::new(files)).collect()
 }
 
-/// Shared files of one tier and one set of constant partition values, and the hours
-/// (`[start, end)` in ms) whose units name them.
-#[derive(Default)]
+/// Shared files of one tier, alike in their constant partition values and named by the
+/// same hours (`[start, end)` in ms).
 struct SharedFiles {
     files: BTreeMap<String, u64>,
     hours: BTreeSet<(i64, i64)>,
@@ -243,8 +252,8 @@ fn constant_values(table: DataTable, values: &[String]) -> Vec<String> {
 }
 
 /// Reads shared files (a day of table-hours in one file each, see
-/// [`crate::lifecycle::day_files`]) of one day: each once, keeping the rows of `hours`
-/// only, with the `hour` partition column taken from each row's time and the others from
+/// [`crate::lifecycle::day_files`]) named by the same hours: each once, keeping the rows
+/// of those hours only, with the `hour` partition column taken from each row's time and the others from
 /// `constants`.
 async fn scan_shared(
     state: &dyn Session,

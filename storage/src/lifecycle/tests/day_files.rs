@@ -213,6 +213,8 @@ const CUTS: &[(TierName, Option<StoreOp>, &str)] = &[
     (TierName::Cold, None, "/day/"),
     (TierName::Hot, Some(StoreOp::Put), "_catalog/manifests/metric_rollups/resolution=1h/date=2026-01-01/hour=01"),
     (TierName::Hot, Some(StoreOp::Get), "_catalog/manifests/metric_rollups/resolution=15m"),
+    // Hours 0 and 1 name the new day files, hour 2 still the old ones.
+    (TierName::Hot, Some(StoreOp::Put), "_catalog/manifests/metric_rollups/resolution=15m/date=2026-01-01/hour=02"),
     (TierName::Cold, Some(StoreOp::Delete), "/day/"),
 ];
 
