@@ -25,13 +25,15 @@ fn every_tier_and_lifecycle_step_on_s3() {
         .spawn();
     let rt = runtime();
     let producer = rt.block_on(async { producer(&node.brokers) });
-    // Samples of an hour that ended hours ago, so that every lifecycle step is due.
-    let hour = (callscope_runtime::now_ms() / 3_600_000 - 4) * 3_600_000;
+    // Samples every 10 s of three hours (03:00 to 05:46) of the day before yesterday, so
+    // that every lifecycle step is due, and the day is due whole for roll-ups.
+    let day = (callscope_runtime::now_ms() / 86_400_000 - 2) * 86_400_000;
+    let hour = day + 3 * 3_600_000;
     let payloads: Vec<(String, Vec<u8>)> = (0..1000)
         .map(|i| {
             let mut event = metric(i);
             if let callscope_schemas::Event::Metric(m) = &mut event {
-                m.timestamp_ms = hour + i as i64 * 1000;
+                m.timestamp_ms = hour + i as i64 * 10_000;
             }
             (format!("k{i}"), encode_mixed(i, &event))
         })
@@ -54,6 +56,54 @@ fn every_tier_and_lifecycle_step_on_s3() {
         health["storage"]["url"].as_str().is_some_and(|u| u.starts_with("s3://callscope-test/callscope/hot")),
         "{health}"
     );
+
+    // The roll-ups of the two hours whose windows all closed (the samples run on to 05:46;
+    // 360 samples an hour), packed a day per file into cold on the bucket by the cold step:
+    // the same answer.
+    let date = chrono::DateTime::from_timestamp_millis(day).expect("date").format("%Y-%m-%d").to_string();
+    for resolution in ["1m", "1h"] {
+        let samples = format!(
+            "SELECT SUM(count) FROM metric_rollups WHERE resolution = '{resolution}' AND date = '{date}' \
+             AND hour IN ('03', '04') AND name = 'ai_response_time_ms'"
+        );
+        assert_eq!(wait_for_count(&client, &node.http, &samples, 720, Duration::from_secs(60)), 720, "{resolution}");
+    }
+    let rollups = format!(
+        "SELECT resolution, hour, COUNT(*), SUM(count), CAST(SUM(sum) * 2 AS BIGINT) FROM metric_rollups WHERE date = '{date}' \
+         AND hour IN ('03', '04') GROUP BY 1, 2 ORDER BY 1, 2"
+    );
+    let rollups_before = sql(&client, &node.http, &rollups);
+    assert_eq!(rollups_before.len(), 4, "{rollups_before:?}");
+    let policies = dir.path().join("policies.json");
+    std::fs::write(
+        &policies,
+        json!([{"id": "s3-rollups", "tables": ["metric_rollups"], "steps": [{"action": "cold", "after": "1h"}]}])
+            .to_string(),
+    )
+    .expect("write policies");
+    let out = Command::new(BIN)
+        .args(["lifecycle", "run", "--data-dir", node.data_dir.to_str().expect("path"), "--policy", "s3-rollups"])
+        .args(["--policy-file", policies.to_str().expect("path")])
+        .args(storage.iter().map(String::as_str))
+        .output()
+        .expect("run callscope lifecycle");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(", 0 errors"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sql(&client, &node.http, &rollups), rollups_before, "the same roll-ups, read from day files");
+    let stats = client.call("GET", &format!("{}/monitoring/storage/statistics", node.http), None).json();
+    let cold = stats["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .find(|u| u["tier"] == "cold" && u["table"] == "metric_rollups")
+        .cloned()
+        .unwrap_or_default();
+    let (files, hours) = (cold["files"].as_u64().unwrap_or(0), cold["hours"].as_u64().unwrap_or(0));
+    assert!(files > 0 && files < hours, "a day file serves several hours: {cold}");
 
     // Each lifecycle step in turn, on the bucket: compact (warm), cold, archive, delete.
     let before = totals(&client, &node.http);
@@ -78,7 +128,7 @@ fn every_tier_and_lifecycle_step_on_s3() {
             .expect("run callscope lifecycle");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{policy}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-        assert!(stdout.contains(": 1 of"), "{policy} changed the hour: {stdout}");
+        assert!(stdout.contains(": 3 of 3 "), "{policy} changed the three hours: {stdout}");
         if tier.is_empty() {
             assert_eq!(totals(&client, &node.http)[0], json!(0), "deleted");
             break;

@@ -48,7 +48,7 @@ const HOUR_MS: i64 = 3_600_000;
 
 /// Most rows a day is packed with: the step holds a day's roll-ups in memory (a row takes
 /// about 150 B there), like the hour's own rewrite does an hour's. Beyond it (about
-/// 90 000 series at 15 minutes), hours keep their own files.
+/// 80 000 series at 15 minutes), hours keep their own files.
 pub const MAX_DAY_ROWS: u64 = 8_000_000;
 
 /// Whether an hour of roll-ups goes into its day's files: whole in cold.
