@@ -183,7 +183,7 @@ impl Lifecycle {
         progress(&record);
 
         let mut last_saved = Instant::now();
-        // Days whose downsampled roll-up hours this run packs, and one hour of each.
+        // Days whose roll-up hours this run packs (`day_files`), and one hour of each.
         let mut days_to_pack = std::collections::BTreeMap::new();
         for Planned { table, unit, mut step, down, drop_source } in plan {
             // Downsampling reads the hour after its own step (a compaction changes the

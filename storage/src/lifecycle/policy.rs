@@ -70,7 +70,9 @@ pub enum PolicyStep {
     },
     /// Rewrite each table-hour into the cold tier, densely encoded: measurement columns
     /// as exact decimals where every value allows it (delta-encoded integers), else as
-    /// doubles.
+    /// doubles. Once a whole day is due, its roll-up hours of each resolution (but the one
+    /// a `downsample` step reads) are packed into shared day files
+    /// ([`crate::lifecycle::day_files`]).
     Cold { after: String },
     /// Rewrite each table-hour into the archive tier at maximum compression, plain Parquet
     /// in the Hive layout for DuckDB and Spark.
